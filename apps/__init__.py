@@ -1,0 +1,1 @@
+"""Ray Serve applications, one per system of the book: ``build_app(args) -> Application``."""

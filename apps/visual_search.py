@@ -1,0 +1,261 @@
+"""Visual search (the book's first system) as a Ray Serve application at ``/visual-search``.
+
+Ingress ─> ImageEncoder (batched) ─> Retriever (faiss) ─> Reranker; the indexing path
+Ingress ─> ImageEncoder ─> Retriever.add (durable). A shadow encoder version (e.g. the int8
+ONNX model) can get a share of the traffic through the shared shadow mechanism.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
+
+from apps.common import parse_bool, read_multipart, read_upload, reject_unknown_query
+from deployments.image_encoder import ImageEncoder
+from deployments.reranker import Reranker
+from deployments.retriever import Retriever
+from deployments.shadow import ShadowArgs, ShadowComparator, ShadowMirror
+from mlsd.artifacts import ArtifactStore
+from mlsd.image import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, InvalidImage
+from mlsd.models.encoder import EncoderConfig
+from mlsd.visual_search import ImagePreprocessor
+
+
+class VisualSearchArgs(BaseModel):
+    """Builder arguments (``args:`` in serve_config.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    artifact_store: str = Field("artifacts", description="folder or fsspec URI of artifacts")
+    artifact: str = "visual_search"
+    version: str = "latest"
+    backend: str = Field("torch", description="encoder runner: torch | onnx | onnx-int8")
+    live_log: str | None = Field(
+        "var/visual_search/live.sqlite", description="durable log of added images; None = off"
+    )
+    max_k: int = Field(100, ge=1, le=10_000)
+    overfetch: int = Field(4, ge=1, description="retrieve k x overfetch before reranking")
+    max_upload_bytes: int = DEFAULT_MAX_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_batch_size: int = Field(16, ge=1)
+    batch_wait_timeout_s: float = Field(0.005, ge=0)
+    rerank: dict = Field(default_factory=dict, description="mlsd.rerank.RerankConfig fields")
+    shadow: ShadowArgs | None = None
+    encoder_num_threads: int | None = None
+    fault_injection: str | None = Field(None, description="tests only: shadow 'error' | 'hang'")
+
+
+class Hit(BaseModel):
+    image_id: int
+    score: float
+
+
+class SearchResponse(BaseModel):
+    results: list[Hit]
+    model_version: str
+
+
+class AddResponse(BaseModel):
+    image_id: int
+    model_version: str
+
+
+class Health(BaseModel):
+    status: str
+    model_version: str
+    catalogue: dict
+    shadow: str | None
+
+
+IMAGE_FORM = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {"image": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+        "required": True,
+    }
+}
+ADD_FORM = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {
+                        "image": {"type": "string", "format": "binary"},
+                        "owner": {"type": "string"},
+                        "private": {"type": "boolean"},
+                    },
+                }
+            }
+        },
+        "required": True,
+    }
+}
+
+api = FastAPI(
+    title="Visual search",
+    description="Search a catalogue by image; add images to it (the book's visual search).",
+    version="1",
+)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=128)
+@serve.ingress(api)
+class VisualSearchIngress:
+    def __init__(
+        self,
+        args: dict,
+        encoder: DeploymentHandle,
+        retriever: DeploymentHandle,
+        reranker: DeploymentHandle,
+        shadow_encoder: DeploymentHandle | None = None,
+        shadow_retriever: DeploymentHandle | None = None,
+        comparator: DeploymentHandle | None = None,
+    ):
+        self.args = VisualSearchArgs(**args)
+        art = ArtifactStore(self.args.artifact_store).load(
+            self.args.artifact, self.args.version, verify=False
+        )
+        cfg = EncoderConfig.from_dict(art.config.get("encoder", {}))
+        self.preprocess = ImagePreprocessor(cfg, self.args.max_upload_bytes, self.args.max_pixels)
+        self.model_version = f"{art.version}:{self.args.backend}"
+        self.encoder, self.retriever, self.reranker = encoder, retriever, reranker
+        self.shadow_encoder, self.shadow_retriever = shadow_encoder, shadow_retriever
+        self.comparator = comparator
+        self.mirror = (
+            ShadowMirror(self._run_shadow, comparator, self.args.shadow)
+            if self.args.shadow is not None and comparator is not None
+            else None
+        )
+
+    async def _image_input(self, data: bytes):
+        try:
+            return await asyncio.to_thread(self.preprocess, data)
+        except InvalidImage as e:
+            raise HTTPException(e.status, str(e)) from None
+
+    async def _retrieve(self, encoder, retriever, x, k: int, user_id: str | None):
+        emb = await encoder.encode.remote(x)
+        cands = await retriever.search.remote(emb, k * self.args.overfetch)
+        return await self.reranker.rerank.remote(cands, k, user_id)
+
+    async def _run_shadow(self, request: tuple) -> list[int]:
+        x, k, user_id = request
+        kept = await self._retrieve(self.shadow_encoder, self.shadow_retriever, x, k, user_id)
+        return [i for i, _ in kept]
+
+    @api.post(
+        "/search",
+        response_model=SearchResponse,
+        openapi_extra=IMAGE_FORM,
+        summary="Images most similar to the uploaded one",
+    )
+    async def search(
+        self,
+        request: Request,
+        k: int = Query(10, ge=1, le=10_000, description="number of results"),
+        user_id: str | None = Query(None, max_length=256, description="who asks (privacy)"),
+    ) -> SearchResponse:
+        reject_unknown_query(request, {"k", "user_id"})
+        if k > self.args.max_k:
+            raise HTTPException(422, f"k={k} is over the maximum of {self.args.max_k}")
+        t0 = time.perf_counter()
+        form = await read_multipart(request, {"image"}, self.args.max_upload_bytes, ["image"])
+        data = await read_upload(form, "image", self.args.max_upload_bytes)
+        x, _ = await self._image_input(data)
+        kept = await self._retrieve(self.encoder, self.retriever, x, k, user_id)
+        if self.mirror is not None:
+            ms = (time.perf_counter() - t0) * 1e3
+            self.mirror.maybe_mirror((x, k, user_id), [i for i, _ in kept], ms)
+        return SearchResponse(
+            results=[Hit(image_id=i, score=s) for i, s in kept], model_version=self.model_version
+        )
+
+    @api.post(
+        "/images",
+        response_model=AddResponse,
+        openapi_extra=ADD_FORM,
+        summary="Add an image to the catalogue (durable once acknowledged)",
+    )
+    async def add_image(self, request: Request) -> AddResponse:
+        reject_unknown_query(request, set())
+        if self.args.live_log is None:
+            raise HTTPException(403, "this deployment does not accept new images (live_log off)")
+        form = await read_multipart(
+            request, {"image", "owner", "private"}, self.args.max_upload_bytes, ["image"]
+        )
+        data = await read_upload(form, "image", self.args.max_upload_bytes)
+        owner = form.get("owner")
+        if owner is not None and (not isinstance(owner, str) or len(owner) > 256):
+            raise HTTPException(422, "form field 'owner' must be a string of at most 256 chars")
+        private = parse_bool(form.get("private"), "private")
+        if private and not owner:
+            raise HTTPException(422, "a private image needs an 'owner'")
+        x, signature = await self._image_input(data)
+        emb = await self.encoder.encode.remote(x)
+        image_id = await self.retriever.add.remote(
+            emb, self.model_version, owner=owner or None, private=private, unsafe=False,
+            signature=signature, image=data,
+        )
+        return AddResponse(image_id=image_id, model_version=self.model_version)
+
+    @api.get("/healthz", response_model=Health)
+    async def healthz(self) -> Health:
+        info = await self.retriever.info.remote()
+        shadow = None
+        if self.args.shadow is not None:
+            shadow = f"{self.args.shadow.version}:{self.args.shadow.backend}"
+        return Health(status="ok", model_version=self.model_version, catalogue=info, shadow=shadow)
+
+    @api.get("/shadow", summary="Aggregate shadow-vs-primary comparison (overlap@k, latency)")
+    async def shadow(self) -> dict:
+        if self.comparator is None:
+            return {"enabled": False}
+        report = await self.comparator.report.remote()
+        return {"enabled": True, "shadow": self.args.shadow.model_dump(), **report}
+
+
+def build_app(args: VisualSearchArgs) -> Application:
+    """Wire the graph; the shadow gets its own encoder, and its own index if its version differs."""
+    a = args
+    store = ArtifactStore(a.artifact_store)
+    primary_version = store.resolve(a.artifact, a.version)
+    encoder = ImageEncoder.bind(
+        a.artifact_store, a.artifact, primary_version, a.backend, a.encoder_num_threads,
+        a.max_batch_size, a.batch_wait_timeout_s,
+    )
+    retriever = Retriever.bind(a.artifact_store, a.artifact, primary_version, a.live_log)
+    reranker = Reranker.bind(a.rerank)
+    shadow_encoder = shadow_retriever = comparator = None
+    if a.shadow is not None:
+        shadow_version = store.resolve(a.artifact, a.shadow.version)
+        shadow_encoder = ImageEncoder.options(name="ShadowImageEncoder").bind(
+            a.artifact_store, a.artifact, shadow_version, a.shadow.backend,
+            a.encoder_num_threads, a.max_batch_size, a.batch_wait_timeout_s, a.fault_injection,
+        )
+        shadow_retriever = (
+            retriever if shadow_version == primary_version
+            else Retriever.options(name="ShadowRetriever").bind(
+                a.artifact_store, a.artifact, shadow_version, a.live_log
+            )
+        )
+        comparator = ShadowComparator.bind("overlap@k", 10)
+    payload = a.model_dump()
+    payload["version"] = primary_version
+    return VisualSearchIngress.bind(
+        payload, encoder, retriever, reranker, shadow_encoder, shadow_retriever, comparator
+    )

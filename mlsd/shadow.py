@@ -1,0 +1,94 @@
+"""Shadow deployment, the comparison half: how a shadow model's answers compare to primary's.
+
+The mirroring half (fire-and-forget copies of requests) lives in ``deployments/shadow.py``;
+this module only aggregates records, so any app can plug its own comparison in.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def overlap_at_k(primary: Sequence, shadow: Sequence, k: int = 10) -> float:
+    """|top-k(primary) ∩ top-k(shadow)| / min(k, |top-k(primary)|) (1.0 when both are empty)."""
+    a, b = list(primary)[:k], list(shadow)[:k]
+    if not a:
+        return 1.0 if not b else 0.0
+    return len(set(a) & set(b)) / len(a)
+
+
+def label_agreement(primary: Any, shadow: Any, k: int = 0) -> float:
+    return float(primary == shadow)
+
+
+COMPARISONS: dict[str, Callable[..., float]] = {
+    "overlap@k": overlap_at_k,
+    "agreement": label_agreement,
+}
+
+
+class ShadowStats:
+    """Thread-safe running aggregates of primary-vs-shadow records (bounded memory)."""
+
+    def __init__(self, comparison: str = "overlap@k", k: int = 10, window: int = 10_000):
+        if comparison not in COMPARISONS:
+            raise ValueError(f"unknown comparison {comparison!r}; known: {sorted(COMPARISONS)}")
+        self.comparison, self.k = comparison, k
+        self._compare = COMPARISONS[comparison]
+        self._lock = threading.Lock()
+        self.mirrored = self.completed = self.errors = self.timeouts = 0
+        self.last_error: str | None = None
+        self._scores: deque[float] = deque(maxlen=window)
+        self._primary_ms: deque[float] = deque(maxlen=window)
+        self._shadow_ms: deque[float] = deque(maxlen=window)
+
+    def record(
+        self,
+        primary: Any,
+        shadow: Any = None,
+        primary_ms: float | None = None,
+        shadow_ms: float | None = None,
+        error: str | None = None,
+        timed_out: bool = False,
+    ) -> None:
+        with self._lock:
+            self.mirrored += 1
+            if timed_out:
+                self.timeouts += 1
+            elif error is not None:
+                self.errors += 1
+                self.last_error = error[:500]
+            else:
+                self.completed += 1
+                self._scores.append(self._compare(primary, shadow, self.k))
+                if shadow_ms is not None:
+                    self._shadow_ms.append(shadow_ms)
+            if primary_ms is not None:
+                self._primary_ms.append(primary_ms)
+
+    @staticmethod
+    def _pct(values: deque, q: float) -> float | None:
+        return float(np.percentile(np.fromiter(values, float), q)) if values else None
+
+    def report(self) -> dict[str, Any]:
+        with self._lock:
+            p50, s50 = self._pct(self._primary_ms, 50), self._pct(self._shadow_ms, 50)
+            return {
+                "comparison": self.comparison,
+                "k": self.k,
+                "mirrored": self.mirrored,
+                "completed": self.completed,
+                "errors": self.errors,
+                "timeouts": self.timeouts,
+                "last_error": self.last_error,
+                "mean_score": float(np.mean(self._scores)) if self._scores else None,
+                "min_score": float(np.min(self._scores)) if self._scores else None,
+                "primary_latency_ms": {"p50": p50, "p99": self._pct(self._primary_ms, 99)},
+                "shadow_latency_ms": {"p50": s50, "p99": self._pct(self._shadow_ms, 99)},
+                "latency_ratio_p50": (s50 / p50) if (p50 and s50) else None,
+            }

@@ -1,0 +1,91 @@
+"""Shared fixtures: a tiny real artifact (seeded), and one Ray + Serve instance per session."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fashion_mnist_or_none():
+    from mlsd.data import fashion_mnist as fm
+
+    try:
+        return fm.load("test")
+    except fm.DatasetNotFound:
+        return None
+
+
+def catalogue_images(n: int = 400):
+    """Real Fashion-MNIST test images when present, else seeded synthetic garments."""
+    split = fashion_mnist_or_none()
+    if split is not None:
+        return split.images[:n], split.labels[:n]
+    rng = np.random.default_rng(0)
+    imgs = np.zeros((n, 28, 28), np.uint8)
+    labels = rng.integers(0, 10, n)
+    for i, c in enumerate(labels):
+        h, w = 6 + 2 * c, 20 - c
+        imgs[i, 4 : 4 + h, (28 - w) // 2 : (28 + w) // 2] = 120 + rng.integers(0, 120)
+    return imgs, labels
+
+
+def build_tiny_artifact(store_root: Path, name: str = "visual_search", n: int = 400) -> str:
+    """A small but real artifact: a tiny encoder trained a few steps, indexed, exported."""
+    from mlsd.artifacts import ArtifactStore
+    from mlsd.contrastive import PairMaker, PositiveSampler, contrastive_step
+    from mlsd.image import images_to_tensor
+    from mlsd.index import IndexConfig
+    from mlsd.models.encoder import ConvEncoder, EncoderConfig
+    from train.index_catalogue import build_visual_search_artifact
+
+    torch.manual_seed(0)
+    imgs, labels = catalogue_images(n)
+    cfg = EncoderConfig(width=8, embed_dim=32, proj_dim=16)
+    model = ConvEncoder(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    pairs = PairMaker(images_to_tensor(imgs), PositiveSampler("self", n))
+    for step in range(5):
+        v1, v2, _ = pairs(np.arange(step * 64, step * 64 + 64) % n)
+        contrastive_step(model, opt, v1, v2, 0.2)
+    return build_visual_search_artifact(
+        ArtifactStore(store_root), name, model, cfg, {"positives": "self", "epochs": 0},
+        imgs, labels, IndexConfig(kind="flat"), use_ray_data=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("artifacts")
+    build_tiny_artifact(root)
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def serve_instance(tmp_path_factory):
+    """One local Ray + Serve for the whole session; yields the HTTP base URL."""
+    import ray
+    from ray import serve
+
+    tmp = tmp_path_factory.mktemp("ray")
+    os.environ.setdefault("RAY_TMPDIR", str(tmp))
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(address="local", num_cpus=4, include_dashboard=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+    ray.shutdown()

@@ -1,0 +1,118 @@
+"""Upload decoding: every bad upload becomes one typed error with a clear message."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mlsd.image import (
+    BatchAugment,
+    InvalidImage,
+    decode_image,
+    dhash,
+    hamming,
+    simclr_augment,
+    to_array,
+)
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _jpeg(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_decodes_png_and_jpeg():
+    arr = (np.random.default_rng(0).random((40, 30, 3)) * 255).astype(np.uint8)
+    assert decode_image(_png(arr)).size == (30, 40)
+    assert decode_image(_jpeg(arr)).mode == "RGB"
+
+
+@pytest.mark.parametrize(
+    "data, needle",
+    [
+        (b"", "empty"),
+        (b"hello, I am not an image at all", "not an image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, "not an image|corrupt"),
+    ],
+)
+def test_bad_bytes(data, needle):
+    with pytest.raises(InvalidImage, match=needle):
+        decode_image(data)
+
+
+def test_truncated_jpeg():
+    data = _jpeg(np.full((64, 64, 3), 128, np.uint8))
+    with pytest.raises(InvalidImage, match="truncated|corrupt"):
+        decode_image(data[: len(data) // 2])
+
+
+def test_pixel_limit_checked_before_decoding():
+    data = _png(np.zeros((100, 100), np.uint8))
+    with pytest.raises(InvalidImage, match="over the limit") as e:
+        decode_image(data, max_pixels=5_000)
+    assert e.value.status == 413
+
+
+def test_decompression_bomb():
+    # a tiny PNG that claims 20000 x 20000 pixels
+    img = Image.new("1", (20000, 20000))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    assert len(buf.getvalue()) < 200_000
+    with pytest.raises(InvalidImage) as e:
+        decode_image(buf.getvalue())
+    assert e.value.status == 413
+
+
+def test_byte_limit():
+    with pytest.raises(InvalidImage, match="bytes"):
+        decode_image(b"x" * 101, max_bytes=100)
+
+
+def test_to_array_inverts_bright_backgrounds_and_keeps_dark_ones():
+    dark = np.zeros((50, 80), np.uint8)
+    dark[10:40, 20:60] = 200  # light object on black, like Fashion-MNIST
+    x = to_array(Image.fromarray(dark), size=28)
+    assert x.shape == (1, 28, 28) and x.dtype == np.float32
+    assert x[0, 0, 0] < 0.1 and x.max() > 0.7
+    photo = 255 - dark  # dark object on white, like a product photo
+    y = to_array(Image.fromarray(photo), size=28)
+    np.testing.assert_allclose(x, y, atol=0.02)
+
+
+def test_dhash_near_duplicates():
+    rng = np.random.default_rng(0)
+    a = (rng.random((28, 28)) * 255).astype(np.uint8)
+    b = np.clip(a.astype(int) + 3, 0, 255).astype(np.uint8)  # brightness shift
+    c = (rng.random((28, 28)) * 255).astype(np.uint8)
+    assert hamming(dhash(a), dhash(b)) <= 3
+    assert hamming(dhash(a), dhash(c)) > 10
+
+
+def test_augmentations_shapes_and_ranges():
+    x = torch.rand(16, 1, 28, 28)
+    g = torch.Generator().manual_seed(0)
+    out = BatchAugment(generator=g)(x)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    assert not torch.allclose(out, x)
+    tv = simclr_augment(28)(x[0])
+    assert tv.shape == (1, 28, 28)
+
+
+def test_batch_augment_identity_when_no_crop():
+    # at strength 0 the crop covers the image; only flips remain, so pixels are preserved
+    x = torch.rand(8, 1, 28, 28)
+    out = BatchAugment(strength=0.0, generator=torch.Generator().manual_seed(1))(x)
+    flipped = torch.flip(x, dims=[-1])
+    for i in range(len(x)):
+        same = torch.allclose(out[i], x[i], atol=1e-5) or torch.allclose(out[i], flipped[i], atol=1e-5)
+        assert same

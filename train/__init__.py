@@ -1,0 +1,1 @@
+"""Jobs for ``ray job submit``: Ray Train trainers and Ray Data pipelines."""
