@@ -24,9 +24,7 @@ async def read_multipart(
     """Parse a multipart body strictly: right content type, size cap, no unknown fields."""
     ctype = request.headers.get("content-type", "")
     if not ctype.lower().startswith("multipart/form-data"):
-        raise HTTPException(
-            415, f"expected multipart/form-data, got {ctype or 'no content type'}"
-        )
+        raise HTTPException(415, f"expected multipart/form-data, got {ctype or 'no content type'}")
     length = request.headers.get("content-length")
     if length is not None:
         try:

@@ -5,9 +5,8 @@ Ingress ─> ImageEncoder ─> Retriever.add (durable). A shadow encoder version
 ONNX model) can get a share of the traffic through the shared shadow mechanism.
 """
 
-from __future__ import annotations
-
 import asyncio
+import os
 import time
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -208,8 +207,13 @@ class VisualSearchIngress:
         x, signature = await self._image_input(data)
         emb = await self.encoder.encode.remote(x)
         image_id = await self.retriever.add.remote(
-            emb, self.model_version, owner=owner or None, private=private, unsafe=False,
-            signature=signature, image=data,
+            emb,
+            self.model_version,
+            owner=owner or None,
+            private=private,
+            unsafe=False,
+            signature=signature,
+            image=data,
         )
         return AddResponse(image_id=image_id, model_version=self.model_version)
 
@@ -231,12 +235,22 @@ class VisualSearchIngress:
 
 def build_app(args: VisualSearchArgs) -> Application:
     """Wire the graph; the shadow gets its own encoder, and its own index if its version differs."""
-    a = args
+    a = args.model_copy()
+    # replicas may start in another working directory: pin local paths now
+    if "://" not in a.artifact_store:
+        a.artifact_store = os.path.abspath(a.artifact_store)
+    if a.live_log and "://" not in a.live_log:
+        a.live_log = os.path.abspath(a.live_log)
     store = ArtifactStore(a.artifact_store)
     primary_version = store.resolve(a.artifact, a.version)
     encoder = ImageEncoder.bind(
-        a.artifact_store, a.artifact, primary_version, a.backend, a.encoder_num_threads,
-        a.max_batch_size, a.batch_wait_timeout_s,
+        a.artifact_store,
+        a.artifact,
+        primary_version,
+        a.backend,
+        a.encoder_num_threads,
+        a.max_batch_size,
+        a.batch_wait_timeout_s,
     )
     retriever = Retriever.bind(a.artifact_store, a.artifact, primary_version, a.live_log)
     reranker = Reranker.bind(a.rerank)
@@ -244,11 +258,18 @@ def build_app(args: VisualSearchArgs) -> Application:
     if a.shadow is not None:
         shadow_version = store.resolve(a.artifact, a.shadow.version)
         shadow_encoder = ImageEncoder.options(name="ShadowImageEncoder").bind(
-            a.artifact_store, a.artifact, shadow_version, a.shadow.backend,
-            a.encoder_num_threads, a.max_batch_size, a.batch_wait_timeout_s, a.fault_injection,
+            a.artifact_store,
+            a.artifact,
+            shadow_version,
+            a.shadow.backend,
+            a.encoder_num_threads,
+            a.max_batch_size,
+            a.batch_wait_timeout_s,
+            a.fault_injection,
         )
         shadow_retriever = (
-            retriever if shadow_version == primary_version
+            retriever
+            if shadow_version == primary_version
             else Retriever.options(name="ShadowRetriever").bind(
                 a.artifact_store, a.artifact, shadow_version, a.live_log
             )

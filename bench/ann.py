@@ -29,7 +29,9 @@ def synthetic(n: int, n_queries: int, d: int = 128, latent: int = 32, clusters: 
     proj = rng.normal(size=(latent, d)).astype(np.float32) / np.sqrt(latent)
 
     def draw(m):
-        z = centres[rng.integers(0, clusters, m)] + 0.6 * rng.normal(size=(m, latent)).astype(np.float32)
+        z = centres[rng.integers(0, clusters, m)] + 0.6 * rng.normal(size=(m, latent)).astype(
+            np.float32
+        )
         x = z @ proj + 0.05 * rng.normal(size=(m, d)).astype(np.float32)
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
@@ -49,14 +51,25 @@ def _size_mb(index: faiss.Index) -> float:
     return faiss.serialize_index(index).nbytes / 2**20
 
 
-def run(base: np.ndarray, queries: np.ndarray, k: int, hnsw_m: int, ef_c: int, label: str) -> list[dict]:
+def run(
+    base: np.ndarray, queries: np.ndarray, k: int, hnsw_m: int, ef_c: int, label: str
+) -> list[dict]:
     rows = []
     faiss.omp_set_num_threads(1)
     exact = faiss.IndexFlatIP(base.shape[1])
     exact.add(base)
     truth, qps_exact = _timed_queries(lambda q: exact.search(q, k)[1][0], queries, k)
-    rows.append({"data": label, "index": "faiss IndexFlatIP (exact)", "setting": "-",
-                 "recall@10": 1.0, "qps": qps_exact, "build_s": 0.0, "mb": base.nbytes / 2**20})
+    rows.append(
+        {
+            "data": label,
+            "index": "faiss IndexFlatIP (exact)",
+            "setting": "-",
+            "recall@10": 1.0,
+            "qps": qps_exact,
+            "build_s": 0.0,
+            "mb": base.nbytes / 2**20,
+        }
+    )
     faiss.omp_set_num_threads(2)  # builds may use the machine; searches stay single-threaded
 
     t0 = time.perf_counter()
@@ -66,21 +79,38 @@ def run(base: np.ndarray, queries: np.ndarray, k: int, hnsw_m: int, ef_c: int, l
     for nprobe in sorted({ivf.nprobe, max(1, ivf.nprobe // 2), ivf.nprobe * 2}):
         ivf.set_nprobe(nprobe)
         got, qps = _timed_queries(lambda q: ivf.search(q, k)[1][0], queries, k)
-        rows.append({"data": label, "index": f"ours: IVF{ivf.index.nlist},Flat (auto)",
-                     "setting": f"nprobe {nprobe}" + (" (tuned)" if nprobe == ivf.nprobe else ""),
-                     "recall@10": recall_at_k_ids(got, truth), "qps": qps, "build_s": build,
-                     "mb": _size_mb(ivf.index)})
+        rows.append(
+            {
+                "data": label,
+                "index": f"ours: IVF{ivf.index.nlist},Flat (auto)",
+                "setting": f"nprobe {nprobe}" + (" (tuned)" if nprobe == ivf.nprobe else ""),
+                "recall@10": recall_at_k_ids(got, truth),
+                "qps": qps,
+                "build_s": build,
+                "mb": _size_mb(ivf.index),
+            }
+        )
     faiss.omp_set_num_threads(2)
     t0 = time.perf_counter()
-    hnsw = VectorIndex.build(base, cfg=IndexConfig(kind="hnsw", hnsw_m=hnsw_m, ef_construction=ef_c))
+    hnsw = VectorIndex.build(
+        base, cfg=IndexConfig(kind="hnsw", hnsw_m=hnsw_m, ef_construction=ef_c)
+    )
     build = time.perf_counter() - t0
     faiss.omp_set_num_threads(1)
     for ef in (32, 64, 128):
         hnsw.set_ef_search(ef)
         got, qps = _timed_queries(lambda q: hnsw.search(q, k)[1][0], queries, k)
-        rows.append({"data": label, "index": f"ours: HNSW{hnsw_m},Flat", "setting": f"efSearch {ef}",
-                     "recall@10": recall_at_k_ids(got, truth), "qps": qps, "build_s": build,
-                     "mb": _size_mb(hnsw.index)})
+        rows.append(
+            {
+                "data": label,
+                "index": f"ours: HNSW{hnsw_m},Flat",
+                "setting": f"efSearch {ef}",
+                "recall@10": recall_at_k_ids(got, truth),
+                "qps": qps,
+                "build_s": build,
+                "mb": _size_mb(hnsw.index),
+            }
+        )
     try:
         import hnswlib
     except ImportError:
@@ -96,9 +126,17 @@ def run(base: np.ndarray, queries: np.ndarray, k: int, hnsw_m: int, ef_c: int, l
         for ef in (32, 64, 128):
             h.set_ef(ef)
             got, qps = _timed_queries(lambda q: h.knn_query(q, k=k)[0][0], queries, k)
-            rows.append({"data": label, "index": f"hnswlib M={hnsw_m}", "setting": f"ef {ef}",
-                         "recall@10": recall_at_k_ids(got, truth), "qps": qps, "build_s": build,
-                         "mb": None})
+            rows.append(
+                {
+                    "data": label,
+                    "index": f"hnswlib M={hnsw_m}",
+                    "setting": f"ef {ef}",
+                    "recall@10": recall_at_k_ids(got, truth),
+                    "qps": qps,
+                    "build_s": build,
+                    "mb": None,
+                }
+            )
     for r in rows:
         r["x_exact_qps"] = r["qps"] / qps_exact
     return rows
@@ -159,7 +197,9 @@ def main(argv=None) -> None:
         data = fmnist_embeddings(a.store, a.name)
         if data is not None:
             base, queries = data
-            rows += run(base, queries, 10, 16, 100, f"Fashion-MNIST {len(base):,} x {base.shape[1]}")
+            rows += run(
+                base, queries, 10, 16, 100, f"Fashion-MNIST {len(base):,} x {base.shape[1]}"
+            )
     print(to_markdown(rows))
     if a.json:
         with open(a.json, "w") as f:

@@ -64,8 +64,16 @@ class CatalogueLog:
             cur = self._conn.execute(
                 "INSERT INTO images (owner, private, unsafe, signature, embedding, dim,"
                 " model_version, image) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (owner, int(private), int(unsafe), signature, emb.tobytes(), emb.size,
-                 model_version, image),
+                (
+                    owner,
+                    int(private),
+                    int(unsafe),
+                    signature,
+                    emb.tobytes(),
+                    emb.size,
+                    model_version,
+                    image,
+                ),
             )
             self._conn.commit()
             return LIVE_ID_BASE + int(cur.lastrowid)

@@ -33,7 +33,7 @@ class ContrastiveConfig:
     temperature: float = 0.2
     aug_strength: float = 1.0
     neighbour_k: int = 5
-    neighbour_prob: float = 0.5
+    neighbour_prob: float = 0.7
     refresh_neighbours_every: int = 0  # epochs; re-mine neighbours with the model; 0 = never
     augment: str = "batched"  # batched (BatchAugment) | torchvision (per-sample v2 pipeline)
     bf16: bool = True
@@ -207,4 +207,3 @@ def embed_all(model: torch.nn.Module, images: torch.Tensor, batch: int = 2048, b
             out.append(inner(images[i : i + batch].to(dev)).float().cpu())
     inner.train(was)
     return torch.cat(out).numpy()
-

@@ -79,7 +79,9 @@ def to_array(
     mode = "L" if channels == 1 else "RGB"
     img = img.convert(mode)
     arr = np.asarray(img, dtype=np.float32) / 255.0
-    border = np.concatenate([arr[0].ravel(), arr[-1].ravel(), arr[:, 0].ravel(), arr[:, -1].ravel()])
+    border = np.concatenate(
+        [arr[0].ravel(), arr[-1].ravel(), arr[:, 0].ravel(), arr[:, -1].ravel()]
+    )
     bg = float(border.mean())
     flip = invert == "always" or (invert == "auto" and bg > 0.5)
     if flip:
@@ -94,7 +96,8 @@ def to_array(
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     """(N, H, W) or (N, C, H, W) uint8 -> (N, C, H, W) float32 in [0, 1]."""
-    t = torch.as_tensor(np.asarray(images))
+    arr = np.asarray(images)
+    t = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
     if t.ndim == 3:
         t = t[:, None]
     return t.float().div_(255.0) if t.dtype == torch.uint8 else t.float()
@@ -171,8 +174,10 @@ class BatchAugment:
         ys = torch.arange(hh, device=dev)[None, :, None]
         xs = torch.arange(ww, device=dev)[None, None, :]
         mask = (
-            (ys >= ey[:, None, None]) & (ys < (ey + eh)[:, None, None])
-            & (xs >= ex[:, None, None]) & (xs < (ex + ew)[:, None, None])
+            (ys >= ey[:, None, None])
+            & (ys < (ey + eh)[:, None, None])
+            & (xs >= ex[:, None, None])
+            & (xs < (ex + ew)[:, None, None])
             & erase[:, None, None]
         )
         return out.masked_fill(mask[:, None], 0.0)

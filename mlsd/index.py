@@ -80,7 +80,11 @@ class VectorIndex:
                 raise ValueError(f"IVF needs at least nlist={nlist} vectors to train, got {n}")
             quantizer = faiss.IndexFlatIP(d)
             index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-            sample = x if n <= 256 * nlist else x[np.random.default_rng(0).choice(n, 256 * nlist, replace=False)]
+            sample = (
+                x
+                if n <= 256 * nlist
+                else x[np.random.default_rng(0).choice(n, 256 * nlist, replace=False)]
+            )
             index.train(sample)
         out = cls(index, kind, d)
         out.add(x, ids)
@@ -169,10 +173,15 @@ class VectorIndex:
     def load(cls, path: str | os.PathLike, kind: str | None = None) -> VectorIndex:
         index = faiss.read_index(str(path))
         if kind is None:
-            inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+            inner = (
+                faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+            )
             kind = (
-                "hnsw" if isinstance(inner, faiss.IndexHNSW)
-                else "ivf" if isinstance(inner, faiss.IndexIVF) else "flat"
+                "hnsw"
+                if isinstance(inner, faiss.IndexHNSW)
+                else "ivf"
+                if isinstance(inner, faiss.IndexIVF)
+                else "flat"
             )
         return cls(index, kind, index.d)
 

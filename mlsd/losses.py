@@ -1,4 +1,4 @@
-"""Contrastive losses of the book: cosine similarity -> softmax with temperature -> cross-entropy."""
+"""Contrastive losses of the book: cosine similarity, softmax with temperature, cross-entropy."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ import torch
 import torch.nn.functional as F
 
 
-def info_nce(
-    queries: torch.Tensor, keys: torch.Tensor, temperature: float = 0.1
-) -> torch.Tensor:
+def info_nce(queries: torch.Tensor, keys: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """InfoNCE with in-batch negatives: row i of ``queries`` matches row i of ``keys``.
 
     queries, keys: (B, D). Every other key in the batch is a negative (the book's picture:

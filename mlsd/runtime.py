@@ -26,14 +26,20 @@ class ModelRunner(Protocol):
 class TorchRunner:
     backend = "torch"
 
-    def __init__(self, model: torch.nn.Module, num_threads: int | None = None):
-        self.model = model.eval()
+    def __init__(
+        self, model: torch.nn.Module, num_threads: int | None = None, device: str = "auto"
+    ):
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
         if num_threads:
             torch.set_num_threads(num_threads)
 
     @torch.inference_mode()
     def run(self, x: np.ndarray) -> np.ndarray:
-        return self.model(torch.as_tensor(np.asarray(x, dtype=np.float32))).numpy()
+        t = torch.as_tensor(np.asarray(x, dtype=np.float32)).to(self.device)
+        return self.model(t).float().cpu().numpy()
 
 
 class OnnxRunner:
@@ -46,8 +52,11 @@ class OnnxRunner:
         if num_threads:
             opts.intra_op_num_threads = num_threads
         opts.inter_op_num_threads = 1
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                     if p in ort.get_available_providers()]
+        providers = [
+            p
+            for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+            if p in ort.get_available_providers()
+        ]
         self.session = ort.InferenceSession(str(path), opts, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
         self.path = str(path)

@@ -121,8 +121,12 @@ class CatalogueIndex:
         self.meta: dict[int, ImageMeta] = {
             int(i): ImageMeta(int(i), o, bool(p), bool(u), s)
             for i, o, p, u, s in zip(
-                table["image_id"], table["owner"], table["private"], table["unsafe"],
-                table["signature"], strict=True,
+                table["image_id"],
+                table["owner"],
+                table["private"],
+                table["unsafe"],
+                table["signature"],
+                strict=True,
             )
         }
         if len(self.meta) != len(self.index):
@@ -178,7 +182,9 @@ class CatalogueIndex:
             raise RuntimeError("this catalogue has no live log configured: additions disabled")
         if embedding.size != self.index.dim:
             raise ValueError(f"embedding has {embedding.size} dims, index {self.index.dim}")
-        image_id = self.log.append(embedding, model_version, owner, private, unsafe, signature, image)
+        image_id = self.log.append(
+            embedding, model_version, owner, private, unsafe, signature, image
+        )
         self.sync()
         return image_id
 

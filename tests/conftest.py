@@ -55,8 +55,15 @@ def build_tiny_artifact(store_root: Path, name: str = "visual_search", n: int = 
         v1, v2, _ = pairs(np.arange(step * 64, step * 64 + 64) % n)
         contrastive_step(model, opt, v1, v2, 0.2)
     return build_visual_search_artifact(
-        ArtifactStore(store_root), name, model, cfg, {"positives": "self", "epochs": 0},
-        imgs, labels, IndexConfig(kind="flat"), use_ray_data=False,
+        ArtifactStore(store_root),
+        name,
+        model,
+        cfg,
+        {"positives": "self", "epochs": 0},
+        imgs,
+        labels,
+        IndexConfig(kind="flat"),
+        use_ray_data=False,
     )
 
 
@@ -82,8 +89,15 @@ def serve_instance(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ray")
     os.environ.setdefault("RAY_TMPDIR", str(tmp))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(address="local", num_cpus=4, include_dashboard=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    # a loaded 2-core machine answers slowly: give Serve's proxy time before calling it dead
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
+    os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "60")
+    ray.init(
+        address="local",
+        num_cpus=4,
+        include_dashboard=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+    )
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield f"http://127.0.0.1:{port}"

@@ -24,14 +24,23 @@ import numpy as np
 import torch
 
 from mlsd.artifacts import ArtifactStore
-from mlsd.contrastive import ContrastiveConfig, ViewMaker, contrastive_step, nearest_neighbours
+from mlsd.contrastive import (
+    ContrastiveConfig,
+    PairMaker,
+    PositiveSampler,
+    contrastive_step,
+    embed_all,
+    nearest_neighbours,
+)
 from mlsd.data import fashion_mnist as fm
+from mlsd.image import images_to_tensor
 from mlsd.index import IndexConfig
-from mlsd.models.encoder import EncoderConfig, build_encoder
+from mlsd.models.encoder import ConvEncoder, EncoderConfig, build_encoder, trainable_part
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """Runs on every Ray Train worker."""
+    """Runs on every Ray Train worker: positives + augmentation, NT-Xent, report per epoch."""
+    import ray
     import ray.train
     import ray.train.torch
 
@@ -39,93 +48,127 @@ def train_loop_per_worker(config: dict) -> None:
         torch.set_num_threads(int(config["torch_threads"]))
     cc = ContrastiveConfig(**config["contrastive"])
     torch.manual_seed(cc.seed)
-    model = build_encoder(EncoderConfig.from_dict(config["encoder"]))
+    device = ray.train.torch.get_device()
+    images_np, labels, clicks = ray.get(config["data_ref"])
+    images = images_to_tensor(images_np)  # (N, C, H, W), the memory bank positives come from
+    neighbours = None
+    if cc.positives == "neighbours":
+        neighbours = nearest_neighbours(images_np.astype(np.float32) / 255.0, cc.neighbour_k)
+    sampler = PositiveSampler(
+        cc.positives,
+        len(images),
+        labels,
+        neighbours,
+        clicks,
+        cc.neighbour_prob,
+        seed=cc.seed + ray.train.get_context().get_world_rank(),
+    )
+    pairs = PairMaker(images, sampler, cc.augment, cc.aug_strength, seed=cc.seed)
+    model = ConvEncoder(EncoderConfig.from_dict(config["encoder"]))
     opt = torch.optim.AdamW(model.parameters(), lr=cc.lr, weight_decay=cc.weight_decay)
     steps_per_epoch = config["steps_per_epoch"]
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cc.lr, total_steps=max(1, cc.epochs * steps_per_epoch), pct_start=0.1
-    )
     start_epoch = 0
     ckpt = ray.train.get_checkpoint()
-    if ckpt:
+    if ckpt:  # resume: same run name and storage path
         with ckpt.as_directory() as d:
             state = torch.load(Path(d) / "state.pt", weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        if state.get("neighbours") is not None:
+            sampler.neighbours = state["neighbours"]
         start_epoch = state["epoch"] + 1
+    # one-cycle over the run's epochs; a resumed run (possibly with more epochs) continues it
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt,
+        max_lr=cc.lr,
+        total_steps=max(1, cc.epochs * steps_per_epoch),
+        pct_start=0.1,
+        last_epoch=start_epoch * steps_per_epoch - 1,
+    )
     model = ray.train.torch.prepare_model(model)
-    device = ray.train.torch.get_device()
+    bf16 = cc.bf16 and (device.type == "cuda" or _cpu_has_bf16())
     shard = ray.train.get_dataset_shard("train")
     batch = cc.batch_size // ray.train.get_context().get_world_size()
     for epoch in range(start_epoch, cc.epochs):
         t0, losses = time.perf_counter(), []
-        for step, b in enumerate(
-            shard.iter_torch_batches(batch_size=batch, drop_last=True, device=device)
+        refreshed = False
+        if (
+            cc.positives == "neighbours"
+            and cc.refresh_neighbours_every
+            and epoch > 0
+            and epoch % cc.refresh_neighbours_every == 0
         ):
+            emb = embed_all(model, images, bf16=bf16)  # re-mine in the model's own space
+            sampler.neighbours = nearest_neighbours(emb, cc.neighbour_k, pca_dim=0)
+            refreshed = True
+        batches = shard.iter_batches(
+            batch_size=batch, drop_last=True, local_shuffle_buffer_size=max(4 * batch, 8192)
+        )
+        for step, b in enumerate(batches):
             if step >= steps_per_epoch:
                 break
-            groups = b["group"] if config["contrastive"]["positives"] == "labels" else None
-            losses.append(
-                contrastive_step(model, opt, b["view1"], b["view2"], cc.temperature, groups)
-            )
+            v1, v2, groups = pairs(b["id"], device)
+            losses.append(contrastive_step(model, opt, v1, v2, cc.temperature, groups, bf16))
             sched.step()
         metrics = {
             "epoch": epoch,
             "loss": float(np.mean(losses)) if losses else float("nan"),
             "steps": len(losses),
             "epoch_seconds": time.perf_counter() - t0,
+            "refreshed_neighbours": refreshed,
         }
         with tempfile.TemporaryDirectory() as d:
             checkpoint = None
             if ray.train.get_context().get_world_rank() == 0:
                 inner = model.module if hasattr(model, "module") else model
                 torch.save(
-                    {"model": inner.state_dict(), "optimizer": opt.state_dict(),
-                     "scheduler": sched.state_dict(), "epoch": epoch},
+                    {
+                        "model": inner.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "epoch": epoch,
+                        "neighbours": sampler.neighbours,
+                    },
                     Path(d) / "state.pt",
                 )
                 checkpoint = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=checkpoint)
 
 
-def make_train_dataset(images: np.ndarray, cc: ContrastiveConfig, labels, clicks):
-    """Ray Data pipeline: shuffled anchor ids -> positives + augmented views."""
-    import ray
-
-    neighbours = None
-    if cc.positives == "neighbours":
-        neighbours = nearest_neighbours(images.astype(np.float32) / 255.0, cc.neighbour_k)
-    ds = ray.data.range(len(images), override_num_blocks=16).random_shuffle(seed=None)
-    return ds.map_batches(
-        ViewMaker,
-        fn_constructor_kwargs={
-            "images": images,
-            "mode": cc.positives,
-            "labels": labels,
-            "neighbours": neighbours,
-            "clicks": clicks,
-            "neighbour_prob": cc.neighbour_prob,
-            "aug_strength": cc.aug_strength,
-            "seed": cc.seed,
-        },
-        batch_size=256,
-        concurrency=1,
-        num_cpus=0.5,
-    )
+def _cpu_has_bf16() -> bool:
+    """bfloat16 autocast pays on CPUs with native bf16 dot products (AVX-512 BF16 / AMX)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    except OSError:
+        return False
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--positives", default="neighbours", choices=["self", "neighbours", "labels", "clicks"])
+    p.add_argument(
+        "--positives", default="neighbours", choices=["self", "neighbours", "labels", "clicks"]
+    )
     p.add_argument("--clicks", default=None, help="click log .npy/.csv of (query_id, clicked_id)")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--temperature", type=float, default=0.2)
     p.add_argument("--neighbour-k", type=int, default=5)
-    p.add_argument("--neighbour-prob", type=float, default=0.5)
+    p.add_argument("--neighbour-prob", type=float, default=0.7)
     p.add_argument("--aug-strength", type=float, default=1.0)
+    p.add_argument("--augment", default="batched", choices=["batched", "torchvision"])
+    p.add_argument("--refresh-neighbours-every", type=int, default=0)
+    p.add_argument("--no-bf16", action="store_true", help="train in float32")
+    p.add_argument(
+        "--fuse-pretrained",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve our CNN fused with the frozen ImageNet EfficientNet-Lite0",
+    )
+    p.add_argument("--pretrained-size", type=int, default=160)
+    p.add_argument("--fusion-weight", type=float, default=0.5)
     p.add_argument("--max-steps-per-epoch", type=int, default=0)
     p.add_argument("--train-limit", type=int, default=0, help="use the first N train images")
     p.add_argument("--width", type=int, default=32)
@@ -156,6 +199,7 @@ def load_clicks(path: str | None) -> np.ndarray | None:
 
 
 def run(a: argparse.Namespace) -> dict:
+    import ray
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -167,29 +211,53 @@ def run(a: argparse.Namespace) -> dict:
     if a.train_limit:
         images, labels = images[: a.train_limit], labels[: a.train_limit]
     cc = ContrastiveConfig(
-        positives=a.positives, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-        temperature=a.temperature, aug_strength=a.aug_strength, neighbour_k=a.neighbour_k,
-        neighbour_prob=a.neighbour_prob, max_steps_per_epoch=a.max_steps_per_epoch, seed=a.seed,
+        positives=a.positives,
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        temperature=a.temperature,
+        aug_strength=a.aug_strength,
+        neighbour_k=a.neighbour_k,
+        neighbour_prob=a.neighbour_prob,
+        max_steps_per_epoch=a.max_steps_per_epoch,
+        seed=a.seed,
+        refresh_neighbours_every=a.refresh_neighbours_every,
+        augment=a.augment,
+        bf16=not a.no_bf16,
     )
-    enc = EncoderConfig(width=a.width, embed_dim=a.embed_dim)
+    enc = EncoderConfig(
+        arch="fusion" if a.fuse_pretrained else "convnet",
+        width=a.width,
+        embed_dim=a.embed_dim,
+        pretrained_size=a.pretrained_size,
+        fusion_weight=a.fusion_weight,
+    )
     steps = len(images) // a.batch_size
     if a.max_steps_per_epoch:
         steps = min(steps, a.max_steps_per_epoch)
     torch_threads = a.torch_threads or os.cpu_count() or 1
-    ds = make_train_dataset(images, cc, labels if a.positives == "labels" else None, load_clicks(a.clicks))
+    # Ray Data streams the shuffled anchor ids to the workers (sharded across them); the
+    # images themselves travel once, through the object store, as the positives' memory bank.
+    ds = ray.data.range(len(images), override_num_blocks=16).randomize_block_order(seed=a.seed)
+    data_ref = ray.put((images, labels if a.positives == "labels" else None, load_clicks(a.clicks)))
     run_name = a.run_name or f"visual_search-{a.positives}-{time.strftime('%Y%m%d-%H%M%S')}"
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
-            "contrastive": cc.to_dict(), "encoder": enc.to_dict(),
-            "steps_per_epoch": steps, "torch_threads": torch_threads,
+            "contrastive": cc.to_dict(),
+            "encoder": enc.to_dict(),
+            "steps_per_epoch": steps,
+            "torch_threads": torch_threads,
+            "data_ref": data_ref,
         },
         scaling_config=ray.train.ScalingConfig(
-            num_workers=a.num_workers, use_gpu=a.use_gpu,
+            num_workers=a.num_workers,
+            use_gpu=a.use_gpu,
             resources_per_worker={"CPU": a.cpus_per_worker},
         ),
         run_config=ray.train.RunConfig(
-            name=run_name, storage_path=a.runs_dir,
+            name=run_name,
+            storage_path=a.runs_dir,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
         datasets={"train": ds},
@@ -200,7 +268,7 @@ def run(a: argparse.Namespace) -> dict:
     with result.checkpoint.as_directory() as d:
         state = torch.load(Path(d) / "state.pt", weights_only=False)
     model = build_encoder(enc)
-    model.load_state_dict(state["model"])
+    trainable_part(model).load_state_dict(state["model"])
     summary = {"run": run_name, "train_seconds": train_seconds, "final": result.metrics}
     if a.skip_index:
         return summary
@@ -211,13 +279,20 @@ def run(a: argparse.Namespace) -> dict:
     if a.catalogue_limit:
         cat_images, cat_labels = cat_images[: a.catalogue_limit], cat_labels[: a.catalogue_limit]
     version = build_visual_search_artifact(
-        ArtifactStore(a.store), a.name, model, enc,
+        ArtifactStore(a.store),
+        a.name,
+        model,
+        enc,
         {**cc.to_dict(), "num_workers": a.num_workers, "use_gpu": a.use_gpu, "run": run_name},
-        cat_images, cat_labels, IndexConfig(kind=a.index_kind),
+        cat_images,
+        cat_labels,
+        IndexConfig(kind=a.index_kind),
         extra_metrics={"train_seconds": train_seconds, "final_loss": result.metrics.get("loss")},
-        data_info={"train": f"fashion-mnist/train[:{len(images)}]",
-                   "catalogue": f"fashion-mnist/test[:{len(cat_images)}]",
-                   "labels_used": a.positives == "labels"},
+        data_info={
+            "train": f"fashion-mnist/train[:{len(images)}]",
+            "catalogue": f"fashion-mnist/test[:{len(cat_images)}]",
+            "labels_used": a.positives == "labels",
+        },
     )
     summary["artifact"] = f"{a.name}/{version}"
     return summary

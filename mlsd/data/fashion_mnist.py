@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+LOCAL_DIR = Path("data/fashion-mnist")  # where `make data` downloads it without Debian
 OFFICIAL_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -53,6 +54,7 @@ def _candidates(root: str | os.PathLike | None) -> list[Path]:
     if os.environ.get("FASHION_MNIST_DIR"):
         out.append(Path(os.environ["FASHION_MNIST_DIR"]))
     out.append(DEBIAN_DIR)
+    out.append(LOCAL_DIR.resolve())
     return out
 
 

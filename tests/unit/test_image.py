@@ -114,5 +114,7 @@ def test_batch_augment_identity_when_no_crop():
     out = BatchAugment(strength=0.0, generator=torch.Generator().manual_seed(1))(x)
     flipped = torch.flip(x, dims=[-1])
     for i in range(len(x)):
-        same = torch.allclose(out[i], x[i], atol=1e-5) or torch.allclose(out[i], flipped[i], atol=1e-5)
+        same = torch.allclose(out[i], x[i], atol=1e-5) or torch.allclose(
+            out[i], flipped[i], atol=1e-5
+        )
         assert same

@@ -19,7 +19,8 @@ def _imports(pkg: str):
 
 def test_mlsd_is_pure():
     bad = [
-        (str(p), m) for p, m in _imports("mlsd")
+        (str(p), m)
+        for p, m in _imports("mlsd")
         if m.startswith(("ray.serve", "ray.train", "apps", "deployments", "train", "bench"))
         or m == "ray"
     ]
@@ -33,7 +34,8 @@ def test_deployments_do_not_import_apps_or_train():
 
 def test_train_does_not_import_serving():
     bad = [
-        (str(p), m) for p, m in _imports("train")
+        (str(p), m)
+        for p, m in _imports("train")
         if m.startswith(("apps", "deployments", "ray.serve"))
     ]
     assert not bad, bad

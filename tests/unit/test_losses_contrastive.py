@@ -24,7 +24,9 @@ def _reference_nt_xent(z1, z2, t):
 def test_nt_xent_matches_definition():
     g = torch.Generator().manual_seed(0)
     z1, z2 = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
-    assert nt_xent(z1, z2, 0.3).item() == pytest.approx(_reference_nt_xent(z1, z2, 0.3).item(), rel=1e-5)
+    assert nt_xent(z1, z2, 0.3).item() == pytest.approx(
+        _reference_nt_xent(z1, z2, 0.3).item(), rel=1e-5
+    )
 
 
 def test_supervised_form_with_unique_groups_equals_plain():

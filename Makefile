@@ -1,0 +1,55 @@
+# The two commands of the quick start: `make serve` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+STORE ?= artifacts
+DEMO_EPOCHS ?= 6
+
+export RAY_TMPDIR ?= $(CURDIR)/var/ray
+export RAY_USAGE_STATS_ENABLED := 0
+export RAY_AUTH_MODE := disabled
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
+export PYTHONUNBUFFERED := 1
+export RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S ?= 60
+export RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S ?= 60
+
+.PHONY: venv data artifacts serve test lint eval bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Fashion-MNIST: Debian's dataset-fashion-mnist if we can install it, else the official files.
+data: venv
+	@mkdir -p $(RAY_TMPDIR)
+	@$(BIN)/python -c "from mlsd.data import fashion_mnist as f; f.find_root()" 2>/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null; }; } || \
+	  $(BIN)/python -c "from mlsd.data import fashion_mnist as f; f.download('data/fashion-mnist')"
+	@$(BIN)/python -c "from mlsd.data import fashion_mnist as f; print('Fashion-MNIST:', f.find_root())"
+
+# The demo artifacts: train (self-supervised, Ray Train) + index (Ray Data + faiss), ~15 min on 2 cores.
+artifacts: data
+	@test -f $(STORE)/visual_search/LATEST || \
+	  $(BIN)/python -m train.visual_search --epochs $(DEMO_EPOCHS) --store $(STORE) --num-cpus 2
+
+serve: artifacts
+	$(BIN)/serve run serve_config.yaml
+
+test: data
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+eval: artifacts
+	$(BIN)/python -m bench.visual_search_eval --store $(STORE)
+
+clean:
+	rm -rf var

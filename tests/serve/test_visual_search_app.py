@@ -1,0 +1,217 @@
+"""The visual search app over real HTTP on the session's Serve instance."""
+
+from __future__ import annotations
+
+import io
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from tests.conftest import catalogue_images
+
+pytestmark = [pytest.mark.serve, pytest.mark.slow]
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _jpeg(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).convert("RGB").save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def app_url(serve_instance, tiny_store, tmp_path_factory):
+    from ray import serve
+
+    from apps.visual_search import VisualSearchArgs, build_app
+
+    live = tmp_path_factory.mktemp("live") / "live.sqlite"
+    args = VisualSearchArgs(
+        artifact_store=str(tiny_store),
+        live_log=str(live),
+        max_k=50,
+        max_upload_bytes=2_000_000,
+        max_pixels=4_000_000,
+        shadow={"backend": "onnx-int8", "share": 1.0, "timeout_s": 5.0},
+    )
+    serve.run(build_app(args), name="visual_search", route_prefix="/visual-search")
+    url = f"{serve_instance}/visual-search"
+    yield url, args
+    serve.delete("visual_search")
+
+
+def _search(url, data: bytes, k=5, user_id=None, **kw):
+    params = {"k": k} | ({"user_id": user_id} if user_id else {})
+    return requests.post(
+        f"{url}/search", params=params, files={"image": ("q.png", data)}, timeout=30, **kw
+    )
+
+
+def _still_up(url):
+    img, _ = catalogue_images(1)
+    r = _search(url, _png(img[0]), k=3)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["results"]) == 3
+
+
+def test_health_and_docs(app_url):
+    url, _ = app_url
+    h = requests.get(f"{url}/healthz", timeout=10).json()
+    assert h["status"] == "ok" and h["catalogue"]["size"] >= 400
+    assert h["shadow"].endswith("onnx-int8")
+    assert requests.get(f"{url}/docs", timeout=10).status_code == 200
+    spec = requests.get(f"{url}/openapi.json", timeout=10).json()
+    assert "/search" in spec["paths"] and "/images" in spec["paths"]
+
+
+def test_search_finds_the_query_itself_first(app_url):
+    url, _ = app_url
+    imgs, _ = catalogue_images(400)
+    r = _search(url, _png(imgs[7]), k=10)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_version"].endswith(":torch")
+    ids = [h["image_id"] for h in body["results"]]
+    assert ids[0] == 7 and len(ids) == 10
+    scores = [h["score"] for h in body["results"]]
+    assert scores == sorted(scores, reverse=True) and scores[0] > 0.99
+
+
+@pytest.mark.parametrize(
+    "name, make, status, needle",
+    [
+        ("not an image", lambda: b"definitely not an image", 400, "not an image"),
+        ("zero bytes", lambda: b"", 400, "empty"),
+        (
+            "truncated jpeg",
+            lambda: _jpeg(np.full((64, 64), 90, np.uint8))[:300],
+            400,
+            "truncated|corrupt",
+        ),
+        ("over pixel limit", lambda: _png(np.zeros((2100, 2100), np.uint8)), 413, "pixels"),
+        ("huge upload", lambda: b"\xff" * 2_500_000, 413, "over"),
+    ],
+)
+def test_bad_images(app_url, name, make, status, needle):
+    url, _ = app_url
+    r = _search(url, make())
+    assert r.status_code == status, (name, r.status_code, r.text)
+    assert pytest.importorskip("re").search(needle, r.json()["detail"]), r.json()
+    _still_up(url)
+
+
+@pytest.mark.parametrize("k", [0, -3, 51, 10**9, "ten"])
+def test_bad_k(app_url, k):
+    url, _ = app_url
+    imgs, _ = catalogue_images(1)
+    r = _search(url, _png(imgs[0]), k=k)
+    assert r.status_code == 422, r.text
+    _still_up(url)
+
+
+def test_unknown_fields_and_wrong_content_type(app_url):
+    url, _ = app_url
+    imgs, _ = catalogue_images(1)
+    data = _png(imgs[0])
+    r = requests.post(
+        f"{url}/search", files={"image": ("a.png", data), "colour": (None, "red")}, timeout=10
+    )
+    assert r.status_code == 422 and "colour" in r.json()["detail"]
+    r = requests.post(
+        f"{url}/search",
+        params={"k": 3, "sort": "asc"},
+        files={"image": ("a.png", data)},
+        timeout=10,
+    )
+    assert r.status_code == 422 and "sort" in r.json()["detail"]
+    r = requests.post(f"{url}/search", data=data, headers={"content-type": "image/png"}, timeout=10)
+    assert r.status_code == 415 and "multipart/form-data" in r.json()["detail"]
+    r = requests.post(f"{url}/search", json={"image": "base64?"}, timeout=10)
+    assert r.status_code == 415
+    r = requests.post(f"{url}/search", files={"picture": ("a.png", data)}, timeout=10)
+    assert r.status_code == 422
+    r = requests.post(f"{url}/search", files={"image": (None, "just text")}, timeout=10)
+    assert r.status_code == 422 and "file upload" in r.json()["detail"]
+    _still_up(url)
+
+
+def _new_image(seed: int) -> bytes:
+    rng = np.random.default_rng(1000 + seed)
+    return _png((rng.random((28, 28)) * 255).astype(np.uint8))
+
+
+def _add(url, data, owner=None, private=None):
+    fields = {"image": ("new.png", data)}
+    if owner is not None:
+        fields["owner"] = (None, owner)
+    if private is not None:
+        fields["private"] = (None, private)
+    return requests.post(f"{url}/images", files=fields, timeout=30)
+
+
+def test_added_image_is_searchable_and_privacy_holds(app_url):
+    url, _ = app_url
+    data = _new_image(1)
+    r = _add(url, data, owner="alice", private="true")
+    assert r.status_code == 200, r.text
+    new_id = r.json()["image_id"]
+    mine = _search(url, data, k=3, user_id="alice").json()["results"]
+    assert mine[0]["image_id"] == new_id
+    theirs = _search(url, data, k=3, user_id="bob").json()["results"]
+    assert new_id not in [h["image_id"] for h in theirs]
+    assert _add(url, data, private="true").status_code == 422  # private needs an owner
+    assert _add(url, data, owner="x", private="maybe").status_code == 422
+    assert _add(url, b"").status_code == 400
+
+
+def test_concurrent_adds_are_all_searchable(app_url):
+    url, _ = app_url
+    datas = [_new_image(100 + i) for i in range(16)]
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda d: _add(url, d, owner="load"), datas))
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    ids = [r.json()["image_id"] for r in responses]
+    assert len(set(ids)) == len(ids)
+    for d, i in zip(datas, ids, strict=True):
+        top = _search(url, d, k=1).json()["results"]
+        assert top[0]["image_id"] == i
+
+
+def test_shadow_report_compares_int8_with_fp32(app_url):
+    url, _ = app_url
+    imgs, _ = catalogue_images(20)
+    for img in imgs:
+        assert _search(url, _png(img), k=10).status_code == 200
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        rep = requests.get(f"{url}/shadow", timeout=10).json()
+        if rep["completed"] >= 20:
+            break
+        time.sleep(0.5)
+    assert rep["enabled"] and rep["comparison"] == "overlap@k"
+    assert rep["completed"] >= 20 and rep["errors"] == 0
+    assert rep["mean_score"] > 0.5  # int8 mostly agrees with fp32 on the top 10
+    assert rep["primary_latency_ms"]["p50"] > 0 and rep["shadow_latency_ms"]["p50"] > 0
+
+
+def test_added_images_survive_a_restart(app_url, serve_instance):
+    from ray import serve
+
+    from apps.visual_search import build_app
+
+    url, args = app_url
+    data = _new_image(999)
+    new_id = _add(url, data, owner="restart").json()["image_id"]
+    serve.delete("visual_search")
+    serve.run(build_app(args), name="visual_search", route_prefix="/visual-search")
+    top = _search(url, data, k=1).json()["results"]
+    assert top[0]["image_id"] == new_id

@@ -1,0 +1,74 @@
+"""The real Ray Train job on a small slice of Fashion-MNIST: trains, checkpoints, resumes,
+indexes and writes an artifact the app can serve."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import fashion_mnist_or_none
+
+pytestmark = [pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def ray_session(tmp_path_factory):
+    import os
+
+    import ray
+
+    if ray.is_initialized():  # share the session's cluster when the serve tests started one
+        yield
+        return
+    os.environ.setdefault("RAY_TMPDIR", str(tmp_path_factory.mktemp("ray")))
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def test_train_resume_and_index(ray_session, tmp_path):
+    if fashion_mnist_or_none() is None:
+        pytest.skip("Fashion-MNIST not installed (make data)")
+    from mlsd.artifacts import ArtifactStore
+    from train.visual_search import parse_args, run
+
+    common = [
+        "--train-limit",
+        "1024",
+        "--batch-size",
+        "128",
+        "--max-steps-per-epoch",
+        "2",
+        "--width",
+        "8",
+        "--embed-dim",
+        "16",
+        "--no-fuse-pretrained",
+        "--store",
+        str(tmp_path / "store"),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--run-name",
+        "resumable",
+        "--catalogue-limit",
+        "300",
+    ]
+    first = run(parse_args([*common, "--epochs", "1", "--skip-index"]))
+    assert first["final"]["epoch"] == 0 and first["final"]["steps"] == 2
+    # same run name, more epochs: Ray Train hands the worker the last checkpoint
+    second = run(parse_args([*common, "--epochs", "2", "--positives", "neighbours"]))
+    assert second["final"]["epoch"] == 1
+    art = ArtifactStore(tmp_path / "store").load("visual_search")
+    m = art.manifest
+    assert m["config"]["train"]["positives"] == "neighbours"
+    assert m["metrics"]["index"]["size"] == 300
+    assert m["metrics"]["onnx_max_abs_diff"] < 1e-3
+    assert 0.0 < m["metrics"]["catalogue_eval"]["P@10"] <= 1.0
+    assert m["git_commit"]
+    for f in (
+        "encoder.pt",
+        "encoder.onnx",
+        "encoder.int8.onnx",
+        "index.faiss",
+        "catalogue.parquet",
+    ):
+        assert art.file(f).exists()

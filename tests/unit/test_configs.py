@@ -1,0 +1,48 @@
+"""Both Serve configs parse, their args validate, and they only name deployments that exist."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOYMENTS = {
+    "visual_search": {
+        "VisualSearchIngress",
+        "ImageEncoder",
+        "ShadowImageEncoder",
+        "Retriever",
+        "ShadowRetriever",
+        "Reranker",
+        "ShadowComparator",
+    }
+}
+
+
+@pytest.mark.parametrize("name", ["serve_config.yaml", "serve_config.gpu.yaml"])
+def test_serve_config(name):
+    from ray.serve.schema import ServeDeploySchema
+
+    from apps.visual_search import VisualSearchArgs
+
+    raw = yaml.safe_load((ROOT / name).read_text())
+    ServeDeploySchema.model_validate(raw)
+    for app in raw["applications"]:
+        module, builder = app["import_path"].split(":")
+        assert module == f"apps.{app['name']}" and builder == "build_app"
+        VisualSearchArgs(**app["args"])
+        names = {d["name"] for d in app.get("deployments", [])}
+        assert names <= DEPLOYMENTS[app["name"]], names - DEPLOYMENTS[app["name"]]
+    if name == "serve_config.yaml":  # the laptop config never waits for a GPU
+        for app in raw["applications"]:
+            for d in app.get("deployments", []):
+                assert "num_gpus" not in d.get("ray_actor_options", {})
+
+
+def test_unknown_builder_args_are_rejected():
+    from pydantic import ValidationError
+
+    from apps.visual_search import VisualSearchArgs
+
+    with pytest.raises(ValidationError):
+        VisualSearchArgs(artifact_stor="typo")
