@@ -23,7 +23,6 @@ from mlsd.data import fashion_mnist as fm
 from mlsd.image import images_to_tensor
 from mlsd.retrieval_eval import evaluate_embeddings
 from mlsd.runtime import OnnxRunner
-from mlsd.visual_search import load_encoder_module
 
 COLUMNS = ("MRR", "P@10", "R@10", "mAP@10", "nDCG@10")
 
@@ -55,17 +54,24 @@ def artifact_rows(store: ArtifactStore, name: str, label: str, x: torch.Tensor, 
     except ArtifactError as e:
         print(f"skipping {label}: {e}")
         return []
-    model = load_encoder_module(art)
-    with torch.inference_mode():
-        emb = model(x).numpy()
+    # the served fp32 ONNX model (its parity with torch is checked when the artifact is built)
+    fp32 = OnnxRunner(art.file("encoder.onnx"))
+    emb = np.concatenate([fp32.run(x[i : i + 500].numpy()) for i in range(0, len(x), 500)])
     tr = art.config.get("train", {})
     desc = (
         f"{label} [{name}/{art.version}; positives={tr.get('positives')}, "
         f"epochs={tr.get('epochs')}]"
     )
     rows = [(desc, emb)]
+    if art.config.get("encoder", {}).get("arch") == "fusion":  # what each half brings
+        from mlsd.visual_search import load_encoder_module
+
+        with torch.inference_mode():
+            cnn = load_encoder_module(art).ours(x).numpy()
+        rows.append((f"{label}: our CNN alone (without the ImageNet half)", cnn))
     if with_int8:
-        out = OnnxRunner(art.file("encoder.int8.onnx")).run(x.numpy())
+        int8 = OnnxRunner(art.file("encoder.int8.onnx"))
+        out = np.concatenate([int8.run(x[i : i + 500].numpy()) for i in range(0, len(x), 500)])
         rows.append((f"{label}, int8 ONNX (compressed)", out))
     return rows
 

@@ -85,7 +85,8 @@ class ShadowMirror:
         except TimeoutError:
             outcome["timed_out"] = True
         except Exception as e:  # the shadow's failure is data, not an incident
-            outcome["error"] = f"{type(e).__name__}: {e}"
+            cause = getattr(e, "cause", None) or e  # a Ray task error wraps the real one
+            outcome["error"] = f"{type(cause).__name__}: {cause}"
         try:
             self.comparator.record.remote(**outcome)
         except Exception:  # never let reporting break the ingress

@@ -145,7 +145,13 @@ class ArtifactStore:
         return sorted(out)
 
     def resolve(self, name: str, version: str = "latest") -> str:
+        """The concrete version ``version`` names; raises if there is no such version."""
         if version != "latest":
+            if not self.fs.exists(f"{self.root}/{name}/{version}/{MANIFEST}"):
+                raise ArtifactError(
+                    f"artifact {name}/{version} not found in {self.uri} "
+                    f"(versions: {', '.join(self.versions(name)) or 'none'})"
+                )
             return version
         pointer = f"{self.root}/{name}/LATEST"
         if not self.fs.exists(pointer):
