@@ -14,12 +14,16 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import faiss
 import numpy as np
 
 from mlsd.index import IndexConfig, VectorIndex, recall_at_k_ids
+
+SPREAD = 1.0  # within-cluster standard deviation, relative to the centres' spread
 
 
 def synthetic(n: int, n_queries: int, d: int = 128, latent: int = 32, clusters: int = 1000, seed=0):
@@ -29,9 +33,10 @@ def synthetic(n: int, n_queries: int, d: int = 128, latent: int = 32, clusters: 
     proj = rng.normal(size=(latent, d)).astype(np.float32) / np.sqrt(latent)
 
     def draw(m):
-        z = centres[rng.integers(0, clusters, m)] + 0.6 * rng.normal(size=(m, latent)).astype(
-            np.float32
-        )
+        # within-cluster spread as large as the spread of the centres: neighbourhoods cross
+        # cluster borders, so a clustering (IVF) index has to probe many lists
+        noise = SPREAD * rng.normal(size=(m, latent)).astype(np.float32)
+        z = centres[rng.integers(0, clusters, m)] + noise
         x = z @ proj + 0.05 * rng.normal(size=(m, d)).astype(np.float32)
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
@@ -45,6 +50,28 @@ def _timed_queries(search_one, queries: np.ndarray, k: int) -> tuple[np.ndarray,
     for i in range(len(queries)):
         out[i] = search_one(queries[i : i + 1])
     return out, len(queries) / (time.perf_counter() - t0)
+
+
+_HNSWLIB = None  # (index, queries, k), inherited by forked children
+
+
+HNSWLIB_QUERIES = 200  # see below: hnswlib 0.8 grows memory with every single query at 1M
+
+
+def _hnswlib_queries(ef: int) -> tuple[np.ndarray, float]:
+    h, queries, k = _HNSWLIB
+    h.set_num_threads(1)
+    h.set_ef(ef)
+    q = queries[:HNSWLIB_QUERIES]
+    return _timed_queries(lambda x: h.knn_query(x, k=k, num_threads=1)[0][0], q, k)
+
+
+def _log(msg: str) -> None:
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"[ann] {msg} (max RSS {rss:,.0f} MB)", file=sys.stderr, flush=True)
 
 
 def _size_mb(index: faiss.Index) -> float:
@@ -75,15 +102,17 @@ def run(
     t0 = time.perf_counter()
     ivf = VectorIndex.build(base, cfg=IndexConfig(kind="ivf", target_recall=0.96))
     build = time.perf_counter() - t0
+    _log(f"{label}: IVF built in {build:.0f} s, tuned nprobe {ivf.nprobe}")
     faiss.omp_set_num_threads(1)
-    for nprobe in sorted({ivf.nprobe, max(1, ivf.nprobe // 2), ivf.nprobe * 2}):
+    tuned = ivf.nprobe
+    for nprobe in sorted({tuned, max(1, tuned // 2), tuned * 2}):
         ivf.set_nprobe(nprobe)
         got, qps = _timed_queries(lambda q: ivf.search(q, k)[1][0], queries, k)
         rows.append(
             {
                 "data": label,
                 "index": f"ours: IVF{ivf.index.nlist},Flat (auto)",
-                "setting": f"nprobe {nprobe}" + (" (tuned)" if nprobe == ivf.nprobe else ""),
+                "setting": f"nprobe {nprobe}" + (" (tuned)" if nprobe == tuned else ""),
                 "recall@10": recall_at_k_ids(got, truth),
                 "qps": qps,
                 "build_s": build,
@@ -96,6 +125,7 @@ def run(
         base, cfg=IndexConfig(kind="hnsw", hnsw_m=hnsw_m, ef_construction=ef_c)
     )
     build = time.perf_counter() - t0
+    _log(f"{label}: HNSW built in {build:.0f} s")
     faiss.omp_set_num_threads(1)
     for ef in (32, 64, 128):
         hnsw.set_ef_search(ef)
@@ -122,16 +152,22 @@ def run(
         h.set_num_threads(2)
         h.add_items(base, np.arange(len(base)))
         build = time.perf_counter() - t0
-        h.set_num_threads(1)
+        _log(f"{label}: hnswlib built in {build:.0f} s")
+        global _HNSWLIB
+        _HNSWLIB = (h, queries, k)
         for ef in (32, 64, 128):
-            h.set_ef(ef)
-            got, qps = _timed_queries(lambda q: h.knn_query(q, k=k)[0][0], queries, k)
+            # hnswlib 0.8's single-query path grew the process by > 10 GB over 1,000 queries
+            # at 1M vectors (seen here): each setting runs in a forked child, whose memory goes
+            # when it exits, on the first HNSWLIB_QUERIES queries
+            ctx = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+                got, qps = pool.submit(_hnswlib_queries, ef).result()
             rows.append(
                 {
                     "data": label,
                     "index": f"hnswlib M={hnsw_m}",
                     "setting": f"ef {ef}",
-                    "recall@10": recall_at_k_ids(got, truth),
+                    "recall@10": recall_at_k_ids(got, truth[: len(got)]),
                     "qps": qps,
                     "build_s": build,
                     "mb": None,
@@ -139,28 +175,31 @@ def run(
             )
     for r in rows:
         r["x_exact_qps"] = r["qps"] / qps_exact
+    print(to_markdown(rows), flush=True)  # each data set's table as soon as it is measured
     return rows
 
 
 def fmnist_embeddings(store: str, name: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """The served catalogue's own embeddings; queries = the train images' embeddings."""
-    try:
-        import torch
+    """The served catalogue's embeddings (10k test images) and 1,000 train images as queries,
+    embedded by the artifact's fp32 ONNX model in batches."""
+    from mlsd.artifacts import ArtifactError, ArtifactStore
+    from mlsd.data import fashion_mnist as fm
+    from mlsd.image import images_to_tensor
+    from mlsd.runtime import OnnxRunner
 
-        from mlsd.artifacts import ArtifactStore
-        from mlsd.data import fashion_mnist as fm
-        from mlsd.image import images_to_tensor
-        from mlsd.visual_search import load_encoder_module
-    except ImportError:
+    try:
+        art = ArtifactStore(store).load(name)
+    except ArtifactError as e:
+        print(f"skipping Fashion-MNIST: {e}")
         return None
-    art = ArtifactStore(store).load(name)
-    model = load_encoder_module(art)
-    test = fm.load("test")
-    qs = fm.load("train").images[:1000]
-    with torch.inference_mode():
-        base = model(images_to_tensor(test.images)).numpy()
-        q = model(images_to_tensor(qs)).numpy()
-    return np.ascontiguousarray(base), np.ascontiguousarray(q)
+    runner = OnnxRunner(art.file("encoder.onnx"))
+
+    def embed(images: np.ndarray) -> np.ndarray:
+        x = images_to_tensor(images).numpy()
+        out = np.concatenate([runner.run(x[i : i + 256]) for i in range(0, len(x), 256)])
+        return np.ascontiguousarray(out / np.linalg.norm(out, axis=1, keepdims=True), np.float32)
+
+    return embed(fm.load("test").images), embed(fm.load("train").images[:1000])
 
 
 def to_markdown(rows: list[dict]) -> str:

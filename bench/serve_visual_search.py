@@ -45,8 +45,8 @@ def _summary(name: str, lat_ms: list[float], wall: float, errors: int = 0) -> di
     }
 
 
-def in_process(store: str, backend: str, payloads: list[bytes], k: int) -> dict:
-    art = ArtifactStore(store).load("visual_search")
+def in_process(store: str, name: str, backend: str, payloads: list[bytes], k: int) -> dict:
+    art = ArtifactStore(store).load(name)
     enc = ImageEncoderModel(art, backend=backend)
     cat = CatalogueIndex(art, live_log=None)
     for p in payloads[:10]:
@@ -83,6 +83,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--store", default="artifacts")
     p.add_argument("--backend", default="onnx")
+    p.add_argument("--artifact", default="visual_search")
     p.add_argument("--requests", type=int, default=400)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--k", type=int, default=10)
@@ -90,7 +91,7 @@ def main(argv=None) -> None:
     store = os.path.abspath(a.store)
     imgs = fm.load("train").images[: a.requests]  # queries the catalogue has not seen
     payloads = [_png(i) for i in imgs]
-    rows = [in_process(store, a.backend, payloads, a.k)]
+    rows = [in_process(store, a.artifact, a.backend, payloads, a.k)]
 
     import ray
     from ray import serve
@@ -108,6 +109,7 @@ def main(argv=None) -> None:
         ):
             args = VisualSearchArgs(
                 artifact_store=store,
+                artifact=a.artifact,
                 backend=a.backend,
                 live_log=None,
                 max_batch_size=batch,
