@@ -9,6 +9,14 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException
 
 
+def multipart_openapi(properties: dict, required: list[str]) -> dict:
+    """``openapi_extra`` documenting a multipart body that a route parses by hand."""
+    schema = {"type": "object", "required": required, "properties": properties}
+    return {
+        "requestBody": {"content": {"multipart/form-data": {"schema": schema}}, "required": True}
+    }
+
+
 def reject_unknown_query(request: Request, allowed: Iterable[str]) -> None:
     unknown = sorted(set(request.query_params) - set(allowed))
     if unknown:

@@ -15,7 +15,13 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from apps.common import parse_bool, read_multipart, read_upload, reject_unknown_query
+from apps.common import (
+    multipart_openapi,
+    parse_bool,
+    read_multipart,
+    read_upload,
+    reject_unknown_query,
+)
 from deployments.image_encoder import ImageEncoder
 from deployments.reranker import Reranker
 from deployments.retriever import Retriever
@@ -72,38 +78,12 @@ class Health(BaseModel):
     shadow: str | None
 
 
-IMAGE_FORM = {
-    "requestBody": {
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["image"],
-                    "properties": {"image": {"type": "string", "format": "binary"}},
-                }
-            }
-        },
-        "required": True,
-    }
-}
-ADD_FORM = {
-    "requestBody": {
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["image"],
-                    "properties": {
-                        "image": {"type": "string", "format": "binary"},
-                        "owner": {"type": "string"},
-                        "private": {"type": "boolean"},
-                    },
-                }
-            }
-        },
-        "required": True,
-    }
-}
+FILE = {"type": "string", "format": "binary"}
+IMAGE_FORM = multipart_openapi({"image": FILE}, required=["image"])
+ADD_FORM = multipart_openapi(
+    {"image": FILE, "owner": {"type": "string"}, "private": {"type": "boolean"}},
+    required=["image"],
+)
 
 api = FastAPI(
     title="Visual search",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 from pathlib import Path
@@ -72,6 +73,22 @@ def tiny_store(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("artifacts")
     build_tiny_artifact(root)
     return root
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def jpeg_bytes(arr: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).convert("RGB").save(buf, format="JPEG")
+    return buf.getvalue()
 
 
 def free_port() -> int:

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import time
 
 import pytest
 import requests
-from PIL import Image
 
-from tests.conftest import catalogue_images
+from tests.conftest import catalogue_images, png_bytes
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
-
-
-def _png(arr):
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +25,7 @@ def reference(serve_instance, tiny_store):
     imgs, _ = catalogue_images(10)
     answers = [
         requests.post(
-            f"{url}/search", params={"k": 10}, files={"image": ("q.png", _png(i))}, timeout=30
+            f"{url}/search", params={"k": 10}, files={"image": ("q.png", png_bytes(i))}, timeout=30
         ).json()
         for i in imgs
     ]
@@ -61,7 +53,10 @@ def test_faulty_shadow_leaves_primary_unchanged(serve_instance, tiny_store, refe
         for img, ref in zip(imgs, reference, strict=True):
             t0 = time.perf_counter()
             r = requests.post(
-                f"{url}/search", params={"k": 10}, files={"image": ("q.png", _png(img))}, timeout=30
+                f"{url}/search",
+                params={"k": 10},
+                files={"image": ("q.png", png_bytes(img))},
+                timeout=30,
             )
             elapsed = time.perf_counter() - t0
             assert r.status_code == 200, r.text

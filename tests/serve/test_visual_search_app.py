@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import requests
-from PIL import Image
 
-from tests.conftest import catalogue_images
+from tests.conftest import catalogue_images, jpeg_bytes, png_bytes
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
-
-
-def _png(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _jpeg(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).convert("RGB").save(buf, format="JPEG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +44,7 @@ def _search(url, data: bytes, k=5, user_id=None, **kw):
 
 def _still_up(url):
     img, _ = catalogue_images(1)
-    r = _search(url, _png(img[0]), k=3)
+    r = _search(url, png_bytes(img[0]), k=3)
     assert r.status_code == 200, r.text
     assert len(r.json()["results"]) == 3
 
@@ -76,7 +62,7 @@ def test_health_and_docs(app_url):
 def test_search_finds_the_query_itself_first(app_url):
     url, _ = app_url
     imgs, _ = catalogue_images(400)
-    r = _search(url, _png(imgs[7]), k=10)
+    r = _search(url, png_bytes(imgs[7]), k=10)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["model_version"].endswith(":torch")
@@ -93,11 +79,11 @@ def test_search_finds_the_query_itself_first(app_url):
         ("zero bytes", lambda: b"", 400, "empty"),
         (
             "truncated jpeg",
-            lambda: _jpeg(np.full((64, 64), 90, np.uint8))[:300],
+            lambda: jpeg_bytes(np.full((64, 64), 90, np.uint8))[:300],
             400,
             "truncated|corrupt",
         ),
-        ("over pixel limit", lambda: _png(np.zeros((2100, 2100), np.uint8)), 413, "pixels"),
+        ("over pixel limit", lambda: png_bytes(np.zeros((2100, 2100), np.uint8)), 413, "pixels"),
         ("huge upload", lambda: b"\xff" * 2_500_000, 413, "over"),
     ],
 )
@@ -113,7 +99,7 @@ def test_bad_images(app_url, name, make, status, needle):
 def test_bad_k(app_url, k):
     url, _ = app_url
     imgs, _ = catalogue_images(1)
-    r = _search(url, _png(imgs[0]), k=k)
+    r = _search(url, png_bytes(imgs[0]), k=k)
     assert r.status_code == 422, r.text
     _still_up(url)
 
@@ -121,7 +107,7 @@ def test_bad_k(app_url, k):
 def test_unknown_fields_and_wrong_content_type(app_url):
     url, _ = app_url
     imgs, _ = catalogue_images(1)
-    data = _png(imgs[0])
+    data = png_bytes(imgs[0])
     r = requests.post(
         f"{url}/search", files={"image": ("a.png", data), "colour": (None, "red")}, timeout=10
     )
@@ -146,7 +132,7 @@ def test_unknown_fields_and_wrong_content_type(app_url):
 
 def _new_image(seed: int) -> bytes:
     rng = np.random.default_rng(1000 + seed)
-    return _png((rng.random((28, 28)) * 255).astype(np.uint8))
+    return png_bytes((rng.random((28, 28)) * 255).astype(np.uint8))
 
 
 def _add(url, data, owner=None, private=None):
@@ -190,7 +176,7 @@ def test_shadow_report_compares_int8_with_fp32(app_url):
     url, _ = app_url
     imgs, _ = catalogue_images(20)
     for img in imgs:
-        assert _search(url, _png(img), k=10).status_code == 200
+        assert _search(url, png_bytes(img), k=10).status_code == 200
     deadline = time.time() + 30
     while time.time() < deadline:
         rep = requests.get(f"{url}/shadow", timeout=10).json()

@@ -16,24 +16,13 @@ from mlsd.image import (
     simclr_augment,
     to_array,
 )
+from tests.conftest import jpeg_bytes, png_bytes
 
 
-def _png(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _jpeg(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="JPEG")
-    return buf.getvalue()
-
-
-def test_decodes_png_and_jpeg():
+def test_decodes_png_andjpeg_bytes():
     arr = (np.random.default_rng(0).random((40, 30, 3)) * 255).astype(np.uint8)
-    assert decode_image(_png(arr)).size == (30, 40)
-    assert decode_image(_jpeg(arr)).mode == "RGB"
+    assert decode_image(png_bytes(arr)).size == (30, 40)
+    assert decode_image(jpeg_bytes(arr)).mode == "RGB"
 
 
 @pytest.mark.parametrize(
@@ -49,14 +38,14 @@ def test_bad_bytes(data, needle):
         decode_image(data)
 
 
-def test_truncated_jpeg():
-    data = _jpeg(np.full((64, 64, 3), 128, np.uint8))
+def test_truncatedjpeg_bytes():
+    data = jpeg_bytes(np.full((64, 64, 3), 128, np.uint8))
     with pytest.raises(InvalidImage, match="truncated|corrupt"):
         decode_image(data[: len(data) // 2])
 
 
 def test_pixel_limit_checked_before_decoding():
-    data = _png(np.zeros((100, 100), np.uint8))
+    data = png_bytes(np.zeros((100, 100), np.uint8))
     with pytest.raises(InvalidImage, match="over the limit") as e:
         decode_image(data, max_pixels=5_000)
     assert e.value.status == 413

@@ -1,28 +1,20 @@
 """The pure pipeline on the tiny real artifact: backends agree, bad artifacts are named."""
 
-import io
 import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from mlsd.artifacts import ArtifactError, ArtifactStore
 from mlsd.image import InvalidImage
 from mlsd.visual_search import CatalogueIndex, ImageEncoderModel, search_pipeline
-from tests.conftest import catalogue_images
-
-
-def _png(arr):
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
+from tests.conftest import catalogue_images, png_bytes
 
 
 def test_backends_agree_with_torch(tiny_store):
     art = ArtifactStore(tiny_store).load("visual_search")
     imgs, _ = catalogue_images(64)
-    x = np.stack([ImageEncoderModel(art).preprocess(_png(i))[0] for i in imgs])
+    x = np.stack([ImageEncoderModel(art).preprocess(png_bytes(i))[0] for i in imgs])
     ref = ImageEncoderModel(art, "torch").encode(x)
     fp32 = ImageEncoderModel(art, "onnx").encode(x)
     int8 = ImageEncoderModel(art, "onnx-int8").encode(x)
@@ -40,7 +32,7 @@ def test_pipeline_in_process(tiny_store, tmp_path):
     enc = ImageEncoderModel(art)
     cat = CatalogueIndex(art, live_log=tmp_path / "live.sqlite")
     imgs, _ = catalogue_images(400)
-    hits = search_pipeline(enc, cat, _png(imgs[3]), k=5)
+    hits = search_pipeline(enc, cat, png_bytes(imgs[3]), k=5)
     assert hits[0].image_id == 3 and len(hits) == 5
     with pytest.raises(InvalidImage):
         search_pipeline(enc, cat, b"nope", k=5)
