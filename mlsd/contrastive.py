@@ -13,7 +13,7 @@ Negatives are the rest of the batch.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -39,7 +39,6 @@ class ContrastiveConfig:
     bf16: bool = True
     max_steps_per_epoch: int = 0  # 0 = full epochs
     seed: int = 0
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.positives not in POSITIVE_MODES:

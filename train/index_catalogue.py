@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import time
 from pathlib import Path
 
@@ -24,8 +23,6 @@ from mlsd.index import IndexConfig, VectorIndex
 from mlsd.models.encoder import EncoderConfig, build_encoder
 from mlsd.retrieval_eval import evaluate_embeddings
 from mlsd.runtime import OnnxRunner, export_onnx, quantize_int8
-
-log = logging.getLogger(__name__)
 
 
 class EmbedBatch:

@@ -160,11 +160,3 @@ def build_encoder(cfg: EncoderConfig) -> nn.Module:
 def trainable_part(model: nn.Module) -> nn.Module:
     """The module contrastive training updates (the CNN inside a fusion encoder)."""
     return model.ours if isinstance(model, FusionEncoder) else model
-
-
-@torch.no_grad()
-def embed_array(model: nn.Module, x, batch_size: int = 512) -> torch.Tensor:
-    """Embed a (N, C, H, W) float tensor in batches, eval mode, no grad -> (N, D)."""
-    model.eval()
-    out = [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-    return torch.cat(out) if out else torch.empty(0)
