@@ -7,6 +7,7 @@ import torch
 
 from mlsd.models.mf import (
     WALS,
+    LocalBlockSolver,
     RowBlock,
     WALSConfig,
     confidence_matrix,
@@ -97,3 +98,35 @@ def test_bad_solver():
         solve_rows(
             RowBlock(confidence_matrix(fb, 1.0)), torch.ones(40, 2), torch.eye(2), 0.1, solver="qr"
         )
+
+
+def test_block_solver_with_several_blocks_matches_one_block():
+    fb = _feedback(n_users=70, n_items=50)
+    cfg = WALSConfig(factors=6, reg=0.1, alpha=3.0, iterations=4)
+    conf = confidence_matrix(fb, cfg.alpha)
+    one = WALS(cfg).fit(fb)
+    many = WALS(cfg).fit(fb, solver=LocalBlockSolver(conf, blocks=5))
+    np.testing.assert_allclose(one.user_factors, many.user_factors, atol=1e-5)
+    np.testing.assert_allclose(one.item_factors, many.item_factors, atol=1e-5)
+
+
+def test_fold_in_reproduces_the_exact_user_solve():
+    fb = _feedback()
+    cfg = WALSConfig(factors=5, reg=0.2, alpha=2.0, iterations=3, solver="cholesky")
+    model = WALS(cfg).fit(fb)
+    conf = confidence_matrix(fb, cfg.alpha)
+    Y = torch.as_tensor(model.item_factors)
+    exact = solve_rows(RowBlock(conf[7:8]), Y, Y.T @ Y, cfg.reg, solver="cholesky")[0].numpy()
+    row = fb[7]
+    x = model.fold_in(row.indices, row.data)
+    np.testing.assert_allclose(x, exact, rtol=1e-4, atol=1e-5)
+
+
+def test_binary_feedback_with_alpha_one_skips_the_sparse_term_and_still_solves():
+    fb = (_feedback() > 0).astype(np.float32)
+    block = RowBlock(confidence_matrix(fb, 1.0))
+    assert not block.sparse_term
+    Y = torch.rand(fb.shape[1], 4, generator=torch.Generator().manual_seed(0))
+    exact = solve_rows(block, Y, Y.T @ Y, 0.1, solver="cholesky")
+    cg = solve_rows(block, Y, Y.T @ Y, 0.1, solver="cg", cg_steps=10)
+    assert torch.allclose(exact, cg, atol=1e-4)
