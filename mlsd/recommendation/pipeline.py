@@ -136,7 +136,7 @@ def ranker_examples(
     seen = [history.of(int(u))[0] for u in users]
     cands = cg.generate_batch(users, settings.n_candidates, seen)
     requests, labels = [], []
-    for u, c, s in zip(users, cands, seen, strict=True):
+    for u, c in zip(users, cands, strict=True):
         items, ratings = history.of(int(u))
         requests.append(RankRequest(int(u), c.items, c.scores, items, ratings, int(first_ts[u])))
         labels.append(np.isin(c.items, list(rel_sets[u])).astype(np.float32))
