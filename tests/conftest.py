@@ -120,3 +120,34 @@ def serve_instance(tmp_path_factory):
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
     ray.shutdown()
+
+
+def build_tiny_recommender(store_root: Path, version: str, seed: int = 0) -> str:
+    """A small but real recommendation artifact: MovieLens 100K, 8 WALS factors, 1 ranker
+    epoch, seeded random title vectors (the text encoder is tested on its own)."""
+    from mlsd.artifacts import ArtifactStore
+    from mlsd.data.movielens import load_movielens
+    from mlsd.models.mf import WALSConfig
+    from mlsd.recommendation.artifact import build_recommender_artifact
+    from mlsd.recommendation.pipeline import RankerTrainConfig, RecSettings
+
+    ml = load_movielens()
+    rng = np.random.default_rng(seed)
+    emb = rng.normal(size=(ml.n_items, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    settings = RecSettings(
+        wals=WALSConfig(factors=8, iterations=3, reg=0.05, seed=seed),
+        n_candidates=30,
+        ranker=RankerTrainConfig(epochs=1, seed=seed),
+    )
+    return build_recommender_artifact(
+        ArtifactStore(store_root), "recommendation", ml, emb, settings, version=version
+    )
+
+
+@pytest.fixture(scope="session")
+def rec_store(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("rec_artifacts")
+    build_tiny_recommender(root, "v1", seed=0)
+    build_tiny_recommender(root, "v2", seed=1)  # LATEST = v2; v1 is the shadow in tests
+    return root

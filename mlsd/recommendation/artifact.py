@@ -7,17 +7,28 @@ features), ranker.pt (+ its config in the manifest), settings in the manifest's 
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from mlsd.artifacts import Artifact, ArtifactError, ArtifactWriter
+from mlsd.artifacts import Artifact, ArtifactError, ArtifactStore, ArtifactWriter
+from mlsd.data.movielens import MovieLens
 from mlsd.models.ranker import RankerConfig, RankingModel
 from mlsd.recommendation.candidates import CandidateGenerator
 from mlsd.recommendation.features import History, RecTables
-from mlsd.recommendation.pipeline import RecSettings
+from mlsd.recommendation.pipeline import (
+    RankerExamples,
+    RankerTrainConfig,
+    RecSettings,
+    fit_candidate_generator,
+    ranker_examples,
+    train_ranker,
+)
 
+TrainFn = Callable[[RankerExamples, RankerTrainConfig], tuple[RankingModel, dict]]
 FILES = ["factors.npz", "history.npz", "tables.npz", "tables.json", "ranker.pt"]
 
 
@@ -55,25 +66,88 @@ def write_recommender(
     return {"settings": settings.to_dict(), "ranker": model.cfg.to_dict()}
 
 
-def load_recommender(art: Artifact, settings_override: dict | None = None) -> Recommender:
+def _unusable(art: Artifact, e: Exception) -> ArtifactError:
+    return ArtifactError(f"recommendation artifact {art.name}/{art.version} unusable: {e}")
+
+
+def load_tables(art: Artifact) -> RecTables:
     try:
-        cfg = art.config
-        settings = RecSettings.from_dict({**cfg["settings"], **(settings_override or {})})
+        return RecTables.load(art.file("tables.npz"), art.file("tables.json"))
+    except ArtifactError:
+        raise
+    except (KeyError, ValueError, OSError, EOFError) as e:
+        raise _unusable(art, e) from e
+
+
+def load_ranker(art: Artifact) -> tuple[RankingModel, RecTables]:
+    """Only what the ranking service needs: the model and the feature tables."""
+    tables = load_tables(art)
+    try:
+        model = RankingModel(RankerConfig(**art.config["ranker"]))
+        model.load_state_dict(torch.load(art.file("ranker.pt"), weights_only=True))
+    except ArtifactError:
+        raise
+    except (KeyError, TypeError, ValueError, OSError, RuntimeError, EOFError) as e:
+        raise _unusable(art, e) from e
+    return model.eval(), tables
+
+
+def load_recommender(art: Artifact) -> Recommender:
+    """Everything, for candidate generation and offline use."""
+    model, tables = load_ranker(art)
+    try:
+        settings = RecSettings.from_dict(art.config["settings"])
         with np.load(art.file("factors.npz")) as f:
             fac = {k: f[k] for k in f.files}
         with np.load(art.file("history.npz")) as h:
             history = History(h["indptr"], h["items"], h["ratings"], h["ts"])
-        tables = RecTables.load(art.file("tables.npz"), art.file("tables.json"))
-        model = RankingModel(RankerConfig(**cfg["ranker"]))
-        model.load_state_dict(torch.load(art.file("ranker.pt"), weights_only=True))
-    except (KeyError, ValueError, OSError, RuntimeError, EOFError) as e:
-        if isinstance(e, ArtifactError):
-            raise
-        raise ArtifactError(
-            f"recommendation artifact {art.name}/{art.version} unusable: {e}"
-        ) from e
-    cg = CandidateGenerator(
-        fac["user_factors"], fac["item_factors"], fac["catalogue"], tables, fac["demo_pop"],
-        fac["trained_users"], settings.wals.reg, settings.wals.alpha,
-    )  # fmt: skip
-    return Recommender(cg, tables, history, model.eval(), settings, art.version)
+        cg = CandidateGenerator(
+            fac["user_factors"], fac["item_factors"], fac["catalogue"], tables, fac["demo_pop"],
+            fac["trained_users"], settings.wals.reg, settings.wals.alpha,
+        )  # fmt: skip
+    except ArtifactError:
+        raise
+    except (KeyError, TypeError, ValueError, OSError, EOFError) as e:
+        raise _unusable(art, e) from e
+    return Recommender(cg, tables, history, model, settings, art.version)
+
+
+def build_recommender_artifact(
+    store: ArtifactStore,
+    name: str,
+    ml: MovieLens,
+    title_emb: np.ndarray,
+    settings: RecSettings,
+    train_fn: Callable[[RankerExamples, RankerTrainConfig], tuple[RankingModel, dict]]
+    | None = None,
+    fit_wals: Callable | None = None,
+    version: str | None = None,
+    config_extra: dict | None = None,
+    data_info: dict | None = None,
+) -> str:
+    """Ranker examples -> ranker (``train_fn``, in process by default) -> WALS on the whole
+    log -> artifact version. The training job passes Ray Train and Ray WALS here."""
+    t0 = time.perf_counter()
+    ex = ranker_examples(ml, ml.ratings, title_emb, settings, fit_wals)
+    if train_fn is None:
+        model, final = train_ranker(ex, settings.ranker), {}
+    else:
+        model, final = train_fn(ex, settings.ranker)
+    cg, tables, history = fit_candidate_generator(ml, ml.ratings, title_emb, settings, fit_wals)
+    writer = store.new_version(name, version)
+    config = write_recommender(writer, cg, tables, history, model, settings)
+    return writer.commit(
+        config={**config, **(config_extra or {})},
+        data={
+            "ratings": int(len(ml.ratings)),
+            "users": int(ml.ratings.user_id.nunique()),
+            "items": int(len(ml.items)),
+            **(data_info or {}),
+        },
+        metrics={
+            "ranker_final_loss": final.get("loss"),
+            "ranker_examples": len(ex.requests),
+            "ranker_positives": ex.positives(),
+            "seconds": time.perf_counter() - t0,
+        },
+    )

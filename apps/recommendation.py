@@ -1,0 +1,268 @@
+"""Video recommendation (the book's sequential hybrid) as a Ray Serve application at
+``/recommendations``.
+
+GET  /users/{user_id}: CandidateGeneration (WALS + faiss; cold start) -> Ranking (batched
+content-aware model) -> reranking rules (in the ingress: cheap, no model) -> top k.
+POST /events: feedback committed to the durable interaction log before it is acknowledged.
+A shadow ranking model version gets a share of the traffic through the shared mechanism.
+"""
+
+import asyncio
+import os
+import time
+from typing import Annotated
+
+from fastapi import FastAPI, HTTPException, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from ray import serve
+from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
+
+from apps.common import reject_unknown_query
+from deployments.recommendation import CandidateGeneration, Ranking
+from deployments.shadow import ShadowArgs, ShadowComparator, ShadowMirror
+from mlsd.artifacts import ArtifactStore
+from mlsd.recommendation.artifact import load_tables
+from mlsd.recommendation.events import EVENT_STRENGTH, EventLog
+from mlsd.recommendation.features import RankRequest
+from mlsd.recommendation.rerank import RecRerankConfig, rerank
+
+MAX_ID = 2**31 - 1
+MAX_TS = 4_102_444_800  # 2100-01-01: later timestamps are an error, not the future
+PERSONAL = ("personal", "fold_in")
+
+
+class RecommendationArgs(BaseModel):
+    """Builder arguments (``args:`` in serve_config.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    artifact_store: str = Field("artifacts", description="folder or fsspec URI of artifacts")
+    artifact: str = "recommendation"
+    version: str = "latest"
+    events_log: str | None = Field(
+        "var/recommendation/events.db", description="durable interaction log; None = off"
+    )
+    n_candidates: int = Field(100, ge=1, le=10_000, description="candidates sent to ranking")
+    max_k: int = Field(100, ge=1, le=1_000)
+    max_batch_size: int = Field(16, ge=1)
+    batch_wait_timeout_s: float = Field(0.005, ge=0)
+    rerank: dict = Field(default_factory=dict, description="RecRerankConfig fields")
+    shadow: ShadowArgs | None = None
+    ranking_num_threads: int | None = None
+    fault_injection: str | None = Field(None, description="tests only: shadow 'error' | 'hang'")
+
+
+class Item(BaseModel):
+    video_id: int
+    title: str
+    score: float
+
+
+class Recommendations(BaseModel):
+    items: list[Item]
+    model_version: str
+    strategy: str = Field(description="personal | fold_in | demographic | popular")
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Annotated[StrictInt, Field(ge=0, le=MAX_ID)]
+    video_id: Annotated[StrictInt, Field(ge=0, le=MAX_ID)]
+    event: str = Field(description=f"one of: {', '.join(sorted(EVENT_STRENGTH))}")
+    timestamp: Annotated[StrictInt, Field(ge=0, le=MAX_TS, description="Unix seconds")]
+    rating: float | None = Field(None, ge=1, le=5, description="explicit rating, if any")
+
+    @field_validator("event")
+    @classmethod
+    def known_event(cls, v: str) -> str:
+        if v not in EVENT_STRENGTH:
+            raise ValueError(f"unknown event {v!r}; one of: {', '.join(sorted(EVENT_STRENGTH))}")
+        return v
+
+
+class EventAck(BaseModel):
+    event_id: int
+    unknown_user: bool
+    unknown_video: bool
+
+
+class Health(BaseModel):
+    status: str
+    model_version: str
+    candidates: dict
+    events: dict | None
+    shadow: str | None
+
+
+api = FastAPI(
+    title="Video recommendation",
+    description="Personalised videos from candidate generation, ranking and reranking "
+    "(the book's video recommendation system); feedback events for the next training run.",
+    version="1",
+)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.2}, max_ongoing_requests=128)
+@serve.ingress(api)
+class RecommendationIngress:
+    def __init__(
+        self,
+        args: dict,
+        candidates: DeploymentHandle,
+        ranking: DeploymentHandle,
+        shadow_ranking: DeploymentHandle | None = None,
+        comparator: DeploymentHandle | None = None,
+    ):
+        self.args = RecommendationArgs(**args)
+        art = ArtifactStore(self.args.artifact_store).load(self.args.artifact, self.args.version)
+        self.tables = load_tables(art)
+        self.model_version = art.version
+        self.rerank_cfg = RecRerankConfig(**self.args.rerank)
+        self.log = EventLog(self.args.events_log) if self.args.events_log else None
+        self.candidates, self.ranking = candidates, ranking
+        self.shadow_ranking, self.comparator = shadow_ranking, comparator
+        self.mirror = (
+            ShadowMirror(self._run_shadow, comparator, self.args.shadow)
+            if self.args.shadow is not None and comparator is not None
+            else None
+        )
+
+    def _rerank(self, cands: dict, scores, k: int, now: float) -> tuple:
+        watched = set(cands["history_items"].tolist())
+        t = self.tables
+        return rerank(
+            cands["items"], scores, k, t.genres, t.release_ts, now, watched, self.rerank_cfg
+        )
+
+    async def _run_shadow(self, request: tuple) -> list[int]:
+        cands, req, k, now = request
+        scores = await self.shadow_ranking.rank.remote(req)
+        return self._rerank(cands, scores, k, now)[0].tolist()
+
+    @api.get(
+        "/users/{user_id}",
+        response_model=Recommendations,
+        summary="Top k videos for a user (unknown or new users get cold-start candidates)",
+    )
+    async def recommend(
+        self,
+        request: Request,
+        user_id: int = Path(ge=0, le=MAX_ID, description="user id (MovieLens user id)"),
+        k: int = Query(10, ge=1, le=1_000, description="number of videos"),
+        at: int | None = Query(
+            None, ge=0, le=MAX_TS, description="request time, Unix seconds (default: now)"
+        ),
+    ) -> Recommendations:
+        reject_unknown_query(request, {"k", "at"})
+        if k > self.args.max_k:
+            raise HTTPException(422, f"k={k} is over the maximum of {self.args.max_k}")
+        t0 = time.perf_counter()
+        now = int(time.time()) if at is None else at
+        n = max(self.args.n_candidates, k)
+        cands = await self.candidates.generate.remote(user_id, n)
+        req = None
+        if cands["strategy"] in PERSONAL and len(cands["items"]):
+            req = RankRequest(
+                user_id,
+                cands["items"],
+                cands["scores"],
+                cands["history_items"],
+                cands["history_ratings"],
+                now,
+            )
+            scores = await self.ranking.rank.remote(req)
+        else:  # cold start: the popularity order is the ranking
+            scores = cands["scores"]
+        items, final = self._rerank(cands, scores, k, now)
+        if self.mirror is not None and req is not None:
+            ms = (time.perf_counter() - t0) * 1e3
+            self.mirror.maybe_mirror((cands, req, k, now), items.tolist(), ms)
+        return Recommendations(
+            items=[
+                Item(video_id=int(i), title=self.tables.titles[int(i)], score=float(s))
+                for i, s in zip(items, final, strict=True)
+            ],
+            model_version=self.model_version,
+            strategy=cands["strategy"],
+        )
+
+    @api.post(
+        "/events",
+        response_model=EventAck,
+        status_code=201,
+        summary="Record feedback (durable once acknowledged; unknown ids are kept and flagged)",
+    )
+    async def record_event(self, event: Event) -> EventAck:
+        if self.log is None:
+            raise HTTPException(403, "this deployment does not record events (events_log off)")
+        t = self.tables
+        unknown_video = not (event.video_id < t.n_items and t.titles[event.video_id] != "")
+        unknown_user = not (event.user_id < t.n_users and t.age_bucket[event.user_id] > 0)
+        event_id = await asyncio.to_thread(
+            self.log.append,
+            event.user_id,
+            event.video_id,
+            event.event,
+            event.timestamp,
+            event.rating,
+            unknown_user,
+            unknown_video,
+        )
+        return EventAck(event_id=event_id, unknown_user=unknown_user, unknown_video=unknown_video)
+
+    @api.get("/healthz", response_model=Health)
+    async def healthz(self) -> Health:
+        info = await self.candidates.info.remote()
+        events = await asyncio.to_thread(self.log.flagged) if self.log else None
+        shadow = self.args.shadow.version if self.args.shadow is not None else None
+        return Health(
+            status="ok",
+            model_version=self.model_version,
+            candidates=info,
+            events=events,
+            shadow=shadow,
+        )
+
+    @api.get("/shadow", summary="Aggregate shadow-vs-primary ranking comparison")
+    async def shadow(self) -> dict:
+        if self.comparator is None:
+            return {"enabled": False}
+        report = await self.comparator.report.remote()
+        return {"enabled": True, "shadow": self.args.shadow.model_dump(), **report}
+
+
+def build_app(args: RecommendationArgs) -> Application:
+    a = args.model_copy()
+    if "://" not in a.artifact_store:
+        a.artifact_store = os.path.abspath(a.artifact_store)
+    if a.events_log and "://" not in a.events_log:
+        a.events_log = os.path.abspath(a.events_log)
+    store = ArtifactStore(a.artifact_store)
+    # fail `serve run` itself, naming the file, on a missing version or a corrupt file
+    version = store.load(a.artifact, a.version).version
+    candidates = CandidateGeneration.bind(a.artifact_store, a.artifact, version, a.events_log)
+    ranking = Ranking.bind(
+        a.artifact_store,
+        a.artifact,
+        version,
+        a.max_batch_size,
+        a.batch_wait_timeout_s,
+        a.ranking_num_threads,
+    )
+    shadow_ranking = comparator = None
+    if a.shadow is not None:
+        shadow_ranking = Ranking.options(name="ShadowRanking").bind(
+            a.artifact_store,
+            a.artifact,
+            store.load(a.artifact, a.shadow.version).version,
+            a.max_batch_size,
+            a.batch_wait_timeout_s,
+            a.ranking_num_threads,
+            a.fault_injection,
+        )
+        comparator = ShadowComparator.bind("overlap@k", 10)
+    payload = a.model_dump()
+    payload["version"] = version
+    return RecommendationIngress.bind(payload, candidates, ranking, shadow_ranking, comparator)

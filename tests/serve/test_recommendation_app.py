@@ -1,0 +1,249 @@
+"""The recommendation app over HTTP on a small real artifact (MovieLens 100K): answers, cold
+start, durable events, bad input, startup errors, and a failing shadow ranking."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+import requests
+
+pytestmark = [pytest.mark.serve, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def app_url(serve_instance, rec_store, tmp_path_factory):
+    from ray import serve
+
+    from apps.recommendation import RecommendationArgs, build_app
+
+    events = tmp_path_factory.mktemp("rec_events") / "events.db"
+    args = RecommendationArgs(
+        artifact_store=str(rec_store),
+        events_log=str(events),
+        max_k=50,
+        shadow={"version": "v1", "share": 1.0, "timeout_s": 5.0},
+    )
+    serve.run(build_app(args), name="rec", route_prefix="/rec")
+    yield f"{serve_instance}/rec", events
+    serve.delete("rec")
+
+
+def _still_up(url):
+    assert requests.get(f"{url}/healthz", timeout=30).json()["status"] == "ok"
+
+
+def test_health_and_docs(app_url):
+    url, _ = app_url
+    h = requests.get(f"{url}/healthz", timeout=30).json()
+    assert h["model_version"] == "v2" and h["shadow"] == "v1"
+    assert h["candidates"]["videos"] > 1600 and h["candidates"]["users_with_factors"] == 943
+    spec = requests.get(f"{url}/openapi.json", timeout=30).json()
+    assert {"/users/{user_id}", "/events", "/healthz"} <= set(spec["paths"])
+
+
+def test_known_user_gets_ranked_unwatched_videos(app_url, rec_store):
+    from mlsd.artifacts import ArtifactStore
+    from mlsd.recommendation.artifact import load_recommender
+
+    url, _ = app_url
+    r = requests.get(f"{url}/users/1", params={"k": 10}, timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["strategy"] == "personal" and body["model_version"] == "v2"
+    ids = [it["video_id"] for it in body["items"]]
+    assert len(ids) == 10 == len(set(ids))
+    rec = load_recommender(ArtifactStore(rec_store).load("recommendation", "v2"))
+    assert not set(ids) & set(rec.history.of(1)[0].tolist())  # already watched are dropped
+    assert all(it["title"] == rec.tables.titles[it["video_id"]] for it in body["items"])
+    scores = [it["score"] for it in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_cold_start_never_errors(app_url):
+    url, _ = app_url
+    body = requests.get(f"{url}/users/123456", params={"k": 5}, timeout=30).json()
+    assert body["strategy"] == "popular" and len(body["items"]) == 5
+    body = requests.get(f"{url}/users/0", timeout=30).json()  # id 0: no such user either
+    assert body["strategy"] == "popular"
+
+
+def test_events_are_durable_flagged_and_used(app_url):
+    from mlsd.recommendation.events import EventLog
+
+    url, db = app_url
+    new_user = 777_777
+    popular = requests.get(f"{url}/users/{new_user}", timeout=30).json()
+    first = popular["items"][0]["video_id"]
+    acks = []
+    for video, event in [(first, "watch"), (50, "like"), (99_999, "watch")]:
+        r = requests.post(
+            f"{url}/events",
+            json={"user_id": new_user, "video_id": video, "event": event, "timestamp": 893_000_000},
+            timeout=30,
+        )
+        assert r.status_code == 201, r.text
+        acks.append(r.json())
+    assert acks[0]["unknown_user"] and not acks[0]["unknown_video"]
+    assert acks[2]["unknown_video"]  # kept and flagged, not dropped
+    known = requests.post(
+        f"{url}/events",
+        json={"user_id": 1, "video_id": 1, "event": "like", "timestamp": 893_000_000},
+        timeout=30,
+    ).json()
+    assert not known["unknown_user"] and not known["unknown_video"]
+    log = EventLog(db)  # what the next training run reads, from another process
+    assert len(log) == 4 and log.flagged()["unknown_video"] == 1
+    log.close()
+    h = requests.get(f"{url}/healthz", timeout=30).json()
+    assert h["events"]["events"] == 4
+    # the new user's logged watches give personal (fold-in) candidates, minus what they saw
+    body = requests.get(f"{url}/users/{new_user}", timeout=30).json()
+    assert body["strategy"] == "fold_in"
+    ids = [it["video_id"] for it in body["items"]]
+    assert first not in ids and 50 not in ids
+
+
+@pytest.mark.parametrize(
+    "path, params",
+    [
+        ("/users/abc", {}),
+        ("/users/-1", {}),
+        ("/users/1.5", {}),
+        ("/users/99999999999999", {}),
+        ("/users/1", {"k": 0}),
+        ("/users/1", {"k": -3}),
+        ("/users/1", {"k": 51}),
+        ("/users/1", {"k": 10**9}),
+        ("/users/1", {"k": "ten"}),
+        ("/users/1", {"kk": 3}),
+        ("/users/1", {"at": -5}),
+    ],
+)
+def test_bad_ids_and_k(app_url, path, params):
+    url, _ = app_url
+    r = requests.get(f"{url}{path}", params=params, timeout=30)
+    assert r.status_code == 422, (path, params, r.status_code, r.text)
+    assert r.json()["detail"]
+    _still_up(url)
+
+
+GOOD = {"user_id": 1, "video_id": 1, "event": "watch", "timestamp": 893_000_000}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "not json",
+        [],
+        {},
+        {k: v for k, v in GOOD.items() if k != "timestamp"},
+        {**GOOD, "user_id": "one"},
+        {**GOOD, "user_id": -1},
+        {**GOOD, "video_id": 1.5},
+        {**GOOD, "event": "teleport"},
+        {**GOOD, "event": ""},
+        {**GOOD, "timestamp": -1},
+        {**GOOD, "timestamp": 10**12},
+        {**GOOD, "rating": 9},
+        {**GOOD, "extra": 1},
+    ],
+)
+def test_malformed_events(app_url, body):
+    url, db = app_url
+    before = requests.get(f"{url}/healthz", timeout=30).json()["events"]["events"]
+    kw = {"data": body, "headers": {"content-type": "application/json"}}
+    if not isinstance(body, str):
+        kw = {"json": body}
+    r = requests.post(f"{url}/events", timeout=30, **kw)
+    assert r.status_code == 422, (body, r.status_code, r.text)
+    after = requests.get(f"{url}/healthz", timeout=30).json()["events"]["events"]
+    assert after == before  # nothing half-written
+
+
+def test_shadow_ranking_is_compared(app_url):
+    url, _ = app_url
+    for u in range(1, 11):
+        assert requests.get(f"{url}/users/{u}", timeout=30).status_code == 200
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        rep = requests.get(f"{url}/shadow", timeout=10).json()
+        if rep["completed"] >= 10:
+            break
+        time.sleep(0.5)
+    assert rep["enabled"] and rep["completed"] >= 10 and rep["errors"] == 0
+    assert rep["comparison"] == "overlap@k" and 0.0 <= rep["mean_score"] <= 1.0
+
+
+@pytest.fixture(scope="module")
+def reference(serve_instance, rec_store):
+    """Answers with no shadow at all, to compare against."""
+    from ray import serve
+
+    from apps.recommendation import RecommendationArgs, build_app
+
+    plain = RecommendationArgs(artifact_store=str(rec_store), events_log=None)
+    serve.run(build_app(plain), name="rec_plain", route_prefix="/rec-plain")
+    ref = [
+        requests.get(f"{serve_instance}/rec-plain/users/{u}", timeout=30).json() for u in (1, 2, 3)
+    ]
+    serve.delete("rec_plain")
+    return ref
+
+
+@pytest.mark.parametrize("fault", ["error", "hang"])
+def test_failing_shadow_leaves_primary_unchanged(serve_instance, rec_store, reference, fault):
+    from ray import serve
+
+    from apps.recommendation import RecommendationArgs, build_app
+
+    ref = reference
+    args = RecommendationArgs(
+        artifact_store=str(rec_store),
+        events_log=None,
+        fault_injection=fault,
+        shadow={"version": "v1", "share": 1.0, "timeout_s": 3.0},
+    )
+    serve.run(build_app(args), name=f"rec_{fault}", route_prefix=f"/rec-{fault}")
+    url = f"{serve_instance}/rec-{fault}"
+    try:
+        for u, expect in zip((1, 2, 3), ref, strict=True):
+            t0 = time.perf_counter()
+            r = requests.get(f"{url}/users/{u}", timeout=30)
+            assert r.status_code == 200
+            got = r.json()
+            assert [i["video_id"] for i in got["items"]] == [i["video_id"] for i in expect["items"]]
+            assert [i["score"] for i in got["items"]] == pytest.approx(
+                [i["score"] for i in expect["items"]], abs=1e-5
+            )  # batched vs single matmuls differ in the last bits
+            assert time.perf_counter() - t0 < 2.5
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            rep = requests.get(f"{url}/shadow", timeout=10).json()
+            if rep["errors"] + rep["timeouts"] >= 3:
+                break
+            time.sleep(0.5)
+        assert rep["completed"] == 0 and rep["errors"] + rep["timeouts"] == 3
+    finally:
+        serve.delete(f"rec_{fault}")
+
+
+def test_missing_or_corrupt_artifact_is_a_clear_startup_error(serve_instance, rec_store, tmp_path):
+
+    from apps.recommendation import RecommendationArgs, build_app
+    from mlsd.artifacts import ArtifactError
+
+    with pytest.raises(ArtifactError, match="no artifact 'recommendation'"):
+        build_app(RecommendationArgs(artifact_store=str(tmp_path / "empty")))
+    with pytest.raises(ArtifactError, match="v-nope"):
+        build_app(RecommendationArgs(artifact_store=str(rec_store), version="v-nope"))
+    bad = tmp_path / "bad"
+    shutil.copytree(rec_store, bad)
+    (bad / "recommendation" / "v2" / "tables.npz").write_bytes(b"garbage")
+    with pytest.raises(ArtifactError, match="tables.npz"):
+        build_app(RecommendationArgs(artifact_store=str(bad), events_log=None))
+    with pytest.raises(ArtifactError, match="tables.npz"):  # a corrupt shadow version, too
+        build_app(
+            RecommendationArgs(artifact_store=str(bad), version="v1", shadow={"version": "v2"})
+        )

@@ -1,0 +1,80 @@
+"""WALS on Ray workers gives the in-process factors; the recommendation job (Ray WALS + Ray
+Train ranker) reads the serving app's event log and writes an artifact the app can load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def ray_session(tmp_path_factory):
+    import os
+
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    os.environ.setdefault("RAY_TMPDIR", str(tmp_path_factory.mktemp("ray")))
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def test_ray_workers_give_the_same_factors(ray_session):
+    from mlsd.data.movielens import interaction_matrix, load_movielens
+    from mlsd.models.mf import WALS, WALSConfig
+    from train.wals import fit_wals_on_ray
+
+    ml = load_movielens()
+    fb = interaction_matrix(ml.ratings, ml.n_users, ml.n_items, "rating")
+    cfg = WALSConfig(factors=16, iterations=3, reg=0.1, alpha=0.5)
+    local = WALS(cfg).fit(fb)
+    on_ray = fit_wals_on_ray(WALS(cfg), fb, workers=2, cpus_per_worker=1)
+    np.testing.assert_allclose(local.user_factors, on_ray.user_factors, atol=1e-4)
+    np.testing.assert_allclose(local.item_factors, on_ray.item_factors, atol=1e-4)
+
+
+def test_job_reads_the_event_log_and_writes_a_loadable_artifact(ray_session, tmp_path):
+    from mlsd.artifacts import ArtifactStore
+    from mlsd.recommendation.artifact import load_recommender
+    from mlsd.recommendation.events import EventLog
+    from train.recommendation import parse_args, run
+
+    log = EventLog(tmp_path / "events.db")
+    for video in (1, 2, 3):
+        log.append(1, video, "like", 893_300_000)
+    log.append(5, 99_999, "watch", 893_300_000, unknown_video=True)  # kept, not trained on
+    log.close()
+    out = run(
+        parse_args(
+            [
+                "--events",
+                str(tmp_path / "events.db"),
+                "--store",
+                str(tmp_path / "store"),
+                "--factors",
+                "8",
+                "--iterations",
+                "2",
+                "--epochs",
+                "1",
+                "--n-candidates",
+                "20",
+                "--wals-workers",
+                "2",
+                "--runs-dir",
+                str(tmp_path / "runs"),
+            ]
+        )  # fmt: skip
+    )
+    assert out["logged_events"] == 4 and out["logged_used"] == 3 and out["unknown_video"] == 1
+    art = ArtifactStore(tmp_path / "store").load("recommendation")
+    assert art.manifest["data"]["ratings"] == 100_003
+    rec = load_recommender(art)
+    assert {1, 2, 3} <= set(rec.history.of(1)[0].tolist())
+    c = rec.cg.generate(1, 10, rec.history.of(1)[0])
+    assert c.strategy == "personal" and len(c.items) == 10
