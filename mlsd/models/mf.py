@@ -133,6 +133,7 @@ def split_rows(n: int, blocks: int) -> list[tuple[int, int]]:
 
 CHUNK_NNZ = 20_000  # per CPU solve: keeps the block's (rows, k) arrays and gathers in cache
 CHUNK_ROWS = 4096
+CHUNK_MIN_DIM = 16_384  # smaller problems fit in cache whole; chunking would only add calls
 
 
 def split_rows_by_nnz(indptr: np.ndarray, max_nnz: int, max_rows: int) -> list[tuple[int, int]]:
@@ -153,12 +154,12 @@ Chunks = list[tuple[tuple[int, int], RowBlock]]
 def chunk_rows(
     m: sp.csr_matrix, blocks: int = 1, device: str = "cpu", chunk_nnz: int | None = CHUNK_NNZ
 ) -> Chunks:
-    """Row blocks of ``m`` as solvable :class:`RowBlock` s; on CPU each block is cut into
-    cache-sized chunks of at most ``chunk_nnz`` non-zeros."""
+    """Row blocks of ``m`` as solvable :class:`RowBlock` s; on CPU, for matrices too big for
+    the cache, each block is cut into chunks of at most ``chunk_nnz`` non-zeros."""
     m = sp.csr_matrix(m)
     out: Chunks = []
     for a, b in split_rows(m.shape[0], blocks):
-        if chunk_nnz and device == "cpu":
+        if chunk_nnz and device == "cpu" and sum(m.shape) > CHUNK_MIN_DIM:
             sub = split_rows_by_nnz(m.indptr[a : b + 1] - m.indptr[a], chunk_nnz, CHUNK_ROWS)
         else:
             sub = [(0, b - a)]

@@ -14,6 +14,7 @@ from mlsd.models.mf import (
     sgd_mf,
     solve_rows,
     split_rows,
+    split_rows_by_nnz,
 )
 
 
@@ -130,3 +131,27 @@ def test_binary_feedback_with_alpha_one_skips_the_sparse_term_and_still_solves()
     exact = solve_rows(block, Y, Y.T @ Y, 0.1, solver="cholesky")
     cg = solve_rows(block, Y, Y.T @ Y, 0.1, solver="cg", cg_steps=10)
     assert torch.allclose(exact, cg, atol=1e-4)
+
+
+def test_split_rows_by_nnz_covers_rows_with_bounded_chunks():
+    indptr = np.array([0, 2, 2, 10, 11, 12, 13, 30])  # row 2 has 8 nnz, row 6 has 17
+    parts = split_rows_by_nnz(indptr, max_nnz=4, max_rows=2)
+    assert parts[0][0] == 0 and parts[-1][1] == 7
+    assert all(b == c for (_, b), (c, _) in zip(parts, parts[1:], strict=False))
+    for a, b in parts:
+        assert b - a <= 2 and (indptr[b] - indptr[a] <= 4 or b - a == 1)
+
+
+def test_cache_sized_chunks_give_the_same_factors(monkeypatch):
+    import mlsd.models.mf as mf
+
+    monkeypatch.setattr(mf, "CHUNK_MIN_DIM", 0)  # force chunking on a small matrix
+    fb = _feedback(n_users=80, n_items=50)
+    cfg = WALSConfig(factors=6, reg=0.1, alpha=3.0, iterations=3)
+    conf = confidence_matrix(fb, cfg.alpha)
+    chunked = LocalBlockSolver(conf, blocks=1, chunk_nnz=40)
+    assert len(chunked.sides["users"]) > 5
+    one = WALS(cfg).fit(fb, solver=LocalBlockSolver(conf, chunk_nnz=None))
+    many = WALS(cfg).fit(fb, solver=chunked)
+    np.testing.assert_allclose(one.user_factors, many.user_factors, atol=1e-5)
+    np.testing.assert_allclose(one.item_factors, many.item_factors, atol=1e-5)
