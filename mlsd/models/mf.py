@@ -87,8 +87,8 @@ def solve_rows(
 ) -> torch.Tensor:
     """Solve (YtY + reg I + Y_r^T (C_r - I) Y_r) x_r = Y_r^T c_r for every row r of the block."""
     k = Y.shape[1]
-    b = torch.sparse.mm(block.C, Y)  # (n, k) = Y_r^T c_r for every row
     if solver == "cholesky":
+        b = torch.sparse.mm(block.C, Y)  # (n, k) = Y_r^T c_r for every row
         Yi = Y[block.cols]  # (nnz, k)
         A = (YtY + reg * torch.eye(k, dtype=Y.dtype, device=Y.device)).expand(block.n, k, k).clone()
         w = (block.conf - 1.0)[:, None, None]
@@ -102,22 +102,31 @@ def solve_rows(
     Yt = Y.T  # (k, n_cols)
     c1 = block.conf - 1.0
 
+    def dots(V: torch.Tensor) -> torch.Tensor:  # (nnz,) y_i . v_u at the observed pairs
+        return torch.sparse.sampled_addmm(block.C1, V, Yt, beta=0.0).values()
+
     def matvec(V: torch.Tensor) -> torch.Tensor:  # A V for every row at once, (n, k)
         out = V @ A_dense
         if block.sparse_term:
-            dots = torch.sparse.sampled_addmm(block.C1, V, Yt, beta=0.0).values()  # (nnz,)
-            out += torch.sparse.mm(block.csr(dots * c1), Y)
+            out += torch.sparse.mm(block.csr(dots(V) * c1), Y)
         return out
 
-    x = torch.zeros_like(b) if X0 is None else X0.clone()
-    r = b - matvec(x)
+    if X0 is None:
+        x = torch.zeros(block.n, k, dtype=Y.dtype, device=Y.device)
+        r = torch.sparse.mm(block.C, Y)  # b
+    else:  # r = b - A x with b and the sparse part of A x in one SpMM: Y^T (c - (c-1) y.x)
+        x = X0.clone()
+        w = block.conf - (dots(x) * c1 if block.sparse_term else 0.0)
+        r = torch.sparse.mm(block.csr(w), Y) - x @ A_dense
     p = r.clone()
     rs = torch.linalg.vecdot(r, r)  # (n,)
-    for _ in range(cg_steps):  # in-place updates: these (n, k) passes are memory-bound
+    for it in range(cg_steps):  # in-place updates: these (n, k) passes are memory-bound
         Ap = matvec(p)
         denom = torch.linalg.vecdot(p, Ap)
         step = torch.where(denom > 1e-20, rs / denom.clamp_min(1e-20), torch.zeros_like(rs))
         x.addcmul_(step[:, None], p)
+        if it == cg_steps - 1:
+            break  # the residual and direction of a step never taken are not needed
         r.addcmul_(step[:, None], Ap, value=-1.0)
         rs_new = torch.linalg.vecdot(r, r)
         beta = torch.where(rs > 1e-20, rs_new / rs.clamp_min(1e-20), torch.zeros_like(rs))
