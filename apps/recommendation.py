@@ -215,7 +215,7 @@ class RecommendationIngress:
     @api.get("/healthz", response_model=Health)
     async def healthz(self) -> Health:
         info = await self.candidates.info.remote()
-        events = await asyncio.to_thread(self.log.flagged) if self.log else None
+        events = await asyncio.to_thread(self.log.flagged) if self.log is not None else None
         shadow = self.args.shadow.version if self.args.shadow is not None else None
         return Health(
             status="ok",

@@ -23,7 +23,9 @@ class CandidateGeneration:
 
     def _generate(self, user_id: int, n: int) -> dict:
         items, ratings = self.rec.history.of(user_id)
-        fresh, strength = self.log.for_user(user_id) if self.log else (np.zeros(0, np.int64),) * 2
+        fresh, strength = (
+            self.log.for_user(user_id) if self.log is not None else (np.zeros(0, np.int64),) * 2
+        )
         ok = (fresh >= 0) & (fresh < self.rec.tables.n_items)  # unknown videos: kept, not used
         fresh, strength = fresh[ok], np.asarray(strength, np.float32)[ok]
         c = self.rec.cg.generate(user_id, n, items, fresh)

@@ -38,6 +38,7 @@ def test_health_and_docs(app_url):
     url, _ = app_url
     h = requests.get(f"{url}/healthz", timeout=30).json()
     assert h["model_version"] == "v2" and h["shadow"] == "v1"
+    assert h["events"] == {"events": 0, "unknown_user": 0, "unknown_video": 0}  # empty, not off
     assert h["candidates"]["videos"] > 1600 and h["candidates"]["users_with_factors"] == 943
     spec = requests.get(f"{url}/openapi.json", timeout=30).json()
     assert {"/users/{user_id}", "/events", "/healthz"} <= set(spec["paths"])
