@@ -36,6 +36,7 @@ class SampleConfig:
     max_frames: int = 64  # cap per video (long videos are sampled more sparsely)
     max_duration_s: float = 4 * 3600.0
     max_bytes: int = 512 * 1024 * 1024
+    threads: int = 0  # decoder threads: 0 = FFmpeg's choice (frame + slice threads)
 
     def __post_init__(self):
         if (self.fps is None) == (self.num_frames is None):
@@ -169,7 +170,11 @@ def decode_sampled(src, cfg: SampleConfig | None = None) -> SampledVideo:
             raise VideoError("too_long", f"{info.duration:.0f} s > {cfg.max_duration_s:.0f} s")
         targets = sample_times(info.duration, cfg)
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        if cfg.threads == 1:
+            stream.thread_type = "NONE"  # parallel across videos instead (Ray Data tasks)
+        else:
+            stream.thread_type = "AUTO"
+            stream.codec_context.thread_count = cfg.threads
         j, last = 0, None
         try:
             for frame in container.decode(stream):

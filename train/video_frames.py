@@ -75,13 +75,20 @@ def decode_videos(batch: dict, sample: dict) -> dict:
         out["frames"].append(frames)
         out["times"].append(times)
         out["error"].append(error)
-    obj = lambda xs: np.array(xs + [None], dtype=object)[:-1]  # noqa: E731 (ragged column)
     return {
         "path": np.array(out["path"], dtype=object),
-        "frames": obj(out["frames"]),
-        "times": obj(out["times"]),
+        "frames": _column(out["frames"]),
+        "times": _column(out["times"]),
         "error": np.array(out["error"], dtype=object),
     }
+
+
+def _column(arrays: list[np.ndarray]) -> np.ndarray:
+    """Equal shapes (always, with one video per batch) -> one tensor, stored by Ray Data as
+    an Arrow tensor column with no pickling; ragged -> an object column."""
+    if len({a.shape for a in arrays}) == 1:
+        return np.stack(arrays)
+    return np.array(arrays + [None], dtype=object)[:-1]
 
 
 def explode_frames(row: dict) -> list[dict]:
