@@ -28,6 +28,7 @@ class ShadowArgs(BaseModel):
     """Configuration of an app's shadow: which model version, how much traffic, how patient."""
 
     version: str = Field("latest", description="artifact version the shadow model loads")
+    artifact: str | None = Field(None, description="artifact name, if not the primary's")
     backend: str = Field("torch", description="runner backend of the shadow model")
     share: float = Field(0.1, ge=0.0, le=1.0, description="share of requests mirrored")
     timeout_s: float = Field(2.0, gt=0, description="a shadow call slower than this is dropped")

