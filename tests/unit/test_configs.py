@@ -58,9 +58,15 @@ def test_serve_config(name):
         names = {d["name"] for d in app.get("deployments", [])}
         assert names <= DEPLOYMENTS[app["name"]], names - DEPLOYMENTS[app["name"]]
     if name == "serve_config.yaml":  # the laptop config never waits for a GPU
+        total = 0.0
         for app in raw["applications"]:
             for d in app.get("deployments", []):
                 assert "num_gpus" not in d.get("ray_actor_options", {})
+                total += d["ray_actor_options"]["num_cpus"] * d.get("num_replicas", 1)
+        # every app together must schedule on a 2-core laptop (`serve run` reserves per CPU)
+        names = {d["name"] for app in raw["applications"] for d in app.get("deployments", [])}
+        assert total <= 2.0, total
+        assert names >= set().union(*DEPLOYMENTS.values()) - {"ShadowRetriever"}
 
 
 def test_unknown_builder_args_are_rejected():
