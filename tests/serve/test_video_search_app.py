@@ -251,3 +251,28 @@ def _streamless(tmp_path) -> bytes:
         s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
         out.start_encoding()
     return path.read_bytes()
+
+
+def test_acknowledged_upload_survives_a_restart(serve_instance, video_store, tmp_path):
+    from ray import serve
+
+    from apps.video_search import VideoSearchArgs, build_app
+    from mlsd.video import write_mp4
+
+    args = VideoSearchArgs(artifact_store=str(video_store), live_log=str(tmp_path / "v.sqlite"))
+    url = f"{serve_instance}/vs-restart"
+    serve.run(build_app(args), name="vs_restart", route_prefix="/vs-restart")
+    clip = write_mp4(tmp_path / "k.mp4", [np.zeros((32, 32, 3), np.uint8)] * 5, fps=5)
+    r = requests.post(
+        f"{url}/videos", files={"video": ("k.mp4", clip.read_bytes())},
+        data={"title": "Kingfisher diving"}, timeout=120,
+    )  # fmt: skip
+    assert r.status_code == 201
+    serve.delete("vs_restart")  # every replica gone; only the log remains
+    serve.run(build_app(args), name="vs_restart", route_prefix="/vs-restart")
+    try:
+        hits = _search(url, "kingfisher").json()["results"]
+        assert hits[0]["video_id"] == r.json()["video_id"]
+        assert requests.get(f"{url}/healthz", timeout=30).json()["catalogue"]["videos"] == 5
+    finally:
+        serve.delete("vs_restart")
