@@ -8,7 +8,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "cranfield"
+import os
+
+DEFAULT_DIR = Path(
+    os.environ.get(
+        "CRANFIELD_DIR", Path(__file__).resolve().parents[3] / "shared" / "data" / "cranfield"
+    )
+)
 GAINS = {1: 4, 2: 3, 3: 2, 4: 1, -1: 0}
 
 
