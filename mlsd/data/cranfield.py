@@ -4,11 +4,10 @@ used as the text branch's test collection. Protocol of ANCHORS.md: queries by po
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-import os
 
 DEFAULT_DIR = Path(
     os.environ.get(
