@@ -35,6 +35,17 @@ def resolve_text_model(name: str) -> str:
     return name
 
 
+def _max_seq_length(path: str, tokenizer) -> int:
+    cfg = Path(path) / "sentence_bert_config.json"
+    if cfg.exists():
+        import json
+
+        value = json.loads(cfg.read_text()).get("max_seq_length")
+        if value:
+            return int(value)
+    return int(min(getattr(tokenizer, "model_max_length", 512) or 512, 512))
+
+
 class SentenceEncoder:
     """Texts -> (N, D) unit vectors: token embeddings mean-pooled under the attention mask."""
 
@@ -42,7 +53,7 @@ class SentenceEncoder:
         self,
         name: str = OFFLINE_MINILM,
         device: str = "cpu",
-        max_length: int = 128,
+        max_length: int | None = None,
         num_threads: int | None = None,
     ):
         from transformers import AutoModel, AutoTokenizer
@@ -50,8 +61,10 @@ class SentenceEncoder:
         if num_threads:
             torch.set_num_threads(num_threads)
         path = resolve_text_model(name)
-        self.name, self.device, self.max_length = name, torch.device(device), max_length
+        self.name, self.device = name, torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
+        # the model's own sequence limit (256 for all-MiniLM-L6-v2), as sentence-transformers
+        self.max_length = max_length or _max_seq_length(path, self.tokenizer)
         self.model = AutoModel.from_pretrained(path).eval().to(self.device)
         self.dim = int(self.model.config.hidden_size)
 

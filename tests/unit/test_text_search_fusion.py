@@ -72,3 +72,15 @@ def test_cranfield_reader():
     assert len(c.doc_ids) == 1400 and len(c.queries) == 225
     assert all(c.qrels) and set(g for q in c.qrels for g in q.values()) <= {1, 2, 3, 4}
     assert c.titles[0].startswith("experimental investigation of the aerodynamics")
+
+
+def test_offline_sentence_encoder():
+    from mlsd.text import OFFLINE_MINILM, SentenceEncoder, resolve_text_model
+
+    enc = SentenceEncoder(OFFLINE_MINILM)
+    assert enc.max_length == 256 and enc.dim == 384  # the model's own limits
+    v = enc.encode(["a cat sleeps on the sofa", "a kitten naps on a couch", "stock prices fell"])
+    assert v.shape == (3, 384) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    assert v[0] @ v[1] > v[0] @ v[2] + 0.3
+    assert enc.encode([]).shape == (0, 384)
+    assert resolve_text_model("sentence-transformers/all-MiniLM-L6-v2").startswith("sentence")
