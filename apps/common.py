@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 from fastapi import HTTPException, Request
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException
+
+
+def pin_local(path: str | None) -> str | None:
+    """Replicas may start in another working directory: make local paths absolute now
+    (URIs and None pass through)."""
+    if path is None or "://" in path:
+        return path
+    return os.path.abspath(path)
+
+
+async def shadow_report(comparator, shadow_args) -> dict:
+    """The body of an app's ``GET /shadow``: the comparator's aggregate, or disabled."""
+    if comparator is None:
+        return {"enabled": False}
+    report = await comparator.report.remote()
+    return {"enabled": True, "shadow": shadow_args.model_dump(), **report}
 
 
 def multipart_openapi(properties: dict, required: list[str]) -> dict:

@@ -8,7 +8,6 @@ A shadow ranking model version gets a share of the traffic through the shared me
 """
 
 import asyncio
-import os
 import time
 from typing import Annotated
 
@@ -18,7 +17,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from apps.common import reject_unknown_query
+from apps.common import pin_local, reject_unknown_query, shadow_report
 from deployments.recommendation import CandidateGeneration, Ranking
 from deployments.shadow import ShadowArgs, ShadowComparator, ShadowMirror
 from mlsd.artifacts import ArtifactStore
@@ -227,18 +226,12 @@ class RecommendationIngress:
 
     @api.get("/shadow", summary="Aggregate shadow-vs-primary ranking comparison")
     async def shadow(self) -> dict:
-        if self.comparator is None:
-            return {"enabled": False}
-        report = await self.comparator.report.remote()
-        return {"enabled": True, "shadow": self.args.shadow.model_dump(), **report}
+        return await shadow_report(self.comparator, self.args.shadow)
 
 
 def build_app(args: RecommendationArgs) -> Application:
     a = args.model_copy()
-    if "://" not in a.artifact_store:
-        a.artifact_store = os.path.abspath(a.artifact_store)
-    if a.events_log and "://" not in a.events_log:
-        a.events_log = os.path.abspath(a.events_log)
+    a.artifact_store, a.events_log = pin_local(a.artifact_store), pin_local(a.events_log)
     store = ArtifactStore(a.artifact_store)
     # fail `serve run` itself, naming the file, on a missing version or a corrupt file
     version = store.load(a.artifact, a.version).version

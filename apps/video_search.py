@@ -11,7 +11,6 @@ shadow    a share of queries goes, fire-and-forget, through ShadowTextEncoder ->
 """
 
 import asyncio
-import os
 import time
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -20,7 +19,14 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from apps.common import multipart_openapi, read_multipart, read_upload, reject_unknown_query
+from apps.common import (
+    multipart_openapi,
+    pin_local,
+    read_multipart,
+    read_upload,
+    reject_unknown_query,
+    shadow_report,
+)
 from deployments.shadow import ShadowArgs, ShadowComparator, ShadowMirror
 from deployments.video_search import TextEncoder, TextSearch, VideoIndexer, VideoRetriever
 from mlsd.artifacts import ArtifactStore
@@ -259,18 +265,12 @@ class VideoSearchIngress:
 
     @api.get("/shadow", summary="Aggregate shadow-vs-primary comparison (overlap@k, latency)")
     async def shadow(self) -> dict:
-        if self.comparator is None:
-            return {"enabled": False}
-        report = await self.comparator.report.remote()
-        return {"enabled": True, "shadow": self.args.shadow.model_dump(), **report}
+        return await shadow_report(self.comparator, self.args.shadow)
 
 
 def build_app(args: VideoSearchArgs) -> Application:
     a = args.model_copy()
-    if "://" not in a.artifact_store:
-        a.artifact_store = os.path.abspath(a.artifact_store)
-    if a.live_log and "://" not in a.live_log:
-        a.live_log = os.path.abspath(a.live_log)
+    a.artifact_store, a.live_log = pin_local(a.artifact_store), pin_local(a.live_log)
     store = ArtifactStore(a.artifact_store)
     # fail `serve run` itself on a missing version or a corrupt file, naming it
     model_version = store.load(a.model_artifact, a.model_version).version

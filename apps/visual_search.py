@@ -6,7 +6,6 @@ ONNX model) can get a share of the traffic through the shared shadow mechanism.
 """
 
 import asyncio
-import os
 import time
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -18,9 +17,11 @@ from ray.serve.handle import DeploymentHandle
 from apps.common import (
     multipart_openapi,
     parse_bool,
+    pin_local,
     read_multipart,
     read_upload,
     reject_unknown_query,
+    shadow_report,
 )
 from deployments.image_encoder import ImageEncoder
 from deployments.reranker import Reranker
@@ -207,20 +208,13 @@ class VisualSearchIngress:
 
     @api.get("/shadow", summary="Aggregate shadow-vs-primary comparison (overlap@k, latency)")
     async def shadow(self) -> dict:
-        if self.comparator is None:
-            return {"enabled": False}
-        report = await self.comparator.report.remote()
-        return {"enabled": True, "shadow": self.args.shadow.model_dump(), **report}
+        return await shadow_report(self.comparator, self.args.shadow)
 
 
 def build_app(args: VisualSearchArgs) -> Application:
     """Wire the graph; the shadow gets its own encoder, and its own index if its version differs."""
     a = args.model_copy()
-    # replicas may start in another working directory: pin local paths now
-    if "://" not in a.artifact_store:
-        a.artifact_store = os.path.abspath(a.artifact_store)
-    if a.live_log and "://" not in a.live_log:
-        a.live_log = os.path.abspath(a.live_log)
+    a.artifact_store, a.live_log = pin_local(a.artifact_store), pin_local(a.live_log)
     store = ArtifactStore(a.artifact_store)
     primary_version = store.resolve(a.artifact, a.version)
     encoder = ImageEncoder.bind(

@@ -7,6 +7,7 @@ import asyncio
 import numpy as np
 from ray import serve
 
+from deployments.faults import inject_fault
 from mlsd.artifacts import ArtifactStore
 from mlsd.visual_search import ImageEncoderModel
 
@@ -41,8 +42,5 @@ class ImageEncoder:
 
     async def encode(self, image: np.ndarray) -> np.ndarray:
         """(C, S, S) -> (D,); concurrent calls are grouped into one model batch."""
-        if self._fail_with == "error":
-            raise RuntimeError("injected encoder failure")
-        if self._fail_with == "hang":
-            await asyncio.sleep(3600)
+        await inject_fault(self._fail_with, "encoder")
         return await self.encode_batch(image)

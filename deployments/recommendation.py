@@ -8,6 +8,7 @@ import asyncio
 import numpy as np
 from ray import serve
 
+from deployments.faults import inject_fault
 from mlsd.artifacts import ArtifactStore
 from mlsd.recommendation.artifact import load_ranker, load_recommender
 from mlsd.recommendation.events import EventLog
@@ -82,8 +83,5 @@ class Ranking:
 
     async def rank(self, request: RankRequest) -> np.ndarray:
         """(n,) probabilities that the user will find each candidate relevant."""
-        if self._fail_with == "error":
-            raise RuntimeError("injected ranking failure")
-        if self._fail_with == "hang":
-            await asyncio.sleep(3600)
+        await inject_fault(self._fail_with, "ranking")
         return await self.rank_batch(request)

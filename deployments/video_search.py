@@ -9,17 +9,13 @@ import time
 import numpy as np
 from ray import serve
 
+from deployments.faults import inject_fault
 from mlsd.artifacts import ArtifactStore
 from mlsd.index import IndexConfig, VectorIndex
 from mlsd.text_search import TextIndex
 from mlsd.video import SampleConfig, VideoError, decode_sampled
 from mlsd.video_catalogue import VideoCatalogue, VideoDoc, VideoLog, signature
 from mlsd.video_search import FrameEncoder, load_video_text, pool_video
-
-
-def _fault(fail_with: str | None):
-    if fail_with == "error":
-        raise RuntimeError("injected failure")
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
@@ -57,9 +53,7 @@ class TextEncoder:
         return await asyncio.to_thread(self._encode, texts)
 
     async def encode(self, text: str) -> np.ndarray:
-        _fault(self._fail_with)
-        if self._fail_with == "hang":
-            await asyncio.sleep(3600)
+        await inject_fault(self._fail_with, "text encoder")
         return await self.encode_batch(text)
 
 
@@ -108,7 +102,7 @@ class VideoRetriever:
         return ids[0][keep], scores[0][keep]
 
     async def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        _fault(self._fail_with)
+        await inject_fault(self._fail_with, "video retriever")
         return await asyncio.to_thread(self._search, q, k)
 
     async def docs(self, ids: list[int]) -> dict[int, VideoDoc]:
@@ -151,7 +145,7 @@ class TextSearch:
         return self.index.search(q, k)
 
     async def search(self, q: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-        _fault(self._fail_with)
+        await inject_fault(self._fail_with, "text search")
         return await asyncio.to_thread(self._search, q, k)
 
 
