@@ -9,13 +9,12 @@ log into a new artifact version.
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from mlsd.durable import DurableLog
 from mlsd.rerank import ImageMeta
 
 LIVE_ID_BASE = 1_000_000_000_000  # ids of live additions; artifact catalogue ids stay below
@@ -28,25 +27,19 @@ class LiveImage:
     model_version: str
 
 
-class CatalogueLog:
+class CatalogueLog(DurableLog):
     """Append-only, multi-process-safe log of images added at serving time."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute(
+        super().__init__(
+            path,
             """CREATE TABLE IF NOT EXISTS images (
                  seq INTEGER PRIMARY KEY AUTOINCREMENT,
                  owner TEXT, private INTEGER NOT NULL, unsafe INTEGER NOT NULL,
                  signature TEXT, embedding BLOB NOT NULL, dim INTEGER NOT NULL,
                  model_version TEXT NOT NULL, image BLOB, created REAL DEFAULT (unixepoch('subsec'))
-               )"""
+               )""",
         )
-        self._conn.commit()
 
     def append(
         self,
@@ -102,7 +95,3 @@ class CatalogueLog:
     def __len__(self) -> int:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM images").fetchone()[0])
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()

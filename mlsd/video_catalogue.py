@@ -12,14 +12,13 @@ and is seen by all replicas. The next indexing job folds the log into a new arti
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mlsd.artifacts import Artifact, ArtifactError, ArtifactStore
+from mlsd.durable import DurableLog
 
 LIVE_ID_BASE = 1_000_000_000_000
 
@@ -75,23 +74,17 @@ def write_catalogue(
     return writer.commit(config={"sample": sample}, data={"videos": len(docs)})
 
 
-class VideoLog:
+class VideoLog(DurableLog):
     """Append-only, multi-process-safe log of videos added at serving time."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute(
+        super().__init__(
+            path,
             """CREATE TABLE IF NOT EXISTS videos (
                  seq INTEGER PRIMARY KEY AUTOINCREMENT, doc TEXT NOT NULL,
                  feat BLOB NOT NULL, prob BLOB NOT NULL,
-                 created REAL DEFAULT (unixepoch('subsec')))"""
+                 created REAL DEFAULT (unixepoch('subsec')))""",
         )
-        self._conn.commit()
 
     def append(self, doc: VideoDoc, feat: np.ndarray, prob: np.ndarray) -> int:
         """Commit one video; returns its id (LIVE_ID_BASE + sequence number)."""
@@ -122,10 +115,6 @@ class VideoLog:
             )
             for s, d, f, p in rows
         ]
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
 
 
 class VideoCatalogue:

@@ -6,12 +6,12 @@ never dropped: new users and videos are exactly what the next training run must 
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from mlsd.durable import DurableLog
 
 # business rule: how strongly each event says "watched and liked", on the rating scale
 EVENT_STRENGTH = {
@@ -21,25 +21,19 @@ EVENT_STRENGTH = {
 WATCH_EVENTS = {"watch", "complete", "like", "share", "rate", "dislike"}
 
 
-class EventLog:
+class EventLog(DurableLog):
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute(
+        super().__init__(
+            path,
             """CREATE TABLE IF NOT EXISTS events (
                  seq INTEGER PRIMARY KEY AUTOINCREMENT,
                  user_id INTEGER NOT NULL, video_id INTEGER NOT NULL, event TEXT NOT NULL,
                  rating REAL, timestamp INTEGER NOT NULL,
                  unknown_user INTEGER NOT NULL, unknown_video INTEGER NOT NULL,
                  received REAL DEFAULT (unixepoch('subsec'))
-               )"""
+               )""",
+            "CREATE INDEX IF NOT EXISTS events_user ON events (user_id)",
         )
-        self._conn.execute("CREATE INDEX IF NOT EXISTS events_user ON events (user_id)")
-        self._conn.commit()
 
     def append(
         self,
@@ -108,7 +102,3 @@ class EventLog:
     def __len__(self) -> int:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
