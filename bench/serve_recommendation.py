@@ -13,12 +13,10 @@ import argparse
 import os
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import requests
 
-from bench.serve_visual_search import _summary
+from bench import loadgen
 from mlsd.artifacts import ArtifactStore
 from mlsd.recommendation.artifact import load_recommender
 from mlsd.recommendation.features import RankRequest
@@ -55,24 +53,14 @@ def in_process(store: str, name: str, users: list[int], k: int) -> dict:
         s = time.perf_counter()
         one(u)
         lat.append((time.perf_counter() - s) * 1e3)
-    return _summary("in-process pipeline", lat, time.perf_counter() - t0)
+    return loadgen.summary("in-process pipeline", lat, time.perf_counter() - t0)
 
 
 def http_load(url: str, users: list[int], k: int, concurrency: int, name: str) -> dict:
-    sessions = [requests.Session() for _ in range(concurrency)]
+    def send(session, i):
+        return session.get(f"{url}/users/{users[i]}", params={"k": k}, timeout=60)
 
-    def one(i: int) -> tuple[float, bool]:
-        s = time.perf_counter()
-        r = sessions[i % concurrency].get(f"{url}/users/{users[i]}", params={"k": k}, timeout=60)
-        return (time.perf_counter() - s) * 1e3, r.status_code == 200
-
-    with ThreadPoolExecutor(concurrency) as pool:  # warm-up
-        list(pool.map(one, range(min(20, len(users)))))
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        out = list(pool.map(one, range(len(users))))
-    wall = time.perf_counter() - t0
-    return _summary(name, [o[0] for o in out], wall, sum(1 for o in out if not o[1]))
+    return loadgen.http_load(send, len(users), concurrency, name)
 
 
 def main(argv=None) -> None:

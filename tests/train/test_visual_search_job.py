@@ -10,21 +10,6 @@ from tests.conftest import fashion_mnist_or_none
 pytestmark = [pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def ray_session(tmp_path_factory):
-    import os
-
-    import ray
-
-    if ray.is_initialized():  # share the session's cluster when the serve tests started one
-        yield
-        return
-    os.environ.setdefault("RAY_TMPDIR", str(tmp_path_factory.mktemp("ray")))
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
 def test_train_resume_and_index(ray_session, tmp_path):
     if fashion_mnist_or_none() is None:
         pytest.skip("Fashion-MNIST not installed (make data)")
