@@ -11,6 +11,7 @@ and is seen by all replicas. The next indexing job folds the log into a new arti
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,10 +39,14 @@ class VideoDoc:
     signature: list[int] = field(default_factory=list)  # sign bits of pooled features (dedup)
 
 
+@functools.lru_cache(maxsize=4)
+def _planes(bits: int, dim: int) -> np.ndarray:
+    return np.random.default_rng(7).standard_normal((bits, dim)).astype(np.float32)
+
+
 def signature(feat: np.ndarray, bits: int = 64) -> list[int]:
     """Random-hyperplane hash of the pooled features: near-duplicate videos share most bits."""
-    planes = np.random.default_rng(7).standard_normal((bits, len(feat))).astype(np.float32)
-    return (planes @ np.asarray(feat, np.float32) > 0).astype(int).tolist()
+    return (_planes(bits, len(feat)) @ np.asarray(feat, np.float32) > 0).astype(int).tolist()
 
 
 def write_catalogue(

@@ -47,13 +47,11 @@ def write_recommender(
     model: RankingModel, settings: RecSettings,
 ) -> dict:  # fmt: skip
     """Stage the files; returns the manifest config to commit with."""
-    catalogue = np.zeros(tables.n_items, bool)
-    catalogue[cg.catalogue_items] = True
     np.savez(
         writer.path("factors.npz"),
         user_factors=cg.user_factors,
         item_factors=cg.item_factors,
-        catalogue=catalogue,
+        catalogue=cg.catalogue,
         trained_users=cg.trained_users,
         demo_pop=cg.demo_pop,
     )

@@ -50,6 +50,7 @@ class CandidateGenerator:
         self.user_factors, self.item_factors = user_factors, item_factors
         self.tables, self.demo_pop, self.trained_users = tables, demo_pop, trained_users
         self.reg, self.alpha = reg, alpha
+        self.catalogue = np.asarray(catalogue, bool)  # (I,)
         self.catalogue_items = np.flatnonzero(catalogue)
         self.index = VectorIndex.build(
             item_factors[self.catalogue_items], self.catalogue_items, index_cfg
@@ -94,7 +95,7 @@ class CandidateGenerator:
         if 0 <= user_id < self.tables.n_users and self.tables.age_bucket[user_id] > 0:
             g = self.tables.age_bucket[user_id] * 3 + self.tables.gender[user_id]
             counts = self.demo_pop[g] + 0.1 * self.tables.popularity  # smoothed to global
-            counts = counts * np.isin(np.arange(len(counts)), self.catalogue_items)
+            counts = counts * self.catalogue
             order = np.argsort(-counts, kind="stable")
             items, scores = self._popular(order, counts, n, exclude)
             return Candidates(items, scores, "demographic")
