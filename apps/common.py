@@ -1,13 +1,132 @@
-"""HTTP helpers every app shares: strict multipart parsing and clear 4xx errors."""
+"""What every app shares: one builder-args base (``AppArgs``), one model reference whose label
+is the single ``model_version`` format, Serve ``user_config`` for what is tuned at run time
+(batching, shadow share, fault injection), and strict HTTP parsing with clear 4xx errors.
+
+Each app keeps its own graph: these are functions and models, not an ingress base class.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import Literal
 
 from fastapi import HTTPException, Request
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException
+
+from deployments.shadow import ShadowMirror, ShadowTraffic
+from mlsd.artifacts import ArtifactStore, model_label
+
+
+class ArtifactRef(BaseModel):
+    """A named artifact version in the store (``latest`` resolves at build time)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    artifact: str = Field(description="artifact name in the store")
+    version: str = Field("latest", description="a concrete version, or latest")
+
+    def pin(self, store: ArtifactStore):
+        """The same reference with its concrete version, checked: a missing version or a
+        corrupt file fails ``serve run`` itself, naming the file."""
+        return self.model_copy(update={"version": store.load(self.artifact, self.version).version})
+
+
+class ModelRef(ArtifactRef):
+    """A model: an artifact version and the runner backend that executes it."""
+
+    backend: str = Field("torch", description="runner backend: torch | onnx | onnx-int8")
+
+    @property
+    def label(self) -> str:
+        return model_label(self.artifact, self.version, self.backend)
+
+
+class Batching(BaseModel):
+    """``@serve.batch`` settings of a model deployment (its ``user_config``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(16, ge=1)
+    batch_wait_timeout_s: float = Field(0.005, ge=0)
+
+
+class ShadowArgs(ShadowTraffic):
+    """The app's shadow: another model (any field left out is the primary's) and its traffic."""
+
+    artifact: str | None = Field(None, description="artifact name, if not the primary's")
+    version: str = Field("latest", description="artifact version the shadow model loads")
+    backend: str | None = Field(None, description="runner backend, if not the primary's")
+
+    def model_ref(self, primary: ModelRef) -> ModelRef:
+        return ModelRef(
+            artifact=self.artifact or primary.artifact,
+            version=self.version,
+            backend=self.backend or primary.backend,
+        )
+
+    def traffic(self) -> dict:
+        return self.model_dump(include=set(ShadowTraffic.model_fields))
+
+
+Fault = Literal["error", "hang"]
+TRAFFIC = set(ShadowTraffic.model_fields)
+
+
+class AppArgs(BaseModel):
+    """What every app's builder takes (``args:`` in serve_config.yaml); apps add their own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    artifact_store: str = Field("artifacts", description="folder or fsspec URI of artifacts")
+    model: ModelRef
+    max_k: int = Field(100, ge=1, le=10_000)
+    batching: Batching = Field(default_factory=Batching)
+    shadow: ShadowArgs | None = None
+    fault_injection: dict[str, Fault] = Field(
+        default_factory=dict, description="tests only: deployment name -> 'error' | 'hang'"
+    )
+
+    def store(self) -> ArtifactStore:
+        return ArtifactStore(self.artifact_store)
+
+    def shadow_model(self) -> ModelRef | None:
+        return self.shadow.model_ref(self.model) if self.shadow is not None else None
+
+    def pin_models(self, store: ArtifactStore) -> ModelRef | None:
+        """Pin the primary's and the shadow's ``latest`` to concrete versions, checked (so
+        ``serve run`` fails naming a missing or corrupt file); returns the shadow's model."""
+        self.model = self.model.pin(store)
+        if self.shadow is None:
+            return None
+        ref = self.shadow.model_ref(self.model).pin(store)
+        self.shadow = self.shadow.model_copy(
+            update={"artifact": ref.artifact, "version": ref.version}
+        )
+        return ref
+
+    def model_user_config(self, deployment: str) -> dict:
+        """``user_config`` of a batched model deployment: batching + its injected fault."""
+        return {**self.batching.model_dump(), "fail_with": self.fault_injection.get(deployment)}
+
+    def ingress_user_config(self) -> dict:
+        return {"shadow": self.shadow.traffic() if self.shadow is not None else None}
+
+    def ingress_args(self) -> dict:
+        """The ingress's constructor args: everything but what ``user_config`` carries, so a
+        change of batching, shadow traffic or faults leaves every replica running."""
+        out = self.model_dump(exclude={"batching", "fault_injection"})
+        if out.get("shadow"):
+            out["shadow"] = {k: v for k, v in out["shadow"].items() if k not in TRAFFIC}
+        return out
+
+
+def apply_ingress_config(mirror: ShadowMirror | None, config: dict) -> None:
+    """An ingress's ``reconfigure``: a new shadow share / timeout applies at once."""
+    if mirror is not None and config.get("shadow"):
+        mirror.tune(config["shadow"])
 
 
 def pin_local(path: str | None) -> str | None:
@@ -18,12 +137,16 @@ def pin_local(path: str | None) -> str | None:
     return os.path.abspath(path)
 
 
-async def shadow_report(comparator, shadow_args) -> dict:
+async def shadow_report(comparator, mirror: ShadowMirror | None, shadow: ModelRef | None) -> dict:
     """The body of an app's ``GET /shadow``: the comparator's aggregate, or disabled."""
-    if comparator is None:
+    if comparator is None or mirror is None or shadow is None:
         return {"enabled": False}
     report = await comparator.report.remote()
-    return {"enabled": True, "shadow": shadow_args.model_dump(), **report}
+    return {
+        "enabled": True,
+        "shadow": {"model_version": shadow.label, **mirror.args.model_dump()},
+        **report,
+    }
 
 
 def multipart_openapi(properties: dict, required: list[str]) -> dict:

@@ -17,39 +17,39 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from apps.common import pin_local, reject_unknown_query, shadow_report
+from apps.common import (
+    AppArgs,
+    ModelRef,
+    apply_ingress_config,
+    pin_local,
+    reject_unknown_query,
+    shadow_report,
+)
 from deployments.recommendation import CandidateGeneration, Ranking
-from deployments.shadow import ShadowArgs, ShadowComparator, ShadowMirror
-from mlsd.artifacts import ArtifactStore
+from deployments.shadow import ShadowComparator, ShadowMirror
 from mlsd.recommendation.artifact import load_tables
 from mlsd.recommendation.events import EVENT_STRENGTH, EventLog
-from mlsd.recommendation.features import RankRequest
-from mlsd.recommendation.rerank import RecRerankConfig, rerank
+from mlsd.recommendation.pipeline import UserCandidates, final_ranking
+from mlsd.recommendation.rerank import RecRerankConfig
 
 MAX_ID = 2**31 - 1
 MAX_TS = 4_102_444_800  # 2100-01-01: later timestamps are an error, not the future
-PERSONAL = ("personal", "fold_in")
 
 
-class RecommendationArgs(BaseModel):
+class RecommendationArgs(AppArgs):
     """Builder arguments (``args:`` in serve_config.yaml)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    artifact_store: str = Field("artifacts", description="folder or fsspec URI of artifacts")
-    artifact: str = "recommendation"
-    version: str = "latest"
+    model: ModelRef = Field(
+        default_factory=lambda: ModelRef(artifact="recommendation"),
+        description="recommendation artifact; backend = the ranking model's runner (torch|onnx)",
+    )
     events_log: str | None = Field(
         "var/recommendation/events.db", description="durable interaction log; None = off"
     )
     n_candidates: int = Field(200, ge=1, le=10_000, description="candidates sent to ranking")
     max_k: int = Field(100, ge=1, le=1_000)
-    max_batch_size: int = Field(16, ge=1)
-    batch_wait_timeout_s: float = Field(0.005, ge=0)
     rerank: dict = Field(default_factory=dict, description="RecRerankConfig fields")
-    shadow: ShadowArgs | None = None
-    ranking_num_threads: int | None = None
-    fault_injection: str | None = Field(None, description="tests only: shadow 'error' | 'hang'")
+    device: str = Field("auto", description="ranking device: auto (the replica's GPU) | cpu")
 
 
 class Item(BaseModel):
@@ -115,30 +115,26 @@ class RecommendationIngress:
         comparator: DeploymentHandle | None = None,
     ):
         self.args = RecommendationArgs(**args)
-        art = ArtifactStore(self.args.artifact_store).load(self.args.artifact, self.args.version)
+        art = self.args.store().load(self.args.model.artifact, self.args.model.version)
         self.tables = load_tables(art)
-        self.model_version = art.version
+        self.model_version = self.args.model.label
+        self.shadow_model = self.args.shadow_model()
         self.rerank_cfg = RecRerankConfig(**self.args.rerank)
         self.log = EventLog(self.args.events_log) if self.args.events_log else None
         self.candidates, self.ranking = candidates, ranking
         self.shadow_ranking, self.comparator = shadow_ranking, comparator
-        self.mirror = (
-            ShadowMirror(self._run_shadow, comparator, self.args.shadow)
-            if self.args.shadow is not None and comparator is not None
-            else None
-        )
+        self.mirror = ShadowMirror.maybe(self._run_shadow, comparator, self.args.shadow)
 
-    def _rerank(self, cands: dict, scores, k: int, now: float) -> tuple:
-        watched = set(cands["history_items"].tolist())
-        t = self.tables
-        return rerank(
-            cands["items"], scores, k, t.genres, t.release_ts, now, watched, self.rerank_cfg
-        )
+    def reconfigure(self, config: dict) -> None:
+        apply_ingress_config(self.mirror, config)
+
+    def _final(self, cands: UserCandidates, scores, k: int, now: int):
+        return final_ranking(cands, scores, k, now, self.tables, self.rerank_cfg)
 
     async def _run_shadow(self, request: tuple) -> list[int]:
         cands, req, k, now = request
         scores = await self.shadow_ranking.rank.remote(req)
-        return self._rerank(cands, scores, k, now)[0].tolist()
+        return self._final(cands, scores, k, now)[0].tolist()
 
     @api.get(
         "/users/{user_id}",
@@ -159,22 +155,12 @@ class RecommendationIngress:
             raise HTTPException(422, f"k={k} is over the maximum of {self.args.max_k}")
         t0 = time.perf_counter()
         now = int(time.time()) if at is None else at
-        n = max(self.args.n_candidates, k)
-        cands = await self.candidates.generate.remote(user_id, n)
-        req = None
-        if cands["strategy"] in PERSONAL and len(cands["items"]):
-            req = RankRequest(
-                user_id,
-                cands["items"],
-                cands["scores"],
-                cands["history_items"],
-                cands["history_ratings"],
-                now,
-            )
-            scores = await self.ranking.rank.remote(req)
-        else:  # cold start: the popularity order is the ranking
-            scores = cands["scores"]
-        items, final = self._rerank(cands, scores, k, now)
+        cands: UserCandidates = await self.candidates.generate.remote(
+            user_id, max(self.args.n_candidates, k)
+        )
+        req = cands.rank_request(now)  # None: cold start, the popularity order is final
+        scores = await self.ranking.rank.remote(req) if req is not None else None
+        items, final = self._final(cands, scores, k, now)
         if self.mirror is not None and req is not None:
             ms = (time.perf_counter() - t0) * 1e3
             self.mirror.maybe_mirror((cands, req, k, now), items.tolist(), ms)
@@ -184,7 +170,7 @@ class RecommendationIngress:
                 for i, s in zip(items, final, strict=True)
             ],
             model_version=self.model_version,
-            strategy=cands["strategy"],
+            strategy=cands.strategy,
         )
 
     @api.post(
@@ -196,9 +182,8 @@ class RecommendationIngress:
     async def record_event(self, event: Event) -> EventAck:
         if self.log is None:
             raise HTTPException(403, "this deployment does not record events (events_log off)")
-        t = self.tables
-        unknown_video = not (event.video_id < t.n_items and t.titles[event.video_id] != "")
-        unknown_user = not (event.user_id < t.n_users and t.age_bucket[event.user_id] > 0)
+        unknown_video = not self.tables.is_known_video(event.video_id)
+        unknown_user = not self.tables.is_known_user(event.user_id)
         event_id = await asyncio.to_thread(
             self.log.append,
             event.user_id,
@@ -215,7 +200,7 @@ class RecommendationIngress:
     async def healthz(self) -> Health:
         info = await self.candidates.info.remote()
         events = await asyncio.to_thread(self.log.flagged) if self.log is not None else None
-        shadow = self.args.shadow.version if self.args.shadow is not None else None
+        shadow = self.shadow_model.label if self.shadow_model else None
         return Health(
             status="ok",
             model_version=self.model_version,
@@ -226,36 +211,31 @@ class RecommendationIngress:
 
     @api.get("/shadow", summary="Aggregate shadow-vs-primary ranking comparison")
     async def shadow(self) -> dict:
-        return await shadow_report(self.comparator, self.args.shadow)
+        return await shadow_report(self.comparator, self.mirror, self.shadow_model)
 
 
 def build_app(args: RecommendationArgs) -> Application:
     a = args.model_copy()
     a.artifact_store, a.events_log = pin_local(a.artifact_store), pin_local(a.events_log)
-    store = ArtifactStore(a.artifact_store)
-    # fail `serve run` itself, naming the file, on a missing version or a corrupt file
-    version = store.load(a.artifact, a.version).version
-    candidates = CandidateGeneration.bind(a.artifact_store, a.artifact, version, a.events_log)
-    ranking = Ranking.bind(
-        a.artifact_store,
-        a.artifact,
-        version,
-        a.max_batch_size,
-        a.batch_wait_timeout_s,
-        a.ranking_num_threads,
-    )
-    shadow_ranking = comparator = None
-    if a.shadow is not None:
-        shadow_ranking = Ranking.options(name="ShadowRanking").bind(
-            a.artifact_store,
-            a.artifact,
-            store.load(a.artifact, a.shadow.version).version,
-            a.max_batch_size,
-            a.batch_wait_timeout_s,
-            a.ranking_num_threads,
-            a.fault_injection,
+    store = a.store()
+    shadow_ref = a.pin_models(store)
+
+    def ranking(name: str, ref: ModelRef):
+        return Ranking.options(name=name, user_config=a.model_user_config(name)).bind(
+            store_uri=a.artifact_store, **ref.model_dump(), device=a.device
         )
-        comparator = ShadowComparator.bind("overlap@k", 10)
-    payload = a.model_dump()
-    payload["version"] = version
-    return RecommendationIngress.bind(payload, candidates, ranking, shadow_ranking, comparator)
+
+    candidates = CandidateGeneration.bind(
+        store_uri=a.artifact_store, artifact=a.model.artifact, version=a.model.version,
+        events_log=a.events_log,
+    )  # fmt: skip
+    shadow = {}
+    if (ref := shadow_ref) is not None:
+        shadow = {
+            "shadow_ranking": ranking("ShadowRanking", ref),
+            "comparator": ShadowComparator.bind("overlap@k", 10),
+        }
+    ingress = RecommendationIngress.options(user_config=a.ingress_user_config())
+    return ingress.bind(
+        a.ingress_args(), candidates=candidates, ranking=ranking("Ranking", a.model), **shadow
+    )

@@ -14,12 +14,16 @@ import asyncio
 import time
 
 from fastapi import FastAPI, HTTPException, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
 from apps.common import (
+    AppArgs,
+    ArtifactRef,
+    ModelRef,
+    apply_ingress_config,
     multipart_openapi,
     pin_local,
     read_multipart,
@@ -27,33 +31,35 @@ from apps.common import (
     reject_unknown_query,
     shadow_report,
 )
-from deployments.shadow import ShadowArgs, ShadowComparator, ShadowMirror
+from deployments.shadow import ShadowComparator, ShadowMirror
 from deployments.video_search import TextEncoder, TextSearch, VideoIndexer, VideoRetriever
-from mlsd.artifacts import ArtifactStore
-from mlsd.fusion import FusionConfig, fuse
-from mlsd.text_search import normalise
-from mlsd.video_rerank import VideoRerankConfig, rerank_videos
+from mlsd.text_index import normalise
+from mlsd.video_search.fusion import FusionConfig
+from mlsd.video_search.pipeline import fused_candidates
+from mlsd.video_search.rerank import VideoRerankConfig, rerank_videos
 
 ERROR_STATUS = {"too_large": 413, "too_long": 413}  # other video errors: 400
 
 
-class VideoSearchArgs(BaseModel):
+class VideoSearchArgs(AppArgs):
     """Builder arguments (``args:`` in serve_config.yaml)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    artifact_store: str = Field("artifacts", description="folder or fsspec URI of artifacts")
-    model_artifact: str = Field("video_text_zeroshot", description="text-video model artifact")
-    model_version: str = "latest"
-    catalogue_artifact: str = "video_catalogue"
-    catalogue_version: str = "latest"
+    model: ModelRef = Field(
+        default_factory=lambda: ModelRef(artifact="video_text_zeroshot"),
+        description="text-video model artifact (the query encoder's text head + video space)",
+    )
+    catalogue: ArtifactRef = Field(
+        default_factory=lambda: ArtifactRef(artifact="video_catalogue"),
+        description="indexed videos (pooled frame features + text fields)",
+    )
     live_log: str | None = Field(
         "var/video_search/videos.sqlite", description="durable log of added videos; None = off"
     )
-    max_k: int = Field(100, ge=1, le=10_000)
     max_query_chars: int = Field(500, ge=1)
     branch_depth: int = Field(100, ge=1, description="results taken from each branch")
-    fusion: dict = Field(default_factory=dict, description="mlsd.fusion.FusionConfig fields")
+    fusion: dict = Field(
+        default_factory=dict, description="mlsd.video_search.fusion.FusionConfig fields"
+    )
     rerank: dict = Field(default_factory=dict, description="VideoRerankConfig fields")
     sample: dict = Field(
         default_factory=lambda: {"fps": 1.0, "size": 224, "max_frames": 32},
@@ -64,12 +70,7 @@ class VideoSearchArgs(BaseModel):
         default_factory=list, description="URIs the indexer may read (e.g. s3://bucket/videos/)"
     )
     branch_timeout_s: float = Field(5.0, gt=0)
-    max_batch_size: int = Field(16, ge=1)
-    batch_wait_timeout_s: float = Field(0.005, ge=0)
-    shadow: ShadowArgs | None = None
-    fault_injection: dict[str, str] = Field(
-        default_factory=dict, description="tests only: deployment -> 'error' | 'hang'"
-    )
+    device: str = Field("auto", description="encoders' device: auto (the replica's GPU) | cpu")
 
 
 class Hit(BaseModel):
@@ -145,16 +146,16 @@ class VideoSearchIngress:
         self.args = VideoSearchArgs(**args)
         self.fusion = FusionConfig(**self.args.fusion)
         self.rerank_cfg = VideoRerankConfig(**self.args.rerank)
-        self.model_version = self.args.model_version
+        self.model_version = self.args.model.label
+        self.shadow_model = self.args.shadow_model()
         self.encoder, self.retriever, self.text = text_encoder, retriever, text_search
         self.indexer = indexer
         self.shadow_encoder, self.shadow_retriever = shadow_encoder, shadow_retriever
-        self.mirror = (
-            ShadowMirror(self._run_shadow, comparator, self.args.shadow)
-            if self.args.shadow is not None and comparator is not None
-            else None
-        )
         self.comparator = comparator
+        self.mirror = ShadowMirror.maybe(self._run_shadow, comparator, self.args.shadow)
+
+    def reconfigure(self, config: dict) -> None:
+        apply_ingress_config(self.mirror, config)
 
     async def _dense(self, encoder, retriever, q: str):
         vec = await encoder.encode.remote(q)
@@ -180,7 +181,7 @@ class VideoSearchIngress:
         branches, degraded = await self._branches(q, encoder, retriever)
         if not branches:
             raise HTTPException(503, "both retrieval branches failed; try again")
-        fused = fuse(branches, self.fusion)[: max(k * 4, k + 10)]
+        fused = fused_candidates(branches, k, self.fusion)
         docs = await retriever.docs.remote([f.doc_id for f in fused])
         return rerank_videos(fused, docs, k, time.time(), self.rerank_cfg), degraded
 
@@ -260,50 +261,55 @@ class VideoSearchIngress:
     @api.get("/healthz", response_model=Health)
     async def healthz(self) -> Health:
         info = await self.retriever.info.remote()
-        shadow = self.args.shadow.version if self.args.shadow is not None else None
+        shadow = self.shadow_model.label if self.shadow_model else None
         return Health(status="ok", model_version=self.model_version, catalogue=info, shadow=shadow)
 
     @api.get("/shadow", summary="Aggregate shadow-vs-primary comparison (overlap@k, latency)")
     async def shadow(self) -> dict:
-        return await shadow_report(self.comparator, self.args.shadow)
+        return await shadow_report(self.comparator, self.mirror, self.shadow_model)
 
 
 def build_app(args: VideoSearchArgs) -> Application:
     a = args.model_copy()
     a.artifact_store, a.live_log = pin_local(a.artifact_store), pin_local(a.live_log)
-    store = ArtifactStore(a.artifact_store)
-    # fail `serve run` itself on a missing version or a corrupt file, naming it
-    model_version = store.load(a.model_artifact, a.model_version).version
-    cat_version = store.load(a.catalogue_artifact, a.catalogue_version).version
-    faults = a.fault_injection
-    encoder = TextEncoder.bind(
-        a.artifact_store, a.model_artifact, model_version, a.max_batch_size,
-        a.batch_wait_timeout_s, faults.get("TextEncoder"),
-    )  # fmt: skip
-    retriever = VideoRetriever.bind(
-        a.artifact_store, a.model_artifact, model_version, a.catalogue_artifact, cat_version,
-        a.live_log, faults.get("VideoRetriever"),
-    )  # fmt: skip
-    text = TextSearch.bind(
-        a.artifact_store, a.catalogue_artifact, cat_version, a.live_log, None,
-        faults.get("TextSearch"),
-    )  # fmt: skip
-    indexer = VideoIndexer.bind(a.live_log, a.sample) if a.live_log else None
-    shadow_encoder = shadow_retriever = comparator = None
-    if a.shadow is not None:
-        shadow_artifact = a.shadow.artifact or a.model_artifact
-        shadow_version = store.load(shadow_artifact, a.shadow.version).version
-        shadow_encoder = TextEncoder.options(name="ShadowTextEncoder").bind(
-            a.artifact_store, shadow_artifact, shadow_version, a.max_batch_size,
-            a.batch_wait_timeout_s, faults.get("ShadowTextEncoder"),
+    store = a.store()
+    shadow_ref = a.pin_models(store)
+    a.catalogue = a.catalogue.pin(store)
+    cat = {"catalogue_artifact": a.catalogue.artifact, "catalogue_version": a.catalogue.version}
+
+    def fault(name: str) -> dict:
+        return {"fail_with": a.fault_injection.get(name)}
+
+    def encoder(name: str, ref: ModelRef):
+        return TextEncoder.options(name=name, user_config=a.model_user_config(name)).bind(
+            store_uri=a.artifact_store, **ref.model_dump(), device=a.device
+        )
+
+    def retriever(name: str, ref: ModelRef):
+        return VideoRetriever.options(name=name, user_config=fault(name)).bind(
+            store_uri=a.artifact_store, artifact=ref.artifact, version=ref.version,
+            live_log=a.live_log, **cat,
         )  # fmt: skip
-        shadow_retriever = VideoRetriever.options(name="ShadowVideoRetriever").bind(
-            a.artifact_store, shadow_artifact, shadow_version, a.catalogue_artifact,
-            cat_version, a.live_log,
-        )  # fmt: skip
-        comparator = ShadowComparator.bind("overlap@k", 10)
-    payload = a.model_dump()
-    payload["model_version"] = f"{a.model_artifact}/{model_version}"
-    return VideoSearchIngress.bind(
-        payload, encoder, retriever, text, indexer, shadow_encoder, shadow_retriever, comparator
+
+    text = TextSearch.options(user_config=fault("TextSearch")).bind(
+        store_uri=a.artifact_store, live_log=a.live_log, **cat
+    )
+    indexer = None
+    if a.live_log:
+        indexer = VideoIndexer.bind(live_log=a.live_log, sample=a.sample, device=a.device)
+    shadow = {}
+    if (ref := shadow_ref) is not None:
+        shadow = {
+            "shadow_encoder": encoder("ShadowTextEncoder", ref),
+            "shadow_retriever": retriever("ShadowVideoRetriever", ref),
+            "comparator": ShadowComparator.bind("overlap@k", 10),
+        }
+    ingress = VideoSearchIngress.options(user_config=a.ingress_user_config())
+    return ingress.bind(
+        a.ingress_args(),
+        text_encoder=encoder("TextEncoder", a.model),
+        retriever=retriever("VideoRetriever", a.model),
+        text_search=text,
+        indexer=indexer,
+        **shadow,
     )

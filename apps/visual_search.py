@@ -1,6 +1,6 @@
 """Visual search (the book's first system) as a Ray Serve application at ``/visual-search``.
 
-Ingress ─> ImageEncoder (batched) ─> Retriever (faiss) ─> Reranker; the indexing path
+Ingress ─> ImageEncoder (batched) ─> Retriever (faiss + reranking rules); the indexing path
 Ingress ─> ImageEncoder ─> Retriever.add (durable). A shadow encoder version (e.g. the int8
 ONNX model) can get a share of the traffic through the shared shadow mechanism.
 """
@@ -9,12 +9,15 @@ import asyncio
 import time
 
 from fastapi import FastAPI, HTTPException, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
 from apps.common import (
+    AppArgs,
+    ModelRef,
+    apply_ingress_config,
     multipart_openapi,
     parse_bool,
     pin_local,
@@ -23,38 +26,30 @@ from apps.common import (
     reject_unknown_query,
     shadow_report,
 )
-from deployments.image_encoder import ImageEncoder
-from deployments.reranker import Reranker
-from deployments.retriever import Retriever
-from deployments.shadow import ShadowArgs, ShadowComparator, ShadowMirror
-from mlsd.artifacts import ArtifactStore
+from deployments.shadow import ShadowComparator, ShadowMirror
+from deployments.visual_search import ImageEncoder, Retriever
 from mlsd.image import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, InvalidImage
-from mlsd.models.encoder import EncoderConfig
-from mlsd.visual_search import ImagePreprocessor
+from mlsd.visual_search.features import ImagePreprocessor
+from mlsd.visual_search.model import EncoderConfig
 
 
-class VisualSearchArgs(BaseModel):
+class VisualSearchArgs(AppArgs):
     """Builder arguments (``args:`` in serve_config.yaml)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    artifact_store: str = Field("artifacts", description="folder or fsspec URI of artifacts")
-    artifact: str = "visual_search"
-    version: str = "latest"
-    backend: str = Field("torch", description="encoder runner: torch | onnx | onnx-int8")
+    model: ModelRef = Field(
+        default_factory=lambda: ModelRef(artifact="visual_search"),
+        description="encoder artifact + runner backend: torch | onnx | onnx-int8",
+    )
     live_log: str | None = Field(
         "var/visual_search/live.sqlite", description="durable log of added images; None = off"
     )
-    max_k: int = Field(100, ge=1, le=10_000)
     overfetch: int = Field(4, ge=1, description="retrieve k x overfetch before reranking")
     max_upload_bytes: int = DEFAULT_MAX_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
-    max_batch_size: int = Field(16, ge=1)
-    batch_wait_timeout_s: float = Field(0.005, ge=0)
-    rerank: dict = Field(default_factory=dict, description="mlsd.rerank.RerankConfig fields")
-    shadow: ShadowArgs | None = None
-    encoder_num_threads: int | None = None
-    fault_injection: str | None = Field(None, description="tests only: shadow 'error' | 'hang'")
+    rerank: dict = Field(
+        default_factory=dict, description="mlsd.visual_search.rerank.RerankConfig fields"
+    )
+    device: str = Field("auto", description="encoder device: auto (the replica's GPU) | cpu")
 
 
 class Hit(BaseModel):
@@ -101,26 +96,25 @@ class VisualSearchIngress:
         args: dict,
         encoder: DeploymentHandle,
         retriever: DeploymentHandle,
-        reranker: DeploymentHandle,
         shadow_encoder: DeploymentHandle | None = None,
         shadow_retriever: DeploymentHandle | None = None,
         comparator: DeploymentHandle | None = None,
     ):
         self.args = VisualSearchArgs(**args)
-        art = ArtifactStore(self.args.artifact_store).load(
-            self.args.artifact, self.args.version, verify=False
-        )
+        art = self.args.store().load(self.args.model.artifact, self.args.model.version, False)
         cfg = EncoderConfig.from_dict(art.config.get("encoder", {}))
         self.preprocess = ImagePreprocessor(cfg, self.args.max_upload_bytes, self.args.max_pixels)
-        self.model_version = f"{art.version}:{self.args.backend}"
-        self.encoder, self.retriever, self.reranker = encoder, retriever, reranker
+        self.model_version = self.args.model.label
+        self.shadow_model = (
+            self.args.shadow.model_ref(self.args.model) if self.args.shadow else None
+        )
+        self.encoder, self.retriever = encoder, retriever
         self.shadow_encoder, self.shadow_retriever = shadow_encoder, shadow_retriever
         self.comparator = comparator
-        self.mirror = (
-            ShadowMirror(self._run_shadow, comparator, self.args.shadow)
-            if self.args.shadow is not None and comparator is not None
-            else None
-        )
+        self.mirror = ShadowMirror.maybe(self._run_shadow, comparator, self.args.shadow)
+
+    def reconfigure(self, config: dict) -> None:
+        apply_ingress_config(self.mirror, config)
 
     async def _image_input(self, data: bytes):
         try:
@@ -129,9 +123,8 @@ class VisualSearchIngress:
             raise HTTPException(e.status, str(e)) from None
 
     async def _retrieve(self, encoder, retriever, x, k: int, user_id: str | None):
-        emb = await encoder.encode.remote(x)
-        cands = await retriever.search.remote(emb, k * self.args.overfetch)
-        return await self.reranker.rerank.remote(cands, k, user_id)
+        emb = await encoder.encode.remote(x)  # (D,)
+        return await retriever.search.remote(emb, k, user_id)  # ANN + reranking
 
     async def _run_shadow(self, request: tuple) -> list[int]:
         x, k, user_id = request
@@ -201,56 +194,42 @@ class VisualSearchIngress:
     @api.get("/healthz", response_model=Health)
     async def healthz(self) -> Health:
         info = await self.retriever.info.remote()
-        shadow = None
-        if self.args.shadow is not None:
-            shadow = f"{self.args.shadow.version}:{self.args.shadow.backend}"
+        shadow = self.shadow_model.label if self.shadow_model else None
         return Health(status="ok", model_version=self.model_version, catalogue=info, shadow=shadow)
 
     @api.get("/shadow", summary="Aggregate shadow-vs-primary comparison (overlap@k, latency)")
     async def shadow(self) -> dict:
-        return await shadow_report(self.comparator, self.args.shadow)
+        return await shadow_report(self.comparator, self.mirror, self.shadow_model)
 
 
 def build_app(args: VisualSearchArgs) -> Application:
     """Wire the graph; the shadow gets its own encoder, and its own index if its version differs."""
     a = args.model_copy()
     a.artifact_store, a.live_log = pin_local(a.artifact_store), pin_local(a.live_log)
-    store = ArtifactStore(a.artifact_store)
-    primary_version = store.resolve(a.artifact, a.version)
-    encoder = ImageEncoder.bind(
-        a.artifact_store,
-        a.artifact,
-        primary_version,
-        a.backend,
-        a.encoder_num_threads,
-        a.max_batch_size,
-        a.batch_wait_timeout_s,
-    )
-    retriever = Retriever.bind(a.artifact_store, a.artifact, primary_version, a.live_log)
-    reranker = Reranker.bind(a.rerank)
-    shadow_encoder = shadow_retriever = comparator = None
-    if a.shadow is not None:
-        shadow_version = store.resolve(a.artifact, a.shadow.version)
-        shadow_encoder = ImageEncoder.options(name="ShadowImageEncoder").bind(
-            a.artifact_store,
-            a.artifact,
-            shadow_version,
-            a.shadow.backend,
-            a.encoder_num_threads,
-            a.max_batch_size,
-            a.batch_wait_timeout_s,
-            a.fault_injection,
+    store = a.store()
+    shadow_ref = a.pin_models(store)
+
+    def encoder(name: str, ref: ModelRef):
+        return ImageEncoder.options(name=name, user_config=a.model_user_config(name)).bind(
+            store_uri=a.artifact_store, **ref.model_dump(), device=a.device
         )
-        shadow_retriever = (
-            retriever
-            if shadow_version == primary_version
-            else Retriever.options(name="ShadowRetriever").bind(
-                a.artifact_store, a.artifact, shadow_version, a.live_log
-            )
-        )
-        comparator = ShadowComparator.bind("overlap@k", 10)
-    payload = a.model_dump()
-    payload["version"] = primary_version
-    return VisualSearchIngress.bind(
-        payload, encoder, retriever, reranker, shadow_encoder, shadow_retriever, comparator
+
+    def retriever(name: str, ref: ModelRef):
+        return Retriever.options(name=name).bind(
+            store_uri=a.artifact_store, artifact=ref.artifact, version=ref.version,
+            live_log=a.live_log, rerank=a.rerank, overfetch=a.overfetch,
+        )  # fmt: skip
+
+    primary = retriever("Retriever", a.model)
+    shadow = {}
+    if (ref := shadow_ref) is not None:
+        same_index = (ref.artifact, ref.version) == (a.model.artifact, a.model.version)
+        shadow = {
+            "shadow_encoder": encoder("ShadowImageEncoder", ref),
+            "shadow_retriever": primary if same_index else retriever("ShadowRetriever", ref),
+            "comparator": ShadowComparator.bind("overlap@k", 10),
+        }
+    ingress = VisualSearchIngress.options(user_config=a.ingress_user_config())
+    return ingress.bind(
+        a.ingress_args(), encoder=encoder("ImageEncoder", a.model), retriever=primary, **shadow
     )

@@ -12,52 +12,9 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
-
 from mlsd.data.cranfield import load_cranfield
-from mlsd.fusion import FusionConfig, fuse
-from mlsd.index import VectorIndex
-from mlsd.metrics import ndcg_at_k
-from mlsd.text_search import TextIndex
-
-
-def metrics(runs: list[np.ndarray], qrels: list[dict[int, int]]) -> dict[str, float]:
-    """runs: per query, doc ids best first (>= 100 deep when available)."""
-    rel10 = np.zeros((len(runs), 10))
-    ideal = np.zeros((len(runs), 10))
-    rr, rec = [], []
-    for q, (ids, gains) in enumerate(zip(runs, qrels, strict=True)):
-        g = [gains.get(int(i), 0) for i in ids[:10]]
-        rel10[q, : len(g)] = g
-        top = sorted(gains.values(), reverse=True)[:10]
-        ideal[q, : len(top)] = top
-        first = next((r for r, x in enumerate(g, 1) if x > 0), None)
-        rr.append(1.0 / first if first else 0.0)
-        found = sum(1 for i in ids[:100] if int(i) in gains)
-        rec.append(found / len(gains) if gains else 0.0)
-    return {
-        "nDCG@10": float(ndcg_at_k(rel10, ideal=ideal, k=10)),
-        "MRR@10": float(np.mean(rr)),
-        "R@100": float(np.mean(rec)),
-    }
-
-
-def bm25_runs(cran, tokenizer: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    idx = TextIndex(["text"], tokenizer=tokenizer)
-    for i, t, b in zip(cran.doc_ids, cran.titles, cran.bodies, strict=True):
-        idx.add(i, text=f"{t}\n{b}")
-    idx.commit()
-    return [idx.search(q, 100) for q in cran.queries]
-
-
-def dense_runs(cran, text_model: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    from mlsd.text import SentenceEncoder
-
-    enc = SentenceEncoder(text_model)
-    docs = enc.encode([f"{t}\n{b}" for t, b in zip(cran.titles, cran.bodies, strict=True)])
-    index = VectorIndex.build(docs, np.array(cran.doc_ids))
-    scores, ids = index.search(enc.encode(cran.queries), 100)
-    return list(zip(ids, scores, strict=True))
+from mlsd.video_search.evaluation import bm25_runs, cranfield_metrics, dense_runs, fused_runs
+from mlsd.video_search.fusion import FusionConfig
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,12 +34,8 @@ def main(argv: list[str] | None = None) -> None:
         ("RRF k=60 (en_stem + dense)", FusionConfig("rrf")),
         ("min-max weighted sum, w=0.5 (en_stem + dense)", FusionConfig("weighted_sum")),
     ]:
-        fused = []
-        for b, d in zip(bm25, dense, strict=True):
-            f = fuse({"text": b, "dense": d}, cfg)[:100]
-            fused.append((np.array([x.doc_id for x in f]), np.array([x.score for x in f])))
-        runs[name] = fused
-    rows = {name: metrics([ids for ids, _ in r], cran.qrels) for name, r in runs.items()}
+        runs[name] = fused_runs(bm25, dense, cfg)
+    rows = {name: cranfield_metrics([ids for ids, _ in r], cran.qrels) for name, r in runs.items()}
     print("| system | nDCG@10 | MRR@10 | R@100 |\n| --- | --- | --- | --- |")
     for name, m in rows.items():
         print(f"| {name} | {m['nDCG@10']:.3f} | {m['MRR@10']:.3f} | {m['R@100']:.3f} |")

@@ -18,10 +18,8 @@ import numpy as np
 
 from bench import loadgen
 from mlsd.artifacts import ArtifactStore
-from mlsd.recommendation.artifact import load_recommender
-from mlsd.recommendation.features import RankRequest
-from mlsd.recommendation.pipeline import rank
-from mlsd.recommendation.rerank import rerank
+from mlsd.recommendation.artifact import load_ranker, load_recommender
+from mlsd.recommendation.pipeline import recommend_one
 
 
 def users_for(n: int, seed: int = 0) -> list[int]:
@@ -32,18 +30,12 @@ def users_for(n: int, seed: int = 0) -> list[int]:
 
 
 def in_process(store: str, name: str, users: list[int], k: int) -> dict:
-    rec = load_recommender(ArtifactStore(store).load(name))
+    art = ArtifactStore(store).load(name)
+    rec, ranker = load_recommender(art), load_ranker(art, "torch")
     now = int(time.time())
 
     def one(u: int) -> None:
-        items, ratings = rec.history.of(u)
-        c = rec.cg.generate(u, rec.settings.n_candidates, items)
-        scores = c.scores
-        if c.strategy == "personal":
-            req = RankRequest(u, c.items, c.scores, items, ratings, now)
-            scores = rank(rec.model, rec.tables, [req])[0]
-        t = rec.tables
-        rerank(c.items, scores, k, t.genres, t.release_ts, now, set(items.tolist()))
+        recommend_one(rec.cg, rec.history, ranker, u, k, now, rec.settings)
 
     for u in users[:10]:
         one(u)
@@ -87,7 +79,10 @@ def main(argv=None) -> None:
     try:
         for batch, label in ((16, "HTTP, Serve graph, @serve.batch 16"), (1, "HTTP, no batching")):
             args = RecommendationArgs(
-                artifact_store=store, artifact=a.artifact, events_log=None, max_batch_size=batch
+                artifact_store=store,
+                model={"artifact": a.artifact},
+                events_log=None,
+                batching={"max_batch_size": batch},
             )
             serve.run(build_app(args), name="rec_bench", route_prefix="/recommendations")
             rows.append(

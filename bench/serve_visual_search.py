@@ -23,7 +23,8 @@ from PIL import Image
 from bench import loadgen
 from mlsd.artifacts import ArtifactStore
 from mlsd.data import fashion_mnist as fm
-from mlsd.visual_search import CatalogueIndex, ImageEncoderModel, search_pipeline
+from mlsd.visual_search.catalogue import CatalogueIndex
+from mlsd.visual_search.pipeline import ImageEncoderModel, search_pipeline
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -85,11 +86,9 @@ def main(argv=None) -> None:
         ):
             args = VisualSearchArgs(
                 artifact_store=store,
-                artifact=a.artifact,
-                backend=a.backend,
+                model={"artifact": a.artifact, "backend": a.backend},
                 live_log=None,
-                max_batch_size=batch,
-                batch_wait_timeout_s=0.005,
+                batching={"max_batch_size": batch, "batch_wait_timeout_s": 0.005},
             )
             serve.run(build_app(args), name="vs_bench", route_prefix="/visual-search")
             rows.append(

@@ -46,7 +46,7 @@ def single_process(paths: list[str], sample: dict) -> tuple[int, float]:
 
 
 def ray_pipeline(paths: list[str], sample: dict) -> tuple[int, float]:
-    from train.video_frames import decoded_dataset
+    from train.video_search_frames import decoded_dataset
 
     t0 = time.perf_counter()
     ds = decoded_dataset(paths, {**sample, "threads": THREADS})

@@ -16,64 +16,13 @@ import json
 import time
 
 import numpy as np
-import torch
 
-from mlsd.artifacts import ArtifactError, ArtifactStore
+from mlsd.artifacts import ArtifactStore
 from mlsd.data import fashion_mnist as fm
 from mlsd.image import images_to_tensor
-from mlsd.retrieval_eval import evaluate_embeddings
-from mlsd.runtime import OnnxRunner
+from mlsd.visual_search.evaluation import artifact_rows, efficientnet_embeddings, protocol_table
 
 COLUMNS = ("MRR", "P@10", "R@10", "mAP@10", "nDCG@10")
-
-
-def efficientnet_embeddings(x: torch.Tensor, batch: int = 200) -> np.ndarray:
-    """ImageNet EfficientNet-Lite0 pooled features at 224 px, run through onnxruntime (the
-    export matches eager torch to ~1e-7 and runs several times faster on CPU)."""
-    import tempfile
-
-    from mlsd.models.encoder import EfficientNetLite0Encoder
-    from mlsd.runtime import export_onnx
-
-    model = EfficientNetLite0Encoder(image_size=224).eval()
-    with tempfile.TemporaryDirectory() as d:
-        path = export_onnx(model, x[:2], f"{d}/efficientnet_lite0.onnx")
-        runner = OnnxRunner(path)
-        with torch.inference_mode():
-            ref = model(x[:8]).numpy()
-        out = np.concatenate(
-            [runner.run(x[i : i + batch].numpy()) for i in range(0, len(x), batch)]
-        )
-    assert np.abs(out[:8] - ref).max() < 1e-4, "ONNX export diverged from torch"
-    return out
-
-
-def artifact_rows(store: ArtifactStore, name: str, label: str, x: torch.Tensor, with_int8: bool):
-    try:
-        art = store.load(name)
-    except ArtifactError as e:
-        print(f"skipping {label}: {e}")
-        return []
-    # the served fp32 ONNX model (its parity with torch is checked when the artifact is built)
-    fp32 = OnnxRunner(art.file("encoder.onnx"))
-    emb = np.concatenate([fp32.run(x[i : i + 500].numpy()) for i in range(0, len(x), 500)])
-    tr = art.config.get("train", {})
-    desc = (
-        f"{label} [{name}/{art.version}; positives={tr.get('positives')}, "
-        f"epochs={tr.get('epochs')}]"
-    )
-    rows = [(desc, emb)]
-    if art.config.get("encoder", {}).get("arch") == "fusion":  # what each half brings
-        from mlsd.visual_search import load_encoder_module
-
-        with torch.inference_mode():
-            cnn = load_encoder_module(art).ours(x).numpy()
-        rows.append((f"{label}: our CNN alone (without the ImageNet half)", cnn))
-    if with_int8:
-        int8 = OnnxRunner(art.file("encoder.int8.onnx"))
-        out = np.concatenate([int8.run(x[i : i + 500].numpy()) for i in range(0, len(x), 500)])
-        rows.append((f"{label}, int8 ONNX (compressed)", out))
-    return rows
 
 
 def main(argv=None) -> None:
@@ -97,13 +46,11 @@ def main(argv=None) -> None:
     store = ArtifactStore(a.store)
     rows += artifact_rows(store, a.ssl, "(c) ours, self-supervised, no labels", x, True)
     rows += artifact_rows(store, a.labels, "(d) ours, label positives", x, False)
-    results = []
+    results = protocol_table(rows, test.labels)
     print("| representation | " + " | ".join(COLUMNS) + " |")
     print("| --- |" + " --- |" * len(COLUMNS))
-    for name, emb in rows:
-        r = evaluate_embeddings(np.asarray(emb, dtype=np.float32), test.labels)
-        results.append({"representation": name, **r})
-        print(f"| {name} | " + " | ".join(f"{r[c]:.3f}" for c in COLUMNS) + " |", flush=True)
+    for r in results:
+        print(f"| {r['representation']} | " + " | ".join(f"{r[c]:.3f}" for c in COLUMNS) + " |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=2)

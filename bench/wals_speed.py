@@ -1,6 +1,6 @@
 """WALS (ours, torch) vs implicit's ALS: seconds per iteration, and WALS on Ray workers.
 
-    python -m bench.wals_speed [--threads 2] [--repeats 3] [--skip-ray]
+    python -m bench.wals_speed [--threads 2] [--repeats 3] [--skip-ray] [--only-contended]
 
 Same matrix, same factors, same CG steps (3), same threads, run side by side (alternating)
 so machine load hits both. Per-iteration time = (fit with 1 + n iterations - fit with 1) / n,
@@ -10,7 +10,9 @@ synthetic draws 1-5) with alpha 1, so confidences c != 1 and the sparse term is 
 
 Matrices: MovieLens 100K (943 x 1,682, 100k ratings) and synthetic 100K x 20K with planted
 low-rank structure at 0.25M / 0.5M / 1M / 2M interactions (how time grows with nnz).
-Scaling: WALS on 1 vs 2 Ray workers on the 1M matrix, the same factors, wall-time ratio.
+Contended: the 1M matrix again while another process keeps one core busy (a shared node), both
+libraries with the same threads. Scaling: WALS on 1 vs 2 Ray workers on the 1M matrix, the
+same factors, wall-time ratio.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from mlsd.data.movielens import interaction_matrix, load_movielens
-from mlsd.models.mf import WALS, WALSConfig
+from mlsd.recommendation.mf import WALS, WALSConfig
 
 
 def time_implicit(X, factors: int, iterations: int, threads: int) -> float:
@@ -48,8 +50,10 @@ def time_implicit(X, factors: int, iterations: int, threads: int) -> float:
         return time.perf_counter() - t0
 
 
-def time_wals(X, factors: int, iterations: int) -> float:
-    cfg = WALSConfig(factors=factors, reg=0.05, alpha=1.0, iterations=iterations, cg_steps=3)
+def time_wals(X, factors: int, iterations: int, threads: int) -> float:
+    cfg = WALSConfig(
+        factors=factors, reg=0.05, alpha=1.0, iterations=iterations, cg_steps=3, threads=threads
+    )
     t0 = time.perf_counter()
     WALS(cfg).fit(X)
     return time.perf_counter() - t0
@@ -66,7 +70,7 @@ def per_iteration(fn, X, factors: int, n: int, repeats: int) -> float:
 def compare(name: str, X, factors: int, n: int, repeats: int, threads: int) -> dict:
     ours, theirs = [], []
     for _ in range(repeats):  # alternate so both see the same machine load
-        ours.append(per_iteration(time_wals, X, factors, n, 1))
+        ours.append(per_iteration(lambda *a: time_wals(*a, threads), X, factors, n, 1))
         theirs.append(per_iteration(lambda *a: time_implicit(*a, threads), X, factors, n, 1))
     o, t = float(np.median(ours)), float(np.median(theirs))
     row = {
@@ -86,11 +90,35 @@ def compare(name: str, X, factors: int, n: int, repeats: int, threads: int) -> d
     return row
 
 
+def _spin(cpu: int) -> None:  # pragma: no cover - runs in the background process
+    os.sched_setaffinity(0, {cpu})
+    while True:
+        pass
+
+
+class BusyCore:
+    """Another process keeping one core busy (what a shared cluster node looks like)."""
+
+    def __init__(self, cpu: int = 0):
+        import multiprocessing as mp
+
+        self.proc = mp.get_context("spawn").Process(target=_spin, args=(cpu,), daemon=True)
+
+    def __enter__(self):
+        self.proc.start()
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.join(5)
+
+
 def ray_scaling(X, factors: int, iterations: int, cpus: int) -> dict:
     import ray
 
     from train.common import init_ray
-    from train.wals import fit_wals_on_ray
+    from train.recommendation_wals import fit_wals_on_ray
 
     init_ray(cpus)
     cfg = WALSConfig(factors=factors, reg=0.05, alpha=1.0, iterations=iterations)
@@ -121,7 +149,7 @@ def ray_scaling(X, factors: int, iterations: int, cpus: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from train.wals import planted_low_rank
+    from train.recommendation_wals import planted_low_rank
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--threads", type=int, default=2)
@@ -129,20 +157,33 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--iterations", type=int, default=3, help="timed iterations per fit")
     p.add_argument("--nnz", type=int, nargs="+", default=[250_000, 500_000, 1_000_000, 2_000_000])
     p.add_argument("--skip-ray", action="store_true")
+    p.add_argument("--skip-contended", action="store_true")
+    p.add_argument("--only-contended", action="store_true", help="just the contended 1M row")
     p.add_argument("--out", default="var/bench/wals_speed.json")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     rows = []
-    ml = load_movielens()
-    X = interaction_matrix(ml.ratings, ml.n_users, ml.n_items, "rating")
-    for k in (64, 128):
-        rows.append(compare("MovieLens 100K", X, k, 5, a.repeats, a.threads))
     synth = {}
-    for nnz in a.nnz:
-        synth[nnz] = planted_low_rank(100_000, 20_000, nnz, seed=0)
-        for k in (64, 128) if nnz == 1_000_000 else (64,):
+    if not a.only_contended:
+        ml = load_movielens()
+        X = interaction_matrix(ml.ratings, ml.n_users, ml.n_items, "rating")
+        for k in (64, 128):
+            rows.append(compare("MovieLens 100K", X, k, 5, a.repeats, a.threads))
+        for nnz in a.nnz:
+            synth[nnz] = planted_low_rank(100_000, 20_000, nnz, seed=0)
+            for k in (64, 128) if nnz == 1_000_000 else (64,):
+                rows.append(
+                    compare(
+                        "synthetic 100K x 20K", synth[nnz], k, a.iterations, a.repeats, a.threads
+                    )
+                )
+    if not a.skip_contended and len(os.sched_getaffinity(0)) > 1:
+        X1 = synth.get(1_000_000)
+        if X1 is None:
+            X1 = synth[1_000_000] = planted_low_rank(100_000, 20_000, 1_000_000, seed=0)
+        with BusyCore(min(os.sched_getaffinity(0))):  # both libraries, same conditions
             rows.append(
-                compare("synthetic 100K x 20K", synth[nnz], k, a.iterations, a.repeats, a.threads)
+                compare("synthetic, one core busy", X1, 64, a.iterations, a.repeats, a.threads)
             )
     scaling = None
     if not a.skip_ray:

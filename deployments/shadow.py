@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from mlsd.shadow import ShadowStats
@@ -24,12 +24,12 @@ from mlsd.shadow import ShadowStats
 log = logging.getLogger("ray.serve")
 
 
-class ShadowArgs(BaseModel):
-    """Configuration of an app's shadow: which model version, how much traffic, how patient."""
+class ShadowTraffic(BaseModel):
+    """How much traffic the shadow gets and how patient the mirror is: tunable at run time
+    (the ingress's ``user_config``), so a share can be raised or cut without a restart."""
 
-    version: str = Field("latest", description="artifact version the shadow model loads")
-    artifact: str | None = Field(None, description="artifact name, if not the primary's")
-    backend: str = Field("torch", description="runner backend of the shadow model")
+    model_config = ConfigDict(extra="forbid")
+
     share: float = Field(0.1, ge=0.0, le=1.0, description="share of requests mirrored")
     timeout_s: float = Field(2.0, gt=0, description="a shadow call slower than this is dropped")
     max_in_flight: int = Field(32, ge=1, description="mirrors beyond this are skipped")
@@ -58,12 +58,26 @@ class ShadowMirror:
         self,
         run_shadow: Callable[[Any], Awaitable[Any]],
         comparator,  # DeploymentHandle of ShadowComparator
-        args: ShadowArgs,
+        traffic: ShadowTraffic,
         seed: int | None = None,
     ):
-        self.run_shadow, self.comparator, self.args = run_shadow, comparator, args
+        self.run_shadow, self.comparator, self.args = run_shadow, comparator, traffic
         self._rng = random.Random(seed)
         self._tasks: set[asyncio.Task] = set()
+
+    @classmethod
+    def maybe(
+        cls, run_shadow: Callable[[Any], Awaitable[Any]], comparator, traffic: BaseModel | None
+    ) -> ShadowMirror | None:
+        """A mirror when the app has a shadow (its args and a comparator), else None."""
+        if traffic is None or comparator is None:
+            return None
+        fields = traffic.model_dump(include=set(ShadowTraffic.model_fields))
+        return cls(run_shadow, comparator, ShadowTraffic(**fields))
+
+    def tune(self, config: dict) -> None:
+        """Apply a new share / timeout / in-flight cap (the ingress's ``reconfigure``)."""
+        self.args = ShadowTraffic(**{**self.args.model_dump(), **config})
 
     def maybe_mirror(self, request: Any, primary: Any, primary_ms: float) -> bool:
         """Schedule a shadow call for this request with probability ``share``; never blocks."""

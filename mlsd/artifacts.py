@@ -34,6 +34,16 @@ class ArtifactError(RuntimeError):
     """A missing, incomplete or corrupt artifact; the message names what and where."""
 
 
+def model_label(name: str, version: str, backend: str = "torch") -> str:
+    """The one ``model_version`` format every app reports: ``<artifact>/<version>:<backend>``."""
+    return f"{name}/{version}:{backend}"
+
+
+def label_version(label: str) -> str:
+    """The artifact version inside a model label (older labels were ``<version>:<backend>``)."""
+    return label.split(":")[0].rsplit("/", 1)[-1]
+
+
 def git_commit(cwd: str | os.PathLike | None = None) -> str:
     try:
         out = subprocess.run(

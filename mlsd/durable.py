@@ -8,6 +8,10 @@ import sqlite3
 import threading
 from pathlib import Path
 
+# Ids of items added while serving are LIVE_ID_BASE + the log's sequence number, so they never
+# collide with the ids an artifact's catalogue uses (all below it).
+LIVE_ID_BASE = 1_000_000_000_000
+
 
 class DurableLog:
     """Opens (creating if needed) the log and its tables; subclasses add the rows' shape."""

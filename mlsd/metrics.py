@@ -47,6 +47,11 @@ def recall_at_k(
     return _mean(np.divide(hits, n, out=np.zeros_like(n), where=n > 0), per_query)
 
 
+def success_at_k(rel: np.ndarray, k: int, per_query: bool = False) -> np.ndarray | float:
+    """Share of queries with at least one relevant item in the top k (hit rate@k)."""
+    return _mean((_cut(_as_rel(rel), k) > 0).any(axis=1).astype(np.float64), per_query)
+
+
 def reciprocal_rank(rel: np.ndarray, k: int | None = None, per_query: bool = False):
     """MRR: 1 / rank of the first relevant item (0 when none in the list or the cut-off)."""
     r = _cut(_as_rel(rel), k) > 0

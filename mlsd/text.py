@@ -8,10 +8,14 @@ folder), so users with internet can swap in a larger model by configuration.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+
+from mlsd.runtime import make_runner
 
 OFFLINE_MINILM = "offline:all-MiniLM-L6-v2"
 
@@ -46,29 +50,60 @@ def _max_seq_length(path: str, tokenizer) -> int:
     return int(min(getattr(tokenizer, "model_max_length", 512) or 512, 512))
 
 
+class MeanPooled(nn.Module):
+    """A transformer's token embeddings mean-pooled under the attention mask, L2-normalised,
+    then an optional head (e.g. a text-video model's text side). Named inputs:
+    ``{"input_ids": (B, T), "attention_mask": (B, T)}`` -> (B, D)."""
+
+    def __init__(self, transformer: nn.Module, head: nn.Module | None = None):
+        super().__init__()
+        self.transformer, self.head = transformer, head
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        mask = batch["attention_mask"]
+        hidden = self.transformer(input_ids=batch["input_ids"], attention_mask=mask)
+        hidden = hidden.last_hidden_state  # (B, T, D)
+        m = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        pooled = (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9)  # (B, D)
+        out = nn.functional.normalize(pooled, dim=-1)
+        return out if self.head is None else self.head(out)
+
+
 class SentenceEncoder:
-    """Texts -> (N, D) unit vectors: token embeddings mean-pooled under the attention mask."""
+    """Texts -> (N, D) vectors through the shared runner: tokenised on the CPU, the transformer
+    (+ head) on the device the caller was given.
+
+    ``head``: a module applied to the unit sentence vectors inside the same model (the
+    text-video model's text head), so one runner call encodes a query end to end.
+    """
 
     def __init__(
         self,
         name: str = OFFLINE_MINILM,
-        device: str = "cpu",
+        device: str = "auto",
         max_length: int | None = None,
         num_threads: int | None = None,
+        gpu_ids: Sequence | None = None,
+        head: nn.Module | None = None,
     ):
         from transformers import AutoModel, AutoTokenizer
 
-        if num_threads:
-            torch.set_num_threads(num_threads)
         path = resolve_text_model(name)
-        self.name, self.device = name, torch.device(device)
+        self.name = name
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         # the model's own sequence limit (256 for all-MiniLM-L6-v2), as sentence-transformers
         self.max_length = max_length or _max_seq_length(path, self.tokenizer)
-        self.model = AutoModel.from_pretrained(path).eval().to(self.device)
-        self.dim = int(self.model.config.hidden_size)
+        transformer = AutoModel.from_pretrained(path)
+        self.dim = int(transformer.config.hidden_size)
+        self.runner = make_runner(
+            "torch",
+            model=MeanPooled(transformer, head),
+            device=device,
+            num_threads=num_threads,
+            gpu_ids=gpu_ids,
+        )
+        self.device = self.runner.device
 
-    @torch.inference_mode()
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         out = []
         for s in range(0, len(texts), batch_size):
@@ -77,10 +112,8 @@ class SentenceEncoder:
                 padding=True,
                 truncation=True,
                 max_length=self.max_length,
-                return_tensors="pt",
-            ).to(self.device)
-            hidden = self.model(**tok).last_hidden_state  # (B, T, D)
-            mask = tok["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)  # (B, D)
-            out.append(torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy())
+                return_tensors="np",
+            )
+            feed = {"input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"]}
+            out.append(self.runner.run(feed).astype(np.float32))
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)

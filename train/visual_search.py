@@ -24,7 +24,10 @@ import numpy as np
 import torch
 
 from mlsd.artifacts import ArtifactStore
-from mlsd.contrastive import (
+from mlsd.data import fashion_mnist as fm
+from mlsd.image import images_to_tensor
+from mlsd.index import IndexConfig
+from mlsd.visual_search.contrastive import (
     ContrastiveConfig,
     PairMaker,
     PositiveSampler,
@@ -32,10 +35,7 @@ from mlsd.contrastive import (
     embed_all,
     nearest_neighbours,
 )
-from mlsd.data import fashion_mnist as fm
-from mlsd.image import images_to_tensor
-from mlsd.index import IndexConfig
-from mlsd.models.encoder import ConvEncoder, EncoderConfig, build_encoder, trainable_part
+from mlsd.visual_search.model import ConvEncoder, EncoderConfig, build_encoder, trainable_part
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -44,8 +44,12 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
+    from train.common import task_resources
+
     if config.get("torch_threads"):
         torch.set_num_threads(int(config["torch_threads"]))
+    else:
+        task_resources()  # torch's threads = the CPUs Ray gave this worker
     cc = ContrastiveConfig(**config["contrastive"])
     torch.manual_seed(cc.seed)
     device = ray.train.torch.get_device()
@@ -112,6 +116,8 @@ def train_loop_per_worker(config: dict) -> None:
             sched.step()
         metrics = {
             "epoch": epoch,
+            "resumed_from_epoch": start_epoch,  # 0 for a fresh run
+            "epochs_this_run": epoch - start_epoch + 1,
             "loss": float(np.mean(losses)) if losses else float("nan"),
             "steps": len(losses),
             "epoch_seconds": time.perf_counter() - t0,
@@ -177,7 +183,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-workers", type=int, default=1)
     p.add_argument("--use-gpu", action="store_true")
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
-    p.add_argument("--torch-threads", type=int, default=0, help="0 = all cores of this machine")
+    p.add_argument(
+        "--torch-threads", type=int, default=0, help="0 = the CPUs Ray assigns each worker"
+    )
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray only")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--store", default="artifacts")
@@ -235,7 +243,7 @@ def run(a: argparse.Namespace) -> dict:
     steps = len(images) // a.batch_size
     if a.max_steps_per_epoch:
         steps = min(steps, a.max_steps_per_epoch)
-    torch_threads = a.torch_threads or os.cpu_count() or 1
+    torch_threads = a.torch_threads  # 0: each worker uses the CPUs Ray assigned it
     # Ray Data streams the shuffled anchor ids to the workers (sharded across them); the
     # images themselves travel once, through the object store, as the positives' memory bank.
     ds = ray.data.range(len(images), override_num_blocks=16).randomize_block_order(seed=a.seed)
@@ -272,7 +280,8 @@ def run(a: argparse.Namespace) -> dict:
     summary = {"run": run_name, "train_seconds": train_seconds, "final": result.metrics}
     if a.skip_index:
         return summary
-    from train.index_catalogue import build_visual_search_artifact
+    from mlsd.visual_search.artifact import build_visual_search_artifact
+    from train.visual_search_index import embed_with_ray_data
 
     test = fm.load("test", a.data_dir)
     cat_images, cat_labels = test.images, test.labels
@@ -287,6 +296,7 @@ def run(a: argparse.Namespace) -> dict:
         cat_images,
         cat_labels,
         IndexConfig(kind=a.index_kind),
+        embed=embed_with_ray_data,
         extra_metrics={"train_seconds": train_seconds, "final_loss": result.metrics.get("loss")},
         data_info={
             "train": f"fashion-mnist/train[:{len(images)}]",

@@ -2,7 +2,8 @@
 
 factors.npz (WALS user/item factors, catalogue and trained-user masks, demographic
 popularity), history.npz (the training log per user), tables.npz + tables.json (item and user
-features), ranker.pt (+ its config in the manifest), settings in the manifest's config.
+features), ranker.pt (+ its config in the manifest) and ranker.onnx (the same model, named
+inputs, for the onnx / Triton runners), settings in the manifest's config.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import torch
 
 from mlsd.artifacts import Artifact, ArtifactError, ArtifactStore, ArtifactWriter
 from mlsd.data.movielens import MovieLens
-from mlsd.models.ranker import RankerConfig, RankingModel
 from mlsd.recommendation.candidates import CandidateGenerator
-from mlsd.recommendation.features import History, RecTables
+from mlsd.recommendation.features import History, RecTables, build_batch, example_requests
+from mlsd.recommendation.model import RankerConfig, RankingModel
 from mlsd.recommendation.pipeline import (
+    RANKER_INPUTS,
+    Ranker,
     RankerExamples,
     RankerTrainConfig,
     RecSettings,
@@ -27,9 +30,11 @@ from mlsd.recommendation.pipeline import (
     ranker_examples,
     train_ranker,
 )
+from mlsd.runtime import export_onnx, make_runner
 
 TrainFn = Callable[[RankerExamples, RankerTrainConfig], tuple[RankingModel, dict]]
-FILES = ["factors.npz", "history.npz", "tables.npz", "tables.json", "ranker.pt"]
+FILES = ["factors.npz", "history.npz", "tables.npz", "tables.json", "ranker.pt", "ranker.onnx"]
+RANKER_FILES = {"torch": "ranker.pt", "onnx": "ranker.onnx"}
 
 
 @dataclass
@@ -61,6 +66,11 @@ def write_recommender(
     )  # fmt: skip
     tables.save(writer.dir)
     torch.save(model.state_dict(), writer.path("ranker.pt"))
+    example = build_batch(tables, example_requests(tables))
+    export_onnx(
+        model.eval(), {n: example[n] for n in RANKER_INPUTS}, writer.path("ranker.onnx"),
+        output_name="logit",
+    )  # fmt: skip
     return {"settings": settings.to_dict(), "ranker": model.cfg.to_dict()}
 
 
@@ -77,8 +87,21 @@ def load_tables(art: Artifact) -> RecTables:
         raise _unusable(art, e) from e
 
 
-def load_ranker(art: Artifact) -> tuple[RankingModel, RecTables]:
-    """Only what the ranking service needs: the model and the feature tables."""
+def load_ranker(art: Artifact, backend: str = "torch", **runner_kw) -> Ranker:
+    """What the ranking service runs: the model behind the runner ``backend`` (torch: the
+    state dict; onnx: the exported graph), with the feature tables."""
+    if backend not in RANKER_FILES:
+        raise ValueError(f"ranker backend must be one of {sorted(RANKER_FILES)}")
+    if backend == "torch":
+        return Ranker.torch(*load_ranking_model(art), **runner_kw)
+    tables = load_tables(art)
+    if "ranker.onnx" not in art.manifest.get("files", {}):
+        raise ArtifactError(f"artifact {art.name}/{art.version} has no ranker.onnx; rebuild it")
+    return Ranker(make_runner("onnx", path=art.file("ranker.onnx"), **runner_kw), tables)
+
+
+def load_ranking_model(art: Artifact) -> tuple[RankingModel, RecTables]:
+    """The torch ranking model and the feature tables."""
     tables = load_tables(art)
     try:
         model = RankingModel(RankerConfig(**art.config["ranker"]))
@@ -92,7 +115,7 @@ def load_ranker(art: Artifact) -> tuple[RankingModel, RecTables]:
 
 def load_recommender(art: Artifact) -> Recommender:
     """Everything, for candidate generation and offline use."""
-    model, tables = load_ranker(art)
+    model, tables = load_ranking_model(art)
     try:
         settings = RecSettings.from_dict(art.config["settings"])
         with np.load(art.file("factors.npz")) as f:

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from mlsd.index import IndexConfig, VectorIndex
-from mlsd.models.mf import fold_in
 from mlsd.recommendation.features import RecTables
+from mlsd.recommendation.mf import fold_in
 
 
 @dataclass

@@ -98,6 +98,14 @@ class RecTables:
     def n_users(self) -> int:
         return len(self.age_bucket)
 
+    def is_known_video(self, video_id: int) -> bool:
+        """A video of the catalogue tables (an id beyond them, or a gap, is unknown)."""
+        return 0 <= video_id < self.n_items and self.titles[video_id] != ""
+
+    def is_known_user(self, user_id: int) -> bool:
+        """A user with demographics in the tables."""
+        return 0 <= user_id < self.n_users and bool(self.age_bucket[user_id] > 0)
+
     @classmethod
     def build(
         cls,
@@ -174,6 +182,18 @@ class RankRequest:
     history_items: np.ndarray  # (h,) watched items
     history_ratings: np.ndarray  # (h,) their ratings (0 = implicit event, no rating)
     request_ts: int  # Unix seconds
+
+
+def example_requests(tables: RecTables) -> list[RankRequest]:
+    """Two small requests (one with a history, one without): for warm-up and ONNX export."""
+    items = np.arange(1, min(tables.n_items, 9), dtype=np.int64)
+    scores = np.linspace(1.0, 0.0, len(items), dtype=np.float32)
+    hist = np.arange(1, min(tables.n_items, 5), dtype=np.int64)
+    ts = 888_000_000
+    return [
+        RankRequest(1, items, scores, hist, np.full(len(hist), 5.0, np.float32), ts),
+        RankRequest(2, items[:3], scores[:3], np.zeros(0, np.int64), np.zeros(0, np.float32), ts),
+    ]
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -18,15 +18,22 @@ import torch
 import torch.nn.functional as F
 
 from mlsd.data.movielens import SPLITS, MovieLens, interaction_matrix
-from mlsd.models.mf import WALS, WALSConfig
-from mlsd.models.ranker import RankerConfig, RankingModel
 from mlsd.recommendation.candidates import (
     CandidateGenerator,
     Candidates,
     demographic_popularity,
 )
-from mlsd.recommendation.features import History, RankRequest, RecTables, build_batch
+from mlsd.recommendation.features import (
+    History,
+    RankRequest,
+    RecTables,
+    build_batch,
+    example_requests,
+)
+from mlsd.recommendation.mf import WALS, WALSConfig
+from mlsd.recommendation.model import RankerConfig, RankingModel
 from mlsd.recommendation.rerank import RecRerankConfig, rerank
+from mlsd.runtime import ModelRunner, make_runner
 
 
 @dataclass
@@ -215,44 +222,145 @@ def train_ranker(
     return model.eval()
 
 
-@torch.inference_mode()
-def rank(model: RankingModel, tables: RecTables, requests: list[RankRequest]) -> list[np.ndarray]:
-    """Ranking scores (probabilities) per request's candidates."""
-    if not requests:
-        return []
-    device = next(model.parameters()).device  # CPU or the replica's GPU
-    batch = {k: v.to(device) for k, v in build_batch(tables, requests).items()}
-    out = torch.sigmoid(model(batch)).float().cpu().numpy()
-    splits = np.cumsum([len(r.items) for r in requests])[:-1]
-    return np.split(out, splits)
+RANKER_INPUTS = (
+    "item", "pair_user", "dense", "title", "user_cats", "hour", "dow",
+    "hist", "hist_offsets", "liked", "liked_offsets",
+)  # fmt: skip
+PERSONAL = ("personal", "fold_in")  # strategies whose candidates the ranking model re-scores
+
+
+class Ranker:
+    """The ranking model behind the shared runner (named inputs: :data:`RANKER_INPUTS`):
+    requests -> per request, the probability that the user finds each candidate relevant."""
+
+    def __init__(self, runner: ModelRunner, tables: RecTables):
+        self.runner, self.tables = runner, tables
+        self.device = runner.device
+
+    @classmethod
+    def torch(cls, model: RankingModel, tables: RecTables, **runner_kw) -> Ranker:
+        return cls(make_runner("torch", model=model, **runner_kw), tables)
+
+    def __call__(self, requests: list[RankRequest]) -> list[np.ndarray]:
+        if not requests:
+            return []
+        logits = self.runner.run(build_batch(self.tables, requests))  # (P,)
+        out = 1.0 / (1.0 + np.exp(-logits.astype(np.float32)))
+        splits = np.cumsum([len(r.items) for r in requests])[:-1]
+        return np.split(out, splits)
+
+    def warm_up(self) -> None:
+        self(example_requests(self.tables))
+
+
+@dataclass
+class UserCandidates:
+    """Candidate generation's answer for one user, with the history it was computed from."""
+
+    user_id: int
+    items: np.ndarray  # (n,) best first
+    scores: np.ndarray  # (n,) generator scores
+    strategy: str  # personal | fold_in | demographic | popular
+    history_items: np.ndarray  # (h,) training history + logged events
+    history_ratings: np.ndarray  # (h,)
+
+    def rank_request(self, now: int) -> RankRequest | None:
+        """The ranking model's input, or None for a cold start (popularity order is final)."""
+        if self.strategy not in PERSONAL or not len(self.items):
+            return None
+        return RankRequest(
+            self.user_id, self.items, self.scores, self.history_items, self.history_ratings, now
+        )
+
+
+def generate_candidates(
+    cg: CandidateGenerator,
+    history: History,
+    user_id: int,
+    n: int,
+    logged: tuple[np.ndarray, np.ndarray] | None = None,
+) -> UserCandidates:
+    """Top-n candidates for one user: the training history merged with the events logged
+    since (``logged`` = (items, strengths)); unknown videos in the log are kept there but not
+    used. The cold-start order (personal, fold_in, demographic, popular) is the generator's."""
+    items, ratings = history.of(user_id)
+    fresh, strength = logged if logged is not None else (np.zeros(0, np.int64),) * 2
+    fresh, strength = np.asarray(fresh, np.int64), np.asarray(strength, np.float32)
+    ok = (fresh >= 0) & (fresh < cg.tables.n_items)
+    fresh, strength = fresh[ok], strength[ok]
+    c = cg.generate(user_id, n, items, fresh)
+    return UserCandidates(
+        user_id, c.items, c.scores, c.strategy,
+        np.concatenate([items, fresh]), np.concatenate([ratings, strength]),
+    )  # fmt: skip
+
+
+def final_ranking(
+    cands: UserCandidates,
+    scores: np.ndarray | None,
+    k: int,
+    now: float,
+    tables: RecTables,
+    cfg: RecRerankConfig | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ranking scores (or, for a cold start, the generator's) -> reranking rules -> top k."""
+    s = cands.scores if scores is None else scores
+    watched = set(np.asarray(cands.history_items).tolist())
+    return rerank(cands.items, s, k, tables.genres, tables.release_ts, now, watched, cfg)
+
+
+def recommend_one(
+    cg: CandidateGenerator,
+    history: History,
+    ranker: Ranker | None,
+    user_id: int,
+    k: int,
+    now: int,
+    settings: RecSettings,
+    logged: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[UserCandidates, np.ndarray, np.ndarray]:
+    """The serving graph for one request in one process: candidates (with the logged events)
+    -> ranking (personal strategies) -> reranking. -> (candidates, items, scores)."""
+    cands = generate_candidates(cg, history, user_id, max(settings.n_candidates, k), logged)
+    req = cands.rank_request(now)
+    scores = ranker([req])[0] if (req is not None and ranker is not None) else None
+    items, final = final_ranking(cands, scores, k, now, cg.tables, settings.rerank)
+    return cands, items, final
 
 
 @dataclass
 class TwoStage:
-    """Candidate generation -> ranking -> reranking, for batches of known users (evaluation)."""
+    """Candidate generation -> ranking -> reranking for batches of users (evaluation); the
+    same steps, per user, as the serving graph (:func:`generate_candidates`,
+    :meth:`UserCandidates.rank_request`, :func:`final_ranking`)."""
 
     cg: CandidateGenerator
     tables: RecTables
     history: History
-    model: RankingModel | None
+    ranker: Ranker | None
     settings: RecSettings
 
     def recommend(self, users: np.ndarray, request_ts: np.ndarray, k: int) -> list[np.ndarray]:
-        seen = [self.history.of(int(u))[0] for u in users]
-        cands: list[Candidates] = self.cg.generate_batch(users, self.settings.n_candidates, seen)
+        seen = [self.history.of(int(u)) for u in users]
+        cands: list[Candidates] = self.cg.generate_batch(
+            users, self.settings.n_candidates, [h for h, _ in seen]
+        )
         out = []
         for s in range(0, len(users), 256):
-            reqs = [
-                RankRequest(int(u), c.items, c.scores, *self.history.of(int(u)), int(t))
-                for u, c, t in zip(
-                    users[s : s + 256], cands[s : s + 256], request_ts[s : s + 256], strict=True
+            batch = [
+                UserCandidates(int(u), c.items, c.scores, c.strategy, h, r)
+                for u, c, (h, r) in zip(
+                    users[s : s + 256], cands[s : s + 256], seen[s : s + 256], strict=True
                 )
             ]
-            scores = rank(self.model, self.tables, reqs) if self.model else [r.scores for r in reqs]
-            for r, sc, seen_u in zip(reqs, scores, seen[s : s + 256], strict=True):
-                items, _ = rerank(
-                    r.items, sc, k, self.tables.genres, self.tables.release_ts,
-                    r.request_ts, set(seen_u.tolist()), self.settings.rerank,
-                )  # fmt: skip
+            reqs = [
+                uc.rank_request(int(t))
+                for uc, t in zip(batch, request_ts[s : s + 256], strict=True)
+            ]
+            ranked = [r for r in reqs if r is not None]
+            scores = iter(self.ranker(ranked) if self.ranker and ranked else [])
+            for uc, req, t in zip(batch, reqs, request_ts[s : s + 256], strict=True):
+                sc = next(scores) if (req is not None and self.ranker) else None
+                items, _ = final_ranking(uc, sc, k, int(t), self.tables, self.settings.rerank)
                 out.append(items)
         return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import time
 
+import numpy as np
 import pytest
 import requests
 
@@ -37,7 +38,8 @@ def _still_up(url):
 def test_health_and_docs(app_url):
     url, _ = app_url
     h = requests.get(f"{url}/healthz", timeout=30).json()
-    assert h["model_version"] == "v2" and h["shadow"] == "v1"
+    assert h["model_version"] == "recommendation/v2:torch"
+    assert h["shadow"] == "recommendation/v1:torch"
     assert h["events"] == {"events": 0, "unknown_user": 0, "unknown_video": 0}  # empty, not off
     assert h["candidates"]["videos"] > 1600 and h["candidates"]["users_with_factors"] == 943
     spec = requests.get(f"{url}/openapi.json", timeout=30).json()
@@ -52,7 +54,7 @@ def test_known_user_gets_ranked_unwatched_videos(app_url, rec_store):
     r = requests.get(f"{url}/users/1", params={"k": 10}, timeout=30)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["strategy"] == "personal" and body["model_version"] == "v2"
+    assert body["strategy"] == "personal" and body["model_version"] == "recommendation/v2:torch"
     ids = [it["video_id"] for it in body["items"]]
     assert len(ids) == 10 == len(set(ids))
     rec = load_recommender(ArtifactStore(rec_store).load("recommendation", "v2"))
@@ -163,18 +165,50 @@ def test_malformed_events(app_url, body):
     assert after == before  # nothing half-written
 
 
-def test_shadow_ranking_is_compared(app_url):
-    url, _ = app_url
-    for u in range(1, 11):
-        assert requests.get(f"{url}/users/{u}", timeout=30).status_code == 200
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        rep = requests.get(f"{url}/shadow", timeout=10).json()
-        if rep["completed"] >= 10:
-            break
-        time.sleep(0.5)
-    assert rep["enabled"] and rep["completed"] >= 10 and rep["errors"] == 0
-    assert rep["comparison"] == "overlap@k" and 0.0 <= rep["mean_score"] <= 1.0
+def test_shadow_ranking_is_compared(serve_instance, rec_store):
+    """The comparator's overlap@10 is exactly what the shadow model (v1) would have answered
+    against the primary's (v2) answers, recomputed here in process for the same requests."""
+    from ray import serve
+
+    from apps.recommendation import RecommendationArgs, build_app
+    from mlsd.artifacts import ArtifactStore
+    from mlsd.recommendation.artifact import load_ranker, load_recommender
+    from mlsd.recommendation.pipeline import final_ranking, generate_candidates
+    from mlsd.shadow import overlap_at_k
+
+    args = RecommendationArgs(
+        artifact_store=str(rec_store),
+        events_log=None,
+        shadow={"version": "v1", "share": 1.0, "timeout_s": 10.0},
+    )
+    serve.run(build_app(args), name="rec_cmp", route_prefix="/rec-cmp")
+    url, at, users = f"{serve_instance}/rec-cmp", 893_300_000, range(1, 11)
+    try:
+        primary = {}
+        for u in users:
+            r = requests.get(f"{url}/users/{u}", params={"k": 10, "at": at}, timeout=30)
+            assert r.status_code == 200
+            primary[u] = [it["video_id"] for it in r.json()["items"]]
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            rep = requests.get(f"{url}/shadow", timeout=10).json()
+            if rep["completed"] >= 10:
+                break
+            time.sleep(0.5)
+    finally:
+        serve.delete("rec_cmp")
+    assert rep["enabled"] and rep["completed"] == 10 and rep["errors"] == 0
+    assert rep["shadow"]["model_version"] == "recommendation/v1:torch"
+    store = ArtifactStore(rec_store)
+    rec = load_recommender(store.load("recommendation", "v2"))
+    shadow = load_ranker(store.load("recommendation", "v1"), device="cpu")
+    overlaps = []
+    for u in users:
+        c = generate_candidates(rec.cg, rec.history, u, 200)
+        items, _ = final_ranking(c, shadow([c.rank_request(at)])[0], 10, at, rec.tables)
+        overlaps.append(overlap_at_k(primary[u], items.tolist(), 10))
+    assert rep["mean_score"] == pytest.approx(np.mean(overlaps), abs=1e-6)
+    assert rep["mean_score"] < 1.0  # two differently seeded models do disagree somewhere
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +237,7 @@ def test_failing_shadow_leaves_primary_unchanged(serve_instance, rec_store, refe
     args = RecommendationArgs(
         artifact_store=str(rec_store),
         events_log=None,
-        fault_injection=fault,
+        fault_injection={"ShadowRanking": fault},
         shadow={"version": "v1", "share": 1.0, "timeout_s": 3.0},
     )
     serve.run(build_app(args), name=f"rec_{fault}", route_prefix=f"/rec-{fault}")
@@ -238,7 +272,12 @@ def test_missing_or_corrupt_artifact_is_a_clear_startup_error(serve_instance, re
     with pytest.raises(ArtifactError, match="no artifact 'recommendation'"):
         build_app(RecommendationArgs(artifact_store=str(tmp_path / "empty")))
     with pytest.raises(ArtifactError, match="v-nope"):
-        build_app(RecommendationArgs(artifact_store=str(rec_store), version="v-nope"))
+        build_app(
+            RecommendationArgs(
+                artifact_store=str(rec_store),
+                model={"artifact": "recommendation", "version": "v-nope"},
+            )
+        )
     bad = tmp_path / "bad"
     shutil.copytree(rec_store, bad)
     (bad / "recommendation" / "v2" / "tables.npz").write_bytes(b"garbage")
@@ -246,5 +285,9 @@ def test_missing_or_corrupt_artifact_is_a_clear_startup_error(serve_instance, re
         build_app(RecommendationArgs(artifact_store=str(bad), events_log=None))
     with pytest.raises(ArtifactError, match="tables.npz"):  # a corrupt shadow version, too
         build_app(
-            RecommendationArgs(artifact_store=str(bad), version="v1", shadow={"version": "v2"})
+            RecommendationArgs(
+                artifact_store=str(bad),
+                model={"artifact": "recommendation", "version": "v1"},
+                shadow={"version": "v2"},
+            )
         )

@@ -42,7 +42,7 @@ def test_faulty_shadow_leaves_primary_unchanged(serve_instance, tiny_store, refe
     args = VisualSearchArgs(
         artifact_store=str(tiny_store),
         live_log=None,
-        fault_injection=fault,
+        fault_injection={"ShadowImageEncoder": fault},
         shadow={"backend": "onnx", "share": 1.0, "timeout_s": 3.0},
     )
     name = f"vs_{fault}"
@@ -84,4 +84,9 @@ def test_missing_artifact_fails_fast_naming_it(tiny_store, tmp_path):
     with pytest.raises(ArtifactError, match="no artifact 'visual_search'"):
         build_app(VisualSearchArgs(artifact_store=str(tmp_path)))
     with pytest.raises(ArtifactError, match="v-nope"):
-        build_app(VisualSearchArgs(artifact_store=str(tiny_store), version="v-nope"))
+        build_app(
+            VisualSearchArgs(
+                artifact_store=str(tiny_store),
+                model={"artifact": "visual_search", "version": "v-nope"},
+            )
+        )

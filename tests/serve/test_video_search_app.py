@@ -39,7 +39,7 @@ def _search(url, q, k=10):
 def test_health_docs_and_both_branches(app_url):
     url, _, _ = app_url
     h = requests.get(f"{url}/healthz", timeout=30).json()
-    assert h["catalogue"]["videos"] == 4 and h["shadow"] == "v1"
+    assert h["catalogue"]["videos"] == 4 and h["shadow"] == "video_text_zeroshot/v1:torch"
     assert {"/search", "/videos", "/healthz"} <= set(
         requests.get(f"{url}/openapi.json", timeout=30).json()["paths"]
     )
@@ -61,7 +61,7 @@ def test_visual_branch_finds_videos_without_words_in_common(app_url):
 
 def test_upload_is_indexed_durable_and_searchable(app_url, tmp_path):
     from mlsd.video import write_mp4
-    from mlsd.video_catalogue import VideoLog
+    from mlsd.video_search.catalogue import VideoLog
 
     url, live, uris = app_url
     frames = [np.full((64, 96, 3), (i * 25) % 255, np.uint8) for i in range(20)]

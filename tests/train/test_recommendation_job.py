@@ -11,8 +11,8 @@ pytestmark = [pytest.mark.slow]
 
 def test_ray_workers_give_the_same_factors(ray_session):
     from mlsd.data.movielens import interaction_matrix, load_movielens
-    from mlsd.models.mf import WALS, WALSConfig
-    from train.wals import fit_wals_on_ray
+    from mlsd.recommendation.mf import WALS, WALSConfig
+    from train.recommendation_wals import fit_wals_on_ray
 
     ml = load_movielens()
     fb = interaction_matrix(ml.ratings, ml.n_users, ml.n_items, "rating")

@@ -1,0 +1,75 @@
+"""Visual search deployments: the batched image encoder, and the retriever that holds the
+catalogue (ANN index + metadata + live log) and applies the reranking rules where the
+candidates' metadata already is (one hop fewer than a separate reranking service)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from ray import serve
+
+from deployments.common import Batched, inject_fault, replica_resources
+from mlsd.artifacts import ArtifactStore
+from mlsd.visual_search.catalogue import CatalogueIndex
+from mlsd.visual_search.pipeline import ImageEncoderModel
+from mlsd.visual_search.rerank import RerankConfig
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64)
+class ImageEncoder(Batched):
+    """(C, S, S) model inputs -> (D,) embeddings; concurrent calls share one model batch."""
+
+    def __init__(
+        self, store_uri: str, artifact: str, version: str, backend: str, device: str = "auto"
+    ):
+        res = replica_resources(device)
+        art = ArtifactStore(store_uri).load(artifact, version)
+        self.model = ImageEncoderModel(
+            art, backend=backend, num_threads=res.threads, device=device, gpu_ids=res.gpu_ids
+        )  # warmed up
+        self.device = self.model.device
+
+    def version(self) -> str:
+        return self.model.version
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def encode_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        batch = np.stack(images)  # (B, C, S, S)
+        return list(await asyncio.to_thread(self.model.encode, batch))  # B x (D,)
+
+    async def encode(self, image: np.ndarray) -> np.ndarray:
+        await inject_fault(self._fail_with, "encoder")
+        return await self.encode_batch(image)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
+class Retriever:
+    def __init__(
+        self,
+        store_uri: str,
+        artifact: str,
+        version: str,
+        live_log: str | None = None,
+        rerank: dict | None = None,
+        overfetch: int = 4,
+    ):
+        replica_resources()  # faiss's threads follow this replica's CPUs
+        self.catalogue = CatalogueIndex(ArtifactStore(store_uri).load(artifact, version), live_log)
+        self.rerank_cfg, self.overfetch = RerankConfig(**(rerank or {})), overfetch
+
+    async def search(
+        self, embedding: np.ndarray, k: int, user_id: str | None
+    ) -> list[tuple[int, float]]:
+        """(D,) -> up to k (image_id, score) after reranking, best first."""
+        hits = await asyncio.to_thread(
+            self.catalogue.retrieve, embedding, k, user_id, self.rerank_cfg, self.overfetch
+        )
+        return [(h.image_id, h.score) for h in hits]
+
+    async def add(self, embedding: np.ndarray, model_version: str, **meta) -> int:
+        """Durably log and index one image; returns its id once committed."""
+        return await asyncio.to_thread(self.catalogue.add, embedding, model_version, **meta)
+
+    def info(self) -> dict:
+        return self.catalogue.info()

@@ -1,0 +1,177 @@
+"""The visual branch of video search: text and videos embedded in one space.
+
+Frame level, as the book's first option: every sampled frame goes through ImageNet
+EfficientNet-Lite0 (pooled 1280-d features + 1000 class probabilities); the video is pooled
+over time (mean). Two ways into the text encoder's space (all-MiniLM-L6-v2, 384-d):
+
+- **zero-shot**: the mean class probabilities weigh the text embeddings of the class names
+  ("a photo of a {class}"): no video-text training at all.
+- **contrastive**: learned residual heads on both sides (video: 1280 pooled features -> 384,
+  text: 384 -> 384), trained with the book's loss (in-batch negatives, softmax over
+  similarities with a temperature, cross-entropy, both directions). Both heads start at zero,
+  so the trained model starts as the zero-shot one and only moves as far as training says.
+
+The video-level alternative (a video encoder over the clip, e.g. a 3D CNN / ViViT) is a
+documented option, not built here: nothing pretrained of that kind installs offline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mlsd.artifacts import ArtifactError
+from mlsd.backbones import (
+    FEATURE_DIM,
+    N_CLASSES,
+    FrameFeatures,
+    imagenet_classes,
+    split_frame_features,
+)
+from mlsd.runtime import make_runner
+from mlsd.text import OFFLINE_MINILM, SentenceEncoder
+
+PROMPT = "a photo of a {}"
+
+
+class FrameEncoder:
+    """uint8 frames (N, S, S, 3) -> (features (N, 1280), class probabilities (N, 1000)), through
+    the shared runner on the device (and with the threads) the caller was given."""
+
+    def __init__(
+        self,
+        device: str = "auto",
+        batch_size: int = 32,
+        num_threads: int | None = None,
+        gpu_ids: Sequence | None = None,
+    ):
+        self.runner = make_runner(
+            "torch", model=FrameFeatures(), device=device, num_threads=num_threads, gpu_ids=gpu_ids
+        )
+        self.device, self.batch_size = self.runner.device, batch_size
+
+    def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        outs = [
+            self.runner.run(frames[s : s + self.batch_size])
+            for s in range(0, len(frames), self.batch_size)
+        ]
+        out = np.concatenate(outs) if outs else np.zeros((0, FEATURE_DIM + N_CLASSES), np.float32)
+        f, p = split_frame_features(out)
+        return np.ascontiguousarray(f), np.ascontiguousarray(p)
+
+
+@dataclass
+class VideoTextConfig:
+    feat_dim: int = 1280
+    text_dim: int = 384
+    n_classes: int = 1000
+    temperature: float = 0.05  # initial; learned
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class VideoTextModel(nn.Module):
+    """Residual heads over frozen encoders; zero-init, so it starts as the zero-shot model."""
+
+    def __init__(self, cfg: VideoTextConfig, class_text: np.ndarray):
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("class_text", torch.as_tensor(class_text, dtype=torch.float32))
+        self.video_head = nn.Sequential(
+            nn.Linear(cfg.feat_dim, 512), nn.ReLU(), nn.Linear(512, cfg.text_dim)
+        )
+        self.text_head = nn.Linear(cfg.text_dim, cfg.text_dim)
+        for head in (self.video_head[-1], self.text_head):
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+        self.log_scale = nn.Parameter(torch.tensor(float(np.log(1 / cfg.temperature))))
+
+    def zero_shot(self, probs: torch.Tensor) -> torch.Tensor:  # (B, 1000) -> (B, D)
+        return F.normalize(probs @ self.class_text, dim=-1)
+
+    def embed_video(self, feats: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """Time-pooled (B, 1280) features and (B, 1000) probabilities -> (B, D) unit vectors."""
+        return F.normalize(self.zero_shot(probs) + self.video_head(feats), dim=-1)
+
+    def embed_text(self, text: torch.Tensor) -> torch.Tensor:  # (B, D) sentence embeddings
+        t = F.normalize(text, dim=-1)
+        return F.normalize(t + self.text_head(t), dim=-1)
+
+    def loss(self, feats, probs, text) -> torch.Tensor:
+        """The book's picture: similarities of a batch of pairs, softmax with temperature,
+        cross-entropy against the diagonal, video->text and text->video."""
+        v, t = self.embed_video(feats, probs), self.embed_text(text)
+        logits = self.log_scale.exp().clamp(max=100) * v @ t.T  # (B, B)
+        target = torch.arange(len(v), device=v.device)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def pool_video(feats: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Frame level -> video level: mean over time."""
+    return feats.mean(0), probs.mean(0)
+
+
+class TextHead(nn.Module):
+    """The text side of a :class:`VideoTextModel` as a module over unit sentence vectors, so the
+    sentence encoder and the head run as one model in one runner (the query path)."""
+
+    def __init__(self, model: VideoTextModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, sentence: torch.Tensor) -> torch.Tensor:  # (B, 384) -> (B, D)
+        return self.model.embed_text(sentence)
+
+
+def query_encoder(
+    model: VideoTextModel,
+    text_model: str = OFFLINE_MINILM,
+    device: str = "auto",
+    num_threads: int | None = None,
+    gpu_ids: Sequence | None = None,
+) -> SentenceEncoder:
+    """Query texts -> vectors in the text-video space (sentence encoder + the model's head)."""
+    return SentenceEncoder(
+        text_model, device=device, num_threads=num_threads, gpu_ids=gpu_ids, head=TextHead(model)
+    )
+
+
+def load_video_text(art) -> VideoTextModel:
+    """The model of a ``video_text`` artifact (class prompt embeddings are in its state)."""
+    try:
+        state = torch.load(art.file("model.pt"), weights_only=True)
+        model = VideoTextModel(VideoTextConfig(**art.config["model"]), state["class_text"])
+        model.load_state_dict(state)
+    except ArtifactError:
+        raise
+    except (KeyError, TypeError, RuntimeError, OSError, EOFError) as e:
+        raise ArtifactError(f"video_text artifact {art.version} unusable: {e}") from e
+    return model.eval()
+
+
+def write_video_text_artifact(
+    store,
+    name: str,
+    model: VideoTextModel,
+    config: dict,
+    data: dict | None = None,
+    metrics: dict | None = None,
+    version: str | None = None,
+) -> str:
+    writer = store.new_version(name, version)
+    torch.save(model.state_dict(), writer.path("model.pt"))
+    return writer.commit(
+        config={"model": model.cfg.to_dict(), **config}, data=data or {}, metrics=metrics or {}
+    )
+
+
+def zero_shot_model(sentence_encoder) -> VideoTextModel:
+    """The model with no video-text training: class probabilities -> class-name text space."""
+    class_text = sentence_encoder.encode([PROMPT.format(c) for c in imagenet_classes()])
+    return VideoTextModel(VideoTextConfig(), class_text).eval()

@@ -1,0 +1,159 @@
+"""Video search without Ray: the two retrieval branches over a live catalogue, the indexing path,
+and fusion + reranking. The Serve deployments hold one object each; evaluation calls the same.
+
+- :class:`VisualBranch`: the catalogue's videos projected by one text-video model version into
+  a faiss index, kept current from the durable log of uploads (``refresh``);
+- :class:`TextBranch`: BM25 over title, description and tags, kept current the same way;
+- :class:`VideoIndexing`: an upload -> decoded, sampled frames -> frame encoder -> pooled
+  features -> committed to the log (the book's indexing pipeline);
+- :func:`fuse_and_rerank`: the branches' ranked lists -> fusion -> reranking rules -> top k.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from mlsd.index import IndexConfig, VectorIndex
+from mlsd.text_index import TextIndex
+from mlsd.video import SampleConfig, VideoError, decode_sampled
+from mlsd.video_search.catalogue import VideoCatalogue, VideoDoc, VideoLog, signature
+from mlsd.video_search.fusion import Fused, FusionConfig, fuse
+from mlsd.video_search.model import FrameEncoder, VideoTextModel, pool_video
+from mlsd.video_search.rerank import VideoRerankConfig, rerank_videos
+
+Ranked = tuple[np.ndarray, np.ndarray]  # (ids, scores) best first
+DEFAULT_BOOSTS = {"title": 2.0, "tags": 1.5}
+
+
+class VisualBranch:
+    """ANN search over the catalogue's video vectors as one model version projects them."""
+
+    def __init__(self, catalogue: VideoCatalogue, model: VideoTextModel):
+        self.catalogue, self.model = catalogue, model.eval()
+        self._lock = threading.Lock()
+        self.catalogue.refresh()
+        ids, feat, prob = self.catalogue.arrays()
+        self.index = VectorIndex.build(self._project(feat, prob), ids, IndexConfig())
+
+    @torch.inference_mode()
+    def _project(self, feat: np.ndarray, prob: np.ndarray) -> np.ndarray:
+        # (N, 1280), (N, 1000) -> (N, D) unit vectors in the text space
+        return self.model.embed_video(torch.as_tensor(feat), torch.as_tensor(prob)).numpy()
+
+    def refresh(self) -> int:
+        """Index the videos logged since the last refresh; returns how many."""
+        with self._lock:
+            new = self.catalogue.refresh()
+            if new:
+                ids, feat, prob = self.catalogue.arrays()
+                n = len(new)
+                self.index.add(self._project(feat[-n:], prob[-n:]), ids[-n:])
+            return len(new)
+
+    def search(self, query: np.ndarray, k: int) -> Ranked:
+        """(D,) query vector -> (ids, cosine scores), best first."""
+        self.refresh()
+        scores, ids = self.index.search(np.asarray(query, np.float32)[None], k)
+        keep = ids[0] >= 0
+        return ids[0][keep], scores[0][keep]
+
+    def docs(self, ids: list[int]) -> dict[int, VideoDoc]:
+        self.refresh()
+        return {i: self.catalogue.docs[i] for i in ids if i in self.catalogue.docs}
+
+    def info(self) -> dict:
+        return {"version": self.catalogue.version, "videos": len(self.index)}
+
+
+class TextBranch:
+    """BM25 over the catalogue's text fields (tantivy, in memory), kept current from the log."""
+
+    def __init__(self, catalogue: VideoCatalogue, boosts: Mapping[str, float] | None = None):
+        self.catalogue = catalogue
+        self.index = TextIndex(boosts=dict(boosts or DEFAULT_BOOSTS))
+        self._lock = threading.Lock()
+        self._add([*catalogue.docs.values(), *catalogue.refresh()])
+
+    def _add(self, docs: list[VideoDoc]) -> None:
+        for d in docs:
+            self.index.add(d.video_id, title=d.title, description=d.description, tags=d.tags)
+        if docs:
+            self.index.commit()
+
+    def refresh(self) -> int:
+        with self._lock:
+            new = self.catalogue.refresh()
+            self._add(new)
+            return len(new)
+
+    def search(self, query: str, k: int) -> Ranked:
+        self.refresh()
+        return self.index.search(query, k)
+
+
+class VideoIndexing:
+    """The indexing path: decode + sample, frame encoder, pool over time, commit to the log.
+    Every model version projects the logged (model-independent) features itself."""
+
+    def __init__(self, log: VideoLog, frames: FrameEncoder, sample: SampleConfig | None = None):
+        self.log, self.frames, self.sample = log, frames, sample or SampleConfig()
+
+    def index(self, src: bytes | str, doc: Mapping[str, str]) -> dict:
+        """src: the video's bytes or a path; raises :class:`VideoError` for a bad video."""
+        t0 = time.perf_counter()
+        v = decode_sampled(src, self.sample)
+        feat, prob = pool_video(*self.frames(v.frames))
+        video = VideoDoc(
+            video_id=0,
+            duration=float(v.info.duration),
+            published=time.time(),
+            signature=signature(feat),
+            **doc,
+        )
+        video_id = self.log.append(video, feat, prob)
+        return {
+            "video_id": video_id,
+            "frames": len(v.frames),
+            "duration": float(v.info.duration),
+            "seconds": time.perf_counter() - t0,
+        }
+
+
+def read_uri(uri: str, max_bytes: int) -> bytes:
+    """The bytes behind an fsspec URI, capped; a read failure is a :class:`VideoError`."""
+    import fsspec
+
+    try:
+        with fsspec.open(uri, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except (OSError, ValueError) as e:
+        raise VideoError("unreadable", f"cannot read {uri}: {e}") from None
+    if len(data) > max_bytes:
+        raise VideoError("too_large", f"over {max_bytes} bytes")
+    return data
+
+
+def fused_candidates(
+    branches: Mapping[str, Ranked], k: int, fusion: FusionConfig | None = None
+) -> list[Fused]:
+    """The branches' ranked lists fused (RRF or min-max sum), deep enough for reranking to
+    drop some and still fill the top k."""
+    return fuse(dict(branches), fusion)[: max(k * 4, k + 10)]
+
+
+def fuse_and_rerank(
+    branches: Mapping[str, Ranked],
+    docs: Mapping[int, VideoDoc],
+    k: int,
+    now: float,
+    fusion: FusionConfig | None = None,
+    rerank: VideoRerankConfig | None = None,
+) -> list[tuple[Fused, VideoDoc]]:
+    """Fusion -> reranking rules -> top k (the ingress runs the same two steps with the docs
+    fetched in between)."""
+    return rerank_videos(fused_candidates(branches, k, fusion), dict(docs), k, now, rerank)

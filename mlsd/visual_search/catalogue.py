@@ -1,0 +1,214 @@
+"""The image catalogue: the indexed set (from an artifact) plus a durable log of live additions.
+
+The book's indexing pipeline adds new images to the index while the system serves. Here each
+addition is committed to an append-only SQLite log (WAL, synchronous=FULL) *before* it is
+acknowledged, and every index replica replays the log on start and before each search, so an
+acknowledged image is never lost and every replica sees it. The next indexing job folds the
+log into a new artifact version.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mlsd.artifacts import Artifact, ArtifactError, label_version
+from mlsd.durable import LIVE_ID_BASE, DurableLog
+from mlsd.index import VectorIndex
+from mlsd.visual_search.rerank import ImageMeta, RerankConfig, rerank
+
+
+@dataclass
+class SearchHit:
+    image_id: int
+    score: float
+
+
+@dataclass
+class LiveImage:
+    meta: ImageMeta
+    embedding: np.ndarray  # (D,) float32
+    model_version: str
+
+
+class CatalogueLog(DurableLog):
+    """Append-only, multi-process-safe log of images added at serving time."""
+
+    def __init__(self, path: str | Path):
+        super().__init__(
+            path,
+            """CREATE TABLE IF NOT EXISTS images (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 owner TEXT, private INTEGER NOT NULL, unsafe INTEGER NOT NULL,
+                 signature TEXT, embedding BLOB NOT NULL, dim INTEGER NOT NULL,
+                 model_version TEXT NOT NULL, image BLOB, created REAL DEFAULT (unixepoch('subsec'))
+               )""",
+        )
+
+    def append(
+        self,
+        embedding: np.ndarray,
+        model_version: str,
+        owner: str | None = None,
+        private: bool = False,
+        unsafe: bool = False,
+        signature: str | None = None,
+        image: bytes | None = None,
+    ) -> int:
+        """Durably record one image; returns its image id once committed."""
+        emb = np.ascontiguousarray(embedding, dtype=np.float32).ravel()
+        with self._lock:
+            cur = self._conn.execute(
+                "INSERT INTO images (owner, private, unsafe, signature, embedding, dim,"
+                " model_version, image) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    owner,
+                    int(private),
+                    int(unsafe),
+                    signature,
+                    emb.tobytes(),
+                    emb.size,
+                    model_version,
+                    image,
+                ),
+            )
+            self._conn.commit()
+            return LIVE_ID_BASE + int(cur.lastrowid)
+
+    def since(self, seq: int) -> list[tuple[int, LiveImage]]:
+        """Records after sequence number ``seq``, as (seq, image) in order."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, owner, private, unsafe, signature, embedding, model_version"
+                " FROM images WHERE seq > ? ORDER BY seq",
+                (seq,),
+            ).fetchall()
+        out = []
+        for s, owner, private, unsafe, sig, emb, version in rows:
+            meta = ImageMeta(LIVE_ID_BASE + s, owner, bool(private), bool(unsafe), sig)
+            out.append((s, LiveImage(meta, np.frombuffer(emb, dtype=np.float32), version)))
+        return out
+
+    def image_bytes(self, image_id: int) -> bytes | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT image FROM images WHERE seq = ?", (image_id - LIVE_ID_BASE,)
+            ).fetchone()
+        return None if row is None else row[0]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+
+
+class CatalogueIndex:
+    """The searchable catalogue: artifact index + metadata + replayed live additions."""
+
+    def __init__(self, artifact: Artifact, live_log: str | Path | None = None):
+        import pyarrow.parquet as pq
+
+        self.version = artifact.version
+        index_path = artifact.file("index.faiss")
+        try:
+            self.index = VectorIndex.load(index_path)
+        except Exception as e:
+            raise ArtifactError(f"cannot read index {index_path}: {e}") from e
+        meta_path = artifact.file("catalogue.parquet")
+        try:
+            table = pq.read_table(meta_path).to_pydict()
+        except Exception as e:
+            raise ArtifactError(f"cannot read catalogue metadata {meta_path}: {e}") from e
+        self.meta: dict[int, ImageMeta] = {
+            int(i): ImageMeta(int(i), o, bool(p), bool(u), s)
+            for i, o, p, u, s in zip(
+                table["image_id"],
+                table["owner"],
+                table["private"],
+                table["unsafe"],
+                table["signature"],
+                strict=True,
+            )
+        }
+        if len(self.meta) != len(self.index):
+            raise ArtifactError(
+                f"artifact {artifact.name}/{artifact.version}: index has {len(self.index)} "
+                f"vectors but catalogue.parquet {len(self.meta)} rows"
+            )
+        self._lock = threading.Lock()
+        self._seq = 0
+        self.skipped_other_model = 0
+        self.log = CatalogueLog(live_log) if live_log else None
+        self.sync()
+
+    def sync(self) -> int:
+        """Add log records this replica has not indexed yet; returns how many."""
+        if self.log is None:
+            return 0
+        with self._lock:
+            rows = self.log.since(self._seq)
+            added = 0
+            for seq, live in rows:
+                self._seq = seq
+                if live.meta.image_id in self.meta:
+                    continue  # already folded into this artifact by the indexing job
+                if label_version(live.model_version) != self.version:
+                    self.skipped_other_model += 1  # embedded by another model: re-index job
+                    continue
+                self.index.add(live.embedding[None], np.array([live.meta.image_id]))
+                self.meta[live.meta.image_id] = live.meta
+                added += 1
+            return added
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[SearchHit]]:
+        self.sync()
+        with self._lock:
+            scores, ids = self.index.search(queries, k)
+        return [
+            [SearchHit(int(i), float(s)) for s, i in zip(srow, irow, strict=True) if i >= 0]
+            for srow, irow in zip(scores, ids, strict=True)
+        ]
+
+    def add(
+        self,
+        embedding: np.ndarray,
+        model_version: str,
+        owner: str | None,
+        private: bool,
+        unsafe: bool,
+        signature: str | None,
+        image: bytes | None,
+    ) -> int:
+        if self.log is None:
+            raise RuntimeError("this catalogue has no live log configured: additions disabled")
+        if embedding.size != self.index.dim:
+            raise ValueError(f"embedding has {embedding.size} dims, index {self.index.dim}")
+        image_id = self.log.append(
+            embedding, model_version, owner, private, unsafe, signature, image
+        )
+        self.sync()
+        return image_id
+
+    def retrieve(
+        self,
+        embedding: np.ndarray,
+        k: int,
+        user_id: str | None = None,
+        rerank_cfg: RerankConfig | None = None,
+        overfetch: int = 4,
+    ) -> list[SearchHit]:
+        """(D,) query embedding -> top k after reranking: ANN over k x overfetch candidates,
+        then the reranking rules here, where the candidates' metadata already is."""
+        hits = self.search(np.asarray(embedding, np.float32)[None], k * overfetch)[0]
+        with self._lock:
+            meta = {h.image_id: self.meta[h.image_id] for h in hits if h.image_id in self.meta}
+        kept = rerank([(h.image_id, h.score) for h in hits], meta, k, user_id, rerank_cfg)
+        return [SearchHit(i, s) for i, s in kept]
+
+    def info(self) -> dict:
+        return {"version": self.version, "size": len(self.index), "kind": self.index.kind}
+
+    def __len__(self) -> int:
+        return len(self.index)

@@ -1,0 +1,61 @@
+"""Visual search's input features: an uploaded image -> the encoder's input tensor.
+
+The same function prepares training images, the catalogue and every query, so serving and
+offline evaluation see identical inputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from mlsd.image import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode_image, dhash
+from mlsd.visual_search.model import EncoderConfig
+
+
+def to_array(
+    img: Image.Image, size: int = 28, channels: int = 1, invert: str = "auto"
+) -> np.ndarray:
+    """Image -> (channels, size, size) float32 in [0, 1], the encoder's input.
+
+    Keeps the aspect ratio (pads to a square with the background colour). ``invert``: "auto"
+    flips bright-background photos to the dark-background convention of the training set
+    (Fashion-MNIST shows light garments on black); "never" / "always" force it.
+    """
+    mode = "L" if channels == 1 else "RGB"
+    img = img.convert(mode)
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    border = np.concatenate(
+        [arr[0].ravel(), arr[-1].ravel(), arr[:, 0].ravel(), arr[:, -1].ravel()]
+    )
+    bg = float(border.mean())
+    flip = invert == "always" or (invert == "auto" and bg > 0.5)
+    if flip:
+        img = ImageOps.invert(img)
+        bg = 1.0 - bg
+    fill = int(round(bg * 255)) if mode == "L" else (int(round(bg * 255)),) * 3
+    img = ImageOps.pad(img, (size, size), method=Image.Resampling.BILINEAR, color=fill)
+    out = np.asarray(img, dtype=np.float32) / 255.0
+    out = out[None] if channels == 1 else out.transpose(2, 0, 1)
+    return np.ascontiguousarray(out)
+
+
+class ImagePreprocessor:
+    """Validated upload bytes -> ((C, S, S) model input, near-duplicate signature).
+
+    Separate from the model so the CPU-bound decoding can run at the edge (the ingress),
+    away from the model replicas, as the book splits preprocessing from inference.
+    """
+
+    def __init__(
+        self,
+        cfg: EncoderConfig,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ):
+        self.cfg, self.max_bytes, self.max_pixels = cfg, max_bytes, max_pixels
+
+    def __call__(self, data: bytes) -> tuple[np.ndarray, str]:
+        img = decode_image(data, self.max_bytes, self.max_pixels)
+        x = to_array(img, size=self.cfg.image_size, channels=self.cfg.in_channels)
+        return x, dhash(x)

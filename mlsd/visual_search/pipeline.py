@@ -1,0 +1,73 @@
+"""Visual search end to end in one process: what serving and offline evaluation share.
+
+- :class:`ImageEncoderModel`: model input (B, C, S, S) -> L2-normalised embeddings through the
+  one runner interface (torch / onnx / onnx-int8 files of the artifact), on the device and
+  with the threads the caller was given;
+- :func:`search_pipeline`: bytes -> preprocess -> encode -> retrieve + rerank
+  (:meth:`CatalogueIndex.retrieve`), the same steps the Serve graph runs across replicas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from mlsd.artifacts import Artifact
+from mlsd.image import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from mlsd.runtime import make_runner, warm_up
+from mlsd.visual_search.artifact import ENCODER_FILES, load_encoder_module
+from mlsd.visual_search.catalogue import CatalogueIndex, SearchHit
+from mlsd.visual_search.features import ImagePreprocessor
+from mlsd.visual_search.model import EncoderConfig
+from mlsd.visual_search.rerank import RerankConfig
+
+
+class ImageEncoderModel:
+    """Turns preprocessed images into embeddings with one configured backend."""
+
+    def __init__(
+        self,
+        artifact: Artifact,
+        backend: str = "torch",
+        num_threads: int | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        device: str = "auto",
+        gpu_ids: Sequence | None = None,
+    ):
+        if backend not in ENCODER_FILES:
+            raise ValueError(f"encoder backend must be one of {sorted(ENCODER_FILES)}")
+        self.cfg = EncoderConfig.from_dict(artifact.config.get("encoder", {}))
+        self.backend = backend
+        self.version = f"{artifact.name}/{artifact.version}:{backend}"
+        self.preprocess = ImagePreprocessor(self.cfg, max_bytes, max_pixels)
+        common = {"device": device, "num_threads": num_threads, "gpu_ids": gpu_ids}
+        if backend == "torch":
+            self.runner = make_runner("torch", model=load_encoder_module(artifact), **common)
+        else:
+            path = artifact.file(ENCODER_FILES[backend])
+            self.runner = make_runner("onnx", path=path, **common)
+        self.device = self.runner.device
+        c, s = self.cfg.in_channels, self.cfg.image_size
+        warm_up(self.runner, np.zeros((1, c, s, s), np.float32))
+
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        """(B, C, S, S) -> (B, D) L2-normalised embeddings."""
+        out = self.runner.run(batch).astype(np.float32)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def search_pipeline(
+    encoder: ImageEncoderModel,
+    catalogue: CatalogueIndex,
+    data: bytes,
+    k: int,
+    user_id: str | None = None,
+    rerank_cfg: RerankConfig | None = None,
+    overfetch: int = 4,
+) -> list[SearchHit]:
+    """The serving graph in one process: encode -> retrieve (k x overfetch) -> rerank."""
+    x, _ = encoder.preprocess(data)
+    emb = encoder.encode(x[None])[0]
+    return catalogue.retrieve(emb, k, user_id, rerank_cfg, overfetch)

@@ -1,0 +1,77 @@
+"""Both Serve configs parse, their args validate, and they only name deployments that exist."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+DEPLOYMENTS = {
+    "visual_search": {
+        "VisualSearchIngress",
+        "ImageEncoder",
+        "ShadowImageEncoder",
+        "Retriever",
+        "ShadowRetriever",
+        "ShadowComparator",
+    },
+    "recommendation": {
+        "RecommendationIngress",
+        "CandidateGeneration",
+        "Ranking",
+        "ShadowRanking",
+        "ShadowComparator",
+    },
+    "video_search": {
+        "VideoSearchIngress",
+        "TextEncoder",
+        "VideoRetriever",
+        "TextSearch",
+        "VideoIndexer",
+        "ShadowTextEncoder",
+        "ShadowVideoRetriever",
+        "ShadowComparator",
+    },
+}
+
+
+@pytest.mark.parametrize("name", ["serve_config.yaml", "serve_config.gpu.yaml"])
+def test_serve_config(name):
+    from ray.serve.schema import ServeDeploySchema
+
+    from apps.recommendation import RecommendationArgs
+    from apps.video_search import VideoSearchArgs
+    from apps.visual_search import VisualSearchArgs
+
+    builder_args = {
+        "visual_search": VisualSearchArgs,
+        "recommendation": RecommendationArgs,
+        "video_search": VideoSearchArgs,
+    }
+    raw = yaml.safe_load((ROOT / name).read_text())
+    ServeDeploySchema.model_validate(raw)
+    for app in raw["applications"]:
+        module, builder = app["import_path"].split(":")
+        assert module == f"apps.{app['name']}" and builder == "build_app"
+        builder_args[app["name"]](**app["args"])
+        names = {d["name"] for d in app.get("deployments", [])}
+        assert names <= DEPLOYMENTS[app["name"]], names - DEPLOYMENTS[app["name"]]
+    if name == "serve_config.yaml":  # the laptop config never waits for a GPU
+        total = 0.0
+        for app in raw["applications"]:
+            for d in app.get("deployments", []):
+                assert "num_gpus" not in d.get("ray_actor_options", {})
+                total += d["ray_actor_options"]["num_cpus"] * d.get("num_replicas", 1)
+        # every app together must schedule on a 2-core laptop (`serve run` reserves per CPU)
+        names = {d["name"] for app in raw["applications"] for d in app.get("deployments", [])}
+        assert total <= 2.0, total
+        assert names >= set().union(*DEPLOYMENTS.values()) - {"ShadowRetriever"}
+
+
+def test_unknown_builder_args_are_rejected():
+    from pydantic import ValidationError
+
+    from apps.visual_search import VisualSearchArgs
+
+    with pytest.raises(ValidationError):
+        VisualSearchArgs(artifact_stor="typo")

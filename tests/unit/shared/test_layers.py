@@ -1,0 +1,99 @@
+"""The one direction of imports: apps -> deployments -> mlsd, train -> mlsd; mlsd is pure."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _imports(pkg: str):
+    for path in (ROOT / pkg).rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    yield path, a.name
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                yield path, node.module
+
+
+def test_mlsd_is_pure():
+    bad = [
+        (str(p), m)
+        for p, m in _imports("mlsd")
+        if m.startswith(("ray.serve", "ray.train", "apps", "deployments", "train", "bench"))
+        or m == "ray"
+    ]
+    assert not bad, bad
+
+
+def test_deployments_do_not_import_apps_or_train():
+    bad = [(str(p), m) for p, m in _imports("deployments") if m.startswith(("apps", "train"))]
+    assert not bad, bad
+
+
+def test_train_does_not_import_serving():
+    bad = [
+        (str(p), m)
+        for p, m in _imports("train")
+        if m.startswith(("apps", "deployments", "ray.serve"))
+    ]
+    assert not bad, bad
+
+
+SYSTEMS = sorted(
+    p.name for p in (ROOT / "mlsd").iterdir() if p.is_dir() and (p / "__init__.py").exists()
+)
+SHARED_PACKAGES = {"data"}  # readers every system may use
+
+
+def _system_of(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] == "mlsd" and len(parts) > 1 and parts[1] in SYSTEMS:
+        return None if parts[1] in SHARED_PACKAGES else parts[1]
+    return None
+
+
+def test_systems_do_not_import_each_other():
+    """mlsd/<a>/ never imports mlsd/<b>/: each chapter stands alone on the shared modules."""
+    assert {"visual_search", "video_search", "recommendation"} <= set(SYSTEMS)
+    bad = []
+    for system in set(SYSTEMS) - SHARED_PACKAGES:
+        for path, module in _imports(f"mlsd/{system}"):
+            other = _system_of(module)
+            if other is not None and other != system:
+                bad.append((str(path.relative_to(ROOT)), module))
+    assert not bad, bad
+
+
+def test_shared_modules_do_not_import_upward():
+    """mlsd/*.py and mlsd/data/ are what several systems use: they import no system."""
+    bad = []
+    for path in [*(ROOT / "mlsd").glob("*.py"), *(ROOT / "mlsd" / "data").rglob("*.py")]:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and node.module
+                else []
+            )
+            bad += [(path.name, m) for m in names if _system_of(m) is not None]
+    assert not bad, bad
+
+
+def test_one_live_id_base_and_no_flat_system_modules():
+    """What the layout issue found twice or flat is defined once, in its package."""
+    flat = {
+        *("visual_search.py", "video_search.py", "catalogue.py", "rerank.py", "fusion.py"),
+        *("video_catalogue.py", "video_rerank.py", "retrieval_eval.py", "contrastive.py"),
+    }
+    assert not flat & {p.name for p in (ROOT / "mlsd").glob("*.py")}
+    assert not (ROOT / "mlsd" / "models").exists()
+    defs = [
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "mlsd").rglob("*.py")
+        if "\nLIVE_ID_BASE =" in p.read_text()
+    ]
+    assert defs == ["mlsd/durable.py"], defs

@@ -1,0 +1,80 @@
+"""Text branch (normalisation, tantivy BM25), fusion, and the Cranfield reader."""
+
+import numpy as np
+import pytest
+
+from mlsd.text_index import TextIndex, normalise
+
+
+def test_normalise_the_books_way():
+    assert normalise("  Noël: the BEST-ever\tvideo!! ") == "noel the best ever video"
+    assert normalise("Ünïcödé\x00\x07 café_crème") == "unicode cafe creme"
+    assert normalise("!!! ...") == ""
+
+
+@pytest.fixture
+def index():
+    idx = TextIndex()
+    idx.add(1, title="Cycling in Brussels", description="riders on bikes", tags="bike city")
+    idx.add(2, title="Cooking pasta", description="a chef cooks", tags="food")
+    idx.add(3, title="Noël market", description="christmas lights", tags="winter")
+    idx.commit()
+    return idx
+
+
+def test_bm25_with_stemming_and_accents(index):
+    ids, scores = index.search("biking", 10)
+    assert ids.tolist() == [1] and scores[0] > 0
+    assert index.search("noel", 5)[0].tolist() == [3]  # accent folded at index and query time
+    assert index.search("Cooks!", 5)[0].tolist() == [2]
+    assert len(index) == 3
+
+
+@pytest.mark.parametrize(
+    "q, expected",
+    [
+        ('title:"pasta (', [2]),  # query syntax is plain words: "title pasta"
+        ("AND OR", []),
+        ("-", []),
+        ("foo:bar", []),
+        ("\x00\x1f", []),
+        ("   ", []),
+        ("'; DROP TABLE", []),
+        ("christmas OR (bike", [3, 1]),  # an OR of terms, never a parse error
+    ],
+)
+def test_hostile_queries_are_plain_words(index, q, expected):
+    ids, scores = index.search(q, 10)
+    assert sorted(ids.tolist()) == sorted(expected)
+    assert len(scores) == len(ids) and (scores > 0).all()
+
+
+def test_delete_and_unknown_field(index):
+    index.delete(1)
+    index.commit()
+    assert index.search("bike", 5)[0].tolist() == []
+    with pytest.raises(ValueError):
+        index.add(9, body="x")
+
+
+def test_cranfield_reader():
+    from mlsd.data.cranfield import DEFAULT_DIR, load_cranfield
+
+    if not (DEFAULT_DIR / "cran.all.1400").exists():
+        pytest.skip("Cranfield not under ../shared/data/cranfield")
+    c = load_cranfield()
+    assert len(c.doc_ids) == 1400 and len(c.queries) == 225
+    assert all(c.qrels) and set(g for q in c.qrels for g in q.values()) <= {1, 2, 3, 4}
+    assert c.titles[0].startswith("experimental investigation of the aerodynamics")
+
+
+def test_offline_sentence_encoder():
+    from mlsd.text import OFFLINE_MINILM, SentenceEncoder, resolve_text_model
+
+    enc = SentenceEncoder(OFFLINE_MINILM)
+    assert enc.max_length == 256 and enc.dim == 384  # the model's own limits
+    v = enc.encode(["a cat sleeps on the sofa", "a kitten naps on a couch", "stock prices fell"])
+    assert v.shape == (3, 384) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    assert v[0] @ v[1] > v[0] @ v[2] + 0.3
+    assert enc.encode([]).shape == (0, 384)
+    assert resolve_text_model("sentence-transformers/all-MiniLM-L6-v2").startswith("sentence")

@@ -1,0 +1,88 @@
+"""Text-video model (zero-init residual heads, the book's contrastive loss), the synthetic clip
+sampler, the video catalogue's durable log, and the reranking rules."""
+
+import numpy as np
+import torch
+
+from mlsd.data.synthetic_clips import FRAMES_PER_CLIP, ClipSampler, all_captions
+from mlsd.video_search.catalogue import LIVE_ID_BASE, VideoDoc, VideoLog, signature
+from mlsd.video_search.fusion import Fused
+from mlsd.video_search.model import VideoTextConfig, VideoTextModel
+from mlsd.video_search.rerank import VideoRerankConfig, rerank_videos
+
+
+def _model(seed=0, dims=(16, 8, 5)):
+    feat, text, classes = dims
+    g = torch.Generator().manual_seed(seed)
+    class_text = torch.nn.functional.normalize(torch.randn(classes, text, generator=g), dim=-1)
+    cfg = VideoTextConfig(feat_dim=feat, text_dim=text, n_classes=classes)
+    return VideoTextModel(cfg, class_text.numpy())
+
+
+def test_untrained_model_is_exactly_zero_shot():
+    m = _model()
+    probs = torch.softmax(torch.randn(4, 5), -1)
+    v = m.embed_video(torch.randn(4, 16), probs)
+    assert torch.allclose(v, m.zero_shot(probs), atol=1e-6)
+    t = torch.randn(3, 8)
+    assert torch.allclose(m.embed_text(t), torch.nn.functional.normalize(t, dim=-1), atol=1e-6)
+
+
+def test_contrastive_loss_learns_to_pair():
+    torch.manual_seed(0)
+    m = _model()
+    feats = torch.randn(32, 16)
+    probs = torch.softmax(torch.randn(32, 5), -1)
+    text = feats[:, :8] + 0.1 * torch.randn(32, 8)  # captions that depend on the video
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    first = float(m.loss(feats, probs, text))
+    for _ in range(200):
+        loss = m.loss(feats, probs, text)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.5 * first
+    sims = m.embed_text(text) @ m.embed_video(feats, probs).T
+    assert (sims.argmax(1) == torch.arange(32)).float().mean() > 0.8
+
+
+def test_clip_sampler_captions_match_frames():
+    labels = np.repeat(np.arange(10), 20)
+    s = ClipSampler(labels, seed=0)
+    frames, caps = s.sample(50)
+    captions = all_captions()
+    assert frames.shape == (50, FRAMES_PER_CLIP) and len(set(captions)) == len(captions)
+    for f, c in zip(frames, caps, strict=True):
+        kinds = set(labels[f].tolist())
+        assert 1 <= len(kinds) <= 2
+        assert (" and " in captions[c]) == (len(kinds) == 2)
+
+
+def test_video_log_is_durable_and_replayed(tmp_path):
+    log = VideoLog(tmp_path / "v.sqlite")
+    vid = log.append(VideoDoc(0, title="a"), np.ones(4), np.full(3, 0.5))
+    log.close()
+    again = VideoLog(tmp_path / "v.sqlite")
+    ((seq, doc, feat, prob),) = again.since(0)
+    assert vid == LIVE_ID_BASE + seq == doc.video_id and doc.title == "a"
+    assert feat.tolist() == [1.0] * 4 and prob.tolist() == [0.5] * 3
+    assert again.since(seq) == []
+
+
+def test_rerank_rules():
+    f = np.random.default_rng(0).normal(size=32)
+    docs = {
+        1: VideoDoc(1, "a", signature=signature(f)),
+        2: VideoDoc(2, "a copy", signature=signature(f + 1e-3)),  # near-duplicate of 1
+        3: VideoDoc(3, "private", private=True),
+        4: VideoDoc(4, "blocked", blocked=True),
+        5: VideoDoc(5, "gone", available=False),
+        6: VideoDoc(6, "new", published=1_000_000.0, signature=signature(-f)),
+    }
+    fused = [Fused(i, 1.0 - i / 10, {"text": i}) for i in (1, 2, 3, 4, 5, 6, 7)]
+    kept = rerank_videos(fused, docs, 10, now=1_000_000.0)
+    assert [d.video_id for _, d in kept] == [1, 6]  # 7 is unknown, 2-5 dropped
+    boosted = rerank_videos(fused, docs, 1, 1_000_000.0, VideoRerankConfig(freshness_boost=1.0))
+    assert boosted[0][1].video_id == 6
+    nodedup = rerank_videos(fused, docs, 10, 0.0, VideoRerankConfig(dedup_bits=-1))
+    assert [d.video_id for _, d in nodedup] == [1, 2, 6]

@@ -1,0 +1,213 @@
+"""Train the text-video model of video search (contrastive, Ray Train) and write an artifact.
+
+    python -m train.video_search_text [--steps 300] [--num-workers 1]
+
+1. Frame features: Ray Data batch inference of ImageNet EfficientNet-Lite0 over the labelled
+   images the synthetic clips are made of (``mlsd.data.synthetic_clips``; SYNTHETIC data).
+2. Captions: every caption the clip sampler can write, embedded once by all-MiniLM-L6-v2; the
+   1000 ImageNet class prompts too (the zero-shot projection).
+3. Ray Train (``TorchTrainer``): batches of (clip, caption) pairs, in-batch negatives,
+   softmax with temperature, cross-entropy both ways; only the residual heads train.
+4. Artifact ``video_text``: heads + class prompt embeddings + config. ``--steps 0`` writes the
+   zero-shot model (no video-text training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mlsd.artifacts import ArtifactStore
+from mlsd.data import fashion_mnist as fm
+from mlsd.data.synthetic_clips import ClipSampler, all_captions
+from mlsd.video_search.model import (
+    PROMPT,
+    VideoTextConfig,
+    VideoTextModel,
+    imagenet_classes,
+    write_video_text_artifact,
+)
+
+
+class FrameFeatures:
+    """Ray Data UDF: grey 28x28 images -> EfficientNet-Lite0 features and class probabilities."""
+
+    def __init__(self, size: int = 224):
+        from mlsd.video_search.model import FrameEncoder
+        from train.common import task_resources
+
+        gpu_ids, threads = task_resources()  # the GPU / CPUs Ray gave this actor
+        self.enc = FrameEncoder(num_threads=threads, gpu_ids=gpu_ids)
+        self.size = size
+
+    def __call__(self, batch: dict) -> dict:
+        x = torch.as_tensor(np.stack(batch["image"]))[:, None].float()  # (B, 1, 28, 28)
+        x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear")
+        frames = x.clamp(0, 255).round().byte().expand(-1, 3, -1, -1).permute(0, 2, 3, 1)
+        feats, probs = self.enc(frames.contiguous().numpy())  # (B, 1280), (B, 1000)
+        return {"feat": feats, "prob": probs.astype(np.float16), "label": batch["label"]}
+
+
+def frame_features(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
+    import ray
+
+    ds = ray.data.from_items(
+        [{"image": im, "label": int(y)} for im, y in zip(images, labels, strict=True)]
+    )
+    out = ds.map_batches(FrameFeatures, batch_size=64, concurrency=1).to_pandas()
+    return (
+        np.stack(out["feat"]).astype(np.float32),
+        np.stack(out["prob"]).astype(np.float32),
+        out["label"].to_numpy(),
+    )
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    from train.common import task_resources
+
+    task_resources()  # torch's threads = the CPUs Ray gave this worker
+    feats, probs, labels, cap_emb, class_text = ray.get(config["data_ref"])
+    rank = ray.train.get_context().get_world_rank()
+    model = ray.train.torch.prepare_model(VideoTextModel(VideoTextConfig(), class_text))
+    inner = model.module if hasattr(model, "module") else model
+    opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=1e-4)
+    sampler = ClipSampler(labels, seed=config["seed"] + rank)
+    F, P, C = torch.as_tensor(feats), torch.as_tensor(probs), torch.as_tensor(cap_emb)
+    losses: list[float] = []
+    window = max(1, min(10, config["steps"] // 4))  # loss averaged over the first / last steps
+    for step in range(config["steps"]):
+        idx, caps = sampler.sample(config["batch_size"])
+        idx = torch.as_tensor(idx)
+        loss = inner.loss(F[idx].mean(1), P[idx].mean(1), C[torch.as_tensor(caps)])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        last = step == config["steps"] - 1
+        if step % 50 == 0 or last:
+            with tempfile.TemporaryDirectory() as d:
+                ckpt = None
+                if last and rank == 0:
+                    torch.save(inner.state_dict(), Path(d) / "model.pt")
+                    ckpt = ray.train.Checkpoint.from_directory(d)
+                metrics = {
+                    "step": step,
+                    "loss": losses[-1],
+                    "loss_first_steps": float(np.mean(losses[:window])),
+                    "loss_last_steps": float(np.mean(losses[-window:])),
+                }
+                ray.train.report(metrics, checkpoint=ckpt)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--steps", type=int, default=300, help="0 = zero-shot model, no training")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--train-images", type=int, default=3000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-workers", type=int, default=1)
+    p.add_argument("--use-gpu", action="store_true")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--num-cpus", type=int, default=None, help="local Ray only")
+    p.add_argument("--text-model", default="offline:all-MiniLM-L6-v2")
+    p.add_argument("--data-dir", default=None, help="Fashion-MNIST folder")
+    p.add_argument("--store", default="artifacts")
+    p.add_argument("--name", default="video_text")
+    p.add_argument("--version", default=None)
+    p.add_argument("--runs-dir", default=os.path.abspath("var/ray_results"))
+    return p.parse_args(argv)
+
+
+def class_prompt_embeddings(encoder) -> np.ndarray:
+    return encoder.encode([PROMPT.format(c) for c in imagenet_classes()])
+
+
+def run(a: argparse.Namespace) -> dict:
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from mlsd.text import SentenceEncoder
+    from train.common import init_ray
+
+    init_ray(a.num_cpus)
+    t0 = time.perf_counter()
+    text = SentenceEncoder(a.text_model)
+    class_text = class_prompt_embeddings(text)
+    model = VideoTextModel(VideoTextConfig(), class_text)
+    final: dict = {}
+    if a.steps > 0:
+        train = fm.load("train", a.data_dir)
+        feats, probs, labels = frame_features(
+            train.images[: a.train_images], train.labels[: a.train_images]
+        )
+        cap_emb = text.encode(all_captions())
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={
+                "data_ref": ray.put((feats, probs, labels, cap_emb, class_text)),
+                "steps": a.steps,
+                "batch_size": a.batch_size // a.num_workers,
+                "lr": a.lr,
+                "seed": a.seed,
+            },
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=a.num_workers,
+                use_gpu=a.use_gpu,
+                resources_per_worker={"CPU": a.cpus_per_worker},
+            ),
+            run_config=ray.train.RunConfig(
+                name=f"video_text-{time.strftime('%Y%m%d-%H%M%S')}",
+                storage_path=a.runs_dir,
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            ),
+        )
+        result = trainer.fit()
+        final = dict(result.metrics)
+        with result.checkpoint.as_directory() as d:
+            model.load_state_dict(torch.load(Path(d) / "model.pt", weights_only=True))
+    version = write_video_text_artifact(
+        ArtifactStore(a.store),
+        a.name,
+        model,
+        config={
+            "text_model": a.text_model,
+            "kind": "contrastive" if a.steps > 0 else "zero-shot",
+            "steps": a.steps,
+            "batch_size": a.batch_size,
+            "lr": a.lr,
+        },
+        data={
+            "train": f"SYNTHETIC clips from fashion-mnist/train[:{a.train_images}]"
+            if a.steps > 0
+            else "none (zero-shot)"
+        },
+        metrics={
+            "final_loss": final.get("loss"),
+            "loss_first_steps": final.get("loss_first_steps"),
+            "loss_last_steps": final.get("loss_last_steps"),
+            "seconds": time.perf_counter() - t0,
+        },
+        version=a.version,
+    )
+    return {"artifact": f"{a.name}/{version}", "final": final}
+
+
+def main(argv: list[str] | None = None) -> None:
+    print(json.dumps(run(parse_args(argv)), indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
