@@ -40,7 +40,8 @@ data: venv
 # (zero-shot + contrastive text-video models, a catalogue of real clips via Ray Data, ~3 min).
 artifacts: data
 	@test -f $(STORE)/visual_search/LATEST || \
-	  $(BIN)/python -m train.visual_search --epochs $(DEMO_EPOCHS) --store $(STORE) --num-cpus 2
+	  $(BIN)/python -m train.visual_search --epochs $(DEMO_EPOCHS) --store $(STORE) --num-cpus 2 \
+	    --torch-threads $$(nproc)  # one worker reserves 1 CPU (Ray Data streams on the other) but may use both
 	@test -f $(STORE)/recommendation/LATEST || \
 	  $(BIN)/python -m train.recommendation --store $(STORE) --num-cpus 2
 	@test -f $(STORE)/video_text_zeroshot/LATEST || \

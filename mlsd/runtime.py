@@ -52,7 +52,6 @@ def resolve_threads(cpus: float | None = None) -> int:
 def set_process_threads(n: int) -> int:
     """Size every thread pool this process uses (torch, faiss, BLAS/OpenMP) to ``n``."""
     n = max(1, int(n))
-    os.environ["OMP_NUM_THREADS"] = str(n)  # pools that start after this (onnxruntime's own)
     torch.set_num_threads(n)
     try:
         import faiss

@@ -11,6 +11,9 @@ def init_ray(num_cpus: int | None = None) -> None:
     """Join the cluster a job was submitted to; else start a small local one."""
     if ray.is_initialized():
         return
+    from mlsd.runtime import resolve_threads, set_process_threads
+
+    set_process_threads(resolve_threads())  # the driver's pools: the CPUs it may use
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
