@@ -17,6 +17,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -28,10 +29,60 @@ from typing import Any
 import fsspec
 
 MANIFEST = "manifest.json"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # artifact names
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # versions (no "/", no "..")
+_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")  # one component of a file name
 
 
 class ArtifactError(RuntimeError):
     """A missing, incomplete or corrupt artifact; the message names what and where."""
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ArtifactError(f"invalid artifact name {name!r} (letters, digits, '_' and '-')")
+    return name
+
+
+def check_version(version: str) -> str:
+    """A version names one folder: a strict pattern, so neither ``LATEST`` nor a caller can
+    point outside the artifact's own folder."""
+    if not isinstance(version, str) or not _VERSION.fullmatch(version) or ".." in version:
+        raise ArtifactError(f"invalid artifact version {version!r}")
+    return version
+
+
+def check_file_name(rel: str) -> str:
+    """A manifest's file name: relative, '/'-separated, every part a plain name (no '..', no
+    absolute path, no backslash), so joining it onto a folder stays inside that folder."""
+    parts = rel.split("/") if isinstance(rel, str) else []
+    if not parts or not all(_PART.fullmatch(x) and x not in (".", "..") for x in parts):
+        raise ArtifactError(f"unsafe file name {rel!r} in an artifact manifest")
+    return rel
+
+
+def _inside(base: Path, rel: str) -> Path:
+    target = (base / check_file_name(rel)).resolve()
+    if not target.is_relative_to(base.resolve()):
+        raise ArtifactError(f"file name {rel!r} leaves the artifact folder {base}")
+    return target
+
+
+def default_cache_dir() -> Path:
+    """A private (0700) cache of this user's for artifacts fetched from remote stores, never a
+    shared temp folder whose files another user could have planted."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlsd" / "artifacts"
+    return root
+
+
+def _private_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = path.stat()
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise ArtifactError(f"artifact cache {path} belongs to another user")
+    if st.st_mode & 0o077:
+        path.chmod(0o700)
+    return path
 
 
 def model_label(name: str, version: str, backend: str = "torch") -> str:
@@ -74,7 +125,7 @@ class Artifact:
     def file(self, name: str) -> Path:
         if name not in self.manifest.get("files", {}):
             raise ArtifactError(f"artifact {self.name}/{self.version} has no file {name!r}")
-        return self.path / name
+        return _inside(self.path, name)
 
     @property
     def config(self) -> dict:
@@ -85,7 +136,7 @@ class ArtifactWriter:
     """Stage files locally, then :meth:`commit` uploads them and writes the manifest last."""
 
     def __init__(self, store: ArtifactStore, name: str, version: str):
-        self.store, self.name, self.version = store, name, version
+        self.store, self.name, self.version = store, check_name(name), check_version(version)
         self.dir = Path(tempfile.mkdtemp(prefix=f"artifact-{name}-"))
 
     def path(self, filename: str) -> Path:
@@ -136,7 +187,7 @@ class ArtifactStore:
         self.fs, self.root = fsspec.core.url_to_fs(self.uri)
         self.root = self.root.rstrip("/")
         self.is_local = getattr(self.fs, "protocol", None) in ("file", ("file", "local"))
-        self.cache_dir = Path(cache_dir or Path(tempfile.gettempdir()) / "mlsd-artifacts")
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
 
     def new_version(self, name: str, version: str | None = None) -> ArtifactWriter:
         version = version or (
@@ -156,7 +207,9 @@ class ArtifactStore:
 
     def resolve(self, name: str, version: str = "latest") -> str:
         """The concrete version ``version`` names; raises if there is no such version."""
+        check_name(name)
         if version != "latest":
+            check_version(version)
             if not self.fs.exists(f"{self.root}/{name}/{version}/{MANIFEST}"):
                 raise ArtifactError(
                     f"artifact {name}/{version} not found in {self.uri} "
@@ -169,7 +222,11 @@ class ArtifactStore:
                 f"no artifact {name!r} in {self.uri} (missing {pointer}); build it first"
             )
         with self.fs.open(pointer, "r") as f:
-            return f.read().strip()
+            latest = f.read().strip()
+        try:
+            return check_version(latest)
+        except ArtifactError:
+            raise ArtifactError(f"{pointer} names an invalid version {latest!r}") from None
 
     def load(self, name: str, version: str = "latest", verify: bool = True) -> Artifact:
         """Resolve, fetch (if remote) and verify an artifact version."""
@@ -183,19 +240,25 @@ class ArtifactStore:
                 manifest = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ArtifactError(f"corrupt manifest {mpath}: {e}") from e
+        files = manifest.get("files", {}) if isinstance(manifest, dict) else None
+        if not isinstance(files, dict):
+            raise ArtifactError(f"corrupt manifest {mpath}: no file table")
+        for rel in files:  # every name checked before anything is fetched or read
+            check_file_name(rel)
         if self.is_local:
             local = Path(base)
-        else:
-            local = self.cache_dir / name / version
-            for rel in manifest.get("files", {}):
-                target = local / rel
-                if not target.exists():
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    self.fs.get_file(f"{base}/{rel}", str(target))
-        for rel, meta in manifest.get("files", {}).items():
-            p = local / rel
+        else:  # fetched into a private cache; a cached copy is used only if its checksum holds
+            local = _private_dir(self.cache_dir) / name / version
+            for rel, meta in files.items():
+                target = _inside(local, rel)
+                if target.exists() and _sha256(target) == meta.get("sha256"):
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                self.fs.get_file(f"{base}/{rel}", str(target))
+        for rel, meta in files.items():
+            p = _inside(local, rel)
             if not p.exists():
                 raise ArtifactError(f"artifact {name}/{version} is missing file {p}")
-            if verify and _sha256(p) != meta["sha256"]:
+            if verify and _sha256(p) != meta.get("sha256"):
                 raise ArtifactError(f"artifact {name}/{version}: file {p} is corrupt (checksum)")
         return Artifact(name=name, version=version, path=local, manifest=manifest)

@@ -75,11 +75,11 @@ def train_loop_per_worker(config: dict) -> None:
     ckpt = ray.train.get_checkpoint()
     if ckpt:  # resume: same run name and storage path
         with ckpt.as_directory() as d:
-            state = torch.load(Path(d) / "state.pt", weights_only=False)
+            state = torch.load(Path(d) / "state.pt", weights_only=True)  # tensors only
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if state.get("neighbours") is not None:
-            sampler.neighbours = state["neighbours"]
+            sampler.neighbours = state["neighbours"].numpy()
         start_epoch = state["epoch"] + 1
     # one-cycle over the run's epochs; a resumed run (possibly with more epochs) continues it
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -133,7 +133,9 @@ def train_loop_per_worker(config: dict) -> None:
                         "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict(),
                         "epoch": epoch,
-                        "neighbours": sampler.neighbours,
+                        "neighbours": None
+                        if sampler.neighbours is None
+                        else torch.as_tensor(sampler.neighbours),
                     },
                     Path(d) / "state.pt",
                 )
@@ -274,7 +276,7 @@ def run(a: argparse.Namespace) -> dict:
     result = trainer.fit()
     train_seconds = time.perf_counter() - t0
     with result.checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / "state.pt", weights_only=False)
+        state = torch.load(Path(d) / "state.pt", weights_only=True)
     model = build_encoder(enc)
     trainable_part(model).load_state_dict(state["model"])
     summary = {"run": run_name, "train_seconds": train_seconds, "final": result.metrics}

@@ -70,3 +70,67 @@ def test_unknown_file_in_artifact(tmp_path):
     art = store.load("m", _write(store))
     with pytest.raises(ArtifactError, match="no file"):
         art.file("nope.bin")
+
+
+def _tamper_manifest(store, name: str, version: str, files: dict) -> None:
+    path = f"{store.root}/{name}/{version}/manifest.json"
+    with store.fs.open(path, "r") as f:
+        manifest = json.load(f)
+    manifest["files"] = files
+    with store.fs.open(path, "w") as f:
+        json.dump(manifest, f)
+
+
+@pytest.mark.parametrize(
+    "bad", ["../escape.pth", "/tmp/abs.pth", "sub/../../x", "a\\..\\b", "", ".hidden/../x"]
+)
+def test_a_manifest_cannot_write_or_read_outside_the_cache(tmp_path, bad):
+    """A tampered manifest (file names are the attacker's) fails to load, and nothing is
+    fetched: no file appears outside (or inside) the cache."""
+    cache = tmp_path / "cache"
+    store = ArtifactStore(f"memory://evil-{abs(hash(bad))}/artifacts", cache_dir=cache)
+    v = _write(store, name="remote")
+    if bad:  # the attacker's payload is really there to fetch
+        store.fs.pipe_file(f"{store.root}/remote/{v}/{bad.lstrip('/')}", b"import os")
+    _tamper_manifest(store, "remote", v, {bad: {"sha256": "0" * 64, "bytes": 9}})
+    with pytest.raises(ArtifactError, match="unsafe file name"):
+        store.load("remote", v)
+    assert not list(tmp_path.rglob("*.pth")) and not (tmp_path / "escape.pth").exists()
+    assert not list(cache.rglob("*")) or all(p.is_dir() for p in cache.rglob("*"))
+
+
+def test_latest_and_versions_cannot_leave_the_artifact_folder(tmp_path):
+    store = ArtifactStore(tmp_path)
+    _write(store)
+    (tmp_path / "m" / "LATEST").write_text("../../etc")
+    with pytest.raises(ArtifactError, match="invalid version"):
+        store.load("m")
+    for version in ("../m", "/abs", "a/b", ".."):
+        with pytest.raises(ArtifactError, match="invalid artifact version"):
+            store.load("m", version)
+    with pytest.raises(ArtifactError, match="invalid artifact name"):
+        store.load("../m")
+
+
+def test_remote_cache_is_private_and_rechecked(tmp_path):
+    """The cache of fetched artifacts is the user's own (0700), and a cached file that no
+    longer matches its checksum is fetched again, not trusted."""
+    cache = tmp_path / "cache"
+    store = ArtifactStore("memory://private/artifacts", cache_dir=cache)
+    v = _write(store, name="remote")
+    art = store.load("remote", v)
+    assert (cache.stat().st_mode & 0o777) == 0o700
+    art.file("weights.bin").write_bytes(b"planted")
+    again = store.load("remote", v)
+    assert again.file("weights.bin").read_bytes() == b"weights"
+
+
+def test_default_cache_is_not_a_shared_temp_folder(monkeypatch, tmp_path):
+    import tempfile
+
+    from mlsd.artifacts import default_cache_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "mlsd" / "artifacts"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert not str(default_cache_dir()).startswith(tempfile.gettempdir())
