@@ -34,6 +34,7 @@ from apps.common import (
 from deployments.shadow import ShadowComparator, ShadowMirror
 from deployments.video_search import TextEncoder, TextSearch, VideoIndexer, VideoRetriever
 from mlsd.text_index import normalise
+from mlsd.uris import UnsafeURI, uri_allowed
 from mlsd.video_search.fusion import FusionConfig
 from mlsd.video_search.pipeline import fused_candidates
 from mlsd.video_search.rerank import VideoRerankConfig, rerank_videos
@@ -243,9 +244,11 @@ class VideoSearchIngress:
             raise HTTPException(422, "give exactly one of 'video' (a file) or 'uri'")
         if "uri" in form:
             uri = form["uri"]
-            if not isinstance(uri, str) or not any(
-                uri.startswith(p) for p in self.args.allowed_uri_prefixes
-            ):
+            try:  # by structure (scheme, bucket, path segments), never a string prefix
+                allowed = isinstance(uri, str) and uri_allowed(uri, self.args.allowed_uri_prefixes)
+            except UnsafeURI as e:
+                raise HTTPException(403, f"URI refused: {e}") from None
+            if not allowed:
                 raise HTTPException(403, "this URI is not under an allowed prefix")
             src, doc["uri"] = uri, uri
         else:

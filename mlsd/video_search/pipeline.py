@@ -11,6 +11,7 @@ and fusion + reranking. The Serve deployments hold one object each; evaluation c
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ from mlsd.video_search.model import FrameEncoder, VideoTextModel, pool_video
 from mlsd.video_search.rerank import VideoRerankConfig, rerank_videos
 
 Ranked = tuple[np.ndarray, np.ndarray]  # (ids, scores) best first
+log = logging.getLogger(__name__)
 DEFAULT_BOOSTS = {"title": 2.0, "tags": 1.5}
 
 
@@ -131,8 +133,9 @@ def read_uri(uri: str, max_bytes: int) -> bytes:
     try:
         with fsspec.open(uri, "rb") as f:
             data = f.read(max_bytes + 1)
-    except (OSError, ValueError) as e:
-        raise VideoError("unreadable", f"cannot read {uri}: {e}") from None
+    except (OSError, ValueError):  # the same answer whether the key exists or not
+        log.warning("cannot read %s", uri, exc_info=True)
+        raise VideoError("unreadable", "the URI cannot be read") from None
     if len(data) > max_bytes:
         raise VideoError("too_large", f"over {max_bytes} bytes")
     return data

@@ -84,8 +84,14 @@ def test_upload_is_indexed_durable_and_searchable(app_url, tmp_path):
     clip2 = write_mp4(uris / "heron.mp4", frames[:5], fps=10)
     r = requests.post(f"{url}/videos", files=_fields(uri=str(clip2), title="Heron"), timeout=120)
     assert r.status_code == 201, r.text
-    r = requests.post(f"{url}/videos", files=_fields(uri="/etc/passwd", title="x"), timeout=30)
-    assert r.status_code == 403
+    # outside the prefix, or escaping it: refused by structure, before anything is read
+    for uri in ("/etc/passwd", f"file://{uris}/../{uris.name}/heron.mp4", f"{uris}-evil/x.mp4",
+                f"{uris}/heron.mp4?x=1", f"{uris}/%2e%2e/heron.mp4"):  # fmt: skip
+        r = requests.post(f"{url}/videos", files=_fields(uri=uri, title="x"), timeout=30)
+        assert r.status_code == 403, (uri, r.text)
+    # under the prefix but absent: the same answer as any unreadable file, no path echoed
+    r = requests.post(f"{url}/videos", files=_fields(uri=f"{uris}/nope.mp4", title="x"), timeout=30)
+    assert r.status_code == 400 and "nope" not in r.text and str(uris) not in r.text
 
 
 @pytest.mark.parametrize(
