@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from mlsd.runtime import resolve_device, resolve_threads, set_process_threads
+from mlsd.runtime import (
+    assigned_resources,
+    resolve_device,
+    resolve_threads,
+    set_process_threads,
+)
 
 
 @dataclass(frozen=True)
@@ -20,11 +25,7 @@ def replica_resources(device: str = "auto") -> ReplicaResources:
     (at least one); every thread pool of the process is sized to that."""
     import ray
 
-    gpu_ids, cpus = None, None
-    if ray.is_initialized():
-        ctx = ray.get_runtime_context()
-        gpu_ids = [str(g) for g in ctx.get_accelerator_ids().get("GPU", [])]
-        cpus = ctx.get_assigned_resources().get("CPU")
+    gpu_ids, cpus = assigned_resources(ray.get_runtime_context() if ray.is_initialized() else None)
     threads = set_process_threads(resolve_threads(cpus))
     return ReplicaResources(gpu_ids, threads, resolve_device(device, gpu_ids))
 
@@ -37,7 +38,17 @@ async def inject_fault(fail_with: str | None, what: str) -> None:
         await asyncio.sleep(3600)
 
 
-class Batched:
+class FaultInjectable:
+    """A deployment whose injected fault (tests only) is Serve ``user_config``:
+    ``{"fail_with": "error" | "hang" | None}``, applied by ``reconfigure``."""
+
+    _fail_with: str | None = None
+
+    def reconfigure(self, config: dict) -> None:
+        self._fail_with = config.get("fail_with")
+
+
+class Batched(FaultInjectable):
     """A deployment whose ``@serve.batch`` method and fault injection are tuned at run time by
     Serve's ``user_config`` (``reconfigure``), so a change applies without restarting replicas.
 
@@ -45,7 +56,6 @@ class Batched:
     """
 
     batch_method = "encode_batch"
-    _fail_with: str | None = None
     _batching: dict | None = None
 
     def reconfigure(self, config: dict) -> None:
@@ -57,7 +67,7 @@ class Batched:
         method.set_max_batch_size(size)
         method.set_batch_wait_timeout_s(wait)
         self._batching = {"max_batch_size": size, "batch_wait_timeout_s": wait}
-        self._fail_with = config.get("fail_with")
+        super().reconfigure(config)
 
     def replica_config(self) -> dict:
         """What this replica runs with now (for tests and operators)."""

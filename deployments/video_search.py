@@ -9,7 +9,7 @@ import asyncio
 import numpy as np
 from ray import serve
 
-from deployments.common import Batched, inject_fault, replica_resources
+from deployments.common import Batched, FaultInjectable, inject_fault, replica_resources
 from mlsd.artifacts import ArtifactStore
 from mlsd.text import OFFLINE_MINILM
 from mlsd.video import SampleConfig, VideoError
@@ -48,7 +48,7 @@ class TextEncoder(Batched):
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
-class VideoRetriever:
+class VideoRetriever(FaultInjectable):
     """The visual branch: the catalogue as one model version projects it (+ uploads)."""
 
     def __init__(
@@ -64,10 +64,6 @@ class VideoRetriever:
         store = ArtifactStore(store_uri)
         catalogue = VideoCatalogue(store.load(catalogue_artifact, catalogue_version), live_log)
         self.branch = VisualBranch(catalogue, load_video_text(store.load(artifact, version)))
-        self._fail_with = None
-
-    def reconfigure(self, config: dict) -> None:
-        self._fail_with = config.get("fail_with")
 
     async def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         await inject_fault(self._fail_with, "video retriever")
@@ -81,7 +77,7 @@ class VideoRetriever:
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
-class TextSearch:
+class TextSearch(FaultInjectable):
     """The text branch: BM25 over title, description and tags, kept current from the log."""
 
     def __init__(
@@ -94,10 +90,6 @@ class TextSearch:
     ):
         art = ArtifactStore(store_uri).load(catalogue_artifact, catalogue_version)
         self.branch = TextBranch(VideoCatalogue(art, live_log), boosts)
-        self._fail_with = None
-
-    def reconfigure(self, config: dict) -> None:
-        self._fail_with = config.get("fail_with")
 
     async def search(self, q: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         await inject_fault(self._fail_with, "text search")

@@ -49,6 +49,15 @@ def resolve_threads(cpus: float | None = None) -> int:
     return max(1, min(n, int(math.floor(cpus + 1e-9))))
 
 
+def assigned_resources(ctx) -> tuple[list[str] | None, float | None]:
+    """(GPU ids, CPUs) that a scheduler's runtime context says this process was given (Ray's
+    ``ray.get_runtime_context()``); (None, None) outside a scheduler."""
+    if ctx is None:
+        return None, None
+    gpu_ids = [str(g) for g in ctx.get_accelerator_ids().get("GPU", [])]
+    return gpu_ids, ctx.get_assigned_resources().get("CPU")
+
+
 def set_process_threads(n: int) -> int:
     """Size every thread pool this process uses (torch, faiss, BLAS/OpenMP) to ``n``."""
     n = max(1, int(n))

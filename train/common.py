@@ -24,11 +24,9 @@ def init_ray(num_cpus: int | None = None) -> None:
 def task_resources() -> tuple[list[str] | None, int]:
     """(GPU ids, threads) of the Ray task or actor this runs in: the accelerators Ray assigned
     and one thread per whole CPU it reserved; outside Ray, (None, the process's CPUs)."""
-    from mlsd.runtime import resolve_threads, set_process_threads
+    from mlsd.runtime import assigned_resources, resolve_threads, set_process_threads
 
     if not ray.is_initialized():
         return None, resolve_threads()
-    ctx = ray.get_runtime_context()
-    gpu_ids = [str(g) for g in ctx.get_accelerator_ids().get("GPU", [])]
-    threads = set_process_threads(resolve_threads(ctx.get_assigned_resources().get("CPU")))
-    return gpu_ids, threads
+    gpu_ids, cpus = assigned_resources(ray.get_runtime_context())
+    return gpu_ids, set_process_threads(resolve_threads(cpus))
