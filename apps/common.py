@@ -11,11 +11,12 @@ import os
 from collections.abc import Iterable
 from typing import Literal
 
-from fastapi import HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException
 
+from apps.auth import AuthArgs, AuthConfig, Authenticator, check_bind, serve_hosts
 from deployments.shadow import ShadowMirror, ShadowTraffic
 from mlsd.artifacts import ArtifactStore, model_label
 
@@ -28,10 +29,14 @@ class ArtifactRef(BaseModel):
     artifact: str = Field(description="artifact name in the store")
     version: str = Field("latest", description="a concrete version, or latest")
 
-    def pin(self, store: ArtifactStore):
-        """The same reference with its concrete version, checked: a missing version or a
-        corrupt file fails ``serve run`` itself, naming the file."""
-        return self.model_copy(update={"version": store.load(self.artifact, self.version).version})
+    def pin(self, store: ArtifactStore, pins: dict[str, str] | None = None):
+        """The same reference with its concrete version, checked: a missing version, a corrupt
+        file, a manifest unlike its pin or unsigned (when a key is set) fails ``serve run``
+        itself, naming the file. The manifest's digest goes into ``pins`` for the replicas."""
+        art = store.load(self.artifact, self.version)
+        if pins is not None:
+            pins[f"{art.name}/{art.version}"] = art.digest
+        return self.model_copy(update={"version": art.version})
 
 
 class ModelRef(ArtifactRef):
@@ -88,9 +93,39 @@ class AppArgs(BaseModel):
     fault_injection: dict[str, Fault] = Field(
         default_factory=dict, description="tests only: deployment name -> 'error' | 'hang'"
     )
+    artifact_pins: dict[str, str] = Field(
+        default_factory=dict,
+        description='manifest sha256 per "name/version" (the build adds every one it checks)',
+    )
+    artifact_public_key: str | None = Field(
+        None, description="ed25519 public key (PEM file): every manifest must be signed by it"
+    )
+    auth: AuthConfig = Field(
+        default_factory=AuthArgs,
+        description="bearer tokens (API keys, JWTs); 'none' only when Serve binds loopback",
+    )
 
     def store(self) -> ArtifactStore:
-        return ArtifactStore(self.artifact_store)
+        return ArtifactStore(
+            self.artifact_store, pins=self.artifact_pins, public_key=self.artifact_public_key
+        )
+
+    def store_spec(self) -> dict:
+        """What deployments get as ``store_uri``: the store plus the digests and key the build
+        checked, so a replica loads exactly the manifests the build verified."""
+        return self.store().spec()
+
+    def pin_auth(self) -> None:
+        """Build time: key store and JWT key as absolute paths; ``auth: none`` refused unless
+        the running Serve binds loopback only (each request's peer is checked again)."""
+        check_bind(self.auth, serve_hosts())
+        if isinstance(self.auth, AuthArgs):
+            update = {"key_store": pin_local(self.auth.key_store)}
+            if self.auth.jwt is not None:
+                key_file = pin_local(self.auth.jwt.key_file)
+                update["jwt"] = self.auth.jwt.model_copy(update={"key_file": key_file})
+            self.auth = self.auth.model_copy(update=update)
+        self.artifact_public_key = pin_local(self.artifact_public_key)
 
     def shadow_model(self) -> ModelRef | None:
         return self.shadow.model_ref(self.model) if self.shadow is not None else None
@@ -98,10 +133,10 @@ class AppArgs(BaseModel):
     def pin_models(self, store: ArtifactStore) -> ModelRef | None:
         """Pin the primary's and the shadow's ``latest`` to concrete versions, checked (so
         ``serve run`` fails naming a missing or corrupt file); returns the shadow's model."""
-        self.model = self.model.pin(store)
+        self.model = self.model.pin(store, self.artifact_pins)
         if self.shadow is None:
             return None
-        ref = self.shadow.model_ref(self.model).pin(store)
+        ref = self.shadow.model_ref(self.model).pin(store, self.artifact_pins)
         self.shadow = self.shadow.model_copy(
             update={"artifact": ref.artifact, "version": ref.version}
         )
@@ -121,6 +156,20 @@ class AppArgs(BaseModel):
         if out.get("shadow"):
             out["shadow"] = {k: v for k, v in out["shadow"].items() if k not in TRAFFIC}
         return out
+
+
+def setup_edge(api: FastAPI, args: AppArgs, max_body_bytes: int) -> Authenticator:
+    """An ingress's ``__init__``: who may call (the ``require`` dependency reads it) and how
+    big a body may be (the ``BodyLimit`` middleware reads it)."""
+    from apps.limits import EDGE
+
+    auth = Authenticator(args.auth)
+    EDGE[api.title] = {"authenticator": auth, "max_body_bytes": max_body_bytes}
+    return auth
+
+
+class Liveness(BaseModel):
+    status: str = "ok"
 
 
 def apply_ingress_config(mirror: ShadowMirror | None, config: dict) -> None:

@@ -11,18 +11,22 @@ import asyncio
 import time
 from typing import Annotated
 
-from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
+from apps import limits
+from apps.auth import Identity, require
 from apps.common import (
     AppArgs,
+    Liveness,
     ModelRef,
     apply_ingress_config,
     pin_local,
     reject_unknown_query,
+    setup_edge,
     shadow_report,
 )
 from deployments.recommendation import CandidateGeneration, Ranking
@@ -101,9 +105,12 @@ api = FastAPI(
     "(the book's video recommendation system); feedback events for the next training run.",
     version="1",
 )
+limits.install(api, 64 * 1024)  # JSON bodies only
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.2}, max_ongoing_requests=128)
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.2}, max_ongoing_requests=128, max_queued_requests=256
+)
 @serve.ingress(api)
 class RecommendationIngress:
     def __init__(
@@ -115,6 +122,7 @@ class RecommendationIngress:
         comparator: DeploymentHandle | None = None,
     ):
         self.args = RecommendationArgs(**args)
+        setup_edge(api, self.args, 64 * 1024)
         art = self.args.store().load(self.args.model.artifact, self.args.model.version)
         self.tables = load_tables(art)
         self.model_version = self.args.model.label
@@ -149,8 +157,10 @@ class RecommendationIngress:
         at: int | None = Query(
             None, ge=0, le=MAX_TS, description="request time, Unix seconds (default: now)"
         ),
+        caller: Identity = Depends(require("search")),
     ) -> Recommendations:
         reject_unknown_query(request, {"k", "at"})
+        caller.acting_as(str(user_id))  # a user's recommendations reveal their history
         if k > self.args.max_k:
             raise HTTPException(422, f"k={k} is over the maximum of {self.args.max_k}")
         t0 = time.perf_counter()
@@ -179,7 +189,10 @@ class RecommendationIngress:
         status_code=201,
         summary="Record feedback (durable once acknowledged; unknown ids are kept and flagged)",
     )
-    async def record_event(self, event: Event) -> EventAck:
+    async def record_event(
+        self, event: Event, caller: Identity = Depends(require("write"))
+    ) -> EventAck:
+        caller.acting_as(str(event.user_id))  # feedback only for oneself (admin: anyone)
         if self.log is None:
             raise HTTPException(403, "this deployment does not record events (events_log off)")
         unknown_video = not self.tables.is_known_video(event.video_id)
@@ -196,8 +209,12 @@ class RecommendationIngress:
         )
         return EventAck(event_id=event_id, unknown_user=unknown_user, unknown_video=unknown_video)
 
-    @api.get("/healthz", response_model=Health)
-    async def healthz(self) -> Health:
+    @api.get("/healthz", response_model=Liveness, summary="Liveness (open, reveals nothing)")
+    async def healthz(self) -> Liveness:
+        return Liveness()
+
+    @api.get("/health", response_model=Health, summary="Detailed health (admin)")
+    async def health(self, caller: Identity = Depends(require("admin"))) -> Health:
         info = await self.candidates.info.remote()
         events = await asyncio.to_thread(self.log.flagged) if self.log is not None else None
         shadow = self.shadow_model.label if self.shadow_model else None
@@ -209,24 +226,25 @@ class RecommendationIngress:
             shadow=shadow,
         )
 
-    @api.get("/shadow", summary="Aggregate shadow-vs-primary ranking comparison")
-    async def shadow(self) -> dict:
+    @api.get("/shadow", summary="Aggregate shadow-vs-primary ranking comparison (admin)")
+    async def shadow(self, caller: Identity = Depends(require("admin"))) -> dict:
         return await shadow_report(self.comparator, self.mirror, self.shadow_model)
 
 
 def build_app(args: RecommendationArgs) -> Application:
     a = args.model_copy()
     a.artifact_store, a.events_log = pin_local(a.artifact_store), pin_local(a.events_log)
+    a.pin_auth()
     store = a.store()
     shadow_ref = a.pin_models(store)
 
     def ranking(name: str, ref: ModelRef):
         return Ranking.options(name=name, user_config=a.model_user_config(name)).bind(
-            store_uri=a.artifact_store, **ref.model_dump(), device=a.device
+            store_uri=a.store_spec(), **ref.model_dump(), device=a.device
         )
 
     candidates = CandidateGeneration.bind(
-        store_uri=a.artifact_store, artifact=a.model.artifact, version=a.model.version,
+        store_uri=a.store_spec(), artifact=a.model.artifact, version=a.model.version,
         events_log=a.events_log,
     )  # fmt: skip
     shadow = {}

@@ -13,15 +13,18 @@ shadow    a share of queries goes, fire-and-forget, through ShadowTextEncoder ->
 import asyncio
 import time
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
+from apps import limits
+from apps.auth import Identity, require
 from apps.common import (
     AppArgs,
     ArtifactRef,
+    Liveness,
     ModelRef,
     apply_ingress_config,
     multipart_openapi,
@@ -29,6 +32,7 @@ from apps.common import (
     read_multipart,
     read_upload,
     reject_unknown_query,
+    setup_edge,
     shadow_report,
 )
 from deployments.shadow import ShadowComparator, ShadowMirror
@@ -39,7 +43,16 @@ from mlsd.video_search.fusion import FusionConfig
 from mlsd.video_search.pipeline import fused_candidates
 from mlsd.video_search.rerank import VideoRerankConfig, rerank_videos
 
-ERROR_STATUS = {"too_large": 413, "too_long": 413}  # other video errors: 400
+ERROR_STATUS = {"too_large": 413, "too_long": 413, "too_costly": 413}  # others: 400
+# what the client is told: what it did wrong, never what the server has (details are logged)
+PUBLIC_ERRORS = {
+    "not_a_video": "not a video in an accepted container (MP4/QuickTime, Matroska/WebM, AVI) "
+    "and codec (H.264, HEVC, VP8, VP9, AV1, MPEG-4)",
+    "no_video_stream": "the file has no video stream",
+    "empty": "the video has no decodable frames",
+    "truncated": "the video is truncated or corrupt",
+    "unreadable": "the URI cannot be read",
+}
 
 
 class VideoSearchArgs(AppArgs):
@@ -63,9 +76,13 @@ class VideoSearchArgs(AppArgs):
     )
     rerank: dict = Field(default_factory=dict, description="VideoRerankConfig fields")
     sample: dict = Field(
-        default_factory=lambda: {"fps": 1.0, "size": 224, "max_frames": 32},
-        description="frame sampling of uploads (mlsd.video.SampleConfig)",
-    )
+        default_factory=lambda: {
+            "fps": 1.0, "size": 224, "max_frames": 32, "max_duration_s": 1800.0,
+            "max_decode_s": 60.0,
+        },
+        description="frame sampling and decode caps of uploads (mlsd.video.SampleConfig)",
+    )  # fmt: skip
+    index_timeout_s: float = Field(120.0, gt=0, description="answer 504 after this long")
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1)
     allowed_uri_prefixes: list[str] = Field(
         default_factory=list, description="URIs the indexer may read (e.g. s3://bucket/videos/)"
@@ -118,6 +135,7 @@ api = FastAPI(
     "branches fused and reranked (the book's YouTube video search); add videos.",
     version="1",
 )
+limits.install(api, 64 * 1024 * 1024 + limits.MULTIPART_SLACK)
 
 
 def _clean_query(q: str, max_chars: int) -> str:
@@ -130,7 +148,9 @@ def _clean_query(q: str, max_chars: int) -> str:
     return "".join(c if c.isprintable() else " " for c in q)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.2}, max_ongoing_requests=128)
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.2}, max_ongoing_requests=128, max_queued_requests=256
+)
 @serve.ingress(api)
 class VideoSearchIngress:
     def __init__(
@@ -145,6 +165,7 @@ class VideoSearchIngress:
         comparator: DeploymentHandle | None = None,
     ):
         self.args = VideoSearchArgs(**args)
+        setup_edge(api, self.args, self.args.max_upload_bytes + limits.MULTIPART_SLACK)
         self.fusion = FusionConfig(**self.args.fusion)
         self.rerank_cfg = VideoRerankConfig(**self.args.rerank)
         self.model_version = self.args.model.label
@@ -197,6 +218,7 @@ class VideoSearchIngress:
         request: Request,
         q: str = Query(..., description="the query text"),
         k: int = Query(10, ge=1, le=10_000, description="number of results"),
+        caller: Identity = Depends(require("search")),
     ) -> SearchResponse:
         reject_unknown_query(request, {"q", "k"})
         if k > self.args.max_k:
@@ -223,7 +245,9 @@ class VideoSearchIngress:
         openapi_extra=UPLOAD_FORM,
         summary="Add a video (upload or URI): decoded, embedded, indexed; durable once answered",
     )
-    async def add_video(self, request: Request) -> IndexResponse:
+    async def add_video(
+        self, request: Request, caller: Identity = Depends(require("write"))
+    ) -> IndexResponse:
         reject_unknown_query(request, set())
         if self.indexer is None:
             raise HTTPException(403, "this deployment does not accept new videos (live_log off)")
@@ -253,31 +277,44 @@ class VideoSearchIngress:
             src, doc["uri"] = uri, uri
         else:
             src = await read_upload(form, "video", self.args.max_upload_bytes)
-        out = await self.indexer.index.remote(src, doc)
+        try:
+            out = await asyncio.wait_for(
+                self.indexer.index.remote(src, doc), self.args.index_timeout_s
+            )
+        except TimeoutError:
+            raise HTTPException(
+                504, "indexing did not finish in time; try a shorter video"
+            ) from None
         if "error" in out:
-            status = ERROR_STATUS.get(out["error"], 400)
-            raise HTTPException(status, f"{out['error']}: {out['detail']}")
+            reason = out["error"]
+            detail = PUBLIC_ERRORS.get(reason, out["detail"])  # limits: our own words, safe
+            raise HTTPException(ERROR_STATUS.get(reason, 400), f"{reason}: {detail}")
         return IndexResponse(
             video_id=out["video_id"], frames=out["frames"], duration=out["duration"]
         )
 
-    @api.get("/healthz", response_model=Health)
-    async def healthz(self) -> Health:
+    @api.get("/healthz", response_model=Liveness, summary="Liveness (open, reveals nothing)")
+    async def healthz(self) -> Liveness:
+        return Liveness()
+
+    @api.get("/health", response_model=Health, summary="Detailed health (admin)")
+    async def health(self, caller: Identity = Depends(require("admin"))) -> Health:
         info = await self.retriever.info.remote()
         shadow = self.shadow_model.label if self.shadow_model else None
         return Health(status="ok", model_version=self.model_version, catalogue=info, shadow=shadow)
 
-    @api.get("/shadow", summary="Aggregate shadow-vs-primary comparison (overlap@k, latency)")
-    async def shadow(self) -> dict:
+    @api.get("/shadow", summary="Aggregate shadow-vs-primary comparison (admin)")
+    async def shadow(self, caller: Identity = Depends(require("admin"))) -> dict:
         return await shadow_report(self.comparator, self.mirror, self.shadow_model)
 
 
 def build_app(args: VideoSearchArgs) -> Application:
     a = args.model_copy()
     a.artifact_store, a.live_log = pin_local(a.artifact_store), pin_local(a.live_log)
+    a.pin_auth()
     store = a.store()
     shadow_ref = a.pin_models(store)
-    a.catalogue = a.catalogue.pin(store)
+    a.catalogue = a.catalogue.pin(store, a.artifact_pins)
     cat = {"catalogue_artifact": a.catalogue.artifact, "catalogue_version": a.catalogue.version}
 
     def fault(name: str) -> dict:
@@ -285,17 +322,17 @@ def build_app(args: VideoSearchArgs) -> Application:
 
     def encoder(name: str, ref: ModelRef):
         return TextEncoder.options(name=name, user_config=a.model_user_config(name)).bind(
-            store_uri=a.artifact_store, **ref.model_dump(), device=a.device
+            store_uri=a.store_spec(), **ref.model_dump(), device=a.device
         )
 
     def retriever(name: str, ref: ModelRef):
         return VideoRetriever.options(name=name, user_config=fault(name)).bind(
-            store_uri=a.artifact_store, artifact=ref.artifact, version=ref.version,
+            store_uri=a.store_spec(), artifact=ref.artifact, version=ref.version,
             live_log=a.live_log, **cat,
         )  # fmt: skip
 
     text = TextSearch.options(user_config=fault("TextSearch")).bind(
-        store_uri=a.artifact_store, live_log=a.live_log, **cat
+        store_uri=a.store_spec(), live_log=a.live_log, **cat
     )
     indexer = None
     if a.live_log:

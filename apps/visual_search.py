@@ -8,14 +8,17 @@ ONNX model) can get a share of the traffic through the shared shadow mechanism.
 import asyncio
 import time
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
+from apps import limits
+from apps.auth import Identity, require
 from apps.common import (
     AppArgs,
+    Liveness,
     ModelRef,
     apply_ingress_config,
     multipart_openapi,
@@ -24,11 +27,13 @@ from apps.common import (
     read_multipart,
     read_upload,
     reject_unknown_query,
+    setup_edge,
     shadow_report,
 )
 from deployments.shadow import ShadowComparator, ShadowMirror
 from deployments.visual_search import ImageEncoder, Retriever
 from mlsd.image import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, InvalidImage
+from mlsd.visual_search.catalogue import QuotaExceeded
 from mlsd.visual_search.features import ImagePreprocessor
 from mlsd.visual_search.model import EncoderConfig
 
@@ -46,6 +51,11 @@ class VisualSearchArgs(AppArgs):
     overfetch: int = Field(4, ge=1, description="retrieve k x overfetch before reranking")
     max_upload_bytes: int = DEFAULT_MAX_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_concurrent_decodes: int = Field(4, ge=1, description="image decodes at once per replica")
+    max_images_per_owner: int | None = Field(10_000, ge=1, description="live images per owner")
+    image_retention_days: float | None = Field(
+        30.0, gt=0, description="uploaded bytes kept this long (embeddings stay searchable)"
+    )
     rerank: dict = Field(
         default_factory=dict, description="mlsd.visual_search.rerank.RerankConfig fields"
     )
@@ -86,9 +96,12 @@ api = FastAPI(
     description="Search a catalogue by image; add images to it (the book's visual search).",
     version="1",
 )
+limits.install(api, DEFAULT_MAX_BYTES + limits.MULTIPART_SLACK)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=128)
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=128, max_queued_requests=256
+)
 @serve.ingress(api)
 class VisualSearchIngress:
     def __init__(
@@ -101,6 +114,7 @@ class VisualSearchIngress:
         comparator: DeploymentHandle | None = None,
     ):
         self.args = VisualSearchArgs(**args)
+        setup_edge(api, self.args, self.args.max_upload_bytes + limits.MULTIPART_SLACK)
         art = self.args.store().load(self.args.model.artifact, self.args.model.version, False)
         cfg = EncoderConfig.from_dict(art.config.get("encoder", {}))
         self.preprocess = ImagePreprocessor(cfg, self.args.max_upload_bytes, self.args.max_pixels)
@@ -109,6 +123,7 @@ class VisualSearchIngress:
             self.args.shadow.model_ref(self.args.model) if self.args.shadow else None
         )
         self.encoder, self.retriever = encoder, retriever
+        self.decode_slots = asyncio.Semaphore(self.args.max_concurrent_decodes)
         self.shadow_encoder, self.shadow_retriever = shadow_encoder, shadow_retriever
         self.comparator = comparator
         self.mirror = ShadowMirror.maybe(self._run_shadow, comparator, self.args.shadow)
@@ -118,7 +133,8 @@ class VisualSearchIngress:
 
     async def _image_input(self, data: bytes):
         try:
-            return await asyncio.to_thread(self.preprocess, data)
+            async with self.decode_slots:  # bounded decode memory, whatever is admitted
+                return await asyncio.to_thread(self.preprocess, data)
         except InvalidImage as e:
             raise HTTPException(e.status, str(e)) from None
 
@@ -141,9 +157,13 @@ class VisualSearchIngress:
         self,
         request: Request,
         k: int = Query(10, ge=1, le=10_000, description="number of results"),
-        user_id: str | None = Query(None, max_length=256, description="who asks (privacy)"),
+        user_id: str | None = Query(
+            None, max_length=256, description="admin only: search as this user (privacy)"
+        ),
+        caller: Identity = Depends(require("search")),
     ) -> SearchResponse:
         reject_unknown_query(request, {"k", "user_id"})
+        user_id = caller.acting_as(user_id)  # whose private images may be seen
         if k > self.args.max_k:
             raise HTTPException(422, f"k={k} is over the maximum of {self.args.max_k}")
         t0 = time.perf_counter()
@@ -164,7 +184,9 @@ class VisualSearchIngress:
         openapi_extra=ADD_FORM,
         summary="Add an image to the catalogue (durable once acknowledged)",
     )
-    async def add_image(self, request: Request) -> AddResponse:
+    async def add_image(
+        self, request: Request, caller: Identity = Depends(require("write"))
+    ) -> AddResponse:
         reject_unknown_query(request, set())
         if self.args.live_log is None:
             raise HTTPException(403, "this deployment does not accept new images (live_log off)")
@@ -175,30 +197,36 @@ class VisualSearchIngress:
         owner = form.get("owner")
         if owner is not None and (not isinstance(owner, str) or len(owner) > 256):
             raise HTTPException(422, "form field 'owner' must be a string of at most 256 chars")
+        owner = caller.acting_as(owner or None)  # the uploader owns it; admin may name another
         private = parse_bool(form.get("private"), "private")
-        if private and not owner:
-            raise HTTPException(422, "a private image needs an 'owner'")
         x, signature = await self._image_input(data)
         emb = await self.encoder.encode.remote(x)
-        image_id = await self.retriever.add.remote(
-            emb,
-            self.model_version,
-            owner=owner or None,
-            private=private,
-            unsafe=False,
-            signature=signature,
-            image=data,
-        )
+        try:
+            image_id = await self.retriever.add.remote(
+                emb,
+                self.model_version,
+                owner=owner,
+                private=private,
+                unsafe=False,
+                signature=signature,
+                image=data,
+            )
+        except QuotaExceeded:
+            raise HTTPException(429, "this owner's image quota is full") from None
         return AddResponse(image_id=image_id, model_version=self.model_version)
 
-    @api.get("/healthz", response_model=Health)
-    async def healthz(self) -> Health:
+    @api.get("/healthz", response_model=Liveness, summary="Liveness (open, reveals nothing)")
+    async def healthz(self) -> Liveness:
+        return Liveness()
+
+    @api.get("/health", response_model=Health, summary="Detailed health (admin)")
+    async def health(self, caller: Identity = Depends(require("admin"))) -> Health:
         info = await self.retriever.info.remote()
         shadow = self.shadow_model.label if self.shadow_model else None
         return Health(status="ok", model_version=self.model_version, catalogue=info, shadow=shadow)
 
-    @api.get("/shadow", summary="Aggregate shadow-vs-primary comparison (overlap@k, latency)")
-    async def shadow(self) -> dict:
+    @api.get("/shadow", summary="Aggregate shadow-vs-primary comparison (admin)")
+    async def shadow(self, caller: Identity = Depends(require("admin"))) -> dict:
         return await shadow_report(self.comparator, self.mirror, self.shadow_model)
 
 
@@ -206,18 +234,21 @@ def build_app(args: VisualSearchArgs) -> Application:
     """Wire the graph; the shadow gets its own encoder, and its own index if its version differs."""
     a = args.model_copy()
     a.artifact_store, a.live_log = pin_local(a.artifact_store), pin_local(a.live_log)
+    a.pin_auth()
     store = a.store()
     shadow_ref = a.pin_models(store)
 
     def encoder(name: str, ref: ModelRef):
         return ImageEncoder.options(name=name, user_config=a.model_user_config(name)).bind(
-            store_uri=a.artifact_store, **ref.model_dump(), device=a.device
+            store_uri=a.store_spec(), **ref.model_dump(), device=a.device
         )
 
     def retriever(name: str, ref: ModelRef):
         return Retriever.options(name=name).bind(
-            store_uri=a.artifact_store, artifact=ref.artifact, version=ref.version,
+            store_uri=a.store_spec(), artifact=ref.artifact, version=ref.version,
             live_log=a.live_log, rerank=a.rerank, overfetch=a.overfetch,
+            max_per_owner=a.max_images_per_owner,
+            retention_s=a.image_retention_days * 86400 if a.image_retention_days else None,
         )  # fmt: skip
 
     primary = retriever("Retriever", a.model)

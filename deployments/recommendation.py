@@ -17,11 +17,15 @@ from mlsd.recommendation.features import RankRequest
 from mlsd.recommendation.pipeline import UserCandidates, generate_candidates
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64, max_queued_requests=128
+)
 class CandidateGeneration:
-    def __init__(self, store_uri: str, artifact: str, version: str, events_log: str | None = None):
+    def __init__(
+        self, store_uri: str | dict, artifact: str, version: str, events_log: str | None = None
+    ):
         replica_resources()  # faiss's threads follow this replica's CPUs
-        self.rec = load_recommender(ArtifactStore(store_uri).load(artifact, version))
+        self.rec = load_recommender(ArtifactStore.open(store_uri).load(artifact, version))
         self.log = EventLog(events_log) if events_log else None
 
     def _generate(self, user_id: int, n: int) -> UserCandidates:
@@ -42,20 +46,22 @@ class CandidateGeneration:
         }
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64)
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64, max_queued_requests=128
+)
 class Ranking(Batched):
     batch_method = "rank_batch"
 
     def __init__(
         self,
-        store_uri: str,
+        store_uri: str | dict,
         artifact: str,
         version: str,
         backend: str = "torch",
         device: str = "auto",
     ):
         res = replica_resources(device)
-        art = ArtifactStore(store_uri).load(artifact, version)
+        art = ArtifactStore.open(store_uri).load(artifact, version)
         self.ranker = load_ranker(
             art, backend, device=device, num_threads=res.threads, gpu_ids=res.gpu_ids
         )

@@ -5,6 +5,7 @@ live index of the catalogue), and the indexing path for uploads. Each wraps one 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import numpy as np
 from ray import serve
@@ -17,17 +18,21 @@ from mlsd.video_search.catalogue import VideoCatalogue, VideoDoc, VideoLog
 from mlsd.video_search.model import FrameEncoder, load_video_text, query_encoder
 from mlsd.video_search.pipeline import TextBranch, VideoIndexing, VisualBranch, read_uri
 
+log = logging.getLogger("ray.serve")
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64, max_queued_requests=128
+)
 class TextEncoder(Batched):
     """Query text -> vector in the text-video space (sentence encoder + the model's text head,
     one model on the replica's device)."""
 
     def __init__(
-        self, store_uri: str, artifact: str, version: str, backend: str, device: str = "auto"
+        self, store_uri: str | dict, artifact: str, version: str, backend: str, device: str = "auto"
     ):
         res = replica_resources(device)
-        art = ArtifactStore(store_uri).load(artifact, version)
+        art = ArtifactStore.open(store_uri).load(artifact, version)
         self.encoder = query_encoder(
             load_video_text(art),
             art.config.get("text_model", OFFLINE_MINILM),
@@ -47,13 +52,15 @@ class TextEncoder(Batched):
         return await self.encode_batch(text)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64, max_queued_requests=128
+)
 class VideoRetriever(FaultInjectable):
     """The visual branch: the catalogue as one model version projects it (+ uploads)."""
 
     def __init__(
         self,
-        store_uri: str,
+        store_uri: str | dict,
         artifact: str,
         version: str,
         catalogue_artifact: str,
@@ -61,7 +68,7 @@ class VideoRetriever(FaultInjectable):
         live_log: str | None = None,
     ):
         replica_resources()
-        store = ArtifactStore(store_uri)
+        store = ArtifactStore.open(store_uri)
         catalogue = VideoCatalogue(store.load(catalogue_artifact, catalogue_version), live_log)
         self.branch = VisualBranch(catalogue, load_video_text(store.load(artifact, version)))
 
@@ -76,19 +83,21 @@ class VideoRetriever(FaultInjectable):
         return self.branch.info()
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64, max_queued_requests=128
+)
 class TextSearch(FaultInjectable):
     """The text branch: BM25 over title, description and tags, kept current from the log."""
 
     def __init__(
         self,
-        store_uri: str,
+        store_uri: str | dict,
         catalogue_artifact: str,
         catalogue_version: str,
         live_log: str | None = None,
         boosts: dict | None = None,
     ):
-        art = ArtifactStore(store_uri).load(catalogue_artifact, catalogue_version)
+        art = ArtifactStore.open(store_uri).load(catalogue_artifact, catalogue_version)
         self.branch = TextBranch(VideoCatalogue(art, live_log), boosts)
 
     async def search(self, q: str, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -96,7 +105,9 @@ class TextSearch(FaultInjectable):
         return await asyncio.to_thread(self.branch.search, q, k)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=4)
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=4, max_queued_requests=8
+)
 class VideoIndexer:
     """Uploads -> frame encoder (on the replica's device) -> the durable log."""
 
@@ -115,4 +126,5 @@ class VideoIndexer:
                 src = await asyncio.to_thread(read_uri, src, self.indexing.sample.max_bytes)
             return await asyncio.to_thread(self.indexing.index, src, doc)
         except VideoError as e:
+            log.info("video refused: %s", e)  # the full detail stays in the replica's log
             return {"error": e.reason, "detail": e.detail}

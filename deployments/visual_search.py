@@ -16,15 +16,17 @@ from mlsd.visual_search.pipeline import ImageEncoderModel
 from mlsd.visual_search.rerank import RerankConfig
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64)
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64, max_queued_requests=128
+)
 class ImageEncoder(Batched):
     """(C, S, S) model inputs -> (D,) embeddings; concurrent calls share one model batch."""
 
     def __init__(
-        self, store_uri: str, artifact: str, version: str, backend: str, device: str = "auto"
+        self, store_uri: str | dict, artifact: str, version: str, backend: str, device: str = "auto"
     ):
         res = replica_resources(device)
-        art = ArtifactStore(store_uri).load(artifact, version)
+        art = ArtifactStore.open(store_uri).load(artifact, version)
         self.model = ImageEncoderModel(
             art, backend=backend, num_threads=res.threads, device=device, gpu_ids=res.gpu_ids
         )  # warmed up
@@ -43,19 +45,24 @@ class ImageEncoder(Batched):
         return await self.encode_batch(image)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64, max_queued_requests=128
+)
 class Retriever:
     def __init__(
         self,
-        store_uri: str,
+        store_uri: str | dict,
         artifact: str,
         version: str,
         live_log: str | None = None,
         rerank: dict | None = None,
         overfetch: int = 4,
+        max_per_owner: int | None = None,
+        retention_s: float | None = None,
     ):
         replica_resources()  # faiss's threads follow this replica's CPUs
-        self.catalogue = CatalogueIndex(ArtifactStore(store_uri).load(artifact, version), live_log)
+        art = ArtifactStore.open(store_uri).load(artifact, version)
+        self.catalogue = CatalogueIndex(art, live_log, max_per_owner, retention_s)
         self.rerank_cfg, self.overfetch = RerankConfig(**(rerank or {})), overfetch
 
     async def search(

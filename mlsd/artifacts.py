@@ -9,6 +9,16 @@ Layout under the store's root (a local folder, or any fsspec URI: s3://, gs://, 
 A version is only visible once its manifest is written (last), so a crashed job never leaves a
 half-written "latest". Loading verifies every file against the manifest's checksum, and any
 missing or corrupt file raises :class:`ArtifactError` naming it.
+
+The checksums live in the manifest, so they catch corruption, not tampering. Against
+tampering, the manifest itself is checked before anything is fetched or loaded: against a
+pinned SHA-256 (``pins``: ``{"name/version": hex}``, e.g. from the serve config) and/or an
+ed25519 signature (``manifest.json.sig``, made by a job whose store has a signing key;
+``$MLSD_ARTIFACT_SIGNING_KEY``) checked with the operator's public key.
+
+    python -m mlsd.artifacts keygen --out signing.pem     # + signing.pub.pem
+    python -m mlsd.artifacts sign --store artifacts --key signing.pem visual_search latest
+    python -m mlsd.artifacts digest --store artifacts visual_search latest
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from typing import Any
 import fsspec
 
 MANIFEST = "manifest.json"
+SIGNATURE = "manifest.json.sig"  # ed25519 signature of the manifest's exact bytes (raw, 64 B)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # artifact names
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # versions (no "/", no "..")
 _PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")  # one component of a file name
@@ -121,6 +132,7 @@ class Artifact:
     version: str
     path: Path
     manifest: dict[str, Any]
+    digest: str = ""  # sha256 of the manifest's bytes, as checked at load
 
     def file(self, name: str) -> Path:
         if name not in self.manifest.get("files", {}):
@@ -171,8 +183,12 @@ class ArtifactWriter:
         for rel in files:
             fs.makedirs(os.path.dirname(f"{dest}/{rel}"), exist_ok=True)
             fs.put_file(str(self.dir / rel), f"{dest}/{rel}")
-        with fs.open(f"{dest}/{MANIFEST}", "w") as f:
-            json.dump(manifest, f, indent=2, sort_keys=True)
+        body = json.dumps(manifest, indent=2, sort_keys=True).encode()
+        if self.store.signing_key is not None:  # the signature first: the manifest publishes
+            with fs.open(f"{dest}/{SIGNATURE}", "wb") as f:
+                f.write(sign_bytes(self.store.signing_key, body))
+        with fs.open(f"{dest}/{MANIFEST}", "wb") as f:
+            f.write(body)
         with fs.open(f"{root}/{self.name}/LATEST", "w") as f:
             f.write(self.version)
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -182,12 +198,62 @@ class ArtifactWriter:
 class ArtifactStore:
     """A store of named, versioned artifacts under a local folder or an fsspec URI."""
 
-    def __init__(self, root: str | os.PathLike, cache_dir: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        cache_dir: str | os.PathLike | None = None,
+        pins: dict[str, str] | None = None,
+        public_key: str | bytes | None = None,
+        signing_key: str | os.PathLike | None = None,
+    ):
+        """``pins``: ``{"name/version": manifest sha256}``; ``public_key``: PEM (text, or a
+        path to it) of the ed25519 key whose signature every loaded manifest must carry;
+        ``signing_key``: PEM path of the private key new versions are signed with (default
+        ``$MLSD_ARTIFACT_SIGNING_KEY``)."""
         self.uri = str(root)
         self.fs, self.root = fsspec.core.url_to_fs(self.uri)
         self.root = self.root.rstrip("/")
         self.is_local = getattr(self.fs, "protocol", None) in ("file", ("file", "local"))
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.pins = {k: v.removeprefix("sha256:").lower() for k, v in (pins or {}).items()}
+        self.public_key = _read_pem(public_key) if public_key else None
+        signing_key = signing_key or os.environ.get("MLSD_ARTIFACT_SIGNING_KEY") or None
+        self.signing_key = _read_pem(signing_key) if signing_key else None
+
+    @classmethod
+    def open(cls, spec: str | dict) -> ArtifactStore:
+        """A store from what a deployment is given: a URI, or ``{"uri", "pins",
+        "public_key"}`` (``spec()``), so replicas check what the builder checked."""
+        if isinstance(spec, str):
+            return cls(spec)
+        return cls(spec["uri"], pins=spec.get("pins"), public_key=spec.get("public_key"))
+
+    def spec(self, pins: dict[str, str] | None = None) -> dict:
+        pem = self.public_key.decode() if self.public_key else None
+        return {"uri": self.uri, "pins": {**self.pins, **(pins or {})}, "public_key": pem}
+
+    def manifest_digest(self, name: str, version: str = "latest") -> str:
+        version = self.resolve(name, version)
+        with self.fs.open(f"{self.root}/{name}/{version}/{MANIFEST}", "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+
+    def _check_manifest(self, name: str, version: str, raw: bytes, mpath: str) -> None:
+        """The pinned digest and the signature, before anything else is read or written."""
+        pin = self.pins.get(f"{name}/{version}")
+        if pin is not None and hashlib.sha256(raw).hexdigest() != pin:
+            raise ArtifactError(
+                f"manifest {mpath} does not match its pinned sha256 {pin[:12]}... (tampered or "
+                "replaced)"
+            )
+        if self.public_key is not None:
+            spath = f"{self.root}/{name}/{version}/{SIGNATURE}"
+            try:
+                with self.fs.open(spath, "rb") as f:
+                    sig = f.read(128)
+            except FileNotFoundError:
+                raise ArtifactError(f"manifest {mpath} is not signed (no {SIGNATURE})") from None
+            if not verify_bytes(self.public_key, raw, sig):
+                raise ArtifactError(f"manifest {mpath}: the signature does not verify")
 
     def new_version(self, name: str, version: str | None = None) -> ArtifactWriter:
         version = version or (
@@ -235,9 +301,11 @@ class ArtifactStore:
         mpath = f"{base}/{MANIFEST}"
         if not self.fs.exists(mpath):
             raise ArtifactError(f"artifact {name}/{version} not found in {self.uri} ({mpath})")
+        with self.fs.open(mpath, "rb") as f:
+            raw = f.read(16 * 1024 * 1024 + 1)
+        self._check_manifest(name, version, raw, mpath)
         try:
-            with self.fs.open(mpath, "r") as f:
-                manifest = json.load(f)
+            manifest = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ArtifactError(f"corrupt manifest {mpath}: {e}") from e
         files = manifest.get("files", {}) if isinstance(manifest, dict) else None
@@ -261,4 +329,102 @@ class ArtifactStore:
                 raise ArtifactError(f"artifact {name}/{version} is missing file {p}")
             if verify and _sha256(p) != meta.get("sha256"):
                 raise ArtifactError(f"artifact {name}/{version}: file {p} is corrupt (checksum)")
-        return Artifact(name=name, version=version, path=local, manifest=manifest)
+        digest = hashlib.sha256(raw).hexdigest()
+        return Artifact(name=name, version=version, path=local, manifest=manifest, digest=digest)
+
+
+# -- signatures (ed25519, ``cryptography``) ------------------------------------------------------
+
+
+def _read_pem(key: str | bytes | os.PathLike) -> bytes:
+    if isinstance(key, bytes):
+        return key
+    text = str(key)
+    return text.encode() if text.lstrip().startswith("-----BEGIN") else Path(text).read_bytes()
+
+
+def sign_bytes(private_pem: bytes, data: bytes) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = serialization.load_pem_private_key(private_pem, password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ArtifactError("the artifact signing key must be an ed25519 private key")
+    return key.sign(data)
+
+
+def verify_bytes(public_pem: bytes, data: bytes, signature: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    key = serialization.load_pem_public_key(public_pem)
+    if not isinstance(key, Ed25519PublicKey):
+        raise ArtifactError("the artifact public key must be an ed25519 public key")
+    try:
+        key.verify(signature, data)
+        return True
+    except InvalidSignature:
+        return False
+
+
+def keygen(out: str | os.PathLike) -> tuple[Path, Path]:
+    """A new ed25519 key pair: ``out`` (private, 0600) and ``<out stem>.pub.pem``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    priv = Path(out)
+    fd = os.open(priv, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    pub = priv.with_name(priv.stem + ".pub.pem")
+    pub.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return priv, pub
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m mlsd.artifacts")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    k = sub.add_parser("keygen", help="an ed25519 key pair for signing artifacts")
+    k.add_argument("--out", required=True)
+    for cmd in ("sign", "digest"):
+        c = sub.add_parser(cmd, help=f"{cmd} an artifact version's manifest")
+        c.add_argument("--store", default="artifacts")
+        c.add_argument("name")
+        c.add_argument("version", nargs="?", default="latest")
+        if cmd == "sign":
+            c.add_argument("--key", required=True, help="ed25519 private key (PEM)")
+    a = p.parse_args(argv)
+    if a.cmd == "keygen":
+        priv, pub = keygen(a.out)
+        print(f"private key {priv} (keep it secret), public key {pub} (serve config)")
+        return 0
+    store = ArtifactStore(a.store)
+    version = store.resolve(a.name, a.version)
+    mpath = f"{store.root}/{a.name}/{version}/{MANIFEST}"
+    with store.fs.open(mpath, "rb") as f:
+        raw = f.read()
+    if a.cmd == "digest":
+        print(f"{a.name}/{version} sha256:{hashlib.sha256(raw).hexdigest()}")
+    else:
+        with store.fs.open(f"{store.root}/{a.name}/{version}/{SIGNATURE}", "wb") as f:
+            f.write(sign_bytes(_read_pem(a.key), raw))
+        print(f"signed {mpath}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

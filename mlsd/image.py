@@ -29,11 +29,17 @@ class InvalidImage(ValueError):
 
 
 def decode_image(
-    data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    target: int | None = None,
 ) -> Image.Image:
     """Decode bytes into a fully loaded RGB or L image, or raise :class:`InvalidImage`.
 
-    The pixel limit is checked on the header, before any pixel is decoded.
+    The pixel limit is checked on the header, before any pixel is decoded. ``target``: the
+    side the caller will resize to; a JPEG is then decoded at a reduced scale (``draft``) and
+    any image far larger is shrunk by an integer factor (``reduce``) at once, so memory is
+    bounded by the target, not by what the upload claims.
     """
     if not data:
         raise InvalidImage("empty upload (0 bytes)")
@@ -52,7 +58,11 @@ def decode_image(
                 raise InvalidImage(
                     f"image of {w}x{h} = {w * h} pixels is over the limit of {max_pixels}", 413
                 )
+            if target is not None and img.format == "JPEG":
+                img.draft(img.mode, (2 * target, 2 * target))  # DCT scaling: 1/2 .. 1/8
             img.load()
+            if target is not None and (f := min(img.size) // (2 * target)) >= 2:
+                img = img.reduce(f)  # box filter, integer factor: cheap and alias-free
     except InvalidImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

@@ -5,21 +5,31 @@ a fixed number spread evenly over the video (``num_frames``), each with its exac
 presentation timestamp, resized (shorter side to ``size``, centre crop) to uint8 RGB.
 
 Anything that is not a decodable video raises :class:`VideoError` with a short ``reason``
-(not_a_video, no_video_stream, empty, truncated, too_long, too_large, unreadable): PyAV opens
-PNGs and text files as one-frame "videos", so containers and codecs are checked too.
+(not_a_video, no_video_stream, empty, truncated, too_long, too_large, too_costly, unreadable).
+
+What may be decoded is an allow-list, not a deny list: the container is recognised from its
+magic bytes (MP4/QuickTime, Matroska/WebM, AVI) and that demuxer is named to FFmpeg explicitly,
+so FFmpeg never probes its way into a playlist, a concat script or an image reader (an
+``ffconcat`` or HLS body would otherwise make the server read files or URLs it can reach); the
+first video stream's codec must be on a short list too. Resolution, frame rate, declared and
+decoded frame counts, duration and the wall-clock time of one decode are all capped.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-IMAGE_FORMATS = {"image2", "tty", "bin", "txt"}  # containers that are not video (plus *_pipe)
-IMAGE_CODECS = {"png", "bmp", "ansi", "tiff", "webp", "pam", "ppm", "pgm", "pbm", "jpegls"}
+# FFmpeg demuxer for each accepted container, recognised by magic bytes (see container_of)
+CONTAINERS = {"mp4": "mov", "matroska": "matroska", "avi": "avi"}
+VIDEO_CODECS = {"h264", "hevc", "vp8", "vp9", "av1", "mpeg4"}
+MP4_BRANDS_AT = 4  # ISO BMFF: size(4) + "ftyp"; QuickTime may start with moov/mdat/wide/free
+QT_ATOMS = {b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"}
 
 
 class VideoError(ValueError):
@@ -37,6 +47,11 @@ class SampleConfig:
     max_duration_s: float = 4 * 3600.0
     max_bytes: int = 512 * 1024 * 1024
     threads: int = 0  # decoder threads: 0 = FFmpeg's choice (frame + slice threads)
+    max_width: int = 4096
+    max_height: int = 4096
+    max_fps: float = 240.0
+    max_decoded_frames: int = 200_000  # frames decoded front to back, whatever the header says
+    max_decode_s: float = 300.0  # wall-clock budget of one decode
 
     def __post_init__(self):
         if (self.fps is None) == (self.num_frames is None):
@@ -68,14 +83,36 @@ class SampledVideo:
     info: VideoInfo
 
 
+def _head(src, n: int = 64) -> bytes:
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return bytes(src[:n])
+    with open(src, "rb") as f:
+        return f.read(n)
+
+
+def container_of(head: bytes) -> str | None:
+    """The accepted container these first bytes start, or None (then nothing is decoded)."""
+    if len(head) >= 12 and head[MP4_BRANDS_AT : MP4_BRANDS_AT + 4] in QT_ATOMS:
+        return "mp4"
+    if head[:4] == b"\x1a\x45\xdf\xa3":  # EBML: Matroska and WebM
+        return "matroska"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "avi"
+    return None
+
+
 def _open(src):
     import av
 
+    if isinstance(src, (bytes, bytearray, memoryview)) and len(src) == 0:
+        raise VideoError("empty", "0 bytes")
+    kind = container_of(_head(src))
+    if kind is None:
+        raise VideoError("not_a_video", "not an MP4/QuickTime, Matroska/WebM or AVI file")
+    fmt = CONTAINERS[kind]  # named explicitly: FFmpeg does not probe
     if isinstance(src, (bytes, bytearray, memoryview)):
-        if len(src) == 0:
-            raise VideoError("empty", "0 bytes")
-        return av.open(io.BytesIO(bytes(src)), mode="r")
-    return av.open(str(src), mode="r")
+        return av.open(io.BytesIO(bytes(src)), mode="r", format=fmt)
+    return av.open(str(src), mode="r", format=fmt)
 
 
 def _name(src) -> str:
@@ -83,21 +120,16 @@ def _name(src) -> str:
 
 
 def _looks_like_mp4(src) -> bool:
-    if isinstance(src, (bytes, bytearray, memoryview)):
-        head = bytes(src[:12])
-    else:
-        with open(src, "rb") as f:
-            head = f.read(12)
-    return head[4:8] == b"ftyp"
+    return container_of(_head(src, 12)) == "mp4"
 
 
 def _info(container) -> VideoInfo:
     if not container.streams.video:
-        raise VideoError("no_video_stream", f"container '{container.format.name}' has no video")
+        raise VideoError("no_video_stream", "the container has no video stream")
     s = container.streams.video[0]
     fmt, codec = container.format.name, s.codec_context.name
-    if fmt in IMAGE_FORMATS or fmt.endswith("_pipe") or codec in IMAGE_CODECS:
-        raise VideoError("not_a_video", f"an image or text ({fmt}/{codec}), not a video")
+    if codec not in VIDEO_CODECS:
+        raise VideoError("not_a_video", f"codec {codec!r} is not one of {sorted(VIDEO_CODECS)}")
     duration = 0.0
     if s.duration is not None and s.time_base is not None:
         duration = float(s.duration * s.time_base)
@@ -105,6 +137,21 @@ def _info(container) -> VideoInfo:
         duration = container.duration / 1_000_000
     fps = float(s.average_rate) if s.average_rate else 0.0
     return VideoInfo(fmt, codec, s.width, s.height, fps, duration, int(s.frames or 0))
+
+
+def check_limits(info: VideoInfo, cfg: SampleConfig) -> None:
+    """Refuse from the header what would cost too much to decode (before any frame is)."""
+    if info.width > cfg.max_width or info.height > cfg.max_height:
+        raise VideoError(
+            "too_large", f"{info.width}x{info.height} is over {cfg.max_width}x{cfg.max_height}"
+        )
+    if info.fps > cfg.max_fps:
+        raise VideoError("too_costly", f"{info.fps:.0f} fps is over {cfg.max_fps:.0f}")
+    if info.duration > cfg.max_duration_s:
+        raise VideoError("too_long", f"{info.duration:.0f} s > {cfg.max_duration_s:.0f} s")
+    declared = max(info.frames, int(info.duration * info.fps))
+    if declared > cfg.max_decoded_frames:
+        raise VideoError("too_costly", f"{declared} frames is over {cfg.max_decoded_frames}")
 
 
 def probe(src) -> VideoInfo:
@@ -164,10 +211,10 @@ def decode_sampled(src, cfg: SampleConfig | None = None) -> SampledVideo:
             raise VideoError("truncated", f"MP4 with no readable index: {e}", name) from None
         raise VideoError("not_a_video", str(e), name) from None
     frames, times = [], []
+    t0 = time.monotonic()
     with container:
         info = _info(container)
-        if info.duration > cfg.max_duration_s:
-            raise VideoError("too_long", f"{info.duration:.0f} s > {cfg.max_duration_s:.0f} s")
+        check_limits(info, cfg)
         targets = sample_times(info.duration, cfg)
         stream = container.streams.video[0]
         if cfg.threads == 1:
@@ -175,9 +222,16 @@ def decode_sampled(src, cfg: SampleConfig | None = None) -> SampledVideo:
         else:
             stream.thread_type = "AUTO"
             stream.codec_context.thread_count = cfg.threads
-        j, last = 0, None
+        j, last, decoded = 0, None, 0
         try:
             for frame in container.decode(stream):
+                decoded += 1
+                if decoded > cfg.max_decoded_frames:
+                    raise VideoError("too_costly", f"over {cfg.max_decoded_frames} frames")
+                if decoded % 64 == 0 and time.monotonic() - t0 > cfg.max_decode_s:
+                    raise VideoError("too_costly", f"decoding took over {cfg.max_decode_s:.0f} s")
+                if frame.width > cfg.max_width or frame.height > cfg.max_height:
+                    raise VideoError("too_large", "a frame is larger than the header said")
                 if frame.time is None:
                     continue
                 last = frame

@@ -97,6 +97,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+TEST_USERS = {
+    "tester": "search,write,admin",  # tests.serve.http.api
+    "alice": "search,write",
+    "bob": "search,write",
+    "reader": "search",
+    "42": "search,write",  # a recommendation user acting for itself
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def keys(tmp_path_factory) -> dict[str, str]:
+    """A key store for the whole session (``$MLSD_AUTH_KEY_STORE``, so every app's default
+    ``auth`` uses it) and one token per test user; ``api`` gets the tester's."""
+    from apps.auth import KeyStore
+    from tests.serve.http import api
+
+    path = tmp_path_factory.mktemp("auth") / "keys.sqlite"
+    os.environ["MLSD_AUTH_KEY_STORE"] = str(path)
+    store = KeyStore(path)
+    tokens = {user: store.create(user, scopes) for user, scopes in TEST_USERS.items()}
+    tokens["store"] = str(path)
+    api.headers["Authorization"] = f"Bearer {tokens['tester']}"
+    return tokens
+
+
 @pytest.fixture(scope="session")
 def serve_instance(tmp_path_factory):
     """One local Ray + Serve for the whole session; yields the HTTP base URL."""
@@ -109,6 +134,9 @@ def serve_instance(tmp_path_factory):
     # a loaded 2-core machine answers slowly: give Serve's proxy time before calling it dead
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
     os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "60")
+    # the body cap in Serve's proxy too (as the Makefile sets it); /sec-vs: test_security's app
+    os.environ["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = "apps.limits:proxy_middlewares"
+    os.environ["MLSD_PROXY_BODY_LIMITS"] = "/sec-vs=1100000"
     ray.init(
         address="local",
         num_cpus=4,

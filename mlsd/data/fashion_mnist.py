@@ -18,7 +18,18 @@ import numpy as np
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 LOCAL_DIR = Path("data/fashion-mnist")  # where `make data` downloads it without Debian
-OFFICIAL_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+# the dataset's own repository, over HTTPS; every file is checked against SHA256 below
+OFFICIAL_URL = (
+    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"
+)
+# SHA-256 of each file's *decompressed* bytes (the gzip wrapper differs between mirrors;
+# the data does not): measured on Debian's dataset-fashion-mnist package
+SHA256 = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -105,13 +116,38 @@ def load(split: str = "test", root: str | os.PathLike | None = None) -> Split:
     return Split(images=images, labels=labels)
 
 
-def download(dest: str | os.PathLike) -> Path:
-    """Fetch the official gzipped idx files (needs internet)."""
+def verify(path: Path, name: str) -> None:
+    """Raise ValueError unless the gzipped file's content has the published SHA-256."""
+    import gzip
+    import hashlib
+
+    h = hashlib.sha256()
+    with gzip.open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if h.hexdigest() != SHA256[name]:
+        raise ValueError(f"{path}: SHA-256 {h.hexdigest()} is not Fashion-MNIST's {name}")
+
+
+def download(dest: str | os.PathLike, base_url: str = OFFICIAL_URL) -> Path:
+    """Fetch the official gzipped idx files over HTTPS (needs internet); each is checked
+    against its SHA-256 before it is kept (a bad one is deleted and the call fails)."""
+    if not base_url.startswith("https://"):
+        raise ValueError(f"downloads must use HTTPS, got {base_url}")
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     for pair in FILES.values():
         for name in pair:
             target = dest / f"{name}.gz"
-            if not target.exists():
-                urllib.request.urlretrieve(OFFICIAL_URL + f"{name}.gz", target)
+            if target.exists():
+                verify(target, name)
+                continue
+            partial = target.with_suffix(".gz.part")
+            urllib.request.urlretrieve(base_url + f"{name}.gz", partial)
+            try:
+                verify(partial, name)
+            except (ValueError, OSError):
+                partial.unlink(missing_ok=True)
+                raise
+            partial.replace(target)
     return dest

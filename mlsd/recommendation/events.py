@@ -30,10 +30,19 @@ class EventLog(DurableLog):
                  user_id INTEGER NOT NULL, video_id INTEGER NOT NULL, event TEXT NOT NULL,
                  rating REAL, timestamp INTEGER NOT NULL,
                  unknown_user INTEGER NOT NULL, unknown_video INTEGER NOT NULL,
-                 received REAL DEFAULT (unixepoch('subsec'))
+                 received REAL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
                )""",
-            "CREATE INDEX IF NOT EXISTS events_user ON events (user_id)",
+            "CREATE INDEX IF NOT EXISTS events_user ON events (user_id)",  # (+ rowid = seq)
+            "CREATE TABLE IF NOT EXISTS counts (k TEXT PRIMARY KEY, n INTEGER NOT NULL)",
         )
+        with self._lock:  # counters kept with each insert, so health never scans the log
+            if self._conn.execute("SELECT COUNT(*) FROM counts").fetchone()[0] == 0:
+                u, v, n = self._scan_flagged()
+                self._conn.executemany(
+                    "INSERT INTO counts VALUES (?, ?)",
+                    [("events", n), ("unknown_user", u), ("unknown_video", v)],
+                )
+                self._conn.commit()
 
     def append(
         self,
@@ -60,16 +69,24 @@ class EventLog(DurableLog):
                     int(unknown_video),
                 ),
             )
+            self._conn.execute(
+                "UPDATE counts SET n = n + CASE k WHEN 'events' THEN 1"
+                " WHEN 'unknown_user' THEN ? WHEN 'unknown_video' THEN ? END",
+                (int(unknown_user), int(unknown_video)),
+            )
             self._conn.commit()
             return int(cur.lastrowid)
 
-    def for_user(self, user_id: int) -> tuple[np.ndarray, np.ndarray]:
-        """(items, strengths) the user watched according to the log, oldest first."""
+    def for_user(self, user_id: int, limit: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+        """(items, strengths) the user watched according to the log, oldest first: the
+        newest ``limit`` events only, so one request costs the same however long a user's
+        history grows."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT video_id, event, rating FROM events WHERE user_id = ? ORDER BY seq",
-                (user_id,),
-            ).fetchall()
+                "SELECT video_id, event, rating FROM events WHERE user_id = ?"
+                " ORDER BY seq DESC LIMIT ?",
+                (user_id, limit),
+            ).fetchall()[::-1]
         rows = [r for r in rows if r[1] in WATCH_EVENTS]
         items = np.array([r[0] for r in rows], np.int64)
         strength = np.array(
@@ -91,13 +108,18 @@ class EventLog(DurableLog):
         df = df.assign(rating=df.rating.astype(float).fillna(default).round().clip(1, 5))
         return df[["user_id", "item_id", "rating", "timestamp"]].astype(np.int64)
 
+    def _scan_flagged(self) -> tuple[int, int, int]:
+        u, v, n = self._conn.execute(
+            "SELECT COALESCE(SUM(unknown_user),0), COALESCE(SUM(unknown_video),0), COUNT(*) "
+            "FROM events"
+        ).fetchone()
+        return int(u), int(v), int(n)
+
     def flagged(self) -> dict[str, int]:
+        """Event counts from the counters (constant time, whatever the log's size)."""
         with self._lock:
-            u, v, n = self._conn.execute(
-                "SELECT COALESCE(SUM(unknown_user),0), COALESCE(SUM(unknown_video),0), COUNT(*) "
-                "FROM events"
-            ).fetchone()
-        return {"events": int(n), "unknown_user": int(u), "unknown_video": int(v)}
+            rows = dict(self._conn.execute("SELECT k, n FROM counts").fetchall())
+        return {k: int(rows.get(k, 0)) for k in ("events", "unknown_user", "unknown_video")}
 
     def __len__(self) -> int:
         with self._lock:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mlsd.artifacts import Artifact, ArtifactError, ArtifactStore
-from mlsd.durable import LIVE_ID_BASE, DurableLog
+from mlsd.durable import DurableLog
 
 
 @dataclass
@@ -86,18 +86,18 @@ class VideoLog(DurableLog):
             """CREATE TABLE IF NOT EXISTS videos (
                  seq INTEGER PRIMARY KEY AUTOINCREMENT, doc TEXT NOT NULL,
                  feat BLOB NOT NULL, prob BLOB NOT NULL,
-                 created REAL DEFAULT (unixepoch('subsec')))""",
+                 created REAL DEFAULT ((julianday('now') - 2440587.5) * 86400.0))""",
         )
 
     def append(self, doc: VideoDoc, feat: np.ndarray, prob: np.ndarray) -> int:
-        """Commit one video; returns its id (LIVE_ID_BASE + sequence number)."""
+        """Commit one video; returns its public id (see ``DurableLog.live_id``)."""
         with self._lock:
             cur = self._conn.execute(
                 "INSERT INTO videos (doc, feat, prob) VALUES ('{}', ?, ?)",
                 (np.asarray(feat, np.float32).tobytes(), np.asarray(prob, np.float32).tobytes()),
             )
             seq = int(cur.lastrowid)
-            doc.video_id = LIVE_ID_BASE + seq
+            doc.video_id = self.live_id(seq)
             self._conn.execute(
                 "UPDATE videos SET doc = ? WHERE seq = ?", (json.dumps(asdict(doc)), seq)
             )

@@ -88,7 +88,11 @@ def build_visual_search_artifact(
             data = logdb.image_bytes(live.meta.image_id)
             if data is None:
                 continue
-            arr = to_array(decode_image(data), encoder_cfg.image_size, encoder_cfg.in_channels)
+            arr = to_array(
+                decode_image(data, target=encoder_cfg.image_size),
+                encoder_cfg.image_size,
+                encoder_cfg.in_channels,
+            )
             with torch.inference_mode():
                 extra_emb.append(model(torch.as_tensor(arr[None])).numpy()[0])
             extra_ids.append(live.meta.image_id)

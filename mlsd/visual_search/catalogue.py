@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mlsd.artifacts import Artifact, ArtifactError, label_version
-from mlsd.durable import LIVE_ID_BASE, DurableLog
+from mlsd.durable import DurableLog
 from mlsd.index import VectorIndex
 from mlsd.visual_search.rerank import ImageMeta, RerankConfig, rerank
 
@@ -34,19 +34,54 @@ class LiveImage:
     model_version: str
 
 
-class CatalogueLog(DurableLog):
-    """Append-only, multi-process-safe log of images added at serving time."""
+class QuotaExceeded(ValueError):
+    """An owner already has as many live images as the catalogue allows one owner."""
 
-    def __init__(self, path: str | Path):
+
+class CatalogueLog(DurableLog):
+    """Append-only, multi-process-safe log of images added at serving time.
+
+    Bounded: at most ``max_per_owner`` images per owner, and the uploaded bytes are kept
+    ``retention_s`` seconds (the embedding, and so search, stays; the next indexing job has
+    folded the image in by then).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        max_per_owner: int | None = None,
+        retention_s: float | None = None,
+    ):
         super().__init__(
             path,
             """CREATE TABLE IF NOT EXISTS images (
                  seq INTEGER PRIMARY KEY AUTOINCREMENT,
                  owner TEXT, private INTEGER NOT NULL, unsafe INTEGER NOT NULL,
                  signature TEXT, embedding BLOB NOT NULL, dim INTEGER NOT NULL,
-                 model_version TEXT NOT NULL, image BLOB, created REAL DEFAULT (unixepoch('subsec'))
+                 model_version TEXT NOT NULL, image BLOB,
+                 created REAL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
                )""",
+            "CREATE INDEX IF NOT EXISTS images_owner ON images (owner)",
+            "CREATE INDEX IF NOT EXISTS images_created ON images (created)",
         )
+        self.max_per_owner, self.retention_s = max_per_owner, retention_s
+        self._pruned = 0.0
+
+    def prune(self, now: float | None = None) -> int:
+        """Drop uploaded bytes older than the retention (an indexed range, not a scan)."""
+        if self.retention_s is None:
+            return 0
+        import time
+
+        now = time.time() if now is None else now
+        with self._lock:
+            cur = self._conn.execute(
+                "UPDATE images SET image = NULL WHERE created < ? AND image IS NOT NULL",
+                (now - self.retention_s,),
+            )
+            self._conn.commit()
+            self._pruned = now
+        return cur.rowcount
 
     def append(
         self,
@@ -59,8 +94,18 @@ class CatalogueLog(DurableLog):
         image: bytes | None = None,
     ) -> int:
         """Durably record one image; returns its image id once committed."""
+        import time
+
         emb = np.ascontiguousarray(embedding, dtype=np.float32).ravel()
+        if self.retention_s is not None and time.time() - self._pruned > 60:
+            self.prune()
         with self._lock:
+            if self.max_per_owner is not None and owner is not None:
+                (n,) = self._conn.execute(
+                    "SELECT COUNT(*) FROM images WHERE owner = ?", (owner,)
+                ).fetchone()
+                if n >= self.max_per_owner:
+                    raise QuotaExceeded(f"{owner} has {n} images, the most one owner may add")
             cur = self._conn.execute(
                 "INSERT INTO images (owner, private, unsafe, signature, embedding, dim,"
                 " model_version, image) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -76,7 +121,7 @@ class CatalogueLog(DurableLog):
                 ),
             )
             self._conn.commit()
-            return LIVE_ID_BASE + int(cur.lastrowid)
+            return self.live_id(int(cur.lastrowid))
 
     def since(self, seq: int) -> list[tuple[int, LiveImage]]:
         """Records after sequence number ``seq``, as (seq, image) in order."""
@@ -88,15 +133,16 @@ class CatalogueLog(DurableLog):
             ).fetchall()
         out = []
         for s, owner, private, unsafe, sig, emb, version in rows:
-            meta = ImageMeta(LIVE_ID_BASE + s, owner, bool(private), bool(unsafe), sig)
+            meta = ImageMeta(self.live_id(s), owner, bool(private), bool(unsafe), sig)
             out.append((s, LiveImage(meta, np.frombuffer(emb, dtype=np.float32), version)))
         return out
 
     def image_bytes(self, image_id: int) -> bytes | None:
+        seq = self.seq_of(image_id)
+        if seq is None:
+            return None
         with self._lock:
-            row = self._conn.execute(
-                "SELECT image FROM images WHERE seq = ?", (image_id - LIVE_ID_BASE,)
-            ).fetchone()
+            row = self._conn.execute("SELECT image FROM images WHERE seq = ?", (seq,)).fetchone()
         return None if row is None else row[0]
 
     def __len__(self) -> int:
@@ -107,7 +153,13 @@ class CatalogueLog(DurableLog):
 class CatalogueIndex:
     """The searchable catalogue: artifact index + metadata + replayed live additions."""
 
-    def __init__(self, artifact: Artifact, live_log: str | Path | None = None):
+    def __init__(
+        self,
+        artifact: Artifact,
+        live_log: str | Path | None = None,
+        max_per_owner: int | None = None,
+        retention_s: float | None = None,
+    ):
         import pyarrow.parquet as pq
 
         self.version = artifact.version
@@ -140,7 +192,7 @@ class CatalogueIndex:
         self._lock = threading.Lock()
         self._seq = 0
         self.skipped_other_model = 0
-        self.log = CatalogueLog(live_log) if live_log else None
+        self.log = CatalogueLog(live_log, max_per_owner, retention_s) if live_log else None
         self.sync()
 
     def sync(self) -> int:

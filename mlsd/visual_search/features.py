@@ -24,11 +24,11 @@ def to_array(
     """
     mode = "L" if channels == 1 else "RGB"
     img = img.convert(mode)
-    arr = np.asarray(img, dtype=np.float32) / 255.0
+    arr = np.asarray(img)  # uint8 view; only the border is read (no full-size float copy)
     border = np.concatenate(
         [arr[0].ravel(), arr[-1].ravel(), arr[:, 0].ravel(), arr[:, -1].ravel()]
     )
-    bg = float(border.mean())
+    bg = float(border.mean(dtype=np.float64)) / 255.0
     flip = invert == "always" or (invert == "auto" and bg > 0.5)
     if flip:
         img = ImageOps.invert(img)
@@ -56,6 +56,6 @@ class ImagePreprocessor:
         self.cfg, self.max_bytes, self.max_pixels = cfg, max_bytes, max_pixels
 
     def __call__(self, data: bytes) -> tuple[np.ndarray, str]:
-        img = decode_image(data, self.max_bytes, self.max_pixels)
+        img = decode_image(data, self.max_bytes, self.max_pixels, target=self.cfg.image_size)
         x = to_array(img, size=self.cfg.image_size, channels=self.cfg.in_channels)
         return x, dhash(x)

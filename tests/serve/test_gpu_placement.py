@@ -89,6 +89,8 @@ def test_every_gpu_deployment_places_its_model_on_cuda(
         module = importlib.import_module(f"apps.{app_cfg['name']}")
         args_cls = next(v for k, v in vars(module).items() if k.endswith("Args") and k != "AppArgs")
         args = dict(app_cfg["args"], artifact_store=str(stores[app_cfg["name"]]))
+        for site_path in ("auth", "artifact_public_key"):  # the cluster's files, not here
+            args.pop(site_path, None)
         for key in ("live_log", "events_log"):
             if key in args:
                 args[key] = str(tmp_path / app_cfg["name"] / f"{key}.sqlite")

@@ -8,7 +8,8 @@ import time
 
 import numpy as np
 import pytest
-import requests
+
+from tests.serve.http import api
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
@@ -32,18 +33,18 @@ def app_url(serve_instance, rec_store, tmp_path_factory):
 
 
 def _still_up(url):
-    assert requests.get(f"{url}/healthz", timeout=30).json()["status"] == "ok"
+    assert api.get(f"{url}/health", timeout=30).json()["status"] == "ok"
 
 
 def test_health_and_docs(app_url):
     url, _ = app_url
-    h = requests.get(f"{url}/healthz", timeout=30).json()
+    h = api.get(f"{url}/health", timeout=30).json()
     assert h["model_version"] == "recommendation/v2:torch"
     assert h["shadow"] == "recommendation/v1:torch"
     assert h["events"] == {"events": 0, "unknown_user": 0, "unknown_video": 0}  # empty, not off
     assert h["candidates"]["videos"] > 1600 and h["candidates"]["users_with_factors"] == 943
-    spec = requests.get(f"{url}/openapi.json", timeout=30).json()
-    assert {"/users/{user_id}", "/events", "/healthz"} <= set(spec["paths"])
+    spec = api.get(f"{url}/openapi.json", timeout=30).json()
+    assert {"/users/{user_id}", "/events", "/health"} <= set(spec["paths"])
 
 
 def test_known_user_gets_ranked_unwatched_videos(app_url, rec_store):
@@ -51,7 +52,7 @@ def test_known_user_gets_ranked_unwatched_videos(app_url, rec_store):
     from mlsd.recommendation.artifact import load_recommender
 
     url, _ = app_url
-    r = requests.get(f"{url}/users/1", params={"k": 10}, timeout=30)
+    r = api.get(f"{url}/users/1", params={"k": 10}, timeout=30)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["strategy"] == "personal" and body["model_version"] == "recommendation/v2:torch"
@@ -66,9 +67,9 @@ def test_known_user_gets_ranked_unwatched_videos(app_url, rec_store):
 
 def test_cold_start_never_errors(app_url):
     url, _ = app_url
-    body = requests.get(f"{url}/users/123456", params={"k": 5}, timeout=30).json()
+    body = api.get(f"{url}/users/123456", params={"k": 5}, timeout=30).json()
     assert body["strategy"] == "popular" and len(body["items"]) == 5
-    body = requests.get(f"{url}/users/0", timeout=30).json()  # id 0: no such user either
+    body = api.get(f"{url}/users/0", timeout=30).json()  # id 0: no such user either
     assert body["strategy"] == "popular"
 
 
@@ -77,11 +78,11 @@ def test_events_are_durable_flagged_and_used(app_url):
 
     url, db = app_url
     new_user = 777_777
-    popular = requests.get(f"{url}/users/{new_user}", timeout=30).json()
+    popular = api.get(f"{url}/users/{new_user}", timeout=30).json()
     first = popular["items"][0]["video_id"]
     acks = []
     for video, event in [(first, "watch"), (50, "like"), (99_999, "watch")]:
-        r = requests.post(
+        r = api.post(
             f"{url}/events",
             json={"user_id": new_user, "video_id": video, "event": event, "timestamp": 893_000_000},
             timeout=30,
@@ -90,7 +91,7 @@ def test_events_are_durable_flagged_and_used(app_url):
         acks.append(r.json())
     assert acks[0]["unknown_user"] and not acks[0]["unknown_video"]
     assert acks[2]["unknown_video"]  # kept and flagged, not dropped
-    known = requests.post(
+    known = api.post(
         f"{url}/events",
         json={"user_id": 1, "video_id": 1, "event": "like", "timestamp": 893_000_000},
         timeout=30,
@@ -99,10 +100,10 @@ def test_events_are_durable_flagged_and_used(app_url):
     log = EventLog(db)  # what the next training run reads, from another process
     assert len(log) == 4 and log.flagged()["unknown_video"] == 1
     log.close()
-    h = requests.get(f"{url}/healthz", timeout=30).json()
+    h = api.get(f"{url}/health", timeout=30).json()
     assert h["events"]["events"] == 4
     # the new user's logged watches give personal (fold-in) candidates, minus what they saw
-    body = requests.get(f"{url}/users/{new_user}", timeout=30).json()
+    body = api.get(f"{url}/users/{new_user}", timeout=30).json()
     assert body["strategy"] == "fold_in"
     ids = [it["video_id"] for it in body["items"]]
     assert first not in ids and 50 not in ids
@@ -126,7 +127,7 @@ def test_events_are_durable_flagged_and_used(app_url):
 )
 def test_bad_ids_and_k(app_url, path, params):
     url, _ = app_url
-    r = requests.get(f"{url}{path}", params=params, timeout=30)
+    r = api.get(f"{url}{path}", params=params, timeout=30)
     assert r.status_code == 422, (path, params, r.status_code, r.text)
     assert r.json()["detail"]
     _still_up(url)
@@ -155,13 +156,13 @@ GOOD = {"user_id": 1, "video_id": 1, "event": "watch", "timestamp": 893_000_000}
 )
 def test_malformed_events(app_url, body):
     url, db = app_url
-    before = requests.get(f"{url}/healthz", timeout=30).json()["events"]["events"]
+    before = api.get(f"{url}/health", timeout=30).json()["events"]["events"]
     kw = {"data": body, "headers": {"content-type": "application/json"}}
     if not isinstance(body, str):
         kw = {"json": body}
-    r = requests.post(f"{url}/events", timeout=30, **kw)
+    r = api.post(f"{url}/events", timeout=30, **kw)
     assert r.status_code == 422, (body, r.status_code, r.text)
-    after = requests.get(f"{url}/healthz", timeout=30).json()["events"]["events"]
+    after = api.get(f"{url}/health", timeout=30).json()["events"]["events"]
     assert after == before  # nothing half-written
 
 
@@ -186,12 +187,12 @@ def test_shadow_ranking_is_compared(serve_instance, rec_store):
     try:
         primary = {}
         for u in users:
-            r = requests.get(f"{url}/users/{u}", params={"k": 10, "at": at}, timeout=30)
+            r = api.get(f"{url}/users/{u}", params={"k": 10, "at": at}, timeout=30)
             assert r.status_code == 200
             primary[u] = [it["video_id"] for it in r.json()["items"]]
         deadline = time.time() + 30
         while time.time() < deadline:
-            rep = requests.get(f"{url}/shadow", timeout=10).json()
+            rep = api.get(f"{url}/shadow", timeout=10).json()
             if rep["completed"] >= 10:
                 break
             time.sleep(0.5)
@@ -220,9 +221,7 @@ def reference(serve_instance, rec_store):
 
     plain = RecommendationArgs(artifact_store=str(rec_store), events_log=None)
     serve.run(build_app(plain), name="rec_plain", route_prefix="/rec-plain")
-    ref = [
-        requests.get(f"{serve_instance}/rec-plain/users/{u}", timeout=30).json() for u in (1, 2, 3)
-    ]
+    ref = [api.get(f"{serve_instance}/rec-plain/users/{u}", timeout=30).json() for u in (1, 2, 3)]
     serve.delete("rec_plain")
     return ref
 
@@ -245,7 +244,7 @@ def test_failing_shadow_leaves_primary_unchanged(serve_instance, rec_store, refe
     try:
         for u, expect in zip((1, 2, 3), ref, strict=True):
             t0 = time.perf_counter()
-            r = requests.get(f"{url}/users/{u}", timeout=30)
+            r = api.get(f"{url}/users/{u}", timeout=30)
             assert r.status_code == 200
             got = r.json()
             assert [i["video_id"] for i in got["items"]] == [i["video_id"] for i in expect["items"]]
@@ -255,7 +254,7 @@ def test_failing_shadow_leaves_primary_unchanged(serve_instance, rec_store, refe
             assert time.perf_counter() - t0 < 2.5
         deadline = time.time() + 30
         while time.time() < deadline:
-            rep = requests.get(f"{url}/shadow", timeout=10).json()
+            rep = api.get(f"{url}/shadow", timeout=10).json()
             if rep["errors"] + rep["timeouts"] >= 3:
                 break
             time.sleep(0.5)

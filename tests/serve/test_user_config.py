@@ -6,15 +6,15 @@ from __future__ import annotations
 import time
 
 import pytest
-import requests
 
 from tests.conftest import catalogue_images, png_bytes
+from tests.serve.http import api
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
 
 def _mirrored(url: str) -> int:
-    return requests.get(f"{url}/shadow", timeout=10).json()["mirrored"]
+    return api.get(f"{url}/shadow", timeout=10).json()["mirrored"]
 
 
 def _deploy(name: str, args: dict, deployments: list[dict] | None = None) -> None:
@@ -43,7 +43,7 @@ def test_user_config_change_applies_without_restart(serve_instance, tiny_store):
         assert before["max_batch_size"] == 16 and before["fail_with"] is None
         img = png_bytes(catalogue_images(1)[0][0])
         for _ in range(5):
-            assert requests.post(f"{url}/search", files={"image": img}, timeout=30).ok
+            assert api.post(f"{url}/search", files={"image": img}, timeout=30).ok
         assert _mirrored(url) == 0  # share 0: nothing mirrored
 
         # the operator's change: the same file with user_config overrides, deployed again
@@ -61,7 +61,7 @@ def test_user_config_change_applies_without_restart(serve_instance, tiny_store):
         assert after["pid"] == before["pid"]  # the same replica, reconfigured in place
         assert after["max_batch_size"] == 4 and after["batch_wait_timeout_s"] == 0.02
         for _ in range(5):
-            assert requests.post(f"{url}/search", files={"image": img}, timeout=30).ok
+            assert api.post(f"{url}/search", files={"image": img}, timeout=30).ok
         deadline = time.time() + 20
         while _mirrored(url) < 5 and time.time() < deadline:
             time.sleep(0.2)

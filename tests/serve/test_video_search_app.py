@@ -7,7 +7,9 @@ import time
 
 import numpy as np
 import pytest
-import requests
+
+from tests import attacks
+from tests.serve.http import api
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
@@ -33,15 +35,15 @@ def app_url(serve_instance, video_store, tmp_path_factory):
 
 
 def _search(url, q, k=10):
-    return requests.get(f"{url}/search", params={"q": q, "k": k}, timeout=60)
+    return api.get(f"{url}/search", params={"q": q, "k": k}, timeout=60)
 
 
 def test_health_docs_and_both_branches(app_url):
     url, _, _ = app_url
-    h = requests.get(f"{url}/healthz", timeout=30).json()
+    h = api.get(f"{url}/health", timeout=30).json()
     assert h["catalogue"]["videos"] == 4 and h["shadow"] == "video_text_zeroshot/v1:torch"
-    assert {"/search", "/videos", "/healthz"} <= set(
-        requests.get(f"{url}/openapi.json", timeout=30).json()["paths"]
+    assert {"/search", "/videos", "/health"} <= set(
+        api.get(f"{url}/openapi.json", timeout=30).json()["paths"]
     )
     body = _search(url, "a man in a suit and bow tie").json()
     assert body["degraded"] == []
@@ -66,7 +68,7 @@ def test_upload_is_indexed_durable_and_searchable(app_url, tmp_path):
     url, live, uris = app_url
     frames = [np.full((64, 96, 3), (i * 25) % 255, np.uint8) for i in range(20)]
     clip = write_mp4(tmp_path / "zebra.mp4", frames, fps=10)
-    r = requests.post(
+    r = api.post(
         f"{url}/videos",
         files={"video": ("zebra.mp4", clip.read_bytes())},
         data={"title": "Zebrafish aquarium tour", "description": "Fish", "tags": "aquarium"},
@@ -82,15 +84,15 @@ def test_upload_is_indexed_durable_and_searchable(app_url, tmp_path):
     log.close()
     # by URI, under an allowed prefix
     clip2 = write_mp4(uris / "heron.mp4", frames[:5], fps=10)
-    r = requests.post(f"{url}/videos", files=_fields(uri=str(clip2), title="Heron"), timeout=120)
+    r = api.post(f"{url}/videos", files=_fields(uri=str(clip2), title="Heron"), timeout=120)
     assert r.status_code == 201, r.text
     # outside the prefix, or escaping it: refused by structure, before anything is read
     for uri in ("/etc/passwd", f"file://{uris}/../{uris.name}/heron.mp4", f"{uris}-evil/x.mp4",
                 f"{uris}/heron.mp4?x=1", f"{uris}/%2e%2e/heron.mp4"):  # fmt: skip
-        r = requests.post(f"{url}/videos", files=_fields(uri=uri, title="x"), timeout=30)
+        r = api.post(f"{url}/videos", files=_fields(uri=uri, title="x"), timeout=30)
         assert r.status_code == 403, (uri, r.text)
     # under the prefix but absent: the same answer as any unreadable file, no path echoed
-    r = requests.post(f"{url}/videos", files=_fields(uri=f"{uris}/nope.mp4", title="x"), timeout=30)
+    r = api.post(f"{url}/videos", files=_fields(uri=f"{uris}/nope.mp4", title="x"), timeout=30)
     assert r.status_code == 400 and "nope" not in r.text and str(uris) not in r.text
 
 
@@ -111,16 +113,16 @@ def test_upload_is_indexed_durable_and_searchable(app_url, tmp_path):
 )
 def test_bad_queries(app_url, params, status):
     url, _, _ = app_url
-    r = requests.get(f"{url}/search", params=params, timeout=30)
+    r = api.get(f"{url}/search", params=params, timeout=30)
     assert r.status_code == status, (params, r.status_code, r.text)
-    assert requests.get(f"{url}/healthz", timeout=30).status_code == 200
+    assert api.get(f"{url}/health", timeout=30).status_code == 200
 
 
 def test_control_characters_inside_a_query_and_non_utf8(app_url):
     url, _, _ = app_url
     r = _search(url, "bikes\x00 in\x1f the city")
     assert r.status_code == 200 and r.json()["results"][0]["title"] == "Bikes in the city"
-    r = requests.get(f"{url}/search?q=%FF%FEbike", timeout=30)
+    r = api.get(f"{url}/search?q=%FF%FEbike", timeout=30)
     assert r.status_code == 400 and "UTF-8" in r.json()["detail"]
 
 
@@ -138,36 +140,42 @@ def _write_one_frame(tmp_path):
         ("png image", lambda p: _png(), 400, "not_a_video"),
         ("truncated mp4", lambda p: _truncated(), 400, "truncated"),
         ("no video stream", lambda p: _streamless(p), 400, "no_video_stream|not_a_video"),
+        # the security review's attacks: a script that reads server files, a playlist that
+        # fetches URLs, a 1M-frame clip (minutes of decoding), a 16k x 16k stream
+        ("ffconcat", lambda p: attacks.FFCONCAT, 400, "not_a_video"),
+        ("hls playlist", lambda p: attacks.HLS, 400, "not_a_video"),
+        ("1M frames", lambda p: attacks.million_frame_mp4(), 413, "too_long|too_costly"),
+        ("16k x 16k", lambda p: attacks.huge_vp8_webm(), 413, "too_large"),
     ],
 )
 def test_bad_uploads(app_url, tmp_path, name, make, status, reason):
     import re
 
     url, _, _ = app_url
-    r = requests.post(
+    r = api.post(
         f"{url}/videos", files={"video": ("v.mp4", make(tmp_path))}, data={"title": "t"},
         timeout=60,
     )  # fmt: skip
     assert r.status_code == status, (name, r.status_code, r.text)
     assert re.search(reason, r.json()["detail"]), r.json()
-    assert requests.get(f"{url}/healthz", timeout=30).status_code == 200
+    assert api.get(f"{url}/health", timeout=30).status_code == 200
 
 
 def test_upload_form_errors(app_url, tmp_path):
     url, _, _ = app_url
     one = _write_one_frame(tmp_path)
-    r = requests.post(f"{url}/videos", files={"video": ("v.mp4", one)}, timeout=60)
+    r = api.post(f"{url}/videos", files={"video": ("v.mp4", one)}, timeout=60)
     assert r.status_code == 422  # no title
-    r = requests.post(f"{url}/videos", files=_fields(title="no file"), timeout=60)
+    r = api.post(f"{url}/videos", files=_fields(title="no file"), timeout=60)
     assert r.status_code == 422
-    r = requests.post(f"{url}/videos", data={"title": "urlencoded"}, timeout=60)
+    r = api.post(f"{url}/videos", data={"title": "urlencoded"}, timeout=60)
     assert r.status_code == 415
-    r = requests.post(
+    r = api.post(
         f"{url}/videos", files={"video": ("v.mp4", one)}, data={"title": "t", "x": "1"},
         timeout=60,
     )  # fmt: skip
     assert r.status_code == 422
-    r = requests.post(  # a 1-frame (0.04 s) video is a real video
+    r = api.post(  # a 1-frame (0.04 s) video is a real video
         f"{url}/videos", files={"video": ("v.mp4", one)}, data={"title": "one frame"}, timeout=60
     )
     assert r.status_code == 201 and r.json()["frames"] == 1
@@ -179,7 +187,7 @@ def test_shadow_compares(app_url):
         assert _search(url, q).status_code == 200
     deadline = time.time() + 60
     while time.time() < deadline:
-        rep = requests.get(f"{url}/shadow", timeout=10).json()
+        rep = api.get(f"{url}/shadow", timeout=10).json()
         if rep["completed"] >= 3:
             break
         time.sleep(0.5)
@@ -269,7 +277,7 @@ def test_acknowledged_upload_survives_a_restart(serve_instance, video_store, tmp
     url = f"{serve_instance}/vs-restart"
     serve.run(build_app(args), name="vs_restart", route_prefix="/vs-restart")
     clip = write_mp4(tmp_path / "k.mp4", [np.zeros((32, 32, 3), np.uint8)] * 5, fps=5)
-    r = requests.post(
+    r = api.post(
         f"{url}/videos", files={"video": ("k.mp4", clip.read_bytes())},
         data={"title": "Kingfisher diving"}, timeout=120,
     )  # fmt: skip
@@ -279,6 +287,6 @@ def test_acknowledged_upload_survives_a_restart(serve_instance, video_store, tmp
     try:
         hits = _search(url, "kingfisher").json()["results"]
         assert hits[0]["video_id"] == r.json()["video_id"]
-        assert requests.get(f"{url}/healthz", timeout=30).json()["catalogue"]["videos"] == 5
+        assert api.get(f"{url}/health", timeout=30).json()["catalogue"]["videos"] == 5
     finally:
         serve.delete("vs_restart")

@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-import requests
 
 from tests.conftest import catalogue_images, jpeg_bytes, png_bytes
+from tests.serve.http import api, as_user
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
@@ -35,9 +35,9 @@ def app_url(serve_instance, tiny_store, tmp_path_factory):
     serve.delete("visual_search")
 
 
-def _search(url, data: bytes, k=5, user_id=None, **kw):
+def _search(url, data: bytes, k=5, user_id=None, client=api, **kw):
     params = {"k": k} | ({"user_id": user_id} if user_id else {})
-    return requests.post(
+    return client.post(
         f"{url}/search", params=params, files={"image": ("q.png", data)}, timeout=30, **kw
     )
 
@@ -51,11 +51,12 @@ def _still_up(url):
 
 def test_health_and_docs(app_url):
     url, _ = app_url
-    h = requests.get(f"{url}/healthz", timeout=10).json()
+    assert api.get(f"{url}/healthz", timeout=10).json() == {"status": "ok"}
+    h = api.get(f"{url}/health", timeout=10).json()
     assert h["status"] == "ok" and h["catalogue"]["size"] >= 400
     assert h["shadow"].endswith("onnx-int8")
-    assert requests.get(f"{url}/docs", timeout=10).status_code == 200
-    spec = requests.get(f"{url}/openapi.json", timeout=10).json()
+    assert api.get(f"{url}/docs", timeout=10).status_code == 200
+    spec = api.get(f"{url}/openapi.json", timeout=10).json()
     assert "/search" in spec["paths"] and "/images" in spec["paths"]
 
 
@@ -108,24 +109,24 @@ def test_unknown_fields_and_wrong_content_type(app_url):
     url, _ = app_url
     imgs, _ = catalogue_images(1)
     data = png_bytes(imgs[0])
-    r = requests.post(
+    r = api.post(
         f"{url}/search", files={"image": ("a.png", data), "colour": (None, "red")}, timeout=10
     )
     assert r.status_code == 422 and "colour" in r.json()["detail"]
-    r = requests.post(
+    r = api.post(
         f"{url}/search",
         params={"k": 3, "sort": "asc"},
         files={"image": ("a.png", data)},
         timeout=10,
     )
     assert r.status_code == 422 and "sort" in r.json()["detail"]
-    r = requests.post(f"{url}/search", data=data, headers={"content-type": "image/png"}, timeout=10)
+    r = api.post(f"{url}/search", data=data, headers={"content-type": "image/png"}, timeout=10)
     assert r.status_code == 415 and "multipart/form-data" in r.json()["detail"]
-    r = requests.post(f"{url}/search", json={"image": "base64?"}, timeout=10)
+    r = api.post(f"{url}/search", json={"image": "base64?"}, timeout=10)
     assert r.status_code == 415
-    r = requests.post(f"{url}/search", files={"picture": ("a.png", data)}, timeout=10)
+    r = api.post(f"{url}/search", files={"picture": ("a.png", data)}, timeout=10)
     assert r.status_code == 422
-    r = requests.post(f"{url}/search", files={"image": (None, "just text")}, timeout=10)
+    r = api.post(f"{url}/search", files={"image": (None, "just text")}, timeout=10)
     assert r.status_code == 422 and "file upload" in r.json()["detail"]
     _still_up(url)
 
@@ -135,26 +136,32 @@ def _new_image(seed: int) -> bytes:
     return png_bytes((rng.random((28, 28)) * 255).astype(np.uint8))
 
 
-def _add(url, data, owner=None, private=None):
+def _add(url, data, owner=None, private=None, client=api):
     fields = {"image": ("new.png", data)}
     if owner is not None:
         fields["owner"] = (None, owner)
     if private is not None:
         fields["private"] = (None, private)
-    return requests.post(f"{url}/images", files=fields, timeout=30)
+    return client.post(f"{url}/images", files=fields, timeout=30)
 
 
-def test_added_image_is_searchable_and_privacy_holds(app_url):
+def test_added_image_is_searchable_and_privacy_holds(app_url, keys):
     url, _ = app_url
+    alice, bob = as_user(keys["alice"]), as_user(keys["bob"])
     data = _new_image(1)
-    r = _add(url, data, owner="alice", private="true")
+    r = _add(url, data, private="true", client=alice)  # the owner is alice: her token says so
     assert r.status_code == 200, r.text
     new_id = r.json()["image_id"]
-    mine = _search(url, data, k=3, user_id="alice").json()["results"]
+    mine = _search(url, data, k=3, client=alice).json()["results"]
     assert mine[0]["image_id"] == new_id
-    theirs = _search(url, data, k=3, user_id="bob").json()["results"]
+    theirs = _search(url, data, k=3, client=bob).json()["results"]
     assert new_id not in [h["image_id"] for h in theirs]
-    assert _add(url, data, private="true").status_code == 422  # private needs an owner
+    # bob can neither search as alice nor add in her name; an admin may act for her
+    assert _search(url, data, user_id="alice", client=bob).status_code == 403
+    assert _add(url, data, owner="alice", client=bob).status_code == 403
+    as_alice = _search(url, data, k=3, user_id="alice").json()["results"]
+    assert as_alice[0]["image_id"] == new_id
+    assert new_id not in [h["image_id"] for h in _search(url, data, k=3).json()["results"]]
     assert _add(url, data, owner="x", private="maybe").status_code == 422
     assert _add(url, b"").status_code == 400
 
@@ -179,7 +186,7 @@ def test_shadow_report_compares_int8_with_fp32(app_url):
         assert _search(url, png_bytes(img), k=10).status_code == 200
     deadline = time.time() + 30
     while time.time() < deadline:
-        rep = requests.get(f"{url}/shadow", timeout=10).json()
+        rep = api.get(f"{url}/shadow", timeout=10).json()
         if rep["completed"] >= 20:
             break
         time.sleep(0.5)

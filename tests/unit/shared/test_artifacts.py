@@ -134,3 +134,77 @@ def test_default_cache_is_not_a_shared_temp_folder(monkeypatch, tmp_path):
     assert default_cache_dir() == tmp_path / "xdg" / "mlsd" / "artifacts"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert not str(default_cache_dir()).startswith(tempfile.gettempdir())
+
+
+def test_fashion_mnist_files_are_checked_by_content(tmp_path):
+    import gzip
+
+    from mlsd.data import fashion_mnist as fm
+
+    bad = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    bad.write_bytes(gzip.compress(b"not the labels"))
+    with pytest.raises(ValueError, match="SHA-256"):
+        fm.verify(bad, "t10k-labels-idx1-ubyte")
+    with pytest.raises(ValueError, match="HTTPS"):
+        fm.download(tmp_path, base_url="http://example.com/")
+    real = fm.DEBIAN_DIR / "t10k-labels-idx1-ubyte.gz"
+    if real.exists():
+        fm.verify(real, "t10k-labels-idx1-ubyte")
+
+
+def test_a_pinned_manifest_digest_catches_tampering_before_anything_loads(tmp_path):
+    store = ArtifactStore(tmp_path / "s")
+    version = _write(store)
+    digest = store.manifest_digest("m", version)
+    assert store.load("m").digest == digest
+    pinned = ArtifactStore(tmp_path / "s", pins={f"m/{version}": f"sha256:{digest}"})
+    assert pinned.load("m").version == version
+    mpath = tmp_path / "s" / "m" / version / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    (tmp_path / "s" / "m" / version / "weights.bin").write_bytes(b"evil weights")
+    manifest["files"]["weights.bin"]["sha256"] = (
+        __import__("hashlib").sha256(b"evil weights").hexdigest()
+    )
+    mpath.write_text(json.dumps(manifest))  # a consistent forgery: checksums match the file
+    assert ArtifactStore(tmp_path / "s").load("m").version == version  # checksums alone: fooled
+    with pytest.raises(ArtifactError, match=f"manifest .*{version}.* pinned sha256"):
+        pinned.load("m")
+
+
+def test_signed_manifests(tmp_path, monkeypatch):
+    from mlsd import artifacts
+
+    priv, pub = artifacts.keygen(tmp_path / "signing.pem")
+    assert oct(priv.stat().st_mode & 0o777) == "0o600"
+    monkeypatch.setenv("MLSD_ARTIFACT_SIGNING_KEY", str(priv))
+    version = _write(ArtifactStore(tmp_path / "s"))  # a job's store signs what it commits
+    monkeypatch.delenv("MLSD_ARTIFACT_SIGNING_KEY")
+    trusted = ArtifactStore(tmp_path / "s", public_key=str(pub))
+    assert trusted.load("m").version == version
+    assert ArtifactStore.open(trusted.spec()).load("m").version == version  # a replica's view
+    mpath = tmp_path / "s" / "m" / version / "manifest.json"
+    mpath.write_bytes(mpath.read_bytes().replace(b'"metrics"', b'"metrics" '))
+    with pytest.raises(ArtifactError, match="signature does not verify"):
+        trusted.load("m")
+    unsigned = _write(ArtifactStore(tmp_path / "s"), name="u")
+    with pytest.raises(ArtifactError, match="not signed"):
+        trusted.load("u", unsigned)
+    other, other_pub = artifacts.keygen(tmp_path / "other.pem")
+    assert artifacts.main(["sign", "--store", str(tmp_path / "s"), "--key", str(other), "u"]) == 0
+    with pytest.raises(ArtifactError, match="signature does not verify"):
+        trusted.load("u")
+    assert ArtifactStore(tmp_path / "s", public_key=str(other_pub)).load("u").version == unsigned
+
+
+def test_an_app_whose_pinned_manifest_differs_fails_at_build_naming_it(tiny_store):
+    from apps.visual_search import VisualSearchArgs, build_app
+
+    store = ArtifactStore(tiny_store)
+    version = store.resolve("visual_search")
+    args = VisualSearchArgs(
+        artifact_store=str(tiny_store),
+        live_log=None,
+        artifact_pins={f"visual_search/{version}": "0" * 64},
+    )
+    with pytest.raises(ArtifactError, match=f"visual_search/{version}/manifest.json"):
+        build_app(args)

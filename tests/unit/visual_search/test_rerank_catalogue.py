@@ -2,7 +2,8 @@ import threading
 
 import numpy as np
 
-from mlsd.visual_search.catalogue import LIVE_ID_BASE, CatalogueLog
+from mlsd.durable import LIVE_ID_BASE
+from mlsd.visual_search.catalogue import CatalogueLog
 from mlsd.visual_search.rerank import ImageMeta, RerankConfig, rerank
 
 
