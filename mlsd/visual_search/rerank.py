@@ -46,7 +46,7 @@ def rerank(
             continue
         if cfg.drop_unsafe and m.unsafe:
             continue
-        if cfg.drop_private_of_others and m.private and m.owner != user_id:
+        if cfg.drop_private_of_others and m.private and (m.owner is None or m.owner != user_id):
             continue
         if cfg.near_duplicate_bits >= 0 and m.signature:
             if any(hamming(m.signature, s) <= cfg.near_duplicate_bits for s in kept_sigs):

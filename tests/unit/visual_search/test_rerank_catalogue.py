@@ -48,3 +48,9 @@ def test_catalogue_log_concurrent_appends_are_all_kept(tmp_path):
     assert CatalogueLog(path).image_bytes(ids[0]) == b"x"
     tail = CatalogueLog(path).since(rows[99][0])
     assert len(tail) == 20
+
+
+def test_a_private_image_without_an_owner_is_shown_to_nobody():
+    meta = {1: ImageMeta(1, None, private=True), 2: ImageMeta(2, None)}
+    for user in (None, "alice"):
+        assert rerank([(1, 0.9), (2, 0.8)], meta, k=10, user_id=user) == [(2, 0.8)]
