@@ -170,3 +170,9 @@ def test_a_full_queue_is_503_and_the_service_stays_up(serve_instance, tiny_store
         assert api.get(f"{url}/healthz", timeout=10).status_code == 200
     finally:
         serve.delete(name)
+
+
+def test_the_build_reads_the_running_serve_bind_address(serve_instance):
+    from apps.auth import serve_hosts
+
+    assert serve_hosts() == ["127.0.0.1"]  # what `auth: none` is judged by

@@ -174,3 +174,14 @@ def test_cli_creates_lists_revokes_and_makes_the_dev_token(tmp_path, capsys):
     assert KeyStore(store).verify(first).scopes == set(auth.SCOPES)
     auth.main(["--store", store, "dev-token", "--out", str(out)])
     assert out.read_text().strip() == first  # made once, kept while valid
+
+
+def test_an_app_with_auth_none_is_refused_when_serve_binds_beyond_loopback(tiny_store, monkeypatch):
+    from apps.visual_search import VisualSearchArgs, build_app
+
+    args = VisualSearchArgs(artifact_store=str(tiny_store), live_log=None, auth="none")
+    monkeypatch.setattr("apps.common.serve_hosts", lambda: ["0.0.0.0"])
+    with pytest.raises(ValueError, match="auth: none is refused"):
+        build_app(args)
+    monkeypatch.setattr("apps.common.serve_hosts", lambda: ["127.0.0.1"])
+    build_app(args)  # loopback only: allowed
