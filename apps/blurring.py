@@ -1,0 +1,203 @@
+"""Street View blurring (the book's chapter 3) as a Ray Serve application at ``/blurring``.
+
+POST /images  Ingress ─> Preprocess (decode, EXIF orientation, validate) ─> Detector (batched;
+              faces + plates; NMS; an ensemble is configuration) ─> Preprocess.blur (Gaussian or
+              pixelation, margin, elliptical faces) ─> object store (blurred JPEG, no EXIF)
+GET /images/{id}  the blurred JPEG (its uploader, or admin)
+
+Privacy invariants: only blurred images are stored or returned (originals only with
+``store_originals``); a detector that fails or times out fails the request (503), it never
+lets an unblurred image through.
+"""
+
+import asyncio
+import time
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
+
+from apps import limits
+from apps.auth import Identity, require
+from apps.common import (
+    AppArgs,
+    Liveness,
+    ModelRef,
+    apply_ingress_config,
+    multipart_openapi,
+    pin_local,
+    read_multipart,
+    read_upload,
+    reject_unknown_query,
+    setup_edge,
+)
+from deployments.blurring import Detector, Preprocess
+from mlsd.blurring.data import LABELS
+from mlsd.blurring.store import BlurredStore
+from mlsd.image import DEFAULT_MAX_PIXELS, InvalidImage
+
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+DEFAULT_MEMBERS = [
+    {"kind": "centerface", "threshold": 0.2},
+    {"kind": "yunet", "threshold": 0.5},
+]
+
+
+class DetectorArgs(BaseModel):
+    """The served detector: one backend or an ensemble (union, then NMS), each cut at its
+    served threshold (a float, or per class ``{face: .., plate: ..}``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    members: list[dict] = Field(default_factory=lambda: [dict(m) for m in DEFAULT_MEMBERS])
+    long_side: int = Field(1024, ge=64, le=8192)
+    nms_iou: float = Field(0.5, gt=0, le=1)
+
+    def label(self) -> str:
+        parts = []
+        for m in self.members:
+            name = m["kind"] if m["kind"] != "torch" else f"{m['artifact']}/{m.get('version')}"
+            parts.append(f"{name}@{m.get('threshold')}")
+        return "+".join(parts)
+
+
+class BlurringArgs(AppArgs):
+    """Builder arguments (``args:`` in serve_config.yaml)."""
+
+    model: ModelRef | None = None  # the detector is `detector:` (it may hold no artifact)
+    detector: DetectorArgs = Field(default_factory=DetectorArgs)
+    output_store: str = Field("var/blurring/images", description="folder or fsspec URI")
+    store_originals: bool = Field(False, description="keep the unblurred upload (off: never)")
+    blur: dict = Field(default_factory=dict, description="mlsd.blurring.blur.BlurConfig fields")
+    max_upload_bytes: int = DEFAULT_MAX_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    detect_timeout_s: float = Field(30.0, gt=0)
+    device: str = Field("auto", description="detector device: auto (the replica's GPU) | cpu")
+
+    def pin_models(self, store) -> None:
+        """Our trained members' ``latest`` pinned to concrete, checked versions."""
+        for m in self.detector.members:
+            if m.get("kind") == "torch":
+                ref = ModelRef(artifact=m["artifact"], version=m.get("version", "latest"))
+                m["version"] = ref.pin(store, self.artifact_pins).version
+
+
+class Box(BaseModel):
+    label: str
+    score: float
+    box: list[float] = Field(description="x1, y1, x2, y2 in the (EXIF-oriented) image's pixels")
+
+
+class BlurResponse(BaseModel):
+    image_id: str
+    boxes: list[Box]
+    url: str
+    model_version: str
+
+
+class Health(BaseModel):
+    status: str
+    model_version: str
+    output_store: str
+
+
+IMAGE_FORM = multipart_openapi({"image": {"type": "string", "format": "binary"}}, ["image"])
+
+api = FastAPI(
+    title="Street View blurring",
+    description="Faces and licence plates found and blurred before an image is published "
+    "(the book's Street View blurring system).",
+    version="1",
+)
+limits.install(api, DEFAULT_MAX_BYTES + limits.MULTIPART_SLACK)
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64, max_queued_requests=128
+)
+@serve.ingress(api)
+class BlurringIngress:
+    def __init__(self, args: dict, preprocess: DeploymentHandle, detector: DeploymentHandle):
+        self.args = BlurringArgs(**args)
+        setup_edge(api, self.args, self.args.max_upload_bytes + limits.MULTIPART_SLACK)
+        self.store = BlurredStore(self.args.output_store)
+        self.preprocess, self.detector = preprocess, detector
+        self.model_version = self.args.detector.label()
+
+    def reconfigure(self, config: dict) -> None:
+        apply_ingress_config(None, config)
+
+    @api.post("/images", response_model=BlurResponse, status_code=201, openapi_extra=IMAGE_FORM,
+              summary="Blur every face and plate of an image; store the blurred copy")  # fmt: skip
+    async def blur_image(
+        self, request: Request, caller: Identity = Depends(require("write"))
+    ) -> BlurResponse:
+        reject_unknown_query(request, set())
+        form = await read_multipart(request, {"image"}, self.args.max_upload_bytes, ["image"])
+        data = await read_upload(form, "image", self.args.max_upload_bytes)
+        try:
+            image = await self.preprocess.prepare.remote(data)
+        except InvalidImage as e:
+            raise HTTPException(e.status, str(e)) from None
+        try:  # no detections, no image: a failed detector never lets the original through
+            det = await asyncio.wait_for(
+                self.detector.detect.remote(image), self.args.detect_timeout_s
+            )
+        except TimeoutError:
+            raise HTTPException(503, "detection timed out; the image was not published") from None
+        except Exception:
+            raise HTTPException(503, "detection failed; the image was not published") from None
+        jpeg = await self.preprocess.blur.remote(image, det)
+        image_id = self.store.new_id()
+        boxes = [
+            Box(label=LABELS[int(lab)], score=float(s), box=[round(float(v), 1) for v in b])
+            for b, s, lab in zip(det.boxes, det.scores, det.labels, strict=True)
+        ]
+        meta = {"owner": caller.user, "created": time.time(), "model_version": self.model_version,
+                "boxes": [b.model_dump() for b in boxes]}  # fmt: skip
+        original = data if self.args.store_originals else None
+        await asyncio.to_thread(self.store.put, image_id, jpeg, meta, original)
+        return BlurResponse(image_id=image_id, boxes=boxes, url=f"images/{image_id}",
+                            model_version=self.model_version)  # fmt: skip
+
+    @api.get("/images/{image_id}", response_class=Response,
+             responses={200: {"content": {"image/jpeg": {}}}},
+             summary="The blurred JPEG (its uploader, or admin)")  # fmt: skip
+    async def get_image(
+        self,
+        image_id: str = Path(pattern=r"^[0-9a-f]{32}$", description="from POST /images"),
+        caller: Identity = Depends(require("search")),
+    ) -> Response:
+        try:
+            jpeg, meta = await asyncio.to_thread(self.store.get, image_id)
+        except KeyError:
+            raise HTTPException(404, "no such image") from None
+        if meta.get("owner") != caller.user and not caller.has("admin"):
+            raise HTTPException(404, "no such image")  # not 403: ids of others stay unknown
+        return Response(jpeg, media_type="image/jpeg")
+
+    @api.get("/healthz", response_model=Liveness, summary="Liveness (open, reveals nothing)")
+    async def healthz(self) -> Liveness:
+        return Liveness()
+
+    @api.get("/health", response_model=Health, summary="Detailed health (admin)")
+    async def health(self, caller: Identity = Depends(require("admin"))) -> Health:
+        return Health(status="ok", model_version=self.model_version,
+                      output_store=self.args.output_store)  # fmt: skip
+
+
+def build_app(args: BlurringArgs) -> Application:
+    a = args.model_copy(deep=True)
+    a.artifact_store, a.output_store = pin_local(a.artifact_store), pin_local(a.output_store)
+    a.pin_auth()
+    a.pin_models(a.store())
+    detector = Detector.options(user_config=a.model_user_config("Detector")).bind(
+        store_uri=a.store_spec(), members=a.detector.members, long_side=a.detector.long_side,
+        nms_iou=a.detector.nms_iou, device=a.device,
+    )  # fmt: skip
+    preprocess = Preprocess.bind(max_bytes=a.max_upload_bytes, max_pixels=a.max_pixels,
+                                 blur=a.blur)  # fmt: skip
+    return BlurringIngress.bind(a.ingress_args(), preprocess=preprocess, detector=detector)

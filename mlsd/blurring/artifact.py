@@ -1,0 +1,32 @@
+"""Detector artifacts: weights (state_dict, loaded with weights_only) + config + metrics."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mlsd.artifacts import Artifact, ArtifactStore
+from mlsd.blurring.model import DetectorConfig, build_detector
+
+
+def write_detector(
+    store: ArtifactStore,
+    name: str,
+    model: nn.Module,
+    cfg: DetectorConfig,
+    train: dict,
+    data: dict,
+    metrics: dict,
+) -> str:
+    w = store.new_version(name)
+    torch.save(model.state_dict(), w.path("detector.pt"))
+    return w.commit(config={"detector": cfg.to_dict(), "train": train}, data=data,
+                    metrics=metrics)  # fmt: skip
+
+
+def load_detector(art: Artifact, device: str = "cpu") -> tuple[nn.Module, DetectorConfig]:
+    cfg = DetectorConfig.from_dict(art.config["detector"])
+    model = build_detector(cfg, pretrained=False)
+    state = torch.load(art.file("detector.pt"), map_location=device, weights_only=True)
+    model.load_state_dict(state)
+    return model.to(device).eval(), cfg

@@ -1,0 +1,85 @@
+"""Training-time augmentation with ``torchvision.transforms.v2`` on ``tv_tensors.BoundingBoxes``
+(boxes move with every geometric transform), and its offline variant.
+
+Each example is first put at the scale the detector is evaluated at (long side 1024), jittered
+(0.75-1.25 x), then a fixed-size crop is taken (so small faces keep their pixels), flipped,
+colour-jittered and sometimes blurred; boxes cut below 2 px by the crop are dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+MAX_BOXES = 256  # per crop; rows are padded to this (label 0 = padding)
+
+
+@dataclass
+class AugmentConfig:
+    long_side: int = 1024
+    scale_jitter: tuple[float, float] = (0.75, 1.25)
+    crop: int = 416
+    flip: float = 0.5
+    colour: float = 0.8  # probability of brightness / contrast / saturation / hue jitter
+    blur: float = 0.2  # probability of a Gaussian blur (motion, focus)
+
+
+def _transforms(cfg: AugmentConfig):
+    from torchvision.transforms import v2
+
+    return v2.Compose(
+        [
+            v2.RandomCrop(cfg.crop, pad_if_needed=True),
+            v2.RandomHorizontalFlip(cfg.flip),
+            v2.RandomApply([v2.ColorJitter(0.3, 0.3, 0.3, 0.05)], p=cfg.colour),
+            v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.5))], p=cfg.blur),
+            v2.SanitizeBoundingBoxes(min_size=2),
+        ]
+    )
+
+
+class Augmenter:
+    """(H, W, 3) uint8 + boxes (N, 4) xyxy + labels -> one augmented fixed-size crop."""
+
+    def __init__(self, cfg: AugmentConfig | None = None, seed: int | None = None):
+        self.cfg = cfg or AugmentConfig()
+        self.tf = _transforms(self.cfg)
+        self.rng = np.random.default_rng(seed)
+        if seed is not None:
+            torch.manual_seed(seed)
+
+    def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray):
+        from torchvision import tv_tensors
+        from torchvision.transforms.v2 import functional as F
+
+        h, w = image.shape[:2]
+        s = self.cfg.long_side / max(h, w) * self.rng.uniform(*self.cfg.scale_jitter)
+        size = [max(1, round(h * s)), max(1, round(w * s))]
+        img = tv_tensors.Image(torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1))
+        bx = tv_tensors.BoundingBoxes(
+            torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            format="XYXY",
+            canvas_size=(h, w),
+        )
+        img, bx = F.resize(img, size, antialias=True), F.resize(bx, size)
+        out = self.tf({"image": img, "boxes": bx, "labels": torch.as_tensor(labels)})
+        return (
+            out["image"].permute(1, 2, 0).numpy(),  # (crop, crop, 3) uint8
+            out["boxes"].numpy().astype(np.float32),
+            out["labels"].numpy().astype(np.int64),
+        )
+
+
+def pad_targets(boxes: np.ndarray, labels: np.ndarray, m: int = MAX_BOXES):
+    """Fixed-size rows for Ray Data: (m, 4) boxes and (m,) labels, 0 = padding."""
+    pb, pl = np.zeros((m, 4), np.float32), np.zeros(m, np.int64)
+    n = min(len(boxes), m)
+    pb[:n], pl[:n] = boxes[:n], labels[:n]
+    return pb, pl
+
+
+def unpad_targets(boxes: np.ndarray, labels: np.ndarray) -> dict[str, torch.Tensor]:
+    keep = labels > 0
+    return {"boxes": torch.from_numpy(boxes[keep]), "labels": torch.from_numpy(labels[keep])}

