@@ -18,7 +18,7 @@ export PYTHONUNBUFFERED := 1
 # request bodies are capped in Serve's proxy, per route, before any replica sees them (the
 # apps cap them again, exactly, from their args); see README "Security"
 export RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH := apps.limits:proxy_middlewares
-export MLSD_PROXY_BODY_LIMITS ?= default=67174400,/visual-search=21037056,/recommendations=65536
+export MLSD_PROXY_BODY_LIMITS ?= default=67174400,/visual-search=21037056,/recommendations=65536,/blurring=21037056
 export RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S ?= 60
 export RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S ?= 60
 

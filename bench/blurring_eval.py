@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--plots", default="docs/plots")
     p.add_argument("--out", default="var/bench/blurring_eval.json")
     p.add_argument("--threads", type=int, default=0, help="0 = this process's CPUs")
+    p.add_argument("--union", nargs="*", default=[], help="plates: detectors to union")
     a = p.parse_args(argv)
 
     import torch
@@ -72,28 +73,40 @@ def main(argv: list[str] | None = None) -> dict:
     for cls, (test, val, label, max_fp) in sets.items():
         test_imgs, val_imgs = E.at_scale(test), E.at_scale(val)
         members = [n for n, d in dets.items() if label in d.labels]
-        results, speed, thresholds = {}, {}, {}
+        results, speed, thresholds, val_results, val_cover = {}, {}, {}, {}, {}
         for n in members:
             results[n], speed[n] = E.run_detector(dets[n], test_imgs)
-            val_res, _ = E.run_detector(dets[n], val_imgs)
-            thresholds[n] = E.choose_threshold(val_res, label, max_fp)
+            val_results[n], _ = E.run_detector(dets[n], val_imgs)
+            thresholds[n] = E.choose_threshold(val_results[n], label, max_fp)
+            val_cover[n] = E.coverage_stats(val_results[n], thresholds[n], label=label)
         if cls == "face":
             thresholds["centerface@0.2"] = 0.2
             results["centerface@0.2"], speed["centerface@0.2"] = (
                 results["centerface"], speed["centerface"],
             )  # fmt: skip
-            # the unions the issue asks for, and ours with the pretrained detectors
-            unions = [("centerface", "yunet")] + [(o, "centerface", "yunet") for o in a.ours
+        # ensembles: members' thresholds chosen jointly on validation (union, then NMS); the
+        # union's test detections come from the members' own, so no detector runs twice
+        combos = [tuple(a.union)] if a.union else []
+        if cls == "face":
+            combos = [("centerface", "yunet")] + [(o, "centerface", "yunet") for o in a.ours
                                                   if o in dets]  # fmt: skip
-            for combo in unions:
-                ens = B.Ensemble([dets[c] for c in combo], [thresholds[c] for c in combo])
-                n = "∪".join(combo)
-                results[n], speed[n] = E.run_detector(ens, test_imgs)
-                thresholds[n] = 0.0  # members already cut at their own thresholds
+        for combo in combos:
+            if not all(c in results for c in combo):
+                continue
+            ts, vstats = E.choose_ensemble_thresholds([val_results[c] for c in combo], label,
+                                                      max_fp)  # fmt: skip
+            n = "∪".join(f"{c}@{t:.1f}" for c, t in zip(combo, ts, strict=True))
+            results[n] = E.union_results([results[c] for c in combo], ts)
+            speed[n] = 1.0 / sum(1.0 / speed[c] for c in combo)
+            thresholds[n], val_cover[n] = 0.0, vstats
+        # the served configuration: the best validation coverage within the FP bound
+        within = {n: v for n, v in val_cover.items() if v["fp_per_image"] <= max_fp}
+        served = max(within, key=lambda n: within[n]["coverage"]) if within else None
+        report.setdefault("served", {})[cls] = served
         report["thresholds"][cls] = thresholds
         print(f"\n{cls}s: {len(test)} test images, {sum(len(e.boxes) for e in test)} boxes; "
               f"thresholds from validation at <= {max_fp} FP/image")  # fmt: skip
-        head = f"{'detector':34s} {'thr':>5s} {'AP50':>6s} {'AP.5:.95':>8s} {'cover':>6s} " \
+        head = f" {'detector':44s} {'thr':>5s} {'AP50':>6s} {'AP.5:.95':>8s} {'cover':>6s} " \
                f"{'FP/img':>6s} {'area':>6s} {'img/s':>6s}"  # fmt: skip
         if cls == "face":
             head += "  AP50 <16 16-32 >=32   cover <16 16-32 >=32"
@@ -103,7 +116,9 @@ def main(argv: list[str] | None = None) -> dict:
             row |= {"detector": n, "class": cls, "threshold": thresholds[n],
                     "images_per_s": speed[n]}  # fmt: skip
             report["rows"].append(row)
-            line = (f"{n:34s} {thresholds[n]:5.2f} {_fmt(row['ap50'])} {_fmt(row['ap50_95'])}  "
+            mark = "*" if n == served else " "
+            line = (f"{mark}{n:44s} {thresholds[n]:5.2f} {_fmt(row['ap50'])} "
+                    f"{_fmt(row['ap50_95'])}  "
                     f"{_fmt(row['coverage'])} {row['fp_per_image']:6.2f} "
                     f"{row['blurred_area']:6.3f} {speed[n]:6.2f}")  # fmt: skip
             if cls == "face":
@@ -114,6 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
             g = {b: next(r for r in report["rows"] if r["class"] == "face")[f"gt[{b}]"]
                  for b in E.SIZE_BUCKETS}  # fmt: skip
             print(f"face boxes per size bucket (sqrt(w*h) at long side 1024): {g}")
+        print(f"* served: best validation coverage at <= {max_fp} FP/image ({served})")
         if a.plots:
             _plot(results, label, cls, Path(a.plots))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +146,7 @@ def _plot(results: dict, label: int, cls: str, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 5))
     for n, res in results.items():
-        if "@" in n or "∪" in n:
+        if "@" in n:
             continue  # unions carry members' scores: no single PR curve
         r, pr, _ = E.pr_curve(res, label)
         if len(r):

@@ -133,7 +133,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", default=None, help="artifact name (default blurring_<family>)")
     p.add_argument("--run-name", default=None, help="re-use to resume from its last checkpoint")
     p.add_argument("--runs-dir", default=os.path.abspath("var/ray_results"))
+    p.add_argument(
+        "--export-only",
+        action="store_true",
+        help="write the artifact from --run-name's latest checkpoint, no training",
+    )
     return p.parse_args(argv)
+
+
+def latest_checkpoint(runs_dir: str, run_name: str) -> Path:
+    found = sorted(Path(runs_dir, run_name).glob("checkpoint_*/state.pt"),
+                   key=lambda p: p.stat().st_mtime)  # fmt: skip
+    if not found:
+        raise FileNotFoundError(f"no checkpoint of run {run_name!r} under {runs_dir}")
+    return found[-1]
 
 
 def run(a: argparse.Namespace) -> dict:
@@ -141,11 +154,16 @@ def run(a: argparse.Namespace) -> dict:
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from mlsd.artifacts import ArtifactStore
     from train.common import init_ray
 
-    init_ray(a.num_cpus)
     faces, plates = bdata.faces("train", a.data_root), bdata.plates("train", a.data_root)
+    cfg = DetectorConfig(family=a.family, train_from_block=a.train_from_block,
+                         fpn_channels=a.fpn_channels)  # fmt: skip
+    if a.export_only:  # e.g. a run stopped early: its last finished epoch becomes a version
+        state = torch.load(latest_checkpoint(a.runs_dir, a.run_name), weights_only=True)
+        return _export(a, cfg, state["model"], {"epoch": state["epoch"], "partial": True},
+                       a.run_name, None, len(faces), len(plates))  # fmt: skip
+    init_ray(a.num_cpus)
     if a.limit:
         faces, plates = faces[: a.limit], plates[: a.limit]
     rows = example_rows(faces + plates)
@@ -161,8 +179,6 @@ def run(a: argparse.Namespace) -> dict:
             num_cpus=0.5,
         )  # fmt: skip
     )
-    cfg = DetectorConfig(family=a.family, train_from_block=a.train_from_block,
-                         fpn_channels=a.fpn_channels)  # fmt: skip
     steps = len(rows) // a.batch_size
     if a.max_steps_per_epoch:
         steps = min(steps, a.max_steps_per_epoch)
@@ -195,22 +211,28 @@ def run(a: argparse.Namespace) -> dict:
     seconds = time.perf_counter() - t0
     with result.checkpoint.as_directory() as d:
         state = torch.load(Path(d) / "state.pt", weights_only=True)
+    metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
+    out = _export(a, cfg, state["model"], metrics, run_name, seconds, len(faces), len(plates))
+    return out | {"final": result.metrics}
+
+
+def _export(a, cfg, weights, metrics, run_name, seconds, n_faces, n_plates) -> dict:
+    from mlsd.artifacts import ArtifactStore
     from mlsd.blurring.artifact import write_detector
 
     model = build_detector(cfg, pretrained=False)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(weights)
     name = a.name or f"blurring_{a.family}"
     version = write_detector(
         ArtifactStore(a.store), name, model, cfg,
         train={"run": run_name, "epochs": a.epochs, "lr": a.lr, "crop": a.crop,
                "batch_size": a.batch_size, "train_seconds": seconds,
                "num_workers": a.num_workers, "use_gpu": a.use_gpu},
-        data={"faces": f"face_mask_detection_train (train split, {len(faces)} photos)",
-              "plates": f"openalpr_plates eu+us (train split, {len(plates)} photos)"},
-        metrics={k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
+        data={"faces": f"face_mask_detection_train (train split, {n_faces} photos)",
+              "plates": f"openalpr_plates eu+us (train split, {n_plates} photos)"},
+        metrics=metrics,
     )  # fmt: skip
-    return {"run": run_name, "train_seconds": seconds, "artifact": f"{name}/{version}",
-            "final": result.metrics}  # fmt: skip
+    return {"run": run_name, "train_seconds": seconds, "artifact": f"{name}/{version}"}
 
 
 def main(argv: list[str] | None = None) -> None:

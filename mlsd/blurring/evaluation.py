@@ -249,3 +249,45 @@ def run_detector(detector, images) -> tuple[list[ImageResult], float]:
         det = detector(img)
         results.append(ImageResult(boxes, labels, det, img.shape[1], img.shape[0]))
     return results, len(images) / max(time.perf_counter() - t0, 1e-9)
+
+
+def union_results(member_results: list[list[ImageResult]], thresholds, nms_iou: float = 0.5):
+    """What an ensemble would have found: members' detections (computed once) cut at
+    ``thresholds``, joined per image, NMS'd - without running the detectors again."""
+    from mlsd.blurring.backends import nms
+
+    out = []
+    for per_image in zip(*member_results, strict=True):
+        parts = [r.det.above(t) for r, t in zip(per_image, thresholds, strict=True)]
+        joined = Detections(np.concatenate([p.boxes for p in parts]),
+                            np.concatenate([p.scores for p in parts]),
+                            np.concatenate([p.labels for p in parts]))  # fmt: skip
+        r0 = per_image[0]
+        out.append(ImageResult(r0.gt_boxes, r0.gt_labels, nms(joined, nms_iou), r0.width,
+                               r0.height))  # fmt: skip
+    return out
+
+
+def choose_ensemble_thresholds(
+    member_results: list[list[ImageResult]],
+    label: int,
+    max_fp_per_image: float = 5.0,
+    grid=None,
+) -> tuple[list, dict]:
+    """Validation search: the members' thresholds with the highest coverage whose FP/image
+    stays within the bound (ties: fewer FP). Returns (thresholds, stats)."""
+    import itertools
+
+    grid = np.round(np.arange(0.1, 0.91, 0.1), 2) if grid is None else grid
+    best, best_key = None, None
+    for ts in itertools.product(grid, repeat=len(member_results)):
+        stats = coverage_stats(union_results(member_results, list(ts)), 0.0, label=label)
+        if stats["fp_per_image"] > max_fp_per_image:
+            continue
+        key = (stats["coverage"], -stats["fp_per_image"])
+        if best_key is None or key > best_key:
+            best, best_key = ([float(t) for t in ts], stats), key
+    if best is None:
+        ts = [float(grid[-1])] * len(member_results)
+        return ts, coverage_stats(union_results(member_results, ts), 0.0, label=label)
+    return best

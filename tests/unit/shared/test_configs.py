@@ -32,6 +32,7 @@ DEPLOYMENTS = {
         "ShadowVideoRetriever",
         "ShadowComparator",
     },
+    "blurring": {"BlurringIngress", "Preprocess", "Detector"},
 }
 
 
@@ -39,6 +40,7 @@ DEPLOYMENTS = {
 def test_serve_config(name):
     from ray.serve.schema import ServeDeploySchema
 
+    from apps.blurring import BlurringArgs
     from apps.recommendation import RecommendationArgs
     from apps.video_search import VideoSearchArgs
     from apps.visual_search import VisualSearchArgs
@@ -47,6 +49,7 @@ def test_serve_config(name):
         "visual_search": VisualSearchArgs,
         "recommendation": RecommendationArgs,
         "video_search": VideoSearchArgs,
+        "blurring": BlurringArgs,
     }
     raw = yaml.safe_load((ROOT / name).read_text())
     ServeDeploySchema.model_validate(raw)

@@ -1,0 +1,67 @@
+"""The blurring jobs on Ray: a short detector training run (resumable), and the batch blur."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.data]
+
+
+def _need_data():
+    from mlsd.blurring import data as D
+
+    try:
+        D.faces("test")
+        D.plates("train")
+    except D.DataNotFound:
+        pytest.skip("blurring data not under ../shared/data")
+
+
+def test_training_runs_checkpoints_and_resumes(ray_session, tmp_path):
+    _need_data()
+    from mlsd.artifacts import ArtifactStore
+    from mlsd.blurring.artifact import load_detector
+    from train.blurring import parse_args, run
+
+    common = ["--family", "fcos", "--limit", "4", "--max-steps-per-epoch", "2", "--crop", "256",
+              "--fpn-channels", "32", "--store", str(tmp_path / "store"), "--runs-dir",
+              str(tmp_path / "runs"), "--run-name", "tiny"]  # fmt: skip
+    first = run(parse_args(common + ["--epochs", "1"]))
+    assert first["final"]["epoch"] == 0 and np.isfinite(first["final"]["loss"])
+    again = run(parse_args(common + ["--epochs", "2"]))  # same run name: resumes at epoch 1
+    assert again["final"]["epoch"] == 1 and again["final"]["resumed_from_epoch"] == 1
+    art = ArtifactStore(tmp_path / "store").load("blurring_fcos")
+    model, cfg = load_detector(art)
+    assert cfg.family == "fcos" and art.manifest["metrics"]["epoch"] == 1
+
+
+def test_batch_blur_skips_broken_files_and_finished_outputs(ray_session, tmp_path):
+    _need_data()
+    from mlsd.blurring import data as D
+    from mlsd.video import write_mp4
+    from train.blur_batch import parse_args, run
+
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    faces = D.faces("test")[:2]
+    for e in faces:
+        shutil.copy(e.path, src / e.path.name)
+    (src / "sub" / "broken.jpg").write_bytes(b"not an image")
+    write_mp4(src / "clip.mp4", [D.load_rgb(faces[0].path)[:128, :128]] * 6, fps=5)
+    args = parse_args(["--input", str(src), "--output", str(tmp_path / "out")])
+    out = run(args)
+    assert out["written"] == 3 and out["boxes"] > 0
+    assert [f["input"].endswith("broken.jpg") for f in out["failed"]] == [True]
+    assert "not an image" in out["failed"][0]["reason"]
+    written = sorted(p.relative_to(tmp_path / "out").as_posix()
+                     for p in (tmp_path / "out").rglob("*") if p.is_file())  # fmt: skip
+    assert written == sorted([f"{e.path.stem}.jpg" for e in faces] + ["clip.mp4"])
+    import av
+
+    with av.open(str(tmp_path / "out" / "clip.mp4")) as c:
+        assert c.streams.video[0].frames == 6  # re-encoded, every frame
+    again = run(args)
+    assert again["written"] == 0 and again["skipped_existing"] == 3
