@@ -1,0 +1,80 @@
+"""Batch blurring throughput: our Ray Data job (1 vs 2 CPUs) side by side with ``deface`` on
+the same folder of images at the same size, in one run.
+
+    python -m bench.blur_batch [--images 40]
+
+The folder: the first N face test photos, put at long side 1024 (the size both then work at:
+deface at its native resolution, ours at long side 1024). deface runs CenterFace alone at its
+default threshold 0.2; ours runs the served configuration (apps.blurring.DEFAULT_MEMBERS:
+CenterFace 0.2 + YuNet 0.5, union + NMS). deface is one process; 1 CPU is ``taskset -c 0``.
+Wall time includes start-up (Ray's, the models' load), as a user running either would see it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _folder(n: int, dest: Path) -> Path:
+    import cv2
+
+    from mlsd.blurring import data as D
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for e in D.faces("test")[:n]:
+        img = D.load_rgb(e.path)
+        s = 1024 / max(img.shape[:2])
+        img = cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)))
+        cv2.imwrite(str(dest / f"{e.path.stem}.jpg"), img[:, :, ::-1])
+    return dest
+
+
+def _time(cmd: list[str], env: dict | None = None) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, check=True, capture_output=True, env=env, text=True)
+    return time.perf_counter() - t0, out.stdout
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--images", type=int, default=40)
+    a = p.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="blur-bench-"))
+    src = _folder(a.images, work / "in")
+    n = len(list(src.iterdir()))
+    deface = shutil.which("deface") or str(Path(sys.executable).with_name("deface"))
+    rows = {}
+    for cpus in (1, 2):
+        pin = ["taskset", "-c", "0"] if cpus == 1 and shutil.which("taskset") else []
+        out = work / f"deface{cpus}"
+        shutil.copytree(src, out)  # deface writes <name>_anonymized.jpg beside each input
+        t, _ = _time(pin + [deface, str(out), "--thresh", "0.2"])
+        rows[f"deface, {cpus} CPU"] = (t, None)
+        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+        job = [sys.executable, "-m", "train.blur_batch", "--input", str(src),
+               "--output", str(work / f"ours{cpus}"), "--num-cpus", str(cpus),
+               "--detector-actors", str(cpus), "--cpus-per-actor", "1"]  # fmt: skip
+        t, stdout = _time(pin + job, env)
+        pipeline = json.loads(stdout[stdout.index("{") :])["seconds"]
+        rows[f"ours (Ray Data, CenterFace+YuNet), {cpus} CPU"] = (t, pipeline)
+    print(f"{n} images at long side 1024; wall time with start-up (and without: Ray Data only)")
+    base = rows["deface, 1 CPU"][0]
+    for k, (t, pipe) in rows.items():
+        extra = f"  pipeline {pipe:6.1f} s = {n / pipe:5.2f} images/s" if pipe else ""
+        print(f"  {k:48s} {t:7.1f} s  {n / t:6.2f} images/s  ({base / t:4.2f}x deface 1 CPU)"
+              + extra)  # fmt: skip
+    shutil.rmtree(work, ignore_errors=True)
+    return {k: {"seconds": t, "pipeline_seconds": p, "images_per_s": n / t}
+            for k, (t, p) in rows.items()}  # fmt: skip
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(), indent=2))
