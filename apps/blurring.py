@@ -35,6 +35,7 @@ from apps.common import (
     setup_edge,
 )
 from deployments.blurring import Detector, Preprocess
+from deployments.shadow import ShadowComparator, ShadowMirror, ShadowTraffic
 from mlsd.blurring.data import LABELS
 from mlsd.blurring.store import BlurredStore
 from mlsd.image import DEFAULT_MAX_PIXELS, InvalidImage
@@ -64,11 +65,22 @@ class DetectorArgs(BaseModel):
         return "+".join(parts)
 
 
+class BlurShadowArgs(ShadowTraffic):
+    """A second detector configuration on a share of the requests, compared by box agreement
+    (matched F1 at IoU 0.5) and by what each would have left unblurred."""
+
+    detector: DetectorArgs
+
+    def traffic(self) -> dict:
+        return self.model_dump(include=set(ShadowTraffic.model_fields))
+
+
 class BlurringArgs(AppArgs):
     """Builder arguments (``args:`` in serve_config.yaml)."""
 
     model: ModelRef | None = None  # the detector is `detector:` (it may hold no artifact)
     detector: DetectorArgs = Field(default_factory=DetectorArgs)
+    shadow: BlurShadowArgs | None = None
     output_store: str = Field("var/blurring/images", description="folder or fsspec URI")
     store_originals: bool = Field(False, description="keep the unblurred upload (off: never)")
     blur: dict = Field(default_factory=dict, description="mlsd.blurring.blur.BlurConfig fields")
@@ -79,7 +91,8 @@ class BlurringArgs(AppArgs):
 
     def pin_models(self, store) -> None:
         """Our trained members' ``latest`` pinned to concrete, checked versions."""
-        for m in self.detector.members:
+        shadow = self.shadow.detector.members if self.shadow else []
+        for m in self.detector.members + shadow:
             if m.get("kind") == "torch":
                 ref = ModelRef(artifact=m["artifact"], version=m.get("version", "latest"))
                 m["version"] = ref.pin(store, self.artifact_pins).version
@@ -120,15 +133,31 @@ limits.install(api, DEFAULT_MAX_BYTES + limits.MULTIPART_SLACK)
 )
 @serve.ingress(api)
 class BlurringIngress:
-    def __init__(self, args: dict, preprocess: DeploymentHandle, detector: DeploymentHandle):
+    def __init__(
+        self,
+        args: dict,
+        preprocess: DeploymentHandle,
+        detector: DeploymentHandle,
+        shadow_detector: DeploymentHandle | None = None,
+        comparator: DeploymentHandle | None = None,
+    ):
         self.args = BlurringArgs(**args)
         setup_edge(api, self.args, self.args.max_upload_bytes + limits.MULTIPART_SLACK)
         self.store = BlurredStore(self.args.output_store)
         self.preprocess, self.detector = preprocess, detector
         self.model_version = self.args.detector.label()
+        self.shadow_detector, self.comparator = shadow_detector, comparator
+        self.mirror = ShadowMirror.maybe(self._run_shadow, comparator, self.args.shadow)
 
     def reconfigure(self, config: dict) -> None:
-        apply_ingress_config(None, config)
+        apply_ingress_config(self.mirror, config)
+
+    @staticmethod
+    def _rows(det) -> list[list[float]]:
+        return [[float(lab), *map(float, b)] for b, lab in zip(det.boxes, det.labels, strict=True)]
+
+    async def _run_shadow(self, image) -> list[list[float]]:
+        return self._rows(await self.shadow_detector.detect.remote(image))
 
     @api.post("/images", response_model=BlurResponse, status_code=201, openapi_extra=IMAGE_FORM,
               summary="Blur every face and plate of an image; store the blurred copy")  # fmt: skip
@@ -142,6 +171,7 @@ class BlurringIngress:
             image = await self.preprocess.prepare.remote(data)
         except InvalidImage as e:
             raise HTTPException(e.status, str(e)) from None
+        t0 = time.perf_counter()
         try:  # no detections, no image: a failed detector never lets the original through
             det = await asyncio.wait_for(
                 self.detector.detect.remote(image), self.args.detect_timeout_s
@@ -150,6 +180,8 @@ class BlurringIngress:
             raise HTTPException(503, "detection timed out; the image was not published") from None
         except Exception:
             raise HTTPException(503, "detection failed; the image was not published") from None
+        if self.mirror is not None:
+            self.mirror.maybe_mirror(image, self._rows(det), (time.perf_counter() - t0) * 1e3)
         jpeg = await self.preprocess.blur.remote(image, det)
         image_id = self.store.new_id()
         boxes = [
@@ -179,6 +211,17 @@ class BlurringIngress:
             raise HTTPException(404, "no such image")  # not 403: ids of others stay unknown
         return Response(jpeg, media_type="image/jpeg")
 
+    @api.get("/shadow", summary="Shadow detector vs primary: box F1, would-have-leaked (admin)")
+    async def shadow(self, caller: Identity = Depends(require("admin"))) -> dict:
+        if self.mirror is None:
+            return {"enabled": False}
+        report = await self.comparator.report.remote()
+        shadow = {
+            "model_version": self.args.shadow.detector.label(),
+            **self.mirror.args.model_dump(),
+        }
+        return {"enabled": True, "shadow": shadow, **report}
+
     @api.get("/healthz", response_model=Liveness, summary="Liveness (open, reveals nothing)")
     async def healthz(self) -> Liveness:
         return Liveness()
@@ -200,4 +243,20 @@ def build_app(args: BlurringArgs) -> Application:
     )  # fmt: skip
     preprocess = Preprocess.bind(max_bytes=a.max_upload_bytes, max_pixels=a.max_pixels,
                                  blur=a.blur)  # fmt: skip
-    return BlurringIngress.bind(a.ingress_args(), preprocess=preprocess, detector=detector)
+    shadow = {}
+    if a.shadow is not None:
+        d = a.shadow.detector
+        shadow = {
+            "shadow_detector": Detector.options(
+                name="ShadowDetector", user_config=a.model_user_config("ShadowDetector")
+            ).bind(
+                store_uri=a.store_spec(),
+                members=d.members,
+                long_side=d.long_side,
+                nms_iou=d.nms_iou,
+                device=a.device,
+            ),  # fmt: skip
+            "comparator": ShadowComparator.bind("box_f1", 0.5),
+        }
+    ingress = BlurringIngress.options(user_config=a.ingress_user_config())
+    return ingress.bind(a.ingress_args(), preprocess=preprocess, detector=detector, **shadow)

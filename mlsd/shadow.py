@@ -26,9 +26,40 @@ def label_agreement(primary: Any, shadow: Any, k: int = 0) -> float:
     return float(primary == shadow)
 
 
-COMPARISONS: dict[str, Callable[..., float]] = {
+def box_agreement(primary: Sequence, shadow: Sequence, k: float = 0.5) -> dict[str, float]:
+    """Detections as (label, x1, y1, x2, y2) rows, matched greedily at IoU >= ``k`` within a
+    label: ``score`` = F1 of the match, ``primary_only`` = boxes the shadow would have left
+    unblurred, ``shadow_only`` = boxes the primary leaves unblurred that the shadow finds."""
+    a = np.asarray(primary, np.float64).reshape(-1, 5)
+    b = np.asarray(shadow, np.float64).reshape(-1, 5)
+    if len(a) == 0 and len(b) == 0:
+        return {"score": 1.0, "primary_only": 0.0, "shadow_only": 0.0}
+    matched = 0
+    used = np.zeros(len(b), bool)
+    for row in a:
+        same = (b[:, 0] == row[0]) & ~used
+        if not same.any():
+            continue
+        x1 = np.maximum(row[1], b[:, 1])
+        y1 = np.maximum(row[2], b[:, 2])
+        x2 = np.minimum(row[3], b[:, 3])
+        y2 = np.minimum(row[4], b[:, 4])
+        inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+        area = lambda r: (r[..., 3] - r[..., 1]) * (r[..., 4] - r[..., 2])  # noqa: E731
+        iou = np.where(same, inter / np.maximum(area(row) + area(b) - inter, 1e-9), -1)
+        j = int(np.argmax(iou))
+        if iou[j] >= k:
+            used[j] = True
+            matched += 1
+    f1 = 2 * matched / (len(a) + len(b))
+    return {"score": f1, "primary_only": float(len(a) - matched),
+            "shadow_only": float(len(b) - matched)}  # fmt: skip
+
+
+COMPARISONS: dict[str, Callable[..., float | dict[str, float]]] = {
     "overlap@k": overlap_at_k,
     "agreement": label_agreement,
+    "box_f1": box_agreement,
 }
 
 
@@ -44,6 +75,7 @@ class ShadowStats:
         self.mirrored = self.completed = self.errors = self.timeouts = 0
         self.last_error: str | None = None
         self._scores: deque[float] = deque(maxlen=window)
+        self.totals: dict[str, float] = {}  # extra counts a comparison returns, summed
         self._primary_ms: deque[float] = deque(maxlen=window)
         self._shadow_ms: deque[float] = deque(maxlen=window)
 
@@ -65,7 +97,13 @@ class ShadowStats:
                 self.last_error = error[:500]
             else:
                 self.completed += 1
-                self._scores.append(self._compare(primary, shadow, self.k))
+                out = self._compare(primary, shadow, self.k)
+                if isinstance(out, dict):
+                    for key, v in out.items():
+                        if key != "score":
+                            self.totals[key] = self.totals.get(key, 0.0) + v
+                    out = out["score"]
+                self._scores.append(out)
                 if shadow_ms is not None:
                     self._shadow_ms.append(shadow_ms)
             if primary_ms is not None:
@@ -91,4 +129,5 @@ class ShadowStats:
                 "primary_latency_ms": {"p50": p50, "p99": self._pct(self._primary_ms, 99)},
                 "shadow_latency_ms": {"p50": s50, "p99": self._pct(self._shadow_ms, 99)},
                 "latency_ratio_p50": (s50 / p50) if (p50 and s50) else None,
+                **({"totals": dict(self.totals)} if self.totals else {}),
             }

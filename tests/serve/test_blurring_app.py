@@ -31,9 +31,14 @@ def app_url(serve_instance, tmp_path_factory):
     from apps.blurring import BlurringArgs, build_app
 
     out = tmp_path_factory.mktemp("blurred")
-    args = BlurringArgs(artifact_store=str(tmp_path_factory.mktemp("none")),
-                        output_store=str(out), max_upload_bytes=8_000_000,
-                        max_pixels=30_000_000)  # fmt: skip
+    args = BlurringArgs(
+        artifact_store=str(tmp_path_factory.mktemp("none")),
+        output_store=str(out),
+        max_upload_bytes=8_000_000,
+        max_pixels=30_000_000,
+        shadow={"detector": {"members": [{"kind": "yunet", "threshold": 0.5}]}, "share": 1.0,
+                "timeout_s": 30.0},
+    )  # fmt: skip
     serve.run(build_app(args), name="blurring", route_prefix="/blurring")
     yield f"{serve_instance}/blurring", out
     serve.delete("blurring")
@@ -191,3 +196,22 @@ def test_a_failing_detector_never_lets_an_image_through(serve_instance, tmp_path
         assert api.get(f"{url}/healthz", timeout=30).status_code == 200
     finally:
         serve.delete(name)
+
+
+def test_the_shadow_detector_is_compared_box_by_box(app_url):
+    from mlsd.blurring.data import load_rgb
+
+    url, _ = app_url
+    for e in _faces()[:4]:
+        assert _post(url, _jpeg(load_rgb(e.path))).status_code == 201
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        rep = api.get(f"{url}/shadow", timeout=30).json()
+        if rep["completed"] >= 4:
+            break
+        time.sleep(1)
+    assert rep["enabled"] and rep["comparison"] == "box_f1" and rep["errors"] == 0
+    assert rep["completed"] >= 4 and 0.0 < rep["mean_score"] <= 1.0
+    assert set(rep["totals"]) == {"primary_only", "shadow_only"}  # would-have-leaked counts
+    assert rep["shadow"]["model_version"] == "yunet@0.5"
+    assert as_user(None).get(f"{url}/shadow", timeout=30).status_code == 401

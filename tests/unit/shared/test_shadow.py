@@ -18,3 +18,18 @@ def test_overlap_and_stats():
     assert r["last_error"] == "boom"
     with pytest.raises(ValueError):
         ShadowStats(comparison="vibes")
+
+
+def test_box_agreement_counts_what_each_would_have_left_unblurred():
+    from mlsd.shadow import ShadowStats, box_agreement
+
+    face = [1, 0, 0, 10, 10]
+    assert box_agreement([face], [face])["score"] == 1.0
+    out = box_agreement([face, [1, 50, 50, 60, 60]], [[1, 1, 1, 10, 10], [2, 50, 50, 60, 60]])
+    assert out == {"score": 0.5, "primary_only": 1.0, "shadow_only": 1.0}  # labels must agree
+    assert box_agreement([], [])["score"] == 1.0
+    stats = ShadowStats("box_f1", 0.5)
+    stats.record([face], [])
+    stats.record([], [face])
+    rep = stats.report()
+    assert rep["mean_score"] == 0.0 and rep["totals"] == {"primary_only": 1.0, "shadow_only": 1.0}
