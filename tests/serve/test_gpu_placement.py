@@ -70,27 +70,31 @@ def simulated_gpu_replica(monkeypatch):
     return placed
 
 
-def _stores(tiny_store, rec_store, video_store):
-    return {"visual_search": tiny_store, "recommendation": rec_store, "video_search": video_store}
+def _stores(tiny_store, rec_store, video_store, blur_store):
+    return {"visual_search": tiny_store, "recommendation": rec_store, "video_search": video_store,
+            "blurring": blur_store}  # fmt: skip
 
 
 def test_every_gpu_deployment_places_its_model_on_cuda(
-    simulated_gpu_replica, tiny_store, rec_store, video_store, tmp_path
+    simulated_gpu_replica, tiny_store, rec_store, video_store, blur_store, tmp_path
 ):
     import importlib
+    import typing
 
     raw = yaml.safe_load((ROOT / "serve_config.gpu.yaml").read_text())
-    stores = _stores(tiny_store, rec_store, video_store)
+    stores = _stores(tiny_store, rec_store, video_store, blur_store)
     checked = set()
     for app_cfg in raw["applications"]:
         wanted = _gpu_deployments(app_cfg)
         if not wanted:
             continue
         module = importlib.import_module(f"apps.{app_cfg['name']}")
-        args_cls = next(v for k, v in vars(module).items() if k.endswith("Args") and k != "AppArgs")
+        args_cls = typing.get_type_hints(module.build_app)["args"]  # the builder's own model
         args = dict(app_cfg["args"], artifact_store=str(stores[app_cfg["name"]]))
         for site_path in ("auth", "artifact_public_key"):  # the cluster's files, not here
             args.pop(site_path, None)
+        if "output_store" in args:
+            args["output_store"] = str(tmp_path / "blurred")
         for key in ("live_log", "events_log"):
             if key in args:
                 args[key] = str(tmp_path / app_cfg["name"] / f"{key}.sqlite")
@@ -115,6 +119,7 @@ def test_every_gpu_deployment_places_its_model_on_cuda(
         "recommendation/Ranking",
         "video_search/TextEncoder",
         "video_search/VideoIndexer",
+        "blurring/Detector",
     }
 
 
