@@ -36,6 +36,12 @@ def test_training_runs_checkpoints_and_resumes(ray_session, tmp_path):
     art = ArtifactStore(tmp_path / "store").load("blurring_fcos")
     model, cfg = load_detector(art)
     assert cfg.family == "fcos" and art.manifest["metrics"]["epoch"] == 1
+    # the offline variant: crops made once, stored, trained from
+    off = common[:-1] + ["offline", "--epochs", "1", "--augment", "offline"]
+    off += ["--offline-copies", "2", "--offline-dir", str(tmp_path / "crops"), "--name", "off"]
+    run(parse_args(off))
+    metrics = ArtifactStore(tmp_path / "store").load("off").manifest["metrics"]
+    assert metrics["offline_crops"] == 16 and metrics["offline_bytes"] > 0  # (4 + 4) x 2
 
 
 def test_batch_blur_skips_broken_files_and_finished_outputs(ray_session, tmp_path):
