@@ -36,15 +36,13 @@ from apps.common import (
 )
 from deployments.blurring import Detector, Preprocess
 from deployments.shadow import ShadowComparator, ShadowMirror, ShadowTraffic
+from mlsd.blurring.backends import PACKAGED_UNION
 from mlsd.blurring.data import LABELS
 from mlsd.blurring.store import BlurredStore
 from mlsd.image import DEFAULT_MAX_PIXELS, InvalidImage
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
-DEFAULT_MEMBERS = [
-    {"kind": "centerface", "threshold": 0.2},
-    {"kind": "yunet", "threshold": 0.5},
-]
+DEFAULT_MEMBERS = PACKAGED_UNION
 
 
 class DetectorArgs(BaseModel):

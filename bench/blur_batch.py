@@ -6,7 +6,7 @@ the same folder of images at the same size, in one run.
 The folder: the first N face test photos, put at long side 1024 (the size both then work at:
 deface at its native resolution, ours at long side 1024). deface runs CenterFace alone at its
 default threshold 0.2; ours runs the served configuration (apps.blurring.DEFAULT_MEMBERS:
-CenterFace 0.2 + YuNet 0.5, union + NMS). deface is one process; 1 CPU is ``taskset -c 0``.
+CenterFace 0.2 + YuNet 0.3, union + NMS). deface is one process; 1 CPU is ``taskset -c 0``.
 Wall time includes start-up (Ray's, the models' load), as a user running either would see it.
 """
 

@@ -20,9 +20,10 @@ import time
 
 import numpy as np
 
+from mlsd.blurring.backends import PACKAGED_UNION as DEFAULT_MEMBERS
+
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 VIDEO_EXT = {".mp4", ".mov", ".mkv", ".webm", ".avi"}
-DEFAULT_MEMBERS = [{"kind": "centerface", "threshold": 0.2}, {"kind": "yunet", "threshold": 0.5}]
 
 
 def list_inputs(input_uri: str, output_uri: str) -> tuple[list[dict], int]:

@@ -17,6 +17,10 @@ import numpy as np
 from mlsd.blurring.data import FACE, PLATE
 from mlsd.blurring.pipeline import Detections
 
+# the packaged detectors' union at the thresholds chosen on validation (coverage at <= 5 FP per
+# image; bench/blurring_eval.py): what is served when no trained detector is configured
+PACKAGED_UNION = [{"kind": "centerface", "threshold": 0.2}, {"kind": "yunet", "threshold": 0.3}]
+
 
 def _resize_long(image: np.ndarray, long_side: int | None) -> tuple[np.ndarray, float]:
     if not long_side:
