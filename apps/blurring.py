@@ -33,6 +33,7 @@ from apps.common import (
     read_upload,
     reject_unknown_query,
     setup_edge,
+    shadow_report,
 )
 from deployments.blurring import Detector, Preprocess
 from deployments.shadow import ShadowComparator, ShadowMirror, ShadowTraffic
@@ -68,9 +69,6 @@ class BlurShadowArgs(ShadowTraffic):
     (matched F1 at IoU 0.5) and by what each would have left unblurred."""
 
     detector: DetectorArgs
-
-    def traffic(self) -> dict:
-        return self.model_dump(include=set(ShadowTraffic.model_fields))
 
 
 class BlurringArgs(AppArgs):
@@ -211,14 +209,8 @@ class BlurringIngress:
 
     @api.get("/shadow", summary="Shadow detector vs primary: box F1, would-have-leaked (admin)")
     async def shadow(self, caller: Identity = Depends(require("admin"))) -> dict:
-        if self.mirror is None:
-            return {"enabled": False}
-        report = await self.comparator.report.remote()
-        shadow = {
-            "model_version": self.args.shadow.detector.label(),
-            **self.mirror.args.model_dump(),
-        }
-        return {"enabled": True, "shadow": shadow, **report}
+        label = self.args.shadow.detector.label() if self.args.shadow else None
+        return await shadow_report(self.comparator, self.mirror, label)
 
     @api.get("/healthz", response_model=Liveness, summary="Liveness (open, reveals nothing)")
     async def healthz(self) -> Liveness:

@@ -72,9 +72,6 @@ class ShadowArgs(ShadowTraffic):
             backend=self.backend or primary.backend,
         )
 
-    def traffic(self) -> dict:
-        return self.model_dump(include=set(ShadowTraffic.model_fields))
-
 
 Fault = Literal["error", "hang"]
 TRAFFIC = set(ShadowTraffic.model_fields)
@@ -186,14 +183,15 @@ def pin_local(path: str | None) -> str | None:
     return os.path.abspath(path)
 
 
-async def shadow_report(comparator, mirror: ShadowMirror | None, shadow: ModelRef | None) -> dict:
-    """The body of an app's ``GET /shadow``: the comparator's aggregate, or disabled."""
-    if comparator is None or mirror is None or shadow is None:
+async def shadow_report(comparator, mirror: ShadowMirror | None, label: str | None) -> dict:
+    """The body of an app's ``GET /shadow``: the comparator's aggregate, or disabled.
+    ``label``: the shadow's model version."""
+    if comparator is None or mirror is None or label is None:
         return {"enabled": False}
     report = await comparator.report.remote()
     return {
         "enabled": True,
-        "shadow": {"model_version": shadow.label, **mirror.args.model_dump()},
+        "shadow": {"model_version": label, **mirror.args.model_dump()},
         **report,
     }
 

@@ -228,7 +228,9 @@ class RecommendationIngress:
 
     @api.get("/shadow", summary="Aggregate shadow-vs-primary ranking comparison (admin)")
     async def shadow(self, caller: Identity = Depends(require("admin"))) -> dict:
-        return await shadow_report(self.comparator, self.mirror, self.shadow_model)
+        return await shadow_report(
+            self.comparator, self.mirror, self.shadow_model.label if self.shadow_model else None
+        )
 
 
 def build_app(args: RecommendationArgs) -> Application:

@@ -305,7 +305,9 @@ class VideoSearchIngress:
 
     @api.get("/shadow", summary="Aggregate shadow-vs-primary comparison (admin)")
     async def shadow(self, caller: Identity = Depends(require("admin"))) -> dict:
-        return await shadow_report(self.comparator, self.mirror, self.shadow_model)
+        return await shadow_report(
+            self.comparator, self.mirror, self.shadow_model.label if self.shadow_model else None
+        )
 
 
 def build_app(args: VideoSearchArgs) -> Application:

@@ -227,7 +227,9 @@ class VisualSearchIngress:
 
     @api.get("/shadow", summary="Aggregate shadow-vs-primary comparison (admin)")
     async def shadow(self, caller: Identity = Depends(require("admin"))) -> dict:
-        return await shadow_report(self.comparator, self.mirror, self.shadow_model)
+        return await shadow_report(
+            self.comparator, self.mirror, self.shadow_model.label if self.shadow_model else None
+        )
 
 
 def build_app(args: VisualSearchArgs) -> Application:

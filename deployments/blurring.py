@@ -51,8 +51,7 @@ class Detector(Batched):
         res = replica_resources(device)
         self.device = res.device
         store = ArtifactStore.open(store_uri)
-        self.detector = build_backend(members, store, res.device, res.threads, res.gpu_ids)
-        self.detector.nms_iou = nms_iou
+        self.detector = build_backend(members, store, res.device, res.threads, res.gpu_ids, nms_iou)
         self.long_side = long_side
         self.detector(np.zeros((64, 64, 3), np.uint8))  # warm up
 

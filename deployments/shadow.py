@@ -34,6 +34,10 @@ class ShadowTraffic(BaseModel):
     timeout_s: float = Field(2.0, gt=0, description="a shadow call slower than this is dropped")
     max_in_flight: int = Field(32, ge=1, description="mirrors beyond this are skipped")
 
+    def traffic(self) -> dict:
+        """Only the traffic fields (an ingress's ``user_config``), whatever the subclass adds."""
+        return self.model_dump(include=set(ShadowTraffic.model_fields))
+
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.05}, max_queued_requests=1024)
 class ShadowComparator:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mlsd.blurring.data import FACE, PLATE
-from mlsd.blurring.pipeline import Detections
+from mlsd.blurring.pipeline import Detections, resize
 
 # the packaged detectors' union at the thresholds chosen on validation (coverage at <= 5 FP per
 # image; bench/blurring_eval.py): what is served when no trained detector is configured
@@ -25,15 +25,10 @@ PACKAGED_UNION = [{"kind": "centerface", "threshold": 0.2}, {"kind": "yunet", "t
 def _resize_long(image: np.ndarray, long_side: int | None) -> tuple[np.ndarray, float]:
     if not long_side:
         return image, 1.0
-    import cv2
-
-    h, w = image.shape[:2]
-    s = long_side / max(h, w)
+    s = long_side / max(image.shape[:2])
     if abs(s - 1.0) < 1e-6:
         return image, 1.0
-    out = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))),
-                     interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)  # fmt: skip
-    return out, s
+    return resize(image, s), s
 
 
 def nms(det: Detections, iou: float = 0.5) -> Detections:
@@ -217,23 +212,18 @@ class Ensemble:
 
     def __call__(self, image: np.ndarray) -> Detections:
         parts = [m(image).above(t) for m, t in zip(self.members, self.thresholds, strict=True)]
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            return Detections.empty()
-        joined = Detections(np.concatenate([p.boxes for p in parts]),
-                            np.concatenate([p.scores for p in parts]),
-                            np.concatenate([p.labels for p in parts]))  # fmt: skip
-        return nms(joined, self.nms_iou)
+        return nms(Detections.concat(parts), self.nms_iou)
 
 
-def build_backend(spec: dict, store=None, device: str = "cpu", num_threads: int | None = None,
-                  gpu_ids: Sequence | None = None):  # fmt: skip
+def build_backend(spec: dict | list, store=None, device: str = "cpu",
+                  num_threads: int | None = None, gpu_ids: Sequence | None = None,
+                  nms_iou: float = 0.5):  # fmt: skip
     """A detector from configuration: ``{"kind": "centerface" | "yunet" | "haar_face" |
     "haar_plate" | "dlib_hog" | "torch", "threshold": t, "artifact": ..., "version": ...}``;
     a list of such specs is an :class:`Ensemble` of them."""
     if isinstance(spec, list):
         members = [build_backend(s, store, device, num_threads, gpu_ids) for s in spec]
-        return Ensemble(members, [_threshold(s) for s in spec])
+        return Ensemble(members, [_threshold(s) for s in spec], nms_iou)
     kind = spec.get("kind")
     if kind == "centerface":
         return CenterFace(long_side=None, num_threads=num_threads, device=device, gpu_ids=gpu_ids)

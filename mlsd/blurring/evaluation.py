@@ -224,18 +224,14 @@ def choose_threshold(results: list[ImageResult], label: int, max_fp_per_image: f
 
 def at_scale(examples, long_side: int = 1024):
     """Each example's image and ground truth at the evaluation scale (long side 1024)."""
-    import cv2
-
     from mlsd.blurring.data import load_rgb
+    from mlsd.blurring.pipeline import resize
 
     out = []
     for e in examples:
         img = load_rgb(e.path)
-        h, w = img.shape[:2]
-        s = long_side / max(h, w)
-        img = cv2.resize(img, (round(w * s), round(h * s)),
-                         interpolation=cv2.INTER_LINEAR if s > 1 else cv2.INTER_AREA)  # fmt: skip
-        out.append((img, e.boxes * s, e.labels))
+        s = long_side / max(img.shape[:2])
+        out.append((resize(img, s), e.boxes * s, e.labels))
     return out
 
 
@@ -259,9 +255,7 @@ def union_results(member_results: list[list[ImageResult]], thresholds, nms_iou: 
     out = []
     for per_image in zip(*member_results, strict=True):
         parts = [r.det.above(t) for r, t in zip(per_image, thresholds, strict=True)]
-        joined = Detections(np.concatenate([p.boxes for p in parts]),
-                            np.concatenate([p.scores for p in parts]),
-                            np.concatenate([p.labels for p in parts]))  # fmt: skip
+        joined = Detections.concat(parts)
         r0 = per_image[0]
         out.append(ImageResult(r0.gt_boxes, r0.gt_labels, nms(joined, nms_iou), r0.width,
                                r0.height))  # fmt: skip

@@ -30,6 +30,15 @@ class Detections:
         return Detections(self.boxes[keep], self.scores[keep], self.labels[keep])
 
     @staticmethod
+    def concat(parts: list[Detections]) -> Detections:
+        """One set from several (members of an ensemble, tiles, recent video frames)."""
+        if not parts:
+            return Detections.empty()
+        return Detections(np.concatenate([p.boxes for p in parts]),
+                          np.concatenate([p.scores for p in parts]),
+                          np.concatenate([p.labels for p in parts]))  # fmt: skip
+
+    @staticmethod
     def empty() -> Detections:
         return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
                           np.zeros(0, np.int64))  # fmt: skip
@@ -78,7 +87,8 @@ def detect_torch(
     ]
 
 
-def _resize(image: np.ndarray, s: float) -> np.ndarray:
+def resize(image: np.ndarray, s: float) -> np.ndarray:
+    """``image`` scaled by ``s`` (area filter down, linear up)."""
     import cv2
 
     h, w = image.shape[:2]
@@ -115,10 +125,10 @@ def detect_image(
     h, w = image.shape[:2]
     if max(h, w) / max(1, min(h, w)) <= max_aspect:
         s = long_side / max(h, w)
-        det = detector(_resize(image, s) if abs(s - 1) > 1e-6 else image)
+        det = detector(resize(image, s) if abs(s - 1) > 1e-6 else image)
         return Detections(det.boxes / s, det.scores, det.labels)
     s = min(1.0, long_side / min(h, w))
-    scaled = _resize(image, s) if s < 1 else image
+    scaled = resize(image, s) if s < 1 else image
     sh, sw = scaled.shape[:2]
     parts = []
     for x1, y1, x2, y2 in tiles(sh, sw, long_side, overlap):
@@ -130,7 +140,5 @@ def detect_image(
         return Detections.empty()
     from mlsd.blurring.backends import nms
 
-    joined = Detections(np.concatenate([p.boxes for p in parts]) / s,
-                        np.concatenate([p.scores for p in parts]),
-                        np.concatenate([p.labels for p in parts]))  # fmt: skip
-    return nms(joined, nms_iou)
+    joined = Detections.concat(parts)
+    return nms(Detections(joined.boxes / s, joined.scores, joined.labels), nms_iou)

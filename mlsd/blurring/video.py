@@ -25,7 +25,7 @@ def blur_video(
     H.264 ``dst``; returns counts. Audio is dropped (it is not blurred)."""
     import av
 
-    from mlsd.video import VideoError, container_of
+    from mlsd.video import CONTAINERS, VideoError, container_of
 
     with open(src, "rb") as f:
         kind = container_of(f.read(64))
@@ -33,7 +33,7 @@ def blur_video(
         raise VideoError("not_a_video", "not an MP4/QuickTime, Matroska/WebM or AVI file")
     recent: deque[Detections] = deque(maxlen=carry + 1)
     frames = boxes = 0
-    fmt = {"mp4": "mov", "matroska": "matroska", "avi": "avi"}[kind]
+    fmt = CONTAINERS[kind]  # the demuxer named, never probed
     with av.open(str(src), format=fmt) as inp, av.open(str(dst), mode="w") as out:
         s_in = inp.streams.video[0]
         rate = s_in.average_rate or 25
@@ -51,9 +51,7 @@ def blur_video(
             det = detect(img)
             boxes += len(det)
             recent.append(det)
-            union = Detections(np.concatenate([d.boxes for d in recent]),
-                               np.concatenate([d.scores for d in recent]),
-                               np.concatenate([d.labels for d in recent]))  # fmt: skip
+            union = Detections.concat(list(recent))
             vf = av.VideoFrame.from_ndarray(blur(img, union, cfg), format="rgb24")
             for pkt in s_out.encode(vf):
                 out.mux(pkt)
