@@ -12,6 +12,7 @@ lets an unblurred image through.
 
 import asyncio
 import time
+from typing import Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Request
 from fastapi.responses import Response
@@ -47,14 +48,17 @@ DEFAULT_MEMBERS = PACKAGED_UNION
 
 
 class DetectorArgs(BaseModel):
-    """The served detector: one backend or an ensemble (union, then NMS), each cut at its
-    served threshold (a float, or per class ``{face: .., plate: ..}``)."""
+    """The served detector: one backend or an ensemble (union, then fusion of overlapping
+    boxes), each cut at its served threshold (a float, or per class ``{face: .., plate: ..}``).
+    ``enclose`` fusion blurs the box enclosing each overlapping group (highest coverage on
+    validation); ``nms`` keeps the best-scoring box, ``wbf`` their score-weighted mean."""
 
     model_config = ConfigDict(extra="forbid")
 
     members: list[dict] = Field(default_factory=lambda: [dict(m) for m in DEFAULT_MEMBERS])
     long_side: int = Field(1024, ge=64, le=8192)
     nms_iou: float = Field(0.5, gt=0, le=1)
+    fusion: Literal["nms", "wbf", "enclose"] = "enclose"
 
     def label(self) -> str:
         parts = []
@@ -229,7 +233,7 @@ def build_app(args: BlurringArgs) -> Application:
     a.pin_models(a.store())
     detector = Detector.options(user_config=a.model_user_config("Detector")).bind(
         store_uri=a.store_spec(), members=a.detector.members, long_side=a.detector.long_side,
-        nms_iou=a.detector.nms_iou, device=a.device,
+        nms_iou=a.detector.nms_iou, fusion=a.detector.fusion, device=a.device,
     )  # fmt: skip
     preprocess = Preprocess.bind(max_bytes=a.max_upload_bytes, max_pixels=a.max_pixels,
                                  blur=a.blur)  # fmt: skip
@@ -244,6 +248,7 @@ def build_app(args: BlurringArgs) -> Application:
                 members=d.members,
                 long_side=d.long_side,
                 nms_iou=d.nms_iou,
+                fusion=d.fusion,
                 device=a.device,
             ),  # fmt: skip
             "comparator": ShadowComparator.bind("box_f1", 0.5),

@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", default="var/bench/blurring_eval.json")
     p.add_argument("--threads", type=int, default=0, help="0 = this process's CPUs")
     p.add_argument("--union", nargs="*", default=[], help="plates: detectors to union")
+    p.add_argument("--fusion", nargs="*", default=["nms", "enclose"],
+                   help="how ensembles merge overlapping boxes (each is a row)")  # fmt: skip
     a = p.parse_args(argv)
 
     import torch
@@ -84,21 +86,27 @@ def main(argv: list[str] | None = None) -> dict:
             results["centerface@0.2"], speed["centerface@0.2"] = (
                 results["centerface"], speed["centerface"],
             )  # fmt: skip
-        # ensembles: members' thresholds chosen jointly on validation (union, then NMS); the
+        # ensembles: members' thresholds chosen jointly on validation (union, then fusion); the
         # union's test detections come from the members' own, so no detector runs twice
         combos = [tuple(a.union)] if a.union else []
         if cls == "face":
             combos = [("centerface", "yunet")] + [(o, "centerface", "yunet") for o in a.ours
                                                   if o in dets]  # fmt: skip
-        for combo in combos:
+        for combo, fusion in ((c, f) for c in combos for f in a.fusion):
             if not all(c in results for c in combo):
                 continue
             ts, vstats = E.choose_ensemble_thresholds([val_results[c] for c in combo], label,
-                                                      max_fp)  # fmt: skip
-            n = "∪".join(f"{c}@{t:.1f}" for c, t in zip(combo, ts, strict=True))
-            results[n] = E.union_results([results[c] for c in combo], ts)
+                                                      max_fp, fusion=fusion)  # fmt: skip
+            n = "∪".join(f"{c}@{t:.2f}" for c, t in zip(combo, ts, strict=True)) + f" ({fusion})"
+            results[n] = E.union_results([results[c] for c in combo], ts, fusion=fusion)
             speed[n] = 1.0 / sum(1.0 / speed[c] for c in combo)
             thresholds[n], val_cover[n] = 0.0, vstats
+            report.setdefault("ensembles", {})[n] = {
+                "members": list(combo),
+                "thresholds": ts,
+                "fusion": fusion,
+                "validation": vstats,
+            }
         # the served configuration: the best validation coverage within the FP bound
         within = {n: v for n, v in val_cover.items() if v["fp_per_image"] <= max_fp}
         served = max(within, key=lambda n: within[n]["coverage"]) if within else None
@@ -106,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
         report["thresholds"][cls] = thresholds
         print(f"\n{cls}s: {len(test)} test images, {sum(len(e.boxes) for e in test)} boxes; "
               f"thresholds from validation at <= {max_fp} FP/image")  # fmt: skip
-        head = f" {'detector':44s} {'thr':>5s} {'AP50':>6s} {'AP.5:.95':>8s} {'cover':>6s} " \
+        head = f" {'detector':56s} {'thr':>5s} {'AP50':>6s} {'AP.5:.95':>8s} {'cover':>6s} " \
                f"{'FP/img':>6s} {'area':>6s} {'img/s':>6s}"  # fmt: skip
         if cls == "face":
             head += "  AP50 <16 16-32 >=32   cover <16 16-32 >=32"
@@ -117,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "images_per_s": speed[n]}  # fmt: skip
             report["rows"].append(row)
             mark = "*" if n == served else " "
-            line = (f"{mark}{n:44s} {thresholds[n]:5.2f} {_fmt(row['ap50'])} "
+            line = (f"{mark}{n:56s} {thresholds[n]:5.2f} {_fmt(row['ap50'])} "
                     f"{_fmt(row['ap50_95'])}  "
                     f"{_fmt(row['coverage'])} {row['fp_per_image']:6.2f} "
                     f"{row['blurred_area']:6.3f} {speed[n]:6.2f}")  # fmt: skip

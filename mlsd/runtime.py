@@ -176,6 +176,7 @@ class OnnxRunner:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(num_threads or resolve_threads())
         opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3  # errors only: unused-initializer notes flood replica logs
         # idle threads sleep instead of spinning: a replica shares its cores with others
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         wanted = ["CPUExecutionProvider"]

@@ -4,11 +4,18 @@
     ray job submit --working-dir . -- python -m train.blur_batch --input s3://b/raw \
         --output s3://b/blurred --detector-actors 4 --gpus-per-actor 1
 
-read (CPU tasks: decode, EXIF orientation) -> detect (an actor pool holding the detector; GPU
-when it has one) -> blur + write (CPU tasks: metadata-free JPEG to the output store). Videos are
-blurred frame by frame in the detector actors (boxes carried over a few frames), re-encoded as
-H.264. Broken files are skipped and listed with a reason; a re-run skips outputs already
-written. Prints images/s.
+Two shapes of the same stages (``--stages``):
+
+- ``split`` (the default with GPUs): read (CPU tasks: decode, EXIF orientation) -> detect (an
+  actor pool holding the detector, on GPUs) -> blur + write (CPU tasks: metadata-free JPEG to
+  the output store), so the GPUs only detect while CPUs decode and encode around them;
+- ``fused`` (the default on CPUs): each detector actor reads, detects, blurs and writes its
+  batch of files; with no accelerator to keep busy, moving every decoded image between
+  processes through the object store costs more than the stages gain (bench/blur_batch.py).
+
+Videos are blurred frame by frame in the detector actors (boxes carried over a few frames),
+re-encoded as H.264. Broken files are skipped and listed with a reason; a re-run skips outputs
+already written. Prints images/s.
 """
 
 from __future__ import annotations
@@ -71,7 +78,8 @@ def read_image(row: dict, max_pixels: int) -> dict:
 class DetectActor:
     """Holds the detector (built once per actor, on its GPU if it has one)."""
 
-    def __init__(self, members: list, store: str, long_side: int, blur: dict):
+    def __init__(self, members: list, store: str, long_side: int, blur: dict,
+                 fusion: str = "enclose"):  # fmt: skip
         from mlsd.artifacts import ArtifactStore
         from mlsd.blurring.backends import build_backend
         from mlsd.blurring.blur import BlurConfig
@@ -79,8 +87,9 @@ class DetectActor:
 
         gpu_ids, threads = task_resources()
         device = "cuda" if gpu_ids else "cpu"
-        self.detector = build_backend(members, ArtifactStore(store), device, threads, gpu_ids)
-        self.long_side, self.blur = long_side, BlurConfig(**blur)
+        self.detector = build_backend(members, ArtifactStore(store), device, threads, gpu_ids,
+                                      fusion=fusion)  # fmt: skip
+        self.long_side, self.blur, self.blur_spec = long_side, BlurConfig(**blur), blur
 
     def _detect(self, image):
         from mlsd.blurring.pipeline import detect_image
@@ -88,6 +97,9 @@ class DetectActor:
         return detect_image(self.detector, image, self.long_side)
 
     def __call__(self, row: dict) -> dict:
+        return self.detect_row(row)
+
+    def detect_row(self, row: dict) -> dict:
         if row["error"]:
             return dict(row, boxes=np.zeros((0, 4), np.float32), labels=np.zeros(0, np.int64))
         if row["kind"] == "video":
@@ -119,6 +131,25 @@ class DetectActor:
         return out
 
 
+class FusedActor(DetectActor):
+    """``--stages fused``: a batch of files read, detected, blurred and written in one actor."""
+
+    def __init__(self, members: list, store: str, long_side: int, blur: dict,
+                 fusion: str = "enclose", max_pixels: int = 100_000_000):  # fmt: skip
+        super().__init__(members, store, long_side, blur, fusion)
+        self.max_pixels = max_pixels
+
+    def __call__(self, batch: dict) -> dict:
+        out: dict[str, list] = {k: [] for k in ("input", "output", "kind", "error", "boxes")}
+        for i in range(len(batch["input"])):
+            row = {k: batch[k][i] for k in ("input", "output", "kind")}
+            done = blur_and_write(self.detect_row(read_image(row, self.max_pixels)),
+                                  self.blur_spec)  # fmt: skip
+            for k in out:
+                out[k].append(done[k])
+        return out
+
+
 def blur_and_write(row: dict, blur: dict) -> dict:
     """CPU task: blur the image with its boxes and write the metadata-free JPEG."""
     import fsspec
@@ -146,12 +177,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--output", required=True)
     p.add_argument("--detector", default=json.dumps(DEFAULT_MEMBERS),
                    help="JSON list of detector members (see apps/blurring.py)")  # fmt: skip
+    p.add_argument("--fusion", default="enclose", choices=["nms", "wbf", "enclose"])
     p.add_argument("--store", default="artifacts")
     p.add_argument("--long-side", type=int, default=1024)
     p.add_argument("--detector-actors", type=int, default=1)
     p.add_argument("--cpus-per-actor", type=float, default=1.0)
     p.add_argument("--gpus-per-actor", type=float, default=0.0)
     p.add_argument("--max-pixels", type=int, default=100_000_000)
+    p.add_argument("--stages", choices=["auto", "fused", "split"], default="auto",
+                   help="auto: split with --gpus-per-actor, fused without")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=8, help="files per actor call (fused)")
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray only")
     return p.parse_args(argv)
 
@@ -167,23 +202,24 @@ def run(a: argparse.Namespace) -> dict:
     results = []
     if rows:
         blur_cfg: dict = {}
-        ds = (
-            ray.data.from_items(rows, override_num_blocks=min(len(rows), 64))
-            .map(read_image, fn_kwargs={"max_pixels": a.max_pixels})
-            .map(
-                DetectActor,
-                concurrency=a.detector_actors,
-                num_cpus=a.cpus_per_actor,
-                num_gpus=a.gpus_per_actor or None,
-                fn_constructor_kwargs={
-                    "members": json.loads(a.detector),
-                    "store": a.store,
-                    "long_side": a.long_side,
-                    "blur": blur_cfg,
-                },
+        actor = {"members": json.loads(a.detector), "store": a.store, "long_side": a.long_side,
+                 "blur": blur_cfg, "fusion": a.fusion}  # fmt: skip
+        pool = {"concurrency": a.detector_actors, "num_cpus": a.cpus_per_actor,
+                "num_gpus": a.gpus_per_actor or None}  # fmt: skip
+        stages = a.stages if a.stages != "auto" else ("split" if a.gpus_per_actor else "fused")
+        if stages == "fused":
+            blocks = max(1, min(len(rows) // a.batch_size, 4 * a.detector_actors))
+            ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), blocks)).map_batches(
+                FusedActor, batch_size=a.batch_size, batch_format="numpy",
+                fn_constructor_kwargs=actor | {"max_pixels": a.max_pixels}, **pool,
             )  # fmt: skip
-            .map(blur_and_write, fn_kwargs={"blur": blur_cfg})
-        )
+        else:
+            ds = (
+                ray.data.from_items(rows, override_num_blocks=min(len(rows), 64))
+                .map(read_image, fn_kwargs={"max_pixels": a.max_pixels})
+                .map(DetectActor, fn_constructor_kwargs=actor, **pool)
+                .map(blur_and_write, fn_kwargs={"blur": blur_cfg})
+            )
         results = ds.take_all()
     seconds = time.perf_counter() - t0
     failed = [{"input": r["input"], "reason": r["error"]} for r in results if r["error"]]

@@ -19,7 +19,7 @@ from mlsd.blurring.pipeline import Detections, resize
 
 # the packaged detectors' union at the thresholds chosen on validation (coverage at <= 5 FP per
 # image; bench/blurring_eval.py): what is served when no trained detector is configured
-PACKAGED_UNION = [{"kind": "centerface", "threshold": 0.2}, {"kind": "yunet", "threshold": 0.3}]
+PACKAGED_UNION = [{"kind": "centerface", "threshold": 0.15}, {"kind": "yunet", "threshold": 0.3}]
 
 
 def _resize_long(image: np.ndarray, long_side: int | None) -> tuple[np.ndarray, float]:
@@ -41,6 +41,46 @@ def nms(det: Detections, iou: float = 0.5) -> Detections:
     keep = batched_nms(torch.from_numpy(det.boxes), torch.from_numpy(det.scores),
                        torch.from_numpy(det.labels), iou).numpy()  # fmt: skip
     return Detections(det.boxes[keep], det.scores[keep], det.labels[keep])
+
+
+FUSIONS = ("nms", "wbf", "enclose")
+
+
+def fuse(det: Detections, iou: float = 0.5, method: str = "enclose") -> Detections:
+    """Merge overlapping boxes of one class (members of an ensemble, tiles).
+
+    Boxes are grouped greedily as NMS groups them (the best-scoring box and every box of its
+    class overlapping it by ``iou``); each group becomes one box scored by its best member:
+    ``nms`` keeps the best box, ``wbf`` the score-weighted mean box (weighted box fusion),
+    ``enclose`` the box enclosing the group - the privacy-conservative choice: NMS may keep a
+    tight box from one detector and drop a wider one from another that covered the whole face.
+    """
+    if method not in FUSIONS:
+        raise ValueError(f"fusion must be one of {FUSIONS}, not {method!r}")
+    if len(det) == 0 or method == "nms":
+        return nms(det, iou)
+    import torch
+    from torchvision.ops import box_iou
+
+    order = np.argsort(-det.scores, kind="stable")
+    b, s, lab = det.boxes[order], det.scores[order], det.labels[order]
+    overlap = box_iou(torch.from_numpy(b), torch.from_numpy(b)).numpy() >= iou  # (N, N)
+    overlap &= lab[:, None] == lab[None, :]
+    free = np.ones(len(b), bool)
+    boxes, keep = [], []
+    for i in range(len(b)):
+        if not free[i]:
+            continue
+        group = np.nonzero(free & overlap[i])[0]  # i itself included
+        free[group] = False
+        g = b[group]
+        if method == "wbf":
+            w = s[group, None]
+            boxes.append((g * w).sum(0) / w.sum())
+        else:
+            boxes.append(np.concatenate([g[:, :2].min(0), g[:, 2:].max(0)]))
+        keep.append(i)
+    return Detections(np.asarray(boxes, np.float32), s[keep], lab[keep])
 
 
 class CenterFace:
@@ -200,30 +240,33 @@ class TorchDetector:
 
 class Ensemble:
     """The union of members' detections, each member cut at its own threshold (scores of
-    different detectors are not comparable), then per-class NMS."""
+    different detectors are not comparable), then fused per class (:func:`fuse`)."""
 
     def __init__(self, members: Sequence, thresholds: Sequence, nms_iou: float = 0.5,
-                 name: str | None = None):  # fmt: skip
+                 name: str | None = None, fusion: str = "enclose"):  # fmt: skip
         if len(members) != len(thresholds):
             raise ValueError("one threshold per member")
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, not {fusion!r}")
         self.members, self.thresholds, self.nms_iou = list(members), list(thresholds), nms_iou
+        self.fusion = fusion
         self.name = name or "+".join(m.name for m in members)
         self.labels = tuple(sorted({lab for m in members for lab in m.labels}))
 
     def __call__(self, image: np.ndarray) -> Detections:
         parts = [m(image).above(t) for m, t in zip(self.members, self.thresholds, strict=True)]
-        return nms(Detections.concat(parts), self.nms_iou)
+        return fuse(Detections.concat(parts), self.nms_iou, self.fusion)
 
 
 def build_backend(spec: dict | list, store=None, device: str = "cpu",
                   num_threads: int | None = None, gpu_ids: Sequence | None = None,
-                  nms_iou: float = 0.5):  # fmt: skip
+                  nms_iou: float = 0.5, fusion: str = "enclose"):  # fmt: skip
     """A detector from configuration: ``{"kind": "centerface" | "yunet" | "haar_face" |
     "haar_plate" | "dlib_hog" | "torch", "threshold": t, "artifact": ..., "version": ...}``;
-    a list of such specs is an :class:`Ensemble` of them."""
+    a list of such specs is an :class:`Ensemble` of them, fused by ``fusion``."""
     if isinstance(spec, list):
         members = [build_backend(s, store, device, num_threads, gpu_ids) for s in spec]
-        return Ensemble(members, [_threshold(s) for s in spec], nms_iou)
+        return Ensemble(members, [_threshold(s) for s in spec], nms_iou, fusion=fusion)
     kind = spec.get("kind")
     if kind == "centerface":
         return CenterFace(long_side=None, num_threads=num_threads, device=device, gpu_ids=gpu_ids)

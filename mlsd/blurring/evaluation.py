@@ -247,18 +247,18 @@ def run_detector(detector, images) -> tuple[list[ImageResult], float]:
     return results, len(images) / max(time.perf_counter() - t0, 1e-9)
 
 
-def union_results(member_results: list[list[ImageResult]], thresholds, nms_iou: float = 0.5):
+def union_results(member_results: list[list[ImageResult]], thresholds, nms_iou: float = 0.5,
+                  fusion: str = "enclose") -> list[ImageResult]:  # fmt: skip
     """What an ensemble would have found: members' detections (computed once) cut at
-    ``thresholds``, joined per image, NMS'd - without running the detectors again."""
-    from mlsd.blurring.backends import nms
+    ``thresholds``, joined per image and fused - without running the detectors again."""
+    from mlsd.blurring.backends import fuse
 
     out = []
     for per_image in zip(*member_results, strict=True):
         parts = [r.det.above(t) for r, t in zip(per_image, thresholds, strict=True)]
-        joined = Detections.concat(parts)
+        joined = fuse(Detections.concat(parts), nms_iou, fusion)
         r0 = per_image[0]
-        out.append(ImageResult(r0.gt_boxes, r0.gt_labels, nms(joined, nms_iou), r0.width,
-                               r0.height))  # fmt: skip
+        out.append(ImageResult(r0.gt_boxes, r0.gt_labels, joined, r0.width, r0.height))
     return out
 
 
@@ -267,15 +267,20 @@ def choose_ensemble_thresholds(
     label: int,
     max_fp_per_image: float = 5.0,
     grid=None,
+    fusion: str = "enclose",
 ) -> tuple[list, dict]:
     """Validation search: the members' thresholds with the highest coverage whose FP/image
-    stays within the bound (ties: fewer FP). Returns (thresholds, stats)."""
+    stays within the bound (ties: fewer FP). Returns (thresholds, stats). The grid is 0.05
+    apart for two members, 0.1 for more (the search is exhaustive)."""
     import itertools
 
-    grid = np.round(np.arange(0.1, 0.91, 0.1), 2) if grid is None else grid
+    if grid is None:
+        step = 0.05 if len(member_results) <= 2 else 0.1
+        grid = np.round(np.arange(0.1, 0.9 + 1e-9, step), 2)
     best, best_key = None, None
     for ts in itertools.product(grid, repeat=len(member_results)):
-        stats = coverage_stats(union_results(member_results, list(ts)), 0.0, label=label)
+        union = union_results(member_results, list(ts), fusion=fusion)
+        stats = coverage_stats(union, 0.0, label=label)
         if stats["fp_per_image"] > max_fp_per_image:
             continue
         key = (stats["coverage"], -stats["fp_per_image"])
@@ -283,5 +288,6 @@ def choose_ensemble_thresholds(
             best, best_key = ([float(t) for t in ts], stats), key
     if best is None:
         ts = [float(grid[-1])] * len(member_results)
-        return ts, coverage_stats(union_results(member_results, ts), 0.0, label=label)
+        union = union_results(member_results, ts, fusion=fusion)
+        return ts, coverage_stats(union, 0.0, label=label)
     return best

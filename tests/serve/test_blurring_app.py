@@ -215,3 +215,23 @@ def test_the_shadow_detector_is_compared_box_by_box(app_url):
     assert set(rep["totals"]) == {"primary_only", "shadow_only"}  # would-have-leaked counts
     assert rep["shadow"]["model_version"] == "yunet@0.5"
     assert as_user(None).get(f"{url}/shadow", timeout=30).status_code == 401
+
+
+def test_a_missing_or_corrupt_detector_artifact_fails_start_up_naming_it(
+    serve_instance, blur_store, tmp_path
+):
+    import shutil
+
+    from apps.blurring import BlurringArgs, build_app
+    from mlsd.artifacts import ArtifactError
+
+    ours = [{"kind": "torch", "artifact": "blurring_fcos", "threshold": {"plate": 0.5}}]
+    with pytest.raises(ArtifactError, match="blurring_fcos"):
+        build_app(BlurringArgs(artifact_store=str(tmp_path / "empty"),
+                               detector={"members": ours}))  # fmt: skip
+    broken = tmp_path / "broken"
+    shutil.copytree(blur_store, broken)
+    for f in broken.rglob("detector.pt"):
+        f.write_bytes(f.read_bytes()[:1000])  # a truncated copy
+    with pytest.raises(ArtifactError, match=r"detector\.pt is corrupt"):
+        build_app(BlurringArgs(artifact_store=str(broken), detector={"members": ours}))

@@ -44,7 +44,8 @@ def test_training_runs_checkpoints_and_resumes(ray_session, tmp_path):
     assert metrics["offline_crops"] == 16 and metrics["offline_bytes"] > 0  # (4 + 4) x 2
 
 
-def test_batch_blur_skips_broken_files_and_finished_outputs(ray_session, tmp_path):
+@pytest.mark.parametrize("stages", ["fused", "split"])
+def test_batch_blur_skips_broken_files_and_finished_outputs(ray_session, tmp_path, stages):
     _need_data()
     from mlsd.blurring import data as D
     from mlsd.video import write_mp4
@@ -57,7 +58,8 @@ def test_batch_blur_skips_broken_files_and_finished_outputs(ray_session, tmp_pat
         shutil.copy(e.path, src / e.path.name)
     (src / "sub" / "broken.jpg").write_bytes(b"not an image")
     write_mp4(src / "clip.mp4", [D.load_rgb(faces[0].path)[:128, :128]] * 6, fps=5)
-    args = parse_args(["--input", str(src), "--output", str(tmp_path / "out")])
+    args = parse_args(["--input", str(src), "--output", str(tmp_path / "out"),
+                       "--stages", stages])  # fmt: skip
     out = run(args)
     assert out["written"] == 3 and out["boxes"] > 0
     assert [f["input"].endswith("broken.jpg") for f in out["failed"]] == [True]
