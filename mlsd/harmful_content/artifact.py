@@ -1,0 +1,51 @@
+"""Classifier artifacts: weights (state_dict, loaded with weights_only), the ONNX export the
+shared runner serves, the config (heads, feature layout, text encoder) and metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mlsd.artifacts import Artifact, ArtifactStore
+from mlsd.harmful_content.model import ClassifierConfig, build_classifier
+
+
+class _Probabilities(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.sigmoid(self.model(x))
+
+
+def export_classifier(model: nn.Module, example: dict[str, np.ndarray], path) -> Path:
+    """ONNX of the classifier with per-head probabilities as output (batch axis dynamic)."""
+    from mlsd.runtime import export_onnx
+
+    tensors = {k: torch.as_tensor(v) for k, v in example.items()}
+    return export_onnx(_Probabilities(model).eval(), tensors, path, output_name="probabilities")
+
+
+def write_classifier(store: ArtifactStore, name: str, model: nn.Module, cfg: ClassifierConfig,
+                     example: dict[str, np.ndarray], encoder: str, train: dict, data: dict,
+                     metrics: dict, policy: dict | None = None) -> str:  # fmt: skip
+    w = store.new_version(name)
+    torch.save(model.state_dict(), w.path("classifier.pt"))
+    export_classifier(model, example, w.path("classifier.onnx"))
+    return w.commit(config={"classifier": cfg.to_dict(), "text_encoder": encoder,
+                            "policy": policy or {}, "train": train},
+                    data=data, metrics=metrics)  # fmt: skip
+
+
+def load_classifier(art: Artifact, device: str = "cpu") -> tuple[nn.Module, ClassifierConfig]:
+    from mlsd.runtime import place
+
+    cfg = ClassifierConfig.from_dict(art.config["classifier"])
+    model = build_classifier(cfg)
+    state = torch.load(art.file("classifier.pt"), map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return place(model, device).eval(), cfg

