@@ -27,18 +27,37 @@ def export_classifier(model: nn.Module, example: dict[str, np.ndarray], path) ->
     from mlsd.runtime import export_onnx
 
     tensors = {k: torch.as_tensor(v) for k, v in example.items()}
-    return export_onnx(_Probabilities(model).eval(), tensors, path, output_name="probabilities")
+    # batch axis everywhere; the n-gram bag's length varies with the batch's longest text
+    dynamic = {k: [0, 1] if k.startswith("ngram_") else [0] for k in tensors}
+    return export_onnx(_Probabilities(model).eval(), tensors, path, output_name="probabilities",
+                       dynamic=dynamic)  # fmt: skip
 
 
 def write_classifier(store: ArtifactStore, name: str, model: nn.Module, cfg: ClassifierConfig,
-                     example: dict[str, np.ndarray], encoder: str, train: dict, data: dict,
-                     metrics: dict, policy: dict | None = None) -> str:  # fmt: skip
+                     example: dict[str, np.ndarray], encoder: str, bag, train: dict,
+                     data: dict, metrics: dict, policy: dict | None = None) -> str:  # fmt: skip
+    """Weights, ONNX, the n-gram bag's idf (``bag``: a fitted NgramBag or None) and config."""
     w = store.new_version(name)
     torch.save(model.state_dict(), w.path("classifier.pt"))
     export_classifier(model, example, w.path("classifier.onnx"))
+    if bag is not None:
+        np.save(w.path("ngram_idf.npy"), bag.idf)
     return w.commit(config={"classifier": cfg.to_dict(), "text_encoder": encoder,
+                            "ngram_bag": bag.state() if bag is not None else None,
                             "policy": policy or {}, "train": train},
                     data=data, metrics=metrics)  # fmt: skip
+
+
+def load_bag(art: Artifact):
+    """The fitted n-gram bag of a classifier artifact (None if it has none)."""
+    from mlsd.harmful_content.features import NgramBag
+
+    state = art.config.get("ngram_bag")
+    if not state:
+        return None
+    bag = NgramBag(**state)
+    bag.idf = np.load(art.file("ngram_idf.npy"))
+    return bag
 
 
 def load_classifier(art: Artifact, device: str = "cpu") -> tuple[nn.Module, ClassifierConfig]:

@@ -94,6 +94,7 @@ class FeatureSpec:
     """The model's input layout (dims of each modality); stored in the artifact."""
 
     text_dim: int = 512
+    ngram_buckets: int = 0  # NgramBag.size; 0: no lexical bag
     image_dim: int = 0  # 0: the modality is not part of this model
     video_dim: int = 0
     reactions: int = len(REACTIONS)
@@ -187,3 +188,73 @@ def assemble(
                                      np.float32).reshape(b, 1)  # fmt: skip
     out["location"] = np.array([loc for _, loc in auth], np.int64)
     return out
+
+
+class NgramBag:
+    """The lexical side of the text, fastText-style: word 1-2 grams and char 2-5 grams (within
+    word boundaries) hashed into fixed buckets, TF-IDF weighted (sublinear tf, idf from the
+    training texts, each part L2-normalised, as the TF-IDF baseline does). The model embeds
+    the buckets and sums them by weight - a learned, multi-task, non-linear use of the very
+    features a TF-IDF + logistic regression sees. Slurs, misspellings and code-switched words
+    that a sentence encoder smooths over stay visible.
+
+    ``transform`` -> ``ngram_ids`` (B, L) int64 (0 pads; word buckets 1..W, char buckets
+    W+1..W+C) and ``ngram_weights`` (B, L) float32; L is the batch's longest bag (at most
+    ``max_len``: the heaviest n-grams are kept)."""
+
+    def __init__(self, word_buckets: int = 1 << 16, char_buckets: int = 1 << 17,
+                 max_len: int = 768):  # fmt: skip
+        self.word_buckets, self.char_buckets, self.max_len = word_buckets, char_buckets, max_len
+        self.idf = np.ones(word_buckets + char_buckets, np.float32)
+
+    @property
+    def size(self) -> int:
+        return self.word_buckets + self.char_buckets + 1  # + the padding row
+
+    def _vectorizers(self):
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        kw = {"alternate_sign": False, "norm": None, "dtype": np.float32}
+        return (HashingVectorizer(ngram_range=(1, 2), n_features=self.word_buckets, **kw),
+                HashingVectorizer(analyzer="char_wb", ngram_range=(2, 5),
+                                  n_features=self.char_buckets, **kw))  # fmt: skip
+
+    def _counts(self, texts: Sequence[str]):
+        from scipy.sparse import hstack
+
+        w, c = self._vectorizers()
+        return hstack([w.transform(texts), c.transform(texts)]).tocsr()
+
+    def fit(self, texts: Sequence[str]) -> NgramBag:
+        x = self._counts(texts)
+        df = np.bincount(x.indices, minlength=x.shape[1]).astype(np.float64)
+        self.idf = (np.log((1 + len(texts)) / (1 + df)) + 1).astype(np.float32)
+        return self
+
+    def transform(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        x = self._counts(texts)
+        x.data = (1 + np.log(x.data)) * self.idf[x.indices]
+        ids, weights = [], []
+        for i in range(x.shape[0]):
+            s, e = x.indptr[i], x.indptr[i + 1]
+            idx, val = x.indices[s:e], x.data[s:e].astype(np.float32)
+            word = idx < self.word_buckets
+            for part in (word, ~word):  # each part unit-length, as two TF-IDF vectorizers
+                n = np.linalg.norm(val[part])
+                if n > 0:
+                    val[part] /= n
+            if len(idx) > self.max_len:
+                keep = np.argsort(-val, kind="stable")[: self.max_len]
+                idx, val = idx[keep], val[keep]
+            ids.append(idx + 1)
+            weights.append(val)
+        width = max([len(a) for a in ids] + [1])
+        out_i = np.zeros((len(ids), width), np.int64)
+        out_w = np.zeros((len(ids), width), np.float32)
+        for i, (a, v) in enumerate(zip(ids, weights, strict=True)):
+            out_i[i, : len(a)], out_w[i, : len(v)] = a, v
+        return {"ngram_ids": out_i, "ngram_weights": out_w}
+
+    def state(self) -> dict:
+        return {"word_buckets": self.word_buckets, "char_buckets": self.char_buckets,
+                "max_len": self.max_len}  # fmt: skip

@@ -33,8 +33,16 @@ class ClassifierConfig:
     dropout: float = 0.2
     modality_dropout: float = 0.1  # chance, per row and non-text modality, of hiding it
     location_dim: int = 8
+    ngram_dim: int = 64  # the lexical bag's embedding (spec.ngram_buckets > 0)
+    ngram_dropout: float = 0.3  # chance of hiding each n-gram while training (memorisation)
+    # how the bag enters: "wide" (a linear per-head weight per n-gram added to the logits: a
+    # multi-task TF-IDF logistic regression trained with the rest), "deep" (embedded, into
+    # the shared layers) or "both"
+    ngram_mode: str = "wide"
 
     def __post_init__(self):
+        if self.ngram_mode not in ("wide", "deep", "both"):
+            raise ValueError(f"ngram_mode must be wide, deep or both, not {self.ngram_mode!r}")
         if self.fusion not in ("early", "late"):
             raise ValueError(f"fusion must be 'early' or 'late', not {self.fusion!r}")
         self.heads = tuple(self.heads)
@@ -68,15 +76,23 @@ class _Inputs(nn.Module):
         self.cfg = cfg
         self.mods = cfg.spec.modalities()
         self.location = nn.Embedding(LOCATION_BUCKETS, cfg.location_dim)
+        if cfg.spec.ngram_buckets and cfg.ngram_mode in ("deep", "both"):
+            self.ngrams = nn.Embedding(cfg.spec.ngram_buckets, cfg.ngram_dim, padding_idx=0)
+            nn.init.normal_(self.ngrams.weight, std=0.1)
+            self.mods = {"text": self.mods["text"], "ngrams": cfg.ngram_dim} | {
+                k: v for k, v in self.mods.items() if k != "text"}  # fmt: skip
 
     def dims(self) -> dict[str, int]:
-        d = {m: n + (0 if m == "text" else 1) for m, n in self.mods.items()}
+        d = {m: n + (0 if m in ("text", "ngrams") else 1) for m, n in self.mods.items()}
         d["author"] += self.cfg.location_dim
         return d
 
     def forward(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = {}
         for m in self.mods:
+            if m == "ngrams":  # TF-IDF-weighted sum of the bag's embeddings: (B, L) -> (B, D)
+                out[m] = bag(self.ngrams, x, self.cfg.ngram_dropout if self.training else 0.0)
+                continue
             v = x[m]
             if m == "author":
                 v = torch.cat([v, self.location(x["location"])], 1)
@@ -90,6 +106,31 @@ class _Inputs(nn.Module):
         return out
 
 
+def bag(table: nn.Embedding, x: dict[str, torch.Tensor], dropout: float) -> torch.Tensor:
+    """TF-IDF-weighted sum of an n-gram bag's rows: ids, weights (B, L) -> (B, D)."""
+    w = x["ngram_weights"]
+    if dropout > 0:
+        w = w * (torch.rand_like(w) >= dropout) / (1 - dropout)
+    return (table(x["ngram_ids"]) * w.unsqueeze(-1)).sum(1)
+
+
+class _Wide(nn.Module):
+    """The bag's linear path: one weight per (n-gram bucket, head), summed into the logits."""
+
+    def __init__(self, cfg: ClassifierConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.table = nn.Embedding(cfg.spec.ngram_buckets, len(cfg.heads), padding_idx=0)
+        nn.init.zeros_(self.table.weight)
+
+    def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        return bag(self.table, x, self.cfg.ngram_dropout if self.training else 0.0)
+
+
+def _wide(cfg: ClassifierConfig) -> nn.Module | None:
+    return _Wide(cfg) if cfg.spec.ngram_buckets and cfg.ngram_mode in ("wide", "both") else None
+
+
 class MultiTaskClassifier(nn.Module):
     """Early fusion: concatenate -> shared layers -> one linear head per harm. (B, H) logits."""
 
@@ -100,11 +141,13 @@ class MultiTaskClassifier(nn.Module):
         d_in = sum(self.inputs.dims().values())
         self.shared = _mlp(d_in, cfg.hidden, cfg.depth, cfg.dropout)
         self.heads = nn.ModuleList(nn.Linear(cfg.hidden, 1) for _ in cfg.heads)
+        self.wide = _wide(cfg)
 
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         parts = self.inputs(x)
         z = self.shared(torch.cat([parts[m] for m in self.inputs.mods], 1))  # (B, hidden)
-        return torch.cat([h(z) for h in self.heads], 1)  # (B, H)
+        logits = torch.cat([h(z) for h in self.heads], 1)  # (B, H)
+        return logits + self.wide(x) if self.wide is not None else logits
 
 
 class LateFusionClassifier(nn.Module):
@@ -119,10 +162,12 @@ class LateFusionClassifier(nn.Module):
             {m: nn.Sequential(_mlp(d, cfg.hidden, cfg.depth, cfg.dropout), nn.Linear(cfg.hidden, h))
              for m, d in self.inputs.dims().items()}
         )  # fmt: skip
+        self.wide = _wide(cfg)
 
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         parts = self.inputs(x)
-        return torch.stack([self.towers[m](parts[m]) for m in self.inputs.mods]).sum(0)
+        logits = torch.stack([self.towers[m](parts[m]) for m in self.inputs.mods]).sum(0)
+        return logits + self.wide(x) if self.wide is not None else logits
 
 
 def build_classifier(cfg: ClassifierConfig) -> nn.Module:

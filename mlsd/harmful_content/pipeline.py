@@ -58,3 +58,26 @@ def predict(model: nn.Module, x: dict[str, np.ndarray], batch_size: int = 1024) 
                                           device))).cpu().numpy()
            for s in range(0, n, batch_size)]  # fmt: skip
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def featurize(posts, encoder, bag, spec, cache=None) -> dict[str, np.ndarray]:
+    """Posts (text only: the data sets carry no media) -> the model's named inputs."""
+    from mlsd.harmful_content.features import assemble, encode_cached
+
+    texts = [p.text for p in posts]
+    return assemble(spec, encode_cached(encoder, texts, cache)) | bag.transform(texts)
+
+
+def head_scores(posts, heads, probs: np.ndarray, y: np.ndarray, mask: np.ndarray,
+                langs=("en", "fr", "ar")) -> dict[str, dict]:  # fmt: skip
+    """Per head and language (where that head has both classes there): the evaluation row."""
+    from mlsd.harmful_content.evaluation import scores_row
+
+    lang = np.array([p.lang for p in posts])
+    out = {}
+    for j, h in enumerate(heads):
+        for lg in langs:
+            sel = mask[:, j] & (lang == lg)
+            if sel.sum() and 0 < y[sel, j].sum() < sel.sum():
+                out[f"{h}/{lg}"] = scores_row(y[sel, j], probs[sel, j])
+    return out

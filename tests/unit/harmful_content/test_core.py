@@ -162,3 +162,18 @@ def test_review_queue_is_durable_idempotent_and_refuses_conflicts(tmp_path):
         q.get(5)  # not one of our ids at all
     assert [r["post_id"] for r in q.reviewed()] == ["p1"]
     assert q.counts() == {"pending": 1, "done": 1}
+
+
+def test_the_ngram_bag_weights_like_tfidf_and_feeds_the_model():
+    bag = F.NgramBag(word_buckets=1 << 10, char_buckets=1 << 12, max_len=64).fit(
+        ["the cat sat", "the dog ran", "a cat ran"])  # fmt: skip
+    out = bag.transform(["the cat", "", "zzzz " * 100])
+    ids, w = out["ngram_ids"], out["ngram_weights"]
+    assert ids.shape == w.shape and ids.shape[1] <= 64 and (ids[1] == 0).all()  # "" is padding
+    word = (ids[0] > 0) & (ids[0] <= bag.word_buckets)
+    assert np.linalg.norm(w[0][word]) == pytest.approx(1.0, rel=1e-5)  # each part unit-length
+    assert np.linalg.norm(w[0][ids[0] > bag.word_buckets]) == pytest.approx(1.0, rel=1e-5)
+    spec = F.FeatureSpec(text_dim=4, ngram_buckets=bag.size)
+    x = F.assemble(spec, np.zeros((3, 4), np.float32)) | out
+    model = M.build_classifier(M.ClassifierConfig(heads=("h",), spec=spec))
+    assert model(P.to_tensors(x)).shape == (3, 1)

@@ -1,0 +1,50 @@
+"""The harmful-content training job on Ray Train: trains, checkpoints, resumes, and folds the
+review queue's human labels into the next model's training rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.data]
+
+
+def test_job_trains_resumes_and_folds_in_reviews(ray_session, tmp_path):
+    from mlsd.harmful_content import data as D
+
+    if not (D.DATA_ROOT / "davidson_hate_offensive").exists():
+        pytest.skip("harmful-content data not under ../shared/data")
+    from mlsd.artifacts import ArtifactStore
+    from mlsd.harmful_content.artifact import load_bag, load_classifier
+    from mlsd.harmful_content.review import ReviewQueue
+    from mlsd.runtime import make_runner
+    from train.harmful_content import parse_args, run
+
+    q = ReviewQueue(tmp_path / "reviews.sqlite")
+    rid = q.enqueue("p1", {"text": "a post a reviewer saw", "lang": "en"}, {"hate": 0.6},
+                    ["hate"], "harmful_content/v0")  # fmt: skip
+    q.enqueue("p2", {"text": "still waiting"}, {"hate": 0.7}, ["hate"], "harmful_content/v0")
+    q.submit(rid, {"hate": 1, "offensive": 1}, "reviewer-1")
+    q.close()
+    common = ["--limit", "150", "--hidden", "32", "--store", str(tmp_path / "store"),
+              "--runs-dir", str(tmp_path / "runs"), "--cache", str(tmp_path / "cache"),
+              "--reviews", str(tmp_path / "reviews.sqlite"), "--run-name", "hc"]  # fmt: skip
+    first = run(parse_args(common + ["--epochs", "1"]))
+    assert first["reviewed_rows"] == 1  # the done review joined; the pending one did not
+    again = run(parse_args(common + ["--epochs", "2"]))  # resumes at epoch 1
+    art = ArtifactStore(tmp_path / "store").load("harmful_content")
+    assert art.manifest["data"]["reviewed_rows"] == 1
+    assert art.config["train"]["epochs"] == 2 and again["artifact"] != first["artifact"]
+    model, cfg = load_classifier(art)
+    bag = load_bag(art)
+    assert bag is not None and bag.size == cfg.spec.ngram_buckets
+    from mlsd.harmful_content import features as F
+    from mlsd.harmful_content import pipeline as P
+
+    enc = F.TextEncoder(art.config["text_encoder"], num_threads=1)
+    x = P.featurize([D.Post("you are all wonderful", "en", "t")], enc, bag, cfg.spec)
+    p_torch = P.predict(model, x)
+    p_onnx = make_runner("onnx", path=art.file("classifier.onnx"), device="cpu",
+                         num_threads=1).run(x)  # fmt: skip
+    np.testing.assert_allclose(p_onnx, p_torch, atol=1e-5)
+    assert p_torch.shape == (1, len(D.HEADS))

@@ -1,0 +1,257 @@
+"""Train the multi-task harmful-content classifier on Ray Train.
+
+    python -m train.harmful_content --epochs 6
+    python -m train.harmful_content --labels natural      # train on SYNTHETIC user-report labels
+    ray job submit --working-dir . -- python -m train.harmful_content --num-workers 2 --use-gpu
+
+Rows: Davidson (hate, offensive) and MLMA en / fr / ar (hostile + its types) training splits,
+each head learning only from the rows that carry its label, plus every human review done in
+``--reviews`` (the review queue the service fills: reviewers' labels fold into the next
+model). Text: a multilingual sentence encoder (``--encoder``) + a TF-IDF-weighted n-gram bag;
+early fusion (``--fusion late`` for the baseline). Each epoch is scored on the validation
+split (mean AUROC over heads and languages); the best epoch so far is checkpointed, and
+re-running with the same ``--run-name`` resumes. The best model is written as an artifact
+(weights, its ONNX export, the n-gram idf, config, validation metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mlsd.harmful_content import data as D
+from mlsd.harmful_content import features as F
+from mlsd.harmful_content import model as M
+from mlsd.harmful_content import pipeline as P
+
+
+def _limit(posts: list[D.Post], n: int) -> list[D.Post]:
+    """The first ``n`` rows of each data set and language (tests); 0: all."""
+    if not n:
+        return posts
+    seen: dict[tuple, int] = {}
+    out = []
+    for p in posts:
+        k = (p.source, p.lang)
+        seen[k] = seen.get(k, 0) + 1
+        if seen[k] <= n:
+            out.append(p)
+    return out
+
+
+def training_posts(a: argparse.Namespace) -> tuple[list[D.Post], int]:
+    """The data sets' training rows (natural or human labels) + the done reviews."""
+    posts = _limit(D.all_posts("train", tuple(a.langs), a.data_root), a.limit)
+    if a.labels == "natural":  # SYNTHETIC: what user reports would have said of each post
+        from mlsd.harmful_content.synthetic import natural_labels
+
+        y, mask = D.label_matrix(posts)
+        noisy = natural_labels(y.ravel(), seed=a.seed).reshape(y.shape)
+        for i, p in enumerate(posts):
+            p.labels = {h: int(noisy[i, j]) for j, h in enumerate(D.HEADS) if mask[i, j]}
+    reviewed = 0
+    if a.reviews and Path(a.reviews).exists():
+        from mlsd.harmful_content.review import ReviewQueue
+
+        q = ReviewQueue(a.reviews)
+        for r in q.reviewed():
+            labels = {h: int(v) for h, v in r["labels"].items() if h in D.HEADS}
+            if labels and r["post"].get("text"):
+                posts.append(D.Post(r["post"]["text"], r["post"].get("lang") or "und", "review",
+                                    labels, r["review_id"]))  # fmt: skip
+                reviewed += 1
+        q.close()
+    return posts, reviewed
+
+
+def _config(a: argparse.Namespace, text_dim: int, buckets: int) -> M.ClassifierConfig:
+    spec = F.FeatureSpec(text_dim=text_dim, ngram_buckets=buckets)
+    return M.ClassifierConfig(heads=D.HEADS, spec=spec, fusion=a.fusion, hidden=a.hidden,
+                              dropout=a.dropout, ngram_dropout=a.ngram_dropout,
+                              ngram_mode=a.ngram_mode)  # fmt: skip
+
+
+def _features(a: argparse.Namespace, threads: int):
+    encoder = F.TextEncoder(a.encoder, num_threads=threads)
+    train, reviewed = training_posts(a)
+    val = _limit(D.all_posts("val", tuple(a.langs), a.data_root), a.limit)
+    bag = F.NgramBag(max_len=a.max_ngrams).fit([p.text for p in train])
+    cfg = _config(a, encoder.dim, bag.size)
+    x_tr = P.featurize(train, encoder, bag, cfg.spec, a.cache)
+    x_va = P.featurize(val, encoder, bag, cfg.spec, a.cache)
+    return cfg, bag, train, val, x_tr, x_va, reviewed
+
+
+def _optimizer(model: torch.nn.Module, a) -> torch.optim.Optimizer:
+    wide = [p for n, p in model.named_parameters() if ".wide." in f".{n}"]
+    rest = [p for n, p in model.named_parameters() if ".wide." not in f".{n}"]
+    return torch.optim.AdamW([{"params": rest, "weight_decay": a["weight_decay"]},
+                              {"params": wide, "weight_decay": a["wide_weight_decay"],
+                               "lr": a["wide_lr"]}], lr=a["lr"])  # fmt: skip
+
+
+def _val_score(scores: dict) -> float:
+    return float(np.nanmean([r["auroc"] for r in scores.values()])) if scores else float("nan")
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    from train.common import task_resources
+
+    _, threads = task_resources()
+    a = argparse.Namespace(**config["args"])
+    torch.manual_seed(a.seed)
+    cfg, _, train, val, x_tr, x_va, _ = _features(a, threads)
+    y_tr, m_tr = D.label_matrix(train, cfg.heads)
+    y_va, m_va = D.label_matrix(val, cfg.heads)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    mine = np.arange(rank, len(train), world)  # each worker its share of the rows
+    x_tr, y_tr, m_tr = P.take(x_tr, mine), y_tr[mine], m_tr[mine]
+    model = M.build_classifier(cfg)
+    opt = _optimizer(model, config["opt"])
+    start, best, best_state = 0, -1.0, None
+    ckpt = ray.train.get_checkpoint()
+    if ckpt:
+        with ckpt.as_directory() as d:
+            state = torch.load(Path(d) / "state.pt", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start, best, best_state = state["epoch"] + 1, state["best"], state["best_model"]
+    model = ray.train.torch.prepare_model(model)
+    inner = model.module if hasattr(model, "module") else model
+    for epoch in range(start, a.epochs):
+        t0 = time.perf_counter()
+        loss = P.train_epoch(model, opt, x_tr, y_tr, m_tr, a.batch_size,
+                             np.random.default_rng(a.seed * 1000 + epoch),
+                             a.focal_gamma)  # fmt: skip
+        scores = P.head_scores(val, cfg.heads, P.predict(inner, x_va), y_va, m_va)
+        score = _val_score(scores)
+        if score > best:
+            best = score
+            best_state = {k: v.detach().clone() for k, v in inner.state_dict().items()}
+        metrics = {"epoch": epoch, "loss": loss, "val_mean_auroc": score, "best": best,
+                   "epoch_seconds": time.perf_counter() - t0}  # fmt: skip
+        with tempfile.TemporaryDirectory() as d:
+            checkpoint = None
+            if rank == 0:
+                torch.save({"model": inner.state_dict(), "optimizer": opt.state_dict(),
+                            "epoch": epoch, "best": best, "best_model": best_state,
+                            "val": scores}, Path(d) / "state.pt")  # fmt: skip
+                checkpoint = ray.train.Checkpoint.from_directory(d)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--encoder", default=F.USE_M3,
+                   help=f"{F.USE_M3} | {F.E5_SMALL} | a transformers name (hub: "
+                        f"{F.HUB_DEFAULT}) | offline:all-MiniLM-L6-v2")  # fmt: skip
+    p.add_argument("--fusion", default="early", choices=["early", "late"])
+    p.add_argument("--ngram-mode", default="wide", choices=["wide", "deep", "both"])
+    p.add_argument(
+        "--labels",
+        default="human",
+        choices=["human", "natural"],
+        help="natural: SYNTHETIC user-report labels (mlsd.harmful_content.synthetic)",
+    )
+    p.add_argument("--langs", nargs="+", default=list(D.LANGS))
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--ngram-dropout", type=float, default=0.1)
+    p.add_argument("--max-ngrams", type=int, default=768)
+    p.add_argument("--focal-gamma", type=float, default=0.0)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--wide-lr", type=float, default=5e-3)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--wide-weight-decay", type=float, default=0.3)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--reviews",
+        default="var/harmful_content/reviews.sqlite",
+        help="the review queue whose done reviews join the training rows",
+    )
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--limit", type=int, default=0, help="first N rows of each set (tests)")
+    p.add_argument("--cache", default=os.path.abspath("var/cache/harmful_content"))
+    p.add_argument("--num-workers", type=int, default=1)
+    p.add_argument("--use-gpu", action="store_true")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--num-cpus", type=int, default=None, help="local Ray only")
+    p.add_argument("--store", default="artifacts")
+    p.add_argument("--name", default="harmful_content")
+    p.add_argument("--run-name", default=None, help="re-use to resume from its last checkpoint")
+    p.add_argument("--runs-dir", default=os.path.abspath("var/ray_results"))
+    return p.parse_args(argv)
+
+
+def run(a: argparse.Namespace) -> dict:
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from train.common import init_ray
+
+    if a.reviews:
+        a.reviews = os.path.abspath(a.reviews)
+    init_ray(a.num_cpus)
+    run_name = a.run_name or f"harmful-content-{time.strftime('%Y%m%d-%H%M%S')}"
+    opt = {"lr": a.lr, "wide_lr": a.wide_lr, "weight_decay": a.weight_decay,
+           "wide_weight_decay": a.wide_weight_decay}  # fmt: skip
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"args": vars(a), "opt": opt},
+        scaling_config=ray.train.ScalingConfig(num_workers=a.num_workers, use_gpu=a.use_gpu,
+                                               resources_per_worker={"CPU": a.cpus_per_worker}),
+        run_config=ray.train.RunConfig(name=run_name, storage_path=a.runs_dir,
+                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    result = trainer.fit()
+    seconds = time.perf_counter() - t0
+    with result.checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / "state.pt", weights_only=True)
+    return _export(a, state, run_name, seconds)
+
+
+def _export(a: argparse.Namespace, state: dict, run_name: str, seconds: float) -> dict:
+    from mlsd.artifacts import ArtifactStore
+    from mlsd.harmful_content.artifact import write_classifier
+
+    cfg, bag, train, val, _, x_va, reviewed = _features(a, 1)
+    model = M.build_classifier(cfg)
+    model.load_state_dict(state["best_model"])
+    y_va, m_va = D.label_matrix(val, cfg.heads)
+    scores = P.head_scores(val, cfg.heads, P.predict(model, x_va), y_va, m_va)
+    example = P.take(x_va, np.arange(2))
+    version = write_classifier(
+        ArtifactStore(a.store), a.name, model, cfg, example, a.encoder, bag,
+        train={"run": run_name, "epochs": a.epochs, "train_seconds": seconds,
+               "labels": a.labels, "fusion": a.fusion, "ngram_mode": a.ngram_mode,
+               "best_val_mean_auroc": state["best"], "num_workers": a.num_workers},
+        data={"rows": len(train), "reviewed_rows": reviewed,
+              "sets": "davidson train + mlma en/fr/ar train (+ reviews)",
+              "labels": "SYNTHETIC natural (user reports)" if a.labels == "natural"
+              else "human"},
+        metrics={"validation": scores},
+    )  # fmt: skip
+    return {"run": run_name, "train_seconds": seconds, "artifact": f"{a.name}/{version}",
+            "reviewed_rows": reviewed, "best_val_mean_auroc": state["best"]}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    print(json.dumps(run(parse_args(argv)), indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
