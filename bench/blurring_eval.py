@@ -140,9 +140,34 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"* served: best validation coverage at <= {max_fp} FP/image ({served})")
         if a.plots:
             _plot(results, label, cls, Path(a.plots))
+    report["served_members"] = served_members(report, a.ours)
+    print("\nthe served configuration as detector members (serve_config.yaml `detector:`):")
+    print(json.dumps(report["served_members"]))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(report, indent=2, default=float))
     return report
+
+
+def served_members(report: dict, ours: list[str]) -> list[dict]:
+    """Each class's served pick (a detector at its threshold, or an ensemble's members at
+    theirs) merged into one member list, per-class thresholds where a detector serves both."""
+    per: dict[str, dict[str, float]] = {}
+    for cls, name in (report.get("served") or {}).items():
+        if name is None:
+            continue
+        ens = (report.get("ensembles") or {}).get(name)
+        if ens:
+            picks = list(zip(ens["members"], ens["thresholds"], strict=True))
+        else:
+            picks = [(name, report["thresholds"][cls][name])]
+        for det, t in picks:
+            det = det.split("@")[0]
+            per.setdefault(det, {})[cls] = float(t)
+    members = []
+    for det, ts in per.items():
+        spec = {"kind": "torch", "artifact": det} if det in ours else {"kind": det}
+        members.append(spec | {"threshold": ts})
+    return members
 
 
 def _plot(results: dict, label: int, cls: str, folder: Path) -> None:
