@@ -38,13 +38,14 @@ from apps.common import (
 )
 from deployments.blurring import Detector, Preprocess
 from deployments.shadow import ShadowComparator, ShadowMirror, ShadowTraffic
-from mlsd.blurring.backends import PACKAGED_UNION
+from mlsd.blurring.backends import SERVED_MEMBERS
 from mlsd.blurring.data import LABELS
 from mlsd.blurring.store import BlurredStore
 from mlsd.image import DEFAULT_MAX_PIXELS, InvalidImage
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
-DEFAULT_MEMBERS = PACKAGED_UNION
+# faces and plates: our trained FCOS (artifact blurring_fcos) + the packaged face detectors
+DEFAULT_MEMBERS = SERVED_MEMBERS
 
 
 class DetectorArgs(BaseModel):
@@ -64,7 +65,9 @@ class DetectorArgs(BaseModel):
         parts = []
         for m in self.members:
             name = m["kind"] if m["kind"] != "torch" else f"{m['artifact']}/{m.get('version')}"
-            parts.append(f"{name}@{m.get('threshold')}")
+            t = m.get("threshold")
+            t = ",".join(f"{k}={v}" for k, v in t.items()) if isinstance(t, dict) else t
+            parts.append(f"{name}@{t}")
         return "+".join(parts)
 
 

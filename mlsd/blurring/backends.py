@@ -17,9 +17,16 @@ import numpy as np
 from mlsd.blurring.data import FACE, PLATE
 from mlsd.blurring.pipeline import Detections, resize
 
-# the packaged detectors' union at the thresholds chosen on validation (coverage at <= 5 FP per
-# image; bench/blurring_eval.py): what is served when no trained detector is configured
-PACKAGED_UNION = [{"kind": "centerface", "threshold": 0.15}, {"kind": "yunet", "threshold": 0.3}]
+# the packaged face detectors' union at the thresholds chosen on validation (coverage at <= 5
+# FP per image, enclosing fusion; bench/blurring_eval.py): needs no training, blurs no plates
+PACKAGED_UNION = [{"kind": "centerface", "threshold": 0.15}, {"kind": "yunet", "threshold": 0.5}]
+# what serve_config.yaml and the batch job serve: our FCOS (faces and plates) with the packaged
+# face detectors, each at its validation-chosen threshold (bench/blurring_eval.py prints it)
+SERVED_MEMBERS = [
+    {"kind": "torch", "artifact": "blurring_fcos", "threshold": {"face": 0.4, "plate": 0.35}},
+    {"kind": "centerface", "threshold": {"face": 0.4}},
+    {"kind": "yunet", "threshold": {"face": 0.5}},
+]
 
 
 def _resize_long(image: np.ndarray, long_side: int | None) -> tuple[np.ndarray, float]:

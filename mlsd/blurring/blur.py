@@ -39,8 +39,17 @@ def _blurred(roi: np.ndarray, cfg: BlurConfig) -> np.ndarray:
                            interpolation=cv2.INTER_AREA)  # fmt: skip
         return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
     sigma = max(1.0, cfg.strength * min(h, w))
-    return cv2.GaussianBlur(roi, (0, 0), sigmaX=sigma, sigmaY=sigma,
-                            borderType=cv2.BORDER_REFLECT)  # fmt: skip
+    if sigma <= 4.0:
+        return cv2.GaussianBlur(roi, (0, 0), sigmaX=sigma, sigmaY=sigma,
+                                borderType=cv2.BORDER_REFLECT)  # fmt: skip
+    # a wide Gaussian costs O(area x sigma): blur a copy shrunk so sigma is 3 px (area
+    # averaging first), then enlarge it back - the same removal of detail at a fraction of
+    # the cost (a face box's sigma is half its side: 12 ms a box at full size)
+    f = sigma / 3.0
+    sw, sh = max(1, round(w / f)), max(1, round(h / f))
+    small = cv2.resize(roi, (sw, sh), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), sigmaX=3.0, sigmaY=3.0, borderType=cv2.BORDER_REFLECT)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def blur(image: np.ndarray, det: Detections, cfg: BlurConfig | None = None) -> np.ndarray:

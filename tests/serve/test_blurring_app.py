@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mlsd.blurring.backends import PACKAGED_UNION
 from tests.serve.http import api, as_user
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow, pytest.mark.data]
@@ -34,6 +35,7 @@ def app_url(serve_instance, tmp_path_factory):
     args = BlurringArgs(
         artifact_store=str(tmp_path_factory.mktemp("none")),
         output_store=str(out),
+        detector={"members": PACKAGED_UNION},  # the packaged face detectors: no training
         max_upload_bytes=8_000_000,
         max_pixels=30_000_000,
         shadow={"detector": {"members": [{"kind": "yunet", "threshold": 0.5}]}, "share": 1.0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -58,8 +59,10 @@ def test_batch_blur_skips_broken_files_and_finished_outputs(ray_session, tmp_pat
         shutil.copy(e.path, src / e.path.name)
     (src / "sub" / "broken.jpg").write_bytes(b"not an image")
     write_mp4(src / "clip.mp4", [D.load_rgb(faces[0].path)[:128, :128]] * 6, fps=5)
+    from mlsd.blurring.backends import PACKAGED_UNION
+
     args = parse_args(["--input", str(src), "--output", str(tmp_path / "out"),
-                       "--stages", stages])  # fmt: skip
+                       "--stages", stages, "--detector", json.dumps(PACKAGED_UNION)])  # fmt: skip
     out = run(args)
     assert out["written"] == 3 and out["boxes"] > 0
     assert [f["input"].endswith("broken.jpg") for f in out["failed"]] == [True]

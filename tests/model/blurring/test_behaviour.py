@@ -1,13 +1,14 @@
-"""The served detector on real photos it has never seen: dlib's PASCAL group photos."""
+"""The packaged face detectors' union (the served configuration's face members that need no
+training) on real photos it has never seen: dlib's PASCAL group photos."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from apps.blurring import DEFAULT_MEMBERS
 from mlsd.blurring import data as D
 from mlsd.blurring import evaluation as E
+from mlsd.blurring.backends import PACKAGED_UNION as DEFAULT_MEMBERS
 from mlsd.blurring.backends import build_backend
 from mlsd.blurring.pipeline import detect_image
 

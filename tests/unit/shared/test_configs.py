@@ -85,3 +85,20 @@ def test_unknown_builder_args_are_rejected():
 
     with pytest.raises(ValidationError):
         VisualSearchArgs(artifact_stor="typo")
+
+
+def test_the_blurring_service_and_batch_job_blur_with_the_same_detector():
+    """serve_config.yaml's /blurring detector is SERVED_MEMBERS (what the batch job and the
+    app default to), with enclosing fusion; every member that serves faces or plates has one."""
+    from mlsd.blurring.backends import SERVED_MEMBERS
+    from train.blur_batch import parse_args
+
+    raw = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    app = next(a for a in raw["applications"] if a["name"] == "blurring")
+    assert app["args"]["detector"]["members"] == SERVED_MEMBERS
+    assert app["args"]["detector"]["fusion"] == "enclose"
+    import json
+
+    assert json.loads(parse_args(["--input", "i", "--output", "o"]).detector) == SERVED_MEMBERS
+    served = {c for m in SERVED_MEMBERS for c in m["threshold"]}
+    assert served == {"face", "plate"}  # plates are blurred too, not only faces
