@@ -60,7 +60,7 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from train.common import task_resources
+    from train.common import resume, task_resources
 
     task_resources()
     torch.manual_seed(config["seed"])
@@ -71,12 +71,8 @@ def train_loop_per_worker(config: dict) -> None:
     opt = torch.optim.SGD(params, lr=config["lr"], momentum=0.9, weight_decay=1e-4)
     epochs, steps = config["epochs"], config["steps_per_epoch"]
     start = 0
-    ckpt = ray.train.get_checkpoint()
-    if ckpt:
-        with ckpt.as_directory() as d:
-            state = torch.load(Path(d) / "state.pt", weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+    state = resume(model, opt)
+    if state:
         start = state["epoch"] + 1
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=config["lr"], total_steps=max(1, epochs * steps), pct_start=0.1,

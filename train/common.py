@@ -30,3 +30,22 @@ def task_resources() -> tuple[list[str] | None, int]:
         return None, resolve_threads()
     gpu_ids, cpus = assigned_resources(ray.get_runtime_context())
     return gpu_ids, set_process_threads(resolve_threads(cpus))
+
+
+def resume(model, opt) -> dict | None:
+    """Inside a Ray Train worker: the latest checkpoint's ``state.pt`` (tensors only, loaded
+    with weights_only) restored into ``model`` and ``opt``; returns the whole state for the
+    job's own keys (epoch, ...), or None on a fresh run."""
+    from pathlib import Path
+
+    import ray.train
+    import torch
+
+    ckpt = ray.train.get_checkpoint()
+    if not ckpt:
+        return None
+    with ckpt.as_directory() as d:
+        state = torch.load(Path(d) / "state.pt", weights_only=True)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    return state

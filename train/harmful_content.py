@@ -78,15 +78,13 @@ def _config(a: argparse.Namespace, text_dim: int, buckets: int) -> M.ClassifierC
                               ngram_mode=a.ngram_mode)  # fmt: skip
 
 
-def _features(a: argparse.Namespace, threads: int):
+def _prepare(a: argparse.Namespace, threads: int):
+    """Encoder, rows, and the n-gram bag fitted on the training texts (no features yet)."""
     encoder = F.TextEncoder(a.encoder, num_threads=threads)
     train, reviewed = training_posts(a)
     val = _limit(D.all_posts("val", tuple(a.langs), a.data_root), a.limit)
     bag = F.NgramBag(max_len=a.max_ngrams).fit([p.text for p in train])
-    cfg = _config(a, encoder.dim, bag.size)
-    x_tr = P.featurize(train, encoder, bag, cfg.spec, a.cache)
-    x_va = P.featurize(val, encoder, bag, cfg.spec, a.cache)
-    return cfg, bag, train, val, x_tr, x_va, reviewed
+    return _config(a, encoder.dim, bag.size), encoder, bag, train, val, reviewed
 
 
 def _optimizer(model: torch.nn.Module, a) -> torch.optim.Optimizer:
@@ -105,12 +103,14 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from train.common import task_resources
+    from train.common import resume, task_resources
 
     _, threads = task_resources()
     a = argparse.Namespace(**config["args"])
     torch.manual_seed(a.seed)
-    cfg, _, train, val, x_tr, x_va, _ = _features(a, threads)
+    cfg, encoder, bag, train, val, _ = _prepare(a, threads)
+    x_tr = P.featurize(train, encoder, bag, cfg.spec, a.cache)
+    x_va = P.featurize(val, encoder, bag, cfg.spec, a.cache)
     y_tr, m_tr = D.label_matrix(train, cfg.heads)
     y_va, m_va = D.label_matrix(val, cfg.heads)
     ctx = ray.train.get_context()
@@ -120,12 +120,8 @@ def train_loop_per_worker(config: dict) -> None:
     model = M.build_classifier(cfg)
     opt = _optimizer(model, config["opt"])
     start, best, best_state = 0, -1.0, None
-    ckpt = ray.train.get_checkpoint()
-    if ckpt:
-        with ckpt.as_directory() as d:
-            state = torch.load(Path(d) / "state.pt", weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+    state = resume(model, opt)
+    if state:
         start, best, best_state = state["epoch"] + 1, state["best"], state["best_model"]
     model = ray.train.torch.prepare_model(model)
     inner = model.module if hasattr(model, "module") else model
@@ -228,7 +224,8 @@ def _export(a: argparse.Namespace, state: dict, run_name: str, seconds: float) -
     from mlsd.artifacts import ArtifactStore
     from mlsd.harmful_content.artifact import write_classifier
 
-    cfg, bag, train, val, _, x_va, reviewed = _features(a, 1)
+    cfg, encoder, bag, train, val, reviewed = _prepare(a, 1)
+    x_va = P.featurize(val, encoder, bag, cfg.spec, a.cache)
     model = M.build_classifier(cfg)
     model.load_state_dict(state["best_model"])
     y_va, m_va = D.label_matrix(val, cfg.heads)

@@ -44,7 +44,7 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from train.common import task_resources
+    from train.common import resume, task_resources
 
     if config.get("torch_threads"):
         torch.set_num_threads(int(config["torch_threads"]))
@@ -72,12 +72,8 @@ def train_loop_per_worker(config: dict) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=cc.lr, weight_decay=cc.weight_decay)
     steps_per_epoch = config["steps_per_epoch"]
     start_epoch = 0
-    ckpt = ray.train.get_checkpoint()
-    if ckpt:  # resume: same run name and storage path
-        with ckpt.as_directory() as d:
-            state = torch.load(Path(d) / "state.pt", weights_only=True)  # tensors only
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+    state = resume(model, opt)  # same run name and storage path
+    if state:
         if state.get("neighbours") is not None:
             sampler.neighbours = state["neighbours"].numpy()
         start_epoch = state["epoch"] + 1
