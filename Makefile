@@ -21,7 +21,7 @@ export PYTHONUNBUFFERED := 1
 # request bodies are capped in Serve's proxy, per route, before any replica sees them (the
 # apps cap them again, exactly, from their args); see README "Security"
 export RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH := apps.limits:proxy_middlewares
-export MLSD_PROXY_BODY_LIMITS ?= default=67174400,/visual-search=21037056,/recommendations=65536,/blurring=21037056
+export MLSD_PROXY_BODY_LIMITS ?= default=67174400,/visual-search=21037056,/recommendations=65536,/blurring=21037056,/harmful-content=42532864
 export RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S ?= 60
 export RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S ?= 60
 
@@ -64,7 +64,8 @@ data: venv
 # The demo artifacts, each built once: visual search (self-supervised Ray Train + Ray Data
 # index, ~10 min on 2 cores), recommendation (WALS + Ray Train ranker, ~1 min), video search
 # (zero-shot + contrastive text-video models, a catalogue of real clips via Ray Data, ~3 min),
-# blurring (our face + plate FCOS, Ray Train + Ray Data, BLUR_DEMO_EPOCHS, ~5 min an epoch).
+# blurring (our face + plate FCOS, Ray Train + Ray Data, BLUR_DEMO_EPOCHS, ~5 min an epoch),
+# harmful content (multi-task early fusion on Davidson + MLMA, Ray Train, ~2 min).
 artifacts: data
 	@test -f $(STORE)/visual_search/LATEST || \
 	  $(BIN)/python -m train.visual_search --epochs $(DEMO_EPOCHS) --store $(STORE) --num-cpus 2 \
@@ -82,6 +83,8 @@ artifacts: data
 	  $(BIN)/python -m train.blurring --family fcos --epochs $(BLUR_DEMO_EPOCHS) --store $(STORE) \
 	    --augment offline --offline-copies 1 \
 	    --num-cpus 3 --cpus-per-worker 2  # the worker's 2 threads + a 0.5-CPU augmenting actor
+	@test -f $(STORE)/harmful_content/LATEST || \
+	  $(BIN)/python -m train.harmful_content --store $(STORE) --num-cpus 2
 
 serve: artifacts ray-token dev-token
 	$(BIN)/serve run serve_config.yaml

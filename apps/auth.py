@@ -43,7 +43,7 @@ from fastapi import HTTPException, Request
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-SCOPES = ("search", "write", "admin")
+SCOPES = ("search", "write", "review", "admin")  # review: the harmful-content review queue
 DEFAULT_KEY_STORE = "var/auth/keys.sqlite"
 DEFAULT_DEV_TOKEN = "var/auth/dev-token"
 USER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")

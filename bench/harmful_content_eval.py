@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--ours", default="harmful_content")
     p.add_argument("--transfer", default="harmful_content_en", help="an English-only model")
     p.add_argument("--encoders", nargs="*", default=[F.USE_M3], help="frozen vectors + LR")
+    p.add_argument("--variants", nargs="*", default=[],
+                   help="more of our artifacts (natural labels, late fusion, focal loss, ...) "
+                        "scored on the same rows, beside --ours")  # fmt: skip
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--plots", default="docs/plots")
     p.add_argument("--out", default="var/bench/harmful_content_eval.json")
@@ -112,6 +115,21 @@ def main(argv: list[str] | None = None) -> dict:
                 f"  {name:22s} AUROC {row['auroc']:.3f}  AUPRC {row['auprc']:.3f}  "
                 f"minority {row['minority_auprc']:.3f}  (n={row['n']})"
             )
+    # variants of our model on the same test rows (main head / language pairs)
+    if a.variants:
+        print("\nvariants (AUROC / minority AUPRC):")
+    for name in a.variants:
+        got, label = _ours(a.store, name, tests, a.threads)
+        cells = {}
+        for head, lang in MAIN:
+            key = key_of.get((head, lang), lang)
+            _, te_y, _ = _rows(tests[key], head)
+            probs, heads = got[key]
+            row = E.scores_row(te_y, probs[:, heads.index(head)])
+            cells[f"{head}/{lang}"] = row
+        report.setdefault("variants", {})[label] = cells
+        print(f"  {label:44s} " + "  ".join(f"{k} {r['auroc']:.3f}/{r['minority_auprc']:.3f}"
+                                           for k, r in cells.items()))  # fmt: skip
     # cross-lingual transfer: English-only training, French / Arabic test
     try:
         en_only, en_name = _ours(a.store, a.transfer, tests, a.threads)

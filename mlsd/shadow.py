@@ -56,10 +56,22 @@ def box_agreement(primary: Sequence, shadow: Sequence, k: float = 0.5) -> dict[s
             "shadow_only": float(len(b) - matched)}  # fmt: skip
 
 
+def head_agreement(primary: dict, shadow: dict, k: float = 0) -> dict[str, float]:
+    """Two moderation decisions ``{"action": str, "flagged": [heads]}``: ``score`` = 1 when the
+    actions agree; per head, ``disagree/<head>`` counts posts one model flags on that head
+    and the other does not (the report's per-head agreement is 1 - that / completed)."""
+    a, b = set(primary.get("flagged", ())), set(shadow.get("flagged", ()))
+    out = {"score": float(primary.get("action") == shadow.get("action"))}
+    for h in sorted(set(primary.get("heads", ())) | a | b):
+        out[f"disagree/{h}"] = float((h in a) != (h in b))
+    return out
+
+
 COMPARISONS: dict[str, Callable[..., float | dict[str, float]]] = {
     "overlap@k": overlap_at_k,
     "agreement": label_agreement,
     "box_f1": box_agreement,
+    "head_agreement": head_agreement,
 }
 
 

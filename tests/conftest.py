@@ -235,3 +235,47 @@ def blur_store(tmp_path_factory) -> Path:
     meta = {"train": {"epochs": 0}, "data": {"note": "untrained, for tests"}, "metrics": {}}
     write_detector(ArtifactStore(root), "blurring_fcos", model, cfg, **meta)
     return root
+
+
+def build_tiny_harmful(store_root: Path, rows: int = 60, image_dim: int = 1280,
+                       epochs: int = 3) -> str:  # fmt: skip
+    """A small but real harmful-content artifact: the first ``rows`` training rows of each
+    data set and language, USE multilingual vectors + the n-gram bag, a 32-wide early-fusion
+    model, a few epochs, ONNX export. Its image input (the shared backbone's 1280-d vector)
+    has seen no training image: it is there for the serving path, not for its scores."""
+    from mlsd.artifacts import ArtifactStore
+    from mlsd.harmful_content import data as D
+    from mlsd.harmful_content import features as F
+    from mlsd.harmful_content import model as M
+    from mlsd.harmful_content import pipeline as P
+    from mlsd.harmful_content.artifact import write_classifier
+
+    if not (D.DATA_ROOT / "davidson_hate_offensive").exists():
+        pytest.skip("harmful-content data not under ../shared/data")
+    seen: dict = {}
+    posts = [p for p in D.all_posts("train")
+             if seen.setdefault((p.source, p.lang), []).append(p) or
+             len(seen[(p.source, p.lang)]) <= rows]  # fmt: skip
+    torch.manual_seed(0)
+    enc = F.TextEncoder(F.USE_M3, num_threads=1)
+    bag = F.NgramBag(word_buckets=1 << 12, char_buckets=1 << 13).fit([p.text for p in posts])
+    spec = F.FeatureSpec(text_dim=enc.dim, ngram_buckets=bag.size, image_dim=image_dim)
+    cfg = M.ClassifierConfig(heads=D.HEADS, spec=spec, hidden=32, depth=1)
+    model = M.build_classifier(cfg)
+    x = P.featurize(posts, enc, bag, spec)
+    y, m = D.label_matrix(posts, cfg.heads)
+    opt = torch.optim.AdamW(model.parameters(), 3e-3)
+    for ep in range(epochs):
+        P.train_epoch(model, opt, x, y, m, 64, np.random.default_rng(ep))
+    return write_classifier(
+        ArtifactStore(store_root), "harmful_content", model, cfg, P.take(x, np.arange(2)),
+        F.USE_M3, bag, train={"epochs": epochs}, data={"rows": len(posts), "note": "tests"},
+        metrics={},
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def harmful_store(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("harmful_artifacts")
+    build_tiny_harmful(root)
+    return root

@@ -178,6 +178,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="var/harmful_content/reviews.sqlite",
         help="the review queue whose done reviews join the training rows",
     )
+    p.add_argument(
+        "--policy-remove",
+        type=float,
+        default=0.9,
+        help="policy: a head removes where its validation precision has climbed "
+        "this share of the way from the base rate to 1 (and is >= 0.9)",
+    )
+    p.add_argument(
+        "--policy-review",
+        type=float,
+        default=0.5,
+        help="policy: below remove, people review from this share on",
+    )
+    p.add_argument("--policy-demote", type=float, default=0.25)  # fmt: skip
     p.add_argument("--data-root", default=None)
     p.add_argument("--limit", type=int, default=0, help="first N rows of each set (tests)")
     p.add_argument("--cache", default=os.path.abspath("var/cache/harmful_content"))
@@ -220,6 +234,18 @@ def run(a: argparse.Namespace) -> dict:
     return _export(a, state, run_name, seconds)
 
 
+def _policy(heads, probs, y, mask, a) -> dict:
+    """Each head's remove / review / demote thresholds, from its validation precision."""
+    from dataclasses import asdict
+
+    from mlsd.harmful_content.policy import thresholds_from_validation
+
+    return {h: asdict(thresholds_from_validation(y[mask[:, j], j], probs[mask[:, j], j],
+                                                 a.policy_remove, a.policy_review,
+                                                 a.policy_demote))
+            for j, h in enumerate(heads)}  # fmt: skip
+
+
 def _export(a: argparse.Namespace, state: dict, run_name: str, seconds: float) -> dict:
     from mlsd.artifacts import ArtifactStore
     from mlsd.harmful_content.artifact import write_classifier
@@ -229,7 +255,9 @@ def _export(a: argparse.Namespace, state: dict, run_name: str, seconds: float) -
     model = M.build_classifier(cfg)
     model.load_state_dict(state["best_model"])
     y_va, m_va = D.label_matrix(val, cfg.heads)
-    scores = P.head_scores(val, cfg.heads, P.predict(model, x_va), y_va, m_va)
+    probs = P.predict(model, x_va)
+    scores = P.head_scores(val, cfg.heads, probs, y_va, m_va)
+    policy = _policy(cfg.heads, probs, y_va, m_va, a)
     example = P.take(x_va, np.arange(2))
     version = write_classifier(
         ArtifactStore(a.store), a.name, model, cfg, example, a.encoder, bag,
@@ -240,7 +268,7 @@ def _export(a: argparse.Namespace, state: dict, run_name: str, seconds: float) -
               "sets": "davidson train + mlma en/fr/ar train (+ reviews)",
               "labels": "SYNTHETIC natural (user reports)" if a.labels == "natural"
               else "human"},
-        metrics={"validation": scores},
+        metrics={"validation": scores}, policy=policy,
     )  # fmt: skip
     return {"run": run_name, "train_seconds": seconds, "artifact": f"{a.name}/{version}",
             "reviewed_rows": reviewed, "best_val_mean_auroc": state["best"]}  # fmt: skip

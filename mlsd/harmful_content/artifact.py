@@ -13,7 +13,9 @@ from mlsd.artifacts import Artifact, ArtifactStore
 from mlsd.harmful_content.model import ClassifierConfig, build_classifier
 
 
-class _Probabilities(nn.Module):
+class Probabilities(nn.Module):
+    """The classifier with per-head probabilities as output (what every runner serves)."""
+
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
@@ -29,7 +31,7 @@ def export_classifier(model: nn.Module, example: dict[str, np.ndarray], path) ->
     tensors = {k: torch.as_tensor(v) for k, v in example.items()}
     # batch axis everywhere; the n-gram bag's length varies with the batch's longest text
     dynamic = {k: [0, 1] if k.startswith("ngram_") else [0] for k in tensors}
-    return export_onnx(_Probabilities(model).eval(), tensors, path, output_name="probabilities",
+    return export_onnx(Probabilities(model).eval(), tensors, path, output_name="probabilities",
                        dynamic=dynamic)  # fmt: skip
 
 
@@ -60,11 +62,15 @@ def load_bag(art: Artifact):
     return bag
 
 
-def load_classifier(art: Artifact, device: str = "cpu") -> tuple[nn.Module, ClassifierConfig]:
+def load_classifier(
+    art: Artifact, device: str | None = "cpu"
+) -> tuple[nn.Module, ClassifierConfig]:
+    """The classifier in eval mode, on ``device`` (None: left where it was built, for a
+    runner that places it itself)."""
     from mlsd.runtime import place
 
     cfg = ClassifierConfig.from_dict(art.config["classifier"])
     model = build_classifier(cfg)
     state = torch.load(art.file("classifier.pt"), map_location="cpu", weights_only=True)
     model.load_state_dict(state)
-    return place(model, device).eval(), cfg
+    return (place(model, device) if device else model).eval(), cfg

@@ -258,3 +258,25 @@ class NgramBag:
     def state(self) -> dict:
         return {"word_buckets": self.word_buckets, "char_buckets": self.char_buckets,
                 "max_len": self.max_len}  # fmt: skip
+
+
+class InvalidPost(ValueError):
+    """A post the model cannot score; the message says why (safe to show the caller)."""
+
+
+def clean_text(text: str, max_chars: int, what: str = "text") -> str:
+    """Text as the encoders should see it: NFC-normalised, control characters (but tab and
+    newline) replaced by spaces, stripped. Mixed scripts and emoji are kept: they are content.
+    Raises :class:`InvalidPost` for lone surrogates (not Unicode text: invalid UTF-8 smuggled
+    through JSON escapes) and for text over ``max_chars``."""
+    import unicodedata
+
+    if not isinstance(text, str):
+        raise InvalidPost(f"{what} must be a string")
+    if len(text) > max_chars:
+        raise InvalidPost(f"{what} has {len(text)} characters; the limit is {max_chars}")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        raise InvalidPost(f"{what} is not valid Unicode (lone surrogate code points)")
+    text = unicodedata.normalize("NFC", text)
+    text = "".join(" " if unicodedata.category(c) == "Cc" and c not in "\t\n" else c for c in text)
+    return text.strip()

@@ -81,3 +81,78 @@ def head_scores(posts, heads, probs: np.ndarray, y: np.ndarray, mask: np.ndarray
             if sel.sum() and 0 < y[sel, j].sum() < sel.sum():
                 out[f"{h}/{lg}"] = scores_row(y[sel, j], probs[sel, j])
     return out
+
+
+class HarmScorer:
+    """A classifier artifact ready to score posts: its text encoder, its n-gram bag and the
+    classifier through the shared runner (``torch`` or ``onnx``), on the given device.
+    Serving and offline evaluation score through it alike.
+
+    A post is a dict: ``text`` (cleaned), optional ``comments`` (list of str), ``images`` /
+    ``videos`` (lists of backbone vectors, (n, D) arrays), ``reactions``, ``author``, ``context``
+    (dicts of :mod:`mlsd.harmful_content.features`). Inputs the model was not built with are
+    reported by :meth:`unused`, never silently mixed in."""
+
+    def __init__(self, art, backend: str = "onnx", device: str = "cpu",
+                 num_threads: int | None = None, gpu_ids=None,
+                 encoder=None):  # fmt: skip
+        from mlsd.harmful_content.artifact import load_bag, load_classifier
+        from mlsd.harmful_content.features import TextEncoder
+        from mlsd.runtime import make_runner
+
+        self.art = art
+        model, self.cfg = load_classifier(art, None)  # the runner places it
+        self.heads = list(self.cfg.heads)
+        self.spec = self.cfg.spec
+        self.bag = load_bag(art)
+        name = art.config["text_encoder"]
+        self.encoder = encoder if encoder is not None else TextEncoder(name, num_threads, device)
+        if self.encoder.dim != self.spec.text_dim:
+            raise ValueError(f"text encoder {name!r} gives {self.encoder.dim}-d vectors; the "
+                             f"classifier expects {self.spec.text_dim}")  # fmt: skip
+        if backend == "onnx":
+            self.runner = make_runner("onnx", path=art.file("classifier.onnx"), device=device,
+                                      num_threads=num_threads, gpu_ids=gpu_ids)  # fmt: skip
+        else:
+            from mlsd.harmful_content.artifact import Probabilities
+
+            self.runner = make_runner(backend, model=Probabilities(model), device=device,
+                                      num_threads=num_threads, gpu_ids=gpu_ids)  # fmt: skip
+        self.device = self.runner.device
+        self.score([{"text": "warm up"}])
+
+    def unused(self, post: dict) -> list[str]:
+        """The inputs of ``post`` this model has no place for."""
+        mods = self.spec.modalities()
+        return [k for k, m in (("images", "image"), ("videos", "video"))
+                if post.get(k) and m not in mods]  # fmt: skip
+
+    def features(self, posts: list[dict]) -> dict[str, np.ndarray]:
+        from mlsd.harmful_content.features import assemble
+
+        texts = [p.get("text") or "" for p in posts]
+        comments = [p.get("comments") or [] for p in posts]
+        flat = [c for cs in comments for c in cs]
+        vecs = self.encoder.encode(texts + flat)  # one encoder batch: posts then comments
+        text, rest = vecs[: len(texts)], vecs[len(texts) :]
+        pooled, s = [], 0
+        for cs in comments:
+            pooled.append(rest[s : s + len(cs)] if cs else None)
+            s += len(cs)
+
+        def media(key):
+            return [np.concatenate([np.atleast_2d(v) for v in p[key]]) if p.get(key) else None
+                    for p in posts]  # fmt: skip
+
+        x = assemble(self.spec, text, pooled, media("images"), media("videos"),
+                     [p.get("reactions") for p in posts], [p.get("author") for p in posts],
+                     [p.get("context") for p in posts])  # fmt: skip
+        if self.bag is not None:
+            x |= self.bag.transform(texts)
+        return x
+
+    def score(self, posts: list[dict]) -> np.ndarray:
+        """(B, H) probabilities, heads in ``self.heads`` order."""
+        if not posts:
+            return np.zeros((0, len(self.heads)), np.float32)
+        return np.asarray(self.runner.run(self.features(posts)), np.float32)

@@ -30,6 +30,7 @@ SCHEMA = (
         reviewer TEXT,
         reviewed REAL)""",
     "CREATE INDEX IF NOT EXISTS reviews_status ON reviews (status, seq)",
+    "CREATE INDEX IF NOT EXISTS reviews_post ON reviews (post_id)",
 )
 STATUSES = ("pending", "done")
 
@@ -48,8 +49,13 @@ class ReviewQueue(DurableLog):
 
     def enqueue(self, post_id: str, post: dict, scores: dict, reasons: list[str],
                 model: str) -> int:  # fmt: skip
-        """Commit one post for review; returns its review id."""
+        """Commit one post for review; returns its review id. The same ``post_id`` again (a
+        client's retry) returns the first review's id: one post, one review."""
         with self._lock, self._conn:
+            r = self._conn.execute("SELECT seq FROM reviews WHERE post_id = ? LIMIT 1",
+                                   (post_id,)).fetchone()  # fmt: skip
+            if r is not None:
+                return self.live_id(int(r[0]))
             cur = self._conn.execute(
                 "INSERT INTO reviews (post_id, post, scores, reasons, model, created) "
                 "VALUES (?, ?, ?, ?, ?, ?)",

@@ -70,19 +70,19 @@ def simulated_gpu_replica(monkeypatch):
     return placed
 
 
-def _stores(tiny_store, rec_store, video_store, blur_store):
+def _stores(tiny_store, rec_store, video_store, blur_store, harmful_store):
     return {"visual_search": tiny_store, "recommendation": rec_store, "video_search": video_store,
-            "blurring": blur_store}  # fmt: skip
+            "blurring": blur_store, "harmful_content": harmful_store}  # fmt: skip
 
 
 def test_every_gpu_deployment_places_its_model_on_cuda(
-    simulated_gpu_replica, tiny_store, rec_store, video_store, blur_store, tmp_path
+    simulated_gpu_replica, tiny_store, rec_store, video_store, blur_store, harmful_store, tmp_path
 ):
     import importlib
     import typing
 
     raw = yaml.safe_load((ROOT / "serve_config.gpu.yaml").read_text())
-    stores = _stores(tiny_store, rec_store, video_store, blur_store)
+    stores = _stores(tiny_store, rec_store, video_store, blur_store, harmful_store)
     checked = set()
     for app_cfg in raw["applications"]:
         wanted = _gpu_deployments(app_cfg)
@@ -95,7 +95,7 @@ def test_every_gpu_deployment_places_its_model_on_cuda(
             args.pop(site_path, None)
         if "output_store" in args:
             args["output_store"] = str(tmp_path / "blurred")
-        for key in ("live_log", "events_log"):
+        for key in ("live_log", "events_log", "review_queue"):
             if key in args:
                 args[key] = str(tmp_path / app_cfg["name"] / f"{key}.sqlite")
         if app_cfg["name"] == "video_search":  # the test store has one model artifact
@@ -120,6 +120,9 @@ def test_every_gpu_deployment_places_its_model_on_cuda(
         "video_search/TextEncoder",
         "video_search/VideoIndexer",
         "blurring/Detector",
+        "harmful_content/HarmClassifier",
+        "harmful_content/ShadowHarmClassifier",
+        "harmful_content/ImageFeatures",  # the tests' artifact takes images
     }
 
 

@@ -177,3 +177,80 @@ def test_the_ngram_bag_weights_like_tfidf_and_feeds_the_model():
     x = F.assemble(spec, np.zeros((3, 4), np.float32)) | out
     model = M.build_classifier(M.ClassifierConfig(heads=("h",), spec=spec))
     assert model(P.to_tensors(x)).shape == (3, 1)
+
+
+def test_text_is_cleaned_not_refused_unless_it_is_not_text():
+    assert F.clean_text("  a\x00b\x07c\x1b[31m \n ", 100) == "a b c [31m"
+    assert F.clean_text("e\u0301 🙂 مرحبا", 100) == "é 🙂 مرحبا"  # NFC; emoji, scripts kept
+    with pytest.raises(F.InvalidPost, match="surrogate"):
+        F.clean_text("bad \ud800", 100)
+    with pytest.raises(F.InvalidPost, match="limit"):
+        F.clean_text("x" * 11, 10)
+
+
+def test_thresholds_climb_from_the_base_rate_and_never_fire_where_precision_is_not_reached():
+    from mlsd.harmful_content.policy import thresholds_from_validation
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(4000) < 0.8).astype(int)  # a majority-positive head, as Davidson offensive
+    p = np.clip(0.5 * y + rng.normal(0.25, 0.2, 4000), 0, 1)
+    t = thresholds_from_validation(y, p)
+    assert 0 < t.demote <= t.review <= t.remove < 1
+    share_review = np.mean((p >= t.review) & (p < t.remove))
+    assert share_review < 0.5  # not "everything to review" because precision starts at 0.8
+    prec_remove = y[p >= t.remove].mean()
+    assert prec_remove >= 0.9 + 0.0 and prec_remove >= 0.8 + 0.9 * 0.2 - 0.01
+    noise_p = rng.random(4000)
+    noise = thresholds_from_validation(y, noise_p)  # a head that learned nothing
+    assert noise.remove == 1.0 and np.mean(noise_p >= noise.review) < 0.02  # lucky tops only
+    assert thresholds_from_validation(np.ones(5), np.ones(5)) == HeadPolicy(1.0, 1.0, 1.0)
+
+
+def test_a_retried_post_is_one_review(tmp_path):
+    q = ReviewQueue(tmp_path / "q.sqlite")
+    a = q.enqueue("u/p1", {"text": "x"}, {"hate": 0.5}, ["hate"], "m")
+    assert q.enqueue("u/p1", {"text": "x"}, {"hate": 0.5}, ["hate"], "m") == a
+    assert q.enqueue("v/p1", {"text": "x"}, {"hate": 0.5}, ["hate"], "m") != a
+    assert q.counts() == {"pending": 2}
+
+
+def test_shadow_head_agreement_counts_disagreements_per_head():
+    from mlsd.shadow import ShadowStats
+
+    s = ShadowStats("head_agreement", 0)
+    heads = ["hate", "offensive"]
+    s.record({"action": "review", "flagged": ["hate"], "heads": heads},
+             {"action": "review", "flagged": ["hate"], "heads": heads})  # fmt: skip
+    s.record({"action": "remove", "flagged": ["hate", "offensive"], "heads": heads},
+             {"action": "review", "flagged": ["hate"], "heads": heads})  # fmt: skip
+    r = s.report()
+    assert r["mean_score"] == 0.5 and r["totals"] == {"disagree/hate": 0.0,
+                                                      "disagree/offensive": 1.0}  # fmt: skip
+
+
+def test_the_scorer_gives_the_same_probabilities_through_torch_and_onnx(tmp_path):
+    """Serving's scorer: one post dict in, probabilities out, whichever runner; inputs the
+    model has no place for are reported, not mixed in."""
+    from mlsd.artifacts import ArtifactStore
+    from mlsd.harmful_content.artifact import write_classifier
+
+    class Enc:  # a fixed random projection stands in for the sentence encoder here
+        name, dim = "test-hash", 16
+
+        def encode(self, texts):
+            return np.stack([np.random.default_rng(len(t)).normal(size=16) for t in texts])
+
+    spec = F.FeatureSpec(text_dim=16)
+    torch.manual_seed(0)
+    model = M.build_classifier(M.ClassifierConfig(heads=("a", "b"), spec=spec, hidden=8))
+    x = F.assemble(spec, Enc().encode(["x", "yy"]))
+    write_classifier(ArtifactStore(tmp_path), "hc", model, M.ClassifierConfig(("a", "b"), spec,
+                     hidden=8), x, "test-hash", None, {}, {}, {})  # fmt: skip
+    art = ArtifactStore(tmp_path).load("hc")
+    posts = [{"text": "hello", "comments": ["a", "bcd"], "reactions": {"likes": 3}},
+             {"text": "x", "images": [np.ones(4)]}]  # fmt: skip
+    got = {b: P.HarmScorer(art, b, "cpu", 1, encoder=Enc()).score(posts) for b in ("torch", "onnx")}
+    np.testing.assert_allclose(got["torch"], got["onnx"], atol=1e-5)
+    assert got["onnx"].shape == (2, 2) and ((0 < got["onnx"]) & (got["onnx"] < 1)).all()
+    scorer = P.HarmScorer(art, "onnx", "cpu", 1, encoder=Enc())
+    assert scorer.unused(posts[1]) == ["images"] and scorer.unused(posts[0]) == []

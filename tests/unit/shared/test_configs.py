@@ -39,6 +39,13 @@ DEPLOYMENTS = {
         "ShadowDetector",
         "ShadowComparator",
     },  # fmt: skip
+    "harmful_content": {
+        "HarmfulContentIngress",
+        "HarmClassifier",
+        "ShadowHarmClassifier",
+        "ImageFeatures",
+        "ShadowComparator",
+    },
 }
 
 
@@ -47,6 +54,7 @@ def test_serve_config(name):
     from ray.serve.schema import ServeDeploySchema
 
     from apps.blurring import BlurringArgs
+    from apps.harmful_content import HarmfulContentArgs
     from apps.recommendation import RecommendationArgs
     from apps.video_search import VideoSearchArgs
     from apps.visual_search import VisualSearchArgs
@@ -56,6 +64,7 @@ def test_serve_config(name):
         "recommendation": RecommendationArgs,
         "video_search": VideoSearchArgs,
         "blurring": BlurringArgs,
+        "harmful_content": HarmfulContentArgs,
     }
     raw = yaml.safe_load((ROOT / name).read_text())
     ServeDeploySchema.model_validate(raw)
@@ -74,7 +83,8 @@ def test_serve_config(name):
         # every app together must schedule on a 2-core laptop (`serve run` reserves per CPU)
         names = {d["name"] for app in raw["applications"] for d in app.get("deployments", [])}
         assert total <= 2.0, total
-        optional = {"ShadowRetriever", "ShadowDetector"}  # only when their app runs a shadow
+        # only when their app runs a shadow / its model takes images
+        optional = {"ShadowRetriever", "ShadowDetector", "ImageFeatures"}
         assert names >= set().union(*DEPLOYMENTS.values()) - optional
 
 

@@ -1,0 +1,491 @@
+"""Harmful content detection (the book's chapter 5) as a Ray Serve application at
+``/harmful-content``.
+
+POST /posts      Ingress -> (images: ImageFeatures, the shared backbone) -> HarmClassifier
+                 (batched: text encoder + n-gram bag + early-fusion multi-task model) -> Policy
+                 (per-head thresholds) -> remove | review | demote | allow, with the heads that
+                 drove it. A post in a head's low-confidence band is committed to the review
+                 queue (SQLite) before the answer leaves.
+GET  /reviews    the queue (reviewers: scope ``review``); POST /reviews/{id} a reviewer's labels
+                 (idempotent), which ``python -m train.harmful_content`` folds into the next model.
+GET  /shadow     a second model on a share of the posts: agreement per head, latency (admin).
+"""
+
+import asyncio
+import time
+import uuid
+from typing import Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ray import serve
+from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
+
+from apps import limits
+from apps.auth import Identity, require
+from apps.common import (
+    AppArgs,
+    Liveness,
+    ModelRef,
+    apply_ingress_config,
+    pin_local,
+    reject_unknown_query,
+    setup_edge,
+    shadow_report,
+)
+from deployments.harmful_content import HarmClassifier, ImageFeatures
+from deployments.shadow import ShadowComparator, ShadowMirror
+from mlsd.harmful_content.features import DEVICES, GENDERS, InvalidPost, clean_text
+from mlsd.harmful_content.policy import Policy
+from mlsd.harmful_content.review import ReviewConflict, ReviewNotFound, ReviewQueue
+from mlsd.image import DEFAULT_MAX_PIXELS, InvalidImage, decode_image
+from mlsd.uris import UnsafeURI, uri_allowed
+
+MAX_COUNT = 10**13  # more reactions or followers than people on Earth x 1000: not a real post
+DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
+MAX_JSON_BYTES = 512 * 1024
+
+
+class HarmfulContentArgs(AppArgs):
+    """Builder arguments (``args:`` in serve_config.yaml)."""
+
+    model: ModelRef = Field(
+        default_factory=lambda: ModelRef(artifact="harmful_content", backend="onnx")
+    )
+    review_queue: str = Field("var/harmful_content/reviews.sqlite",
+                              description="SQLite file of the human-review queue")  # fmt: skip
+    policy: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="per-head {remove, review, demote} thresholds over the artifact's own "
+        "(tuned on validation); key 'default' for heads not named",
+    )
+    max_text_chars: int = Field(10_000, ge=1, le=1_000_000)
+    max_comments: int = Field(50, ge=0, le=1000)
+    max_comment_chars: int = Field(2_000, ge=1)
+    max_images: int = Field(4, ge=0, le=32)
+    max_image_bytes: int = Field(DEFAULT_MAX_IMAGE_BYTES, ge=1)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    allowed_uri_prefixes: list[str] = Field(
+        default_factory=list, description="where image URLs may point (e.g. s3://bucket/media/)"
+    )
+    score_timeout_s: float = Field(10.0, gt=0)
+    device: str = Field("auto", description="classifier's device: auto (the replica's GPU) | cpu")
+
+    def max_body(self) -> int:
+        return MAX_JSON_BYTES + self.max_images * self.max_image_bytes + limits.MULTIPART_SLACK
+
+
+class Reactions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    likes: int = Field(0, ge=0, le=MAX_COUNT)
+    shares: int = Field(0, ge=0, le=MAX_COUNT)
+    comments: int = Field(0, ge=0, le=MAX_COUNT)
+    reports: int = Field(0, ge=0, le=MAX_COUNT)
+
+
+class Author(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    past_violations: int | None = Field(None, ge=0, le=MAX_COUNT)
+    total_reports: int | None = Field(None, ge=0, le=MAX_COUNT)
+    profane_word_rate: float | None = Field(None, ge=0, le=1)
+    age: int | None = Field(None, ge=0, le=150)
+    gender: Literal[GENDERS] | None = None  # type: ignore[valid-type]
+    location: str | None = Field(None, max_length=200)
+    account_age_days: int | None = Field(None, ge=0, le=100_000)
+    followers: int | None = Field(None, ge=0, le=MAX_COUNT)
+    following: int | None = Field(None, ge=0, le=MAX_COUNT)
+
+
+class Context(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hour_of_day: float | None = Field(None, ge=0, lt=24)
+    device: Literal[DEVICES] | None = None  # type: ignore[valid-type]
+
+
+class PostIn(BaseModel):
+    """A new post. Only the text (or a medium) is required; every other input may be left out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    post_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._:-]{1,128}$",
+        description="the platform's id (a retry with it is one post)",
+    )
+    text: str = Field("", description="post text, any language")  # fmt: skip
+    lang: str | None = Field(None, pattern=r"^[a-z]{2,3}$", description="ISO 639 code, if known")
+    comments: list[str] = Field(default_factory=list)
+    image_urls: list[str] = Field(default_factory=list, description="under an allowed prefix")
+    reactions: Reactions | None = None
+    author: Author | None = None
+    context: Context | None = None
+
+
+class Decision(BaseModel):
+    post_id: str
+    action: Literal["allow", "demote", "review", "remove"]
+    reasons: list[str] = Field(description="the heads that asked for the action, surest first")
+    scores: dict[str, float]
+    review_id: int | None = Field(None, description="set when the post went to human review")
+    unused_inputs: list[str] = Field(
+        default_factory=list, description="inputs this model version has no place for"
+    )
+    model_version: str
+
+
+class ReviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    labels: dict[str, int] = Field(description="head -> 1 (harmful) / 0 (not), heads of the model")
+
+
+class Review(BaseModel):
+    review_id: int
+    post_id: str
+    post: dict
+    scores: dict[str, float]
+    reasons: list[str]
+    model: str
+    created: float
+    status: Literal["pending", "done"]
+    labels: dict[str, int] | None = None
+    reviewer: str | None = None
+    reviewed: float | None = None
+
+
+class Health(BaseModel):
+    status: str
+    model_version: str
+    heads: list[str]
+    inputs: list[str]
+    reviews: dict[str, int]
+
+
+POST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/PostIn"}},
+            "multipart/form-data": {"schema": {
+                "type": "object", "required": ["post"],
+                "properties": {"post": {"type": "string", "description": "PostIn as JSON"},
+                               "image": {"type": "array",
+                                         "items": {"type": "string", "format": "binary"}}}}},
+        },
+    }
+}  # fmt: skip
+
+api = FastAPI(
+    title="Harmful content detection",
+    description="Every new post scored for several harms by one multi-task model; the policy "
+    "removes, demotes, sends to human review or allows it, and says which harm drove it.",
+    version="1",
+)
+limits.install(api, MAX_JSON_BYTES)
+
+
+def _invalid(e: ValidationError) -> HTTPException:
+    errors = [{"loc": list(x["loc"]), "msg": x["msg"]} for x in e.errors(include_url=False)]
+    return HTTPException(422, errors)
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64, max_queued_requests=128
+)
+@serve.ingress(api)
+class HarmfulContentIngress:
+    def __init__(
+        self,
+        args: dict,
+        classifier: DeploymentHandle,
+        images: DeploymentHandle | None = None,
+        shadow_classifier: DeploymentHandle | None = None,
+        comparator: DeploymentHandle | None = None,
+    ):
+        self.args = HarmfulContentArgs(**args)
+        setup_edge(api, self.args, self.args.max_body())
+        self.classifier, self.images = classifier, images
+        self.queue = ReviewQueue(self.args.review_queue)
+        self.model_version = self.args.model.label
+        self.shadow_classifier, self.comparator = shadow_classifier, comparator
+        self.mirror = ShadowMirror.maybe(self._run_shadow, comparator, self.args.shadow)
+        self.info: dict | None = None
+        self.shadow_policy: Policy | None = None
+
+    def reconfigure(self, config: dict) -> None:
+        apply_ingress_config(self.mirror, config)
+
+    async def _model_info(self) -> dict:
+        """Heads, inputs and tuned thresholds of the served model (asked once)."""
+        if self.info is None:
+            info = await self.classifier.info.remote()
+            self.policy = Policy.from_dict({**info["policy"], **self.args.policy})
+            self.info = info
+        return self.info
+
+    # -- parsing --------------------------------------------------------------------------------
+    async def _parse(self, request: Request) -> tuple[PostIn, list[bytes]]:
+        ctype = request.headers.get("content-type", "").lower()
+        if ctype.startswith("multipart/form-data"):
+            return await self._parse_multipart(request)
+        if not ctype.startswith("application/json"):
+            raise HTTPException(415, "send application/json, or multipart/form-data with a "
+                                     "'post' field and 'image' files")  # fmt: skip
+        body = await request.body()
+        if len(body) > MAX_JSON_BYTES:
+            raise HTTPException(413, f"a JSON post is at most {MAX_JSON_BYTES} bytes")
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise HTTPException(400, "the body is not valid UTF-8") from None
+        try:
+            return PostIn.model_validate_json(body), []
+        except ValidationError as e:
+            raise _invalid(e) from None
+
+    async def _parse_multipart(self, request: Request) -> tuple[PostIn, list[bytes]]:
+        from starlette.datastructures import UploadFile
+        from starlette.formparsers import MultiPartException
+
+        try:
+            form = await request.form(max_files=self.args.max_images,
+                                      max_fields=self.args.max_images + 1,
+                                      max_part_size=MAX_JSON_BYTES)  # fmt: skip
+        except MultiPartException as e:
+            raise HTTPException(400, f"malformed multipart body: {e.message}") from None
+        unknown = sorted(set(form.keys()) - {"post", "image"})
+        if unknown:
+            raise HTTPException(422, f"unknown form field(s): {', '.join(unknown)}")
+        raw = form.get("post")
+        if not isinstance(raw, str):
+            raise HTTPException(422, "form field 'post' (the post as JSON) is required")
+        try:
+            post = PostIn.model_validate_json(raw)
+        except ValidationError as e:
+            raise _invalid(e) from None
+        data = []
+        for f in form.getlist("image"):
+            if not isinstance(f, UploadFile):
+                raise HTTPException(422, "form field 'image' must be a file upload")
+            b = await f.read(self.args.max_image_bytes + 1)
+            if len(b) > self.args.max_image_bytes:
+                raise HTTPException(413, f"an image is over {self.args.max_image_bytes} bytes")
+            data.append(b)
+        return post, data
+
+    def _clean(self, post: PostIn, n_images: int) -> dict:
+        a = self.args
+        try:
+            text = clean_text(post.text, a.max_text_chars)
+            if len(post.comments) > a.max_comments:
+                raise InvalidPost(f"{len(post.comments)} comments; the limit is {a.max_comments}")
+            comments = [clean_text(c, a.max_comment_chars, "a comment") for c in post.comments]
+        except InvalidPost as e:
+            raise HTTPException(422, str(e)) from None
+        if n_images + len(post.image_urls) > a.max_images:
+            raise HTTPException(422, f"at most {a.max_images} images per post")
+        if not text and not n_images and not post.image_urls:
+            raise HTTPException(422, "a post needs text or an image")
+        dump = lambda m: m.model_dump(exclude_none=True) if m is not None else None  # noqa: E731
+        return {"text": text, "comments": [c for c in comments if c],
+                "reactions": dump(post.reactions), "author": dump(post.author),
+                "context": dump(post.context)}  # fmt: skip
+
+    def _read_uri(self, uri: str) -> bytes:
+        import fsspec
+
+        try:
+            with fsspec.open(uri, "rb") as f:
+                data = f.read(self.args.max_image_bytes + 1)
+        except FileNotFoundError:
+            raise HTTPException(422, "an image URL points at nothing") from None
+        except OSError:
+            raise HTTPException(422, "an image URL could not be read") from None
+        if len(data) > self.args.max_image_bytes:
+            raise HTTPException(413, f"an image is over {self.args.max_image_bytes} bytes")
+        return data
+
+    async def _image_bytes(self, post: PostIn, uploads: list[bytes]) -> list[bytes]:
+        out = list(uploads)
+        for uri in post.image_urls:
+            try:  # by structure (scheme, bucket, path segments), never a string prefix
+                allowed = uri_allowed(uri, self.args.allowed_uri_prefixes)
+            except UnsafeURI as e:
+                raise HTTPException(403, f"URI refused: {e}") from None
+            if not allowed:
+                raise HTTPException(403, "this image URL is not under an allowed prefix")
+            out.append(await asyncio.to_thread(self._read_uri, uri))
+        return out
+
+    async def _image_vectors(self, data: list[bytes], info: dict) -> list | None:
+        """Backbone vectors when the model takes images; otherwise the images are still
+        decoded (a non-image is a 4xx whatever the model) and reported unused."""
+        try:
+            if info["image_dim"] and self.images is not None:
+                return list(await asyncio.gather(*(self.images.encode.remote(b) for b in data)))
+            for b in data:
+                await asyncio.to_thread(decode_image, b, self.args.max_image_bytes,
+                                        self.args.max_pixels, 224)  # fmt: skip
+        except InvalidImage as e:
+            raise HTTPException(e.status, str(e)) from None
+        return None
+
+    # -- routes ---------------------------------------------------------------------------------
+    @api.post("/posts", response_model=Decision, openapi_extra=POST_BODY,
+              summary="Score a new post for every harm; decide what happens to it")  # fmt: skip
+    async def score_post(
+        self, request: Request, caller: Identity = Depends(require("write"))
+    ) -> Decision:
+        reject_unknown_query(request, set())
+        post, uploads = await self._parse(request)
+        features = self._clean(post, len(uploads))
+        info = await self._model_info()
+        data = await self._image_bytes(post, uploads)
+        vectors = await self._image_vectors(data, info) if data else None
+        unused = ["images"] if data and vectors is None else []
+        if vectors:
+            features["images"] = vectors
+        t0 = time.perf_counter()
+        try:
+            probs = await asyncio.wait_for(self.classifier.score.remote(features),
+                                           self.args.score_timeout_s)  # fmt: skip
+        except TimeoutError:
+            raise HTTPException(503, "scoring timed out; retry the post") from None
+        except Exception:
+            raise HTTPException(503, "scoring failed; retry the post") from None
+        ms = (time.perf_counter() - t0) * 1e3
+        scores = {h: round(float(p), 6) for h, p in zip(info["heads"], probs, strict=True)}
+        decision = self.policy.decide(scores)
+        post_id = post.post_id or uuid.uuid4().hex
+        review_id = None
+        if decision.action == "review":  # committed before the answer: nothing accepted is lost
+            stored = {"post_id": post_id, "owner": caller.user, "lang": post.lang,
+                      "image_urls": post.image_urls, "images_uploaded": len(uploads),
+                      **{k: v for k, v in features.items() if k != "images"}}  # fmt: skip
+            try:
+                review_id = await asyncio.to_thread(
+                    self.queue.enqueue, f"{caller.user}/{post_id}", stored, scores,
+                    decision.reasons, self.model_version)  # fmt: skip
+            except Exception:
+                raise HTTPException(503, "review queue unavailable; retry the post") from None
+        if self.mirror is not None:
+            self.mirror.maybe_mirror(features, self._summary(decision, self.policy), ms)
+        return Decision(post_id=post_id, action=decision.action, reasons=decision.reasons,
+                        scores=scores, review_id=review_id, unused_inputs=unused,
+                        model_version=self.model_version)  # fmt: skip
+
+    @staticmethod
+    def _summary(decision, policy: Policy) -> dict:
+        """What the shadow comparison needs: the action and the heads that object at all."""
+        flagged = [h for h, p in decision.scores.items()
+                   if policy.heads.get(h, policy.default).action(p) != "allow"]  # fmt: skip
+        return {"action": decision.action, "flagged": flagged, "heads": list(decision.scores)}
+
+    async def _run_shadow(self, features: dict) -> dict:
+        if self.shadow_policy is None:
+            info = await self.shadow_classifier.info.remote()
+            self.shadow_heads = info["heads"]
+            self.shadow_policy = Policy.from_dict({**info["policy"], **self.args.policy})
+        probs = await self.shadow_classifier.score.remote(features)
+        scores = {h: float(p) for h, p in zip(self.shadow_heads, probs, strict=True)}
+        return self._summary(self.shadow_policy.decide(scores), self.shadow_policy)
+
+    @api.get("/reviews", response_model=list[Review],
+             summary="The human-review queue, oldest first (reviewers)")  # fmt: skip
+    async def reviews(
+        self,
+        request: Request,
+        status: Literal["pending", "done"] = Query("pending"),
+        limit: int = Query(50, ge=1, le=500),
+        caller: Identity = Depends(require("review")),
+    ) -> list[Review]:
+        reject_unknown_query(request, {"status", "limit"})
+        rows = await asyncio.to_thread(self.queue.list, status, limit)
+        return [Review(**{**r, "post_id": r["post"].get("post_id", r["post_id"])}) for r in rows]
+
+    @api.get("/reviews/{review_id}", response_model=Review, summary="One review (reviewers)")
+    async def review(self, review_id: int = Path(ge=0),
+                     caller: Identity = Depends(require("review"))) -> Review:  # fmt: skip
+        try:
+            r = await asyncio.to_thread(self.queue.get, review_id)
+        except ReviewNotFound:
+            raise HTTPException(404, "no such review") from None
+        return Review(**{**r, "post_id": r["post"].get("post_id", r["post_id"])})
+
+    @api.post("/reviews/{review_id}", response_model=Review,
+              summary="A reviewer's labels for a queued post (idempotent)")  # fmt: skip
+    async def submit_review(
+        self, body: ReviewIn, review_id: int = Path(ge=0),
+        caller: Identity = Depends(require("review")),
+    ) -> Review:  # fmt: skip
+        heads = (await self._model_info())["heads"]
+        unknown = sorted(set(body.labels) - set(heads))
+        if unknown or not body.labels:
+            extra = f"; unknown: {', '.join(unknown)}" if unknown else ""
+            raise HTTPException(422, f"labels name heads of the model ({', '.join(heads)}){extra}")
+        if any(v not in (0, 1) for v in body.labels.values()):
+            raise HTTPException(422, "a label is 0 (not harmful) or 1 (harmful)")
+        try:
+            r = await asyncio.to_thread(self.queue.submit, review_id, body.labels, caller.user)
+        except ReviewNotFound:
+            raise HTTPException(404, "no such review") from None
+        except ReviewConflict as e:
+            raise HTTPException(409, str(e)) from None
+        return Review(**{**r, "post_id": r["post"].get("post_id", r["post_id"])})
+
+    @api.get("/shadow", summary="Shadow model vs primary: agreement per head, latency (admin)")
+    async def shadow(self, caller: Identity = Depends(require("admin"))) -> dict:
+        label = self.args.shadow_model().label if self.args.shadow else None
+        report = await shadow_report(self.comparator, self.mirror, label)
+        totals, done = report.get("totals", {}), report.get("completed") or 0
+        if done:
+            report["action_agreement"] = report.get("mean_score")
+            report["head_agreement"] = {
+                k.split("/", 1)[1]: 1 - v / done for k, v in totals.items()
+                if k.startswith("disagree/")}  # fmt: skip
+        return report
+
+    @api.get("/healthz", response_model=Liveness, summary="Liveness (open, reveals nothing)")
+    async def healthz(self) -> Liveness:
+        return Liveness()
+
+    @api.get("/health", response_model=Health, summary="Detailed health (admin)")
+    async def health(self, caller: Identity = Depends(require("admin"))) -> Health:
+        info = await self._model_info()
+        counts = await asyncio.to_thread(self.queue.counts)
+        return Health(status="ok", model_version=self.model_version, heads=info["heads"],
+                      inputs=info["modalities"], reviews=counts)  # fmt: skip
+
+
+def build_app(args: HarmfulContentArgs) -> Application:
+    a = args.model_copy(deep=True)
+    a.artifact_store, a.review_queue = pin_local(a.artifact_store), pin_local(a.review_queue)
+    a.pin_auth()
+    store = a.store()
+    shadow = a.pin_models(store)
+    art = store.load(a.model.artifact, a.model.version)
+    Policy.from_dict({**(art.config.get("policy") or {}), **a.policy})  # bad thresholds: fail now
+    classifier = HarmClassifier.options(user_config=a.model_user_config("HarmClassifier")).bind(
+        store_uri=a.store_spec(), artifact=a.model.artifact, version=a.model.version,
+        backend=a.model.backend, device=a.device,
+    )  # fmt: skip
+    extra: dict = {}
+    needs_images = art.config["classifier"]["spec"].get("image_dim", 0)
+    if shadow is not None:
+        s_art = store.load(shadow.artifact, shadow.version)
+        needs_images = needs_images or s_art.config["classifier"]["spec"].get("image_dim", 0)
+        extra["shadow_classifier"] = HarmClassifier.options(
+            name="ShadowHarmClassifier", user_config=a.model_user_config("ShadowHarmClassifier")
+        ).bind(store_uri=a.store_spec(), artifact=shadow.artifact, version=shadow.version,
+               backend=shadow.backend, device=a.device)  # fmt: skip
+        extra["comparator"] = ShadowComparator.bind("head_agreement", 0)
+    if needs_images:
+        extra["images"] = ImageFeatures.options(
+            user_config=a.model_user_config("ImageFeatures")
+        ).bind(max_bytes=a.max_image_bytes, max_pixels=a.max_pixels, device=a.device)
+    ingress = HarmfulContentIngress.options(user_config=a.ingress_user_config())
+    return ingress.bind(a.ingress_args(), classifier=classifier, **extra)
