@@ -65,7 +65,7 @@ data: venv
 # index, ~10 min on 2 cores), recommendation (WALS + Ray Train ranker, ~1 min), video search
 # (zero-shot + contrastive text-video models, a catalogue of real clips via Ray Data, ~3 min),
 # blurring (our face + plate FCOS, Ray Train + Ray Data, BLUR_DEMO_EPOCHS, ~5 min an epoch),
-# harmful content (multi-task early fusion on Davidson + MLMA, Ray Train, ~2 min).
+# harmful content (multi-task early fusion on Davidson + MLMA, Ray Train, ~4 min).
 artifacts: data
 	@test -f $(STORE)/visual_search/LATEST || \
 	  $(BIN)/python -m train.visual_search --epochs $(DEMO_EPOCHS) --store $(STORE) --num-cpus 2 \
@@ -84,7 +84,7 @@ artifacts: data
 	    --augment offline --offline-copies 1 \
 	    --num-cpus 3 --cpus-per-worker 2  # the worker's 2 threads + a 0.5-CPU augmenting actor
 	@test -f $(STORE)/harmful_content/LATEST || \
-	  $(BIN)/python -m train.harmful_content --store $(STORE) --num-cpus 2
+	  $(BIN)/python -m train.harmful_content --store $(STORE) --num-cpus 2 --cpus-per-worker 2
 
 serve: artifacts ray-token dev-token
 	$(BIN)/serve run serve_config.yaml
@@ -105,6 +105,7 @@ eval: artifacts
 	$(BIN)/python -m bench.recommendation_eval
 	$(BIN)/python -m bench.cranfield_eval
 	$(BIN)/python -m bench.video_retrieval_eval
+	$(BIN)/python -m bench.harmful_content_eval --threads 2
 
 clean:
 	rm -rf var

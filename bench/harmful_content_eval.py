@@ -39,7 +39,8 @@ def _ours(store, name, tests, threads):
     from mlsd.artifacts import ArtifactStore
     from mlsd.harmful_content.artifact import load_bag, load_classifier
 
-    art = ArtifactStore(store).load(name)
+    name, _, version = name.partition("/")  # "name" (latest) or "name/version"
+    art = ArtifactStore(store).load(name, version or "latest")
     model, cfg = load_classifier(art)
     enc = F.TextEncoder(art.config["text_encoder"], num_threads=threads)
     bag = load_bag(art)

@@ -88,11 +88,14 @@ def _prepare(a: argparse.Namespace, threads: int):
 
 
 def _optimizer(model: torch.nn.Module, a) -> torch.optim.Optimizer:
-    wide = [p for n, p in model.named_parameters() if ".wide." in f".{n}"]
-    rest = [p for n, p in model.named_parameters() if ".wide." not in f".{n}"]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    wide = [p for n, p in named if ".wide." in f".{n}" and not n.endswith("scale")]
+    scale = [p for n, p in named if n.endswith("wide.scale")]  # stacked: trust in the LR
+    rest = [p for n, p in named if ".wide." not in f".{n}"]
     return torch.optim.AdamW([{"params": rest, "weight_decay": a["weight_decay"]},
                               {"params": wide, "weight_decay": a["wide_weight_decay"],
-                               "lr": a["wide_lr"]}], lr=a["lr"])  # fmt: skip
+                               "lr": a["wide_lr"]},
+                              {"params": scale, "weight_decay": 0.0}], lr=a["lr"])  # fmt: skip
 
 
 def _val_score(scores: dict) -> float:
@@ -113,11 +116,14 @@ def train_loop_per_worker(config: dict) -> None:
     x_va = P.featurize(val, encoder, bag, cfg.spec, a.cache)
     y_tr, m_tr = D.label_matrix(train, cfg.heads)
     y_va, m_va = D.label_matrix(val, cfg.heads)
+    model = M.build_classifier(cfg)
+    if cfg.ngram_mode == "stacked":  # the lexical LRs first; the network trains on their OOF
+        x_tr["lexical"] = P.fit_lexical(model, bag, [p.text for p in train], y_tr, m_tr,
+                                        seed=a.seed, n_jobs=threads)  # fmt: skip
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     mine = np.arange(rank, len(train), world)  # each worker its share of the rows
     x_tr, y_tr, m_tr = P.take(x_tr, mine), y_tr[mine], m_tr[mine]
-    model = M.build_classifier(cfg)
     opt = _optimizer(model, config["opt"])
     start, best, best_state = 0, -1.0, None
     state = resume(model, opt)
@@ -154,7 +160,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"{F.USE_M3} | {F.E5_SMALL} | a transformers name (hub: "
                         f"{F.HUB_DEFAULT}) | offline:all-MiniLM-L6-v2")  # fmt: skip
     p.add_argument("--fusion", default="early", choices=["early", "late"])
-    p.add_argument("--ngram-mode", default="wide", choices=["wide", "deep", "both"])
+    p.add_argument(
+        "--ngram-mode",
+        default="stacked",
+        choices=list(M.NGRAM_MODES),
+        help="stacked (chosen on validation: mean AUROC 0.668 vs wide 0.656)",
+    )
     p.add_argument(
         "--labels",
         default="human",

@@ -231,18 +231,27 @@ class NgramBag:
         self.idf = (np.log((1 + len(texts)) / (1 + df)) + 1).astype(np.float32)
         return self
 
-    def transform(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    def matrix(self, texts: Sequence[str]):
+        """(N, word_buckets + char_buckets) CSR float32: sublinear TF-IDF, the word part and
+        the char part each unit-length (as two TF-IDF vectorizers side by side)."""
         x = self._counts(texts)
-        x.data = (1 + np.log(x.data)) * self.idf[x.indices]
-        ids, weights = [], []
+        x.data = ((1 + np.log(x.data)) * self.idf[x.indices]).astype(np.float32)
         for i in range(x.shape[0]):
             s, e = x.indptr[i], x.indptr[i + 1]
-            idx, val = x.indices[s:e], x.data[s:e].astype(np.float32)
-            word = idx < self.word_buckets
-            for part in (word, ~word):  # each part unit-length, as two TF-IDF vectorizers
+            val = x.data[s:e]
+            word = x.indices[s:e] < self.word_buckets
+            for part in (word, ~word):
                 n = np.linalg.norm(val[part])
                 if n > 0:
                     val[part] /= n
+        return x
+
+    def transform(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        x = self.matrix(texts)
+        ids, weights = [], []
+        for i in range(x.shape[0]):
+            s, e = x.indptr[i], x.indptr[i + 1]
+            idx, val = x.indices[s:e], x.data[s:e]
             if len(idx) > self.max_len:
                 keep = np.argsort(-val, kind="stable")[: self.max_len]
                 idx, val = idx[keep], val[keep]

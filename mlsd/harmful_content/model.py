@@ -22,6 +22,8 @@ from torch import nn
 
 from mlsd.harmful_content.features import LOCATION_BUCKETS, FeatureSpec
 
+NGRAM_MODES = ("wide", "deep", "both", "stacked")
+
 
 @dataclass
 class ClassifierConfig:
@@ -37,12 +39,15 @@ class ClassifierConfig:
     ngram_dropout: float = 0.3  # chance of hiding each n-gram while training (memorisation)
     # how the bag enters: "wide" (a linear per-head weight per n-gram added to the logits: a
     # multi-task TF-IDF logistic regression trained with the rest), "deep" (embedded, into
-    # the shared layers) or "both"
+    # the shared layers), "both", or "stacked" (the wide weights are per-head logistic
+    # regressions fitted first, C by cross-validation, and frozen; the network learns on top
+    # of their out-of-fold logits: stacked generalisation)
     ngram_mode: str = "wide"
+    lexical_input: bool = True  # stacked: the lexical logits are also a shared-layer input
 
     def __post_init__(self):
-        if self.ngram_mode not in ("wide", "deep", "both"):
-            raise ValueError(f"ngram_mode must be wide, deep or both, not {self.ngram_mode!r}")
+        if self.ngram_mode not in NGRAM_MODES:
+            raise ValueError(f"ngram_mode must be one of {NGRAM_MODES}, not {self.ngram_mode!r}")
         if self.fusion not in ("early", "late"):
             raise ValueError(f"fusion must be 'early' or 'late', not {self.fusion!r}")
         self.heads = tuple(self.heads)
@@ -115,20 +120,37 @@ def bag(table: nn.Embedding, x: dict[str, torch.Tensor], dropout: float) -> torc
 
 
 class _Wide(nn.Module):
-    """The bag's linear path: one weight per (n-gram bucket, head), summed into the logits."""
+    """The bag's linear path: one weight per (n-gram bucket, head), summed into the logits.
+
+    ``stacked``: the weights and a per-head bias are fitted logistic regressions, frozen
+    (:func:`mlsd.harmful_content.pipeline.fit_lexical` sets them); while training, the rows'
+    out-of-fold logits come in as ``lexical`` (B, H) instead, so the network learns how far
+    to trust the lexical model on rows it has not seen; a learned per-head scale."""
 
     def __init__(self, cfg: ClassifierConfig):
         super().__init__()
         self.cfg = cfg
         self.table = nn.Embedding(cfg.spec.ngram_buckets, len(cfg.heads), padding_idx=0)
         nn.init.zeros_(self.table.weight)
+        self.stacked = cfg.ngram_mode == "stacked"
+        if self.stacked:
+            self.table.weight.requires_grad_(False)
+            self.register_buffer("bias", torch.zeros(len(cfg.heads)))
+            self.scale = nn.Parameter(torch.ones(len(cfg.heads)))
 
-    def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    def lexical(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Stacked: the lexical regressions' logits (B, H), out-of-fold while training."""
+        return x["lexical"] if "lexical" in x else bag(self.table, x, 0.0) + self.bias
+
+    def forward(self, x: dict[str, torch.Tensor], lexical: torch.Tensor | None = None):
+        if self.stacked:
+            return (self.lexical(x) if lexical is None else lexical) * self.scale
         return bag(self.table, x, self.cfg.ngram_dropout if self.training else 0.0)
 
 
 def _wide(cfg: ClassifierConfig) -> nn.Module | None:
-    return _Wide(cfg) if cfg.spec.ngram_buckets and cfg.ngram_mode in ("wide", "both") else None
+    wide = ("wide", "both", "stacked")
+    return _Wide(cfg) if cfg.spec.ngram_buckets and cfg.ngram_mode in wide else None
 
 
 class MultiTaskClassifier(nn.Module):
@@ -139,15 +161,23 @@ class MultiTaskClassifier(nn.Module):
         self.cfg = cfg
         self.inputs = _Inputs(cfg)
         d_in = sum(self.inputs.dims().values())
+        self.wide = _wide(cfg)
+        # stacked: the shared layers also see the lexical logits (how sure the n-gram model
+        # is, next to what the sentence vector says)
+        self.see_lexical = self.wide is not None and self.wide.stacked and cfg.lexical_input
+        d_in += len(cfg.heads) if self.see_lexical else 0
         self.shared = _mlp(d_in, cfg.hidden, cfg.depth, cfg.dropout)
         self.heads = nn.ModuleList(nn.Linear(cfg.hidden, 1) for _ in cfg.heads)
-        self.wide = _wide(cfg)
 
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         parts = self.inputs(x)
-        z = self.shared(torch.cat([parts[m] for m in self.inputs.mods], 1))  # (B, hidden)
+        feats = [parts[m] for m in self.inputs.mods]
+        lexical = self.wide.lexical(x) if self.see_lexical else None
+        if lexical is not None:
+            feats.append(torch.tanh(lexical / 4))  # (B, H), bounded
+        z = self.shared(torch.cat(feats, 1))  # (B, hidden)
         logits = torch.cat([h(z) for h in self.heads], 1)  # (B, H)
-        return logits + self.wide(x) if self.wide is not None else logits
+        return logits + self.wide(x, lexical) if self.wide is not None else logits
 
 
 class LateFusionClassifier(nn.Module):

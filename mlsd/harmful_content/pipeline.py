@@ -60,6 +60,58 @@ def predict(model: nn.Module, x: dict[str, np.ndarray], batch_size: int = 1024) 
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
+def _held_out_logits(x, y: np.ndarray, c: float, fit_idx, held) -> np.ndarray:
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=c, max_iter=2000).fit(x[fit_idx], y[fit_idx]).decision_function(
+        x[held])  # fmt: skip
+
+
+def fit_lexical(model: nn.Module, bag, texts, y: np.ndarray, mask: np.ndarray,
+                cs=(0.25, 1.0, 4.0, 16.0), folds: int = 5, seed: int = 0,
+                n_jobs: int = 1) -> np.ndarray:  # fmt: skip
+    """The stacked wide path: per head, a logistic regression over the TF-IDF n-gram bag of
+    the rows carrying that head (C by ``folds``-fold CV on AUROC), written into the model's
+    frozen wide table + bias; returns every row's out-of-fold logits at the chosen C (N, H):
+    the rows' ``lexical`` input while the network trains (a row's own label never leaks into
+    its input). Rows without a head get the full fit's logit (their loss is masked anyway)."""
+    from joblib import Parallel, delayed
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold
+
+    wide = model.wide
+    x = bag.matrix(texts)
+    oof = np.zeros(y.shape, np.float32)
+    table = wide.table.weight.detach().clone()
+    for j in range(y.shape[1]):
+        rows = np.nonzero(mask[:, j])[0]
+        yj = y[rows, j].astype(int)
+        if min(yj.sum(), len(yj) - yj.sum()) < folds:
+            continue  # too few of a class to fit or to cross-validate: the head has no LR
+        splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(rows, yj))
+        best = (-1.0, None, None)
+
+        xj = x[rows]
+        got = Parallel(n_jobs=n_jobs, prefer="threads")(
+            delayed(_held_out_logits)(xj, yj, c, f, h) for c in cs for f, h in splits)  # fmt: skip
+        for k, c in enumerate(cs):
+            held_out = np.zeros(len(rows), np.float32)
+            for (_, held), logits in zip(splits, got[k * folds : (k + 1) * folds], strict=True):
+                held_out[held] = logits
+            auc = roc_auc_score(yj, held_out)
+            if auc > best[0]:
+                best = (auc, c, held_out)
+        full = LogisticRegression(C=best[1], max_iter=2000).fit(x[rows], yj)
+        table[1:, j] = torch.as_tensor(full.coef_[0], dtype=table.dtype)  # row 0 pads
+        wide.bias[j] = float(full.intercept_[0])
+        oof[:, j] = full.decision_function(x)
+        oof[rows, j] = best[2]
+    with torch.no_grad():
+        wide.table.weight.copy_(table)
+    return oof
+
+
 def featurize(posts, encoder, bag, spec, cache=None) -> dict[str, np.ndarray]:
     """Posts (text only: the data sets carry no media) -> the model's named inputs."""
     from mlsd.harmful_content.features import assemble, encode_cached

@@ -63,8 +63,9 @@ class Policy:
         return Decision(worst, reasons, dict(scores))
 
 
-def thresholds_from_validation(y, p, remove: float = 0.9, review: float = 0.5,
-                               demote: float = 0.25, min_support: int = 20) -> HeadPolicy:  # fmt: skip
+def thresholds_from_validation(
+    y, p, remove: float = 0.9, review: float = 0.5, demote: float = 0.25, min_support: int = 20
+) -> HeadPolicy:
     """One head's thresholds from its validation scores, each where the head's precision first
     climbs a given share of the way from the base rate to 1: ``remove`` 0.9 (automatic removal
     only where the model is rarely wrong; never below 0.9 precision), ``review`` 0.5 (the band

@@ -115,16 +115,24 @@ def test_images_by_upload_and_by_url_go_through_the_shared_backbone(app):
 
     import json
 
-    up = api.post(f"{url}/posts", data={"post": json.dumps(text)},
-                  files=[("image", ("a.jpg", _jpeg(), "image/jpeg"))], timeout=60)  # fmt: skip
+    up = api.post(
+        f"{url}/posts",
+        data={"post": json.dumps(text)},
+        files=[("image", ("a.jpg", _jpeg(), "image/jpeg"))],
+        timeout=60,
+    )
     assert up.status_code == 200, up.text
     by_url = _post(url, {**text, "image_urls": [f"file://{media}/ok/a.jpg"]})
     assert by_url.status_code == 200, by_url.text
     # the same image either way: the same vector; and the model did take it in
     assert by_url.json()["scores"] == pytest.approx(up.json()["scores"], abs=1e-5)
     assert up.json()["scores"] != pytest.approx(plain, abs=1e-7)
-    only_image = api.post(f"{url}/posts", data={"post": "{}"},
-                          files=[("image", ("a.jpg", _jpeg(), "image/jpeg"))], timeout=60)  # fmt: skip
+    only_image = api.post(
+        f"{url}/posts",
+        data={"post": "{}"},
+        files=[("image", ("a.jpg", _jpeg(), "image/jpeg"))],
+        timeout=60,
+    )
     assert only_image.status_code == 200, only_image.text  # a post may be an image alone
 
     for uri, code in ((f"file://{media}/secret.jpg", 403), (f"file://{media}/ok/../secret.jpg",
@@ -132,8 +140,12 @@ def test_images_by_upload_and_by_url_go_through_the_shared_backbone(app):
                       (f"file://{media}/ok/not-an-image.jpg", 400)):  # fmt: skip
         r = _post(url, {**text, "image_urls": [uri]})
         assert r.status_code == code, (uri, r.text)
-    junk = api.post(f"{url}/posts", data={"post": json.dumps(text)},
-                    files=[("image", ("x.jpg", b"\x00" * 500, "image/jpeg"))], timeout=60)  # fmt: skip
+    junk = api.post(
+        f"{url}/posts",
+        data={"post": json.dumps(text)},
+        files=[("image", ("x.jpg", b"\x00" * 500, "image/jpeg"))],
+        timeout=60,
+    )
     assert junk.status_code == 400 and "image" in junk.text
     too_many = api.post(f"{url}/posts", data={"post": json.dumps(text)},
                         files=[("image", (f"{i}.jpg", _jpeg(), "image/jpeg")) for i in range(5)],

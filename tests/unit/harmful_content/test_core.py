@@ -254,3 +254,34 @@ def test_the_scorer_gives_the_same_probabilities_through_torch_and_onnx(tmp_path
     assert got["onnx"].shape == (2, 2) and ((0 < got["onnx"]) & (got["onnx"] < 1)).all()
     scorer = P.HarmScorer(art, "onnx", "cpu", 1, encoder=Enc())
     assert scorer.unused(posts[1]) == ["images"] and scorer.unused(posts[0]) == []
+
+
+def test_stacked_wide_path_is_a_cross_validated_lr_and_trains_on_out_of_fold_logits(tmp_path):
+    """``ngram_mode="stacked"``: the frozen wide table is the per-head logistic regression
+    (what sklearn fits at the chosen C), the network trains on out-of-fold logits, and the
+    exported model computes the same logits from the bag alone."""
+    from sklearn.linear_model import LogisticRegression
+
+    from mlsd.harmful_content.artifact import export_classifier
+    from mlsd.runtime import make_runner
+
+    rng = np.random.default_rng(0)
+    words = ["good", "fine", "nice", "calm", "awful", "vile", "scum", "trash"]
+    texts = [" ".join(rng.choice(words, 5)) for _ in range(300)]
+    y = np.array([[float(sum(w in t.split() for w in words[4:]) >= 2)] for t in texts], np.float32)
+    mask = np.ones_like(y, bool)
+    bag = F.NgramBag(word_buckets=1 << 10, char_buckets=1 << 10).fit(texts)
+    spec = F.FeatureSpec(text_dim=4, ngram_buckets=bag.size)
+    cfg = M.ClassifierConfig(heads=("h",), spec=spec, hidden=8, ngram_mode="stacked")
+    model = M.build_classifier(cfg)
+    oof = P.fit_lexical(model, bag, texts, y, mask, cs=(1.0,), folds=3)
+    x = F.assemble(spec, rng.normal(size=(300, 4)).astype(np.float32)) | bag.transform(texts)
+    ref = LogisticRegression(C=1.0, max_iter=2000).fit(bag.matrix(texts), y[:, 0].astype(int))
+    with torch.no_grad():
+        full = model.wide.lexical(P.to_tensors(x)).numpy()[:, 0]
+    np.testing.assert_allclose(full, ref.decision_function(bag.matrix(texts)), atol=1e-3)
+    assert np.abs(oof[:, 0] - full).mean() > 1e-3  # out of fold: not the full fit's logits
+    assert not model.wide.table.weight.requires_grad
+    path = export_classifier(model, P.take(x, np.arange(5)), tmp_path / "m.onnx")
+    got = make_runner("onnx", path=path, device="cpu", num_threads=1).run(P.take(x, np.arange(5)))
+    np.testing.assert_allclose(got, P.predict(model, P.take(x, np.arange(5))), atol=1e-5)
