@@ -25,7 +25,7 @@ export MLSD_PROXY_BODY_LIMITS ?= default=67174400,/visual-search=21037056,/recom
 export RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S ?= 60
 export RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S ?= 60
 
-.PHONY: venv data artifacts serve test test-fast lint eval bench clean ray-token dev-token constraints
+.PHONY: venv triton-venv data artifacts serve serve-triton triton-repository test test-fast lint eval bench clean ray-token dev-token constraints
 
 # constraints.txt: the versions the suite was last run with (`make constraints` after a change
 # of dependencies), so a clean clone installs what was tested, not whatever is newest
@@ -51,6 +51,17 @@ dev-token: venv
 	@$(BIN)/python -m apps.auth dev-token
 
 venv: $(STAMP)
+
+# A real Triton Inference Server for this machine: nvidia-pytriton's Triton 2.51 binary (Python
+# backend; runs onnxruntime on the CPU) in its own venv, since it pins numpy<2. The tests start
+# and stop it themselves; a GPU cluster runs NVIDIA's container instead (README "Triton").
+TRITON_VENV ?= .venv-triton
+$(TRITON_VENV)/.installed: triton-constraints.txt
+	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install -q -c triton-constraints.txt nvidia-pytriton onnxruntime 'numpy<2'
+	touch $@
+
+triton-venv: $(TRITON_VENV)/.installed
 
 # Fashion-MNIST: Debian's dataset-fashion-mnist if we can install it, else the official files.
 data: venv
@@ -90,12 +101,25 @@ serve: artifacts ray-token dev-token
 	$(BIN)/serve run serve_config.yaml
 
 # everything (CI): unit, model, serve and train tests
-test: data ray-token
+test: data ray-token triton-venv
 	$(BIN)/python -m pytest
 
 # the inner loop: everything but the slow serve / train tests (a few minutes on 2 cores)
-test-fast: data ray-token
+test-fast: data ray-token triton-venv
 	$(BIN)/python -m pytest -m "not slow"
+
+# visual search through Triton: the artifact's fp32 + int8 encoders as a Python-backend model
+# repository, a server on loopback ports 8100-8102, then serve_config.triton.yaml
+TRITON_REPO ?= var/triton/repository
+triton-repository: artifacts
+	$(BIN)/python -m mlsd.model_repository --store $(STORE) --artifact visual_search \
+	  --repository $(TRITON_REPO) --variant python
+
+serve-triton: triton-venv triton-repository ray-token dev-token
+	$(BIN)/python -m mlsd.inference_server --repository $(TRITON_REPO) & pid=$$!; \
+	  trap "kill $$pid" EXIT; \
+	  until curl -sf http://127.0.0.1:8100/v2/health/ready; do kill -0 $$pid || exit 1; sleep 1; done; \
+	  $(BIN)/serve run serve_config.triton.yaml
 
 lint: venv
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

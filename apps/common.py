@@ -42,7 +42,9 @@ class ArtifactRef(BaseModel):
 class ModelRef(ArtifactRef):
     """A model: an artifact version and the runner backend that executes it."""
 
-    backend: str = Field("torch", description="runner backend: torch | onnx | onnx-int8")
+    backend: str = Field(
+        "torch", description="runner backend: torch | onnx | onnx-int8 | triton | triton-int8"
+    )
 
     @property
     def label(self) -> str:
@@ -73,6 +75,34 @@ class ShadowArgs(ShadowTraffic):
         )
 
 
+class TritonArgs(BaseModel):
+    """Where models with ``backend: triton`` (or ``triton-int8``) run: a Triton Inference
+    Server whose repository ``python -m mlsd.model_repository`` wrote from the artifact."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="host:port of the server's gRPC or HTTP endpoint")
+    protocol: Literal["grpc", "http"] = "grpc"
+    model_name: str | None = Field(None, description="model in the repository; default: artifact")
+    timeout_s: float = Field(30.0, gt=0)
+
+    def server(self, ref: ModelRef) -> dict:
+        """The runner's ``server`` mapping for ``ref``: its repository version by backend, and
+        the artifact label the server's config must carry (another model there is an error)."""
+        from mlsd.model_repository import TRITON_VERSIONS
+
+        if ref.backend not in TRITON_VERSIONS:
+            raise ValueError(f"backend {ref.backend!r} is not a Triton backend")
+        return {
+            "url": self.url,
+            "protocol": self.protocol,
+            "model_name": self.model_name or ref.artifact,
+            "model_version": str(TRITON_VERSIONS[ref.backend]),
+            "timeout_s": self.timeout_s,
+            "expect": {"artifact": f"{ref.artifact}/{ref.version}"},
+        }
+
+
 Fault = Literal["error", "hang"]
 TRAFFIC = set(ShadowTraffic.model_fields)
 
@@ -101,6 +131,21 @@ class AppArgs(BaseModel):
         default_factory=AuthArgs,
         description="bearer tokens (API keys, JWTs); 'none' only when Serve binds loopback",
     )
+    triton: TritonArgs | None = Field(
+        None, description="the Triton server that models with backend triton* run on"
+    )
+
+    def runner_server(self, ref: ModelRef) -> dict | None:
+        """A model's Triton ``server`` mapping (None for in-process backends); a Triton
+        backend without ``triton:`` settings fails the build, not the first request."""
+        if not ref.backend.startswith("triton"):
+            return None
+        if self.triton is None:
+            raise ValueError(
+                f"model {ref.label} has backend {ref.backend!r} but the app has no "
+                "triton: {url: ...} settings"
+            )
+        return self.triton.server(ref)
 
     def store(self) -> ArtifactStore:
         return ArtifactStore(

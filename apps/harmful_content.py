@@ -471,7 +471,7 @@ def build_app(args: HarmfulContentArgs) -> Application:
     Policy.from_dict({**(art.config.get("policy") or {}), **a.policy})  # bad thresholds: fail now
     classifier = HarmClassifier.options(user_config=a.model_user_config("HarmClassifier")).bind(
         store_uri=a.store_spec(), artifact=a.model.artifact, version=a.model.version,
-        backend=a.model.backend, device=a.device,
+        backend=a.model.backend, device=a.device, server=a.runner_server(a.model),
     )  # fmt: skip
     extra: dict = {}
     needs_images = art.config["classifier"]["spec"].get("image_dim", 0)
@@ -481,7 +481,8 @@ def build_app(args: HarmfulContentArgs) -> Application:
         extra["shadow_classifier"] = HarmClassifier.options(
             name="ShadowHarmClassifier", user_config=a.model_user_config("ShadowHarmClassifier")
         ).bind(store_uri=a.store_spec(), artifact=shadow.artifact, version=shadow.version,
-               backend=shadow.backend, device=a.device)  # fmt: skip
+               backend=shadow.backend, device=a.device,
+               server=a.runner_server(shadow))  # fmt: skip
         extra["comparator"] = ShadowComparator.bind("head_agreement", 0)
     if needs_images:
         extra["images"] = ImageFeatures.options(

@@ -43,7 +43,8 @@ class VisualSearchArgs(AppArgs):
 
     model: ModelRef = Field(
         default_factory=lambda: ModelRef(artifact="visual_search"),
-        description="encoder artifact + runner backend: torch | onnx | onnx-int8",
+        description="encoder artifact + runner backend: torch | onnx | onnx-int8 | triton | "
+        "triton-int8 (with triton: {url: ...})",
     )
     live_log: str | None = Field(
         "var/visual_search/live.sqlite", description="durable log of added images; None = off"
@@ -242,8 +243,9 @@ def build_app(args: VisualSearchArgs) -> Application:
 
     def encoder(name: str, ref: ModelRef):
         return ImageEncoder.options(name=name, user_config=a.model_user_config(name)).bind(
-            store_uri=a.store_spec(), **ref.model_dump(), device=a.device
-        )
+            store_uri=a.store_spec(), **ref.model_dump(), device=a.device,
+            server=a.runner_server(ref),
+        )  # fmt: skip
 
     def retriever(name: str, ref: ModelRef):
         return Retriever.options(name=name).bind(

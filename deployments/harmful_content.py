@@ -23,10 +23,13 @@ class HarmClassifier(Batched):
     batch_method = "score_batch"
 
     def __init__(self, store_uri: str | dict, artifact: str, version: str, backend: str = "onnx",
-                 device: str = "auto"):  # fmt: skip
+                 device: str = "auto", server: dict | None = None):  # fmt: skip
+        """``server``: the Triton server a ``triton`` backend's classifier runs on (the text
+        encoder and n-gram bag stay in the replica)."""
         res = replica_resources(device)
         art = ArtifactStore.open(store_uri).load(artifact, version)
-        self.scorer = HarmScorer(art, backend, res.device, res.threads, res.gpu_ids)  # warmed
+        self.scorer = HarmScorer(art, backend, res.device, res.threads, res.gpu_ids,
+                                 server=server)  # warmed  # fmt: skip
         self.device = self.scorer.device
         self.version = art.version
 
@@ -39,7 +42,7 @@ class HarmClassifier(Batched):
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def score_batch(self, posts: list[dict]) -> list[list[float]]:
-        probs = await asyncio.to_thread(self.scorer.score, posts)  # (B, H)
+        probs = await self.scorer.ascore(posts)  # (B, H)
         return [row.tolist() for row in probs]
 
     async def score(self, post: dict) -> list[float]:

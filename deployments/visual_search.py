@@ -23,13 +23,21 @@ class ImageEncoder(Batched):
     """(C, S, S) model inputs -> (D,) embeddings; concurrent calls share one model batch."""
 
     def __init__(
-        self, store_uri: str | dict, artifact: str, version: str, backend: str, device: str = "auto"
+        self,
+        store_uri: str | dict,
+        artifact: str,
+        version: str,
+        backend: str,
+        device: str = "auto",
+        server: dict | None = None,
     ):
+        """``server``: the Triton server a ``triton*`` backend runs on (else in the replica)."""
         res = replica_resources(device)
         art = ArtifactStore.open(store_uri).load(artifact, version)
         self.model = ImageEncoderModel(
-            art, backend=backend, num_threads=res.threads, device=device, gpu_ids=res.gpu_ids
-        )  # warmed up
+            art, backend=backend, num_threads=res.threads, device=device, gpu_ids=res.gpu_ids,
+            server=server,
+        )  # warmed up  # fmt: skip
         self.device = self.model.device
 
     def version(self) -> str:
@@ -38,7 +46,7 @@ class ImageEncoder(Batched):
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def encode_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
         batch = np.stack(images)  # (B, C, S, S)
-        return list(await asyncio.to_thread(self.model.encode, batch))  # B x (D,)
+        return list(await self.model.aencode(batch))  # B x (D,)
 
     async def encode(self, image: np.ndarray) -> np.ndarray:
         await inject_fault(self._fail_with, "encoder")

@@ -279,3 +279,31 @@ def harmful_store(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("harmful_artifacts")
     build_tiny_harmful(root)
     return root
+
+
+TRITON_VENV = ROOT / ".venv-triton"
+
+
+def start_triton(repository: Path, log_dir: Path):
+    """A real Triton Inference Server on free loopback ports (``make triton-venv`` installs it;
+    a missing venv fails, not skips: CI must run these tests)."""
+    from mlsd.inference_server import TritonServer
+
+    if not (TRITON_VENV / "bin" / "python").exists():
+        pytest.fail(f"no Triton server venv at {TRITON_VENV}: run `make triton-venv`")
+    return TritonServer(repository, TRITON_VENV, log_path=log_dir / "tritonserver.log").start()
+
+
+@pytest.fixture(scope="session")
+def triton_server(tmp_path_factory, tiny_store):
+    """One server for the session over a repository of the tiny visual-search artifact's fp32
+    and int8 encoders (versions 1, 2), stopped by PID after."""
+    from mlsd.artifacts import ArtifactStore
+    from mlsd.model_repository import export_artifact
+
+    repo = tmp_path_factory.mktemp("triton-repo")
+    art = ArtifactStore(tiny_store).load("visual_search")
+    export_artifact(art, repo, variant="python", max_batch_size=32)
+    server = start_triton(repo, tmp_path_factory.mktemp("triton-log"))
+    yield server
+    server.stop()

@@ -147,7 +147,7 @@ class HarmScorer:
 
     def __init__(self, art, backend: str = "onnx", device: str = "cpu",
                  num_threads: int | None = None, gpu_ids=None,
-                 encoder=None):  # fmt: skip
+                 encoder=None, server: dict | None = None):  # fmt: skip
         from mlsd.harmful_content.artifact import load_bag, load_classifier
         from mlsd.harmful_content.features import TextEncoder
         from mlsd.runtime import make_runner
@@ -165,6 +165,8 @@ class HarmScorer:
         if backend == "onnx":
             self.runner = make_runner("onnx", path=art.file("classifier.onnx"), device=device,
                                       num_threads=num_threads, gpu_ids=gpu_ids)  # fmt: skip
+        elif backend == "triton":  # the classifier's ONNX file on a Triton server
+            self.runner = make_runner("triton", server=server)
         else:
             from mlsd.harmful_content.artifact import Probabilities
 
@@ -208,3 +210,15 @@ class HarmScorer:
         if not posts:
             return np.zeros((0, len(self.heads)), np.float32)
         return np.asarray(self.runner.run(self.features(posts)), np.float32)
+
+    async def ascore(self, posts: list[dict]) -> np.ndarray:
+        """``score`` awaited: features in a worker thread, the classifier through
+        :func:`mlsd.runtime.arun` (Triton's asyncio client, or in-process in a thread)."""
+        import asyncio
+
+        from mlsd.runtime import arun
+
+        if not posts:
+            return np.zeros((0, len(self.heads)), np.float32)
+        x = await asyncio.to_thread(self.features, posts)
+        return np.asarray(await arun(self.runner, x), np.float32)

@@ -15,7 +15,7 @@ import numpy as np
 
 from mlsd.artifacts import Artifact
 from mlsd.image import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
-from mlsd.runtime import make_runner, warm_up
+from mlsd.runtime import arun, make_runner, warm_up
 from mlsd.visual_search.artifact import ENCODER_FILES, load_encoder_module
 from mlsd.visual_search.catalogue import CatalogueIndex, SearchHit
 from mlsd.visual_search.features import ImagePreprocessor
@@ -35,15 +35,23 @@ class ImageEncoderModel:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         device: str = "auto",
         gpu_ids: Sequence | None = None,
+        server: dict | None = None,
     ):
-        if backend not in ENCODER_FILES:
-            raise ValueError(f"encoder backend must be one of {sorted(ENCODER_FILES)}")
+        """``server``: where a ``triton`` / ``triton-int8`` backend's model runs
+        (:class:`mlsd.runtime.TritonRunner` arguments)."""
+        triton = backend.startswith("triton")
+        if not triton and backend not in ENCODER_FILES:
+            raise ValueError(
+                f"encoder backend must be one of {sorted(ENCODER_FILES)} or triton, triton-int8"
+            )
         self.cfg = EncoderConfig.from_dict(artifact.config.get("encoder", {}))
         self.backend = backend
         self.version = f"{artifact.name}/{artifact.version}:{backend}"
         self.preprocess = ImagePreprocessor(self.cfg, max_bytes, max_pixels)
         common = {"device": device, "num_threads": num_threads, "gpu_ids": gpu_ids}
-        if backend == "torch":
+        if triton:
+            self.runner = make_runner("triton", server=server)
+        elif backend == "torch":
             self.runner = make_runner("torch", model=load_encoder_module(artifact), **common)
         else:
             path = artifact.file(ENCODER_FILES[backend])
@@ -54,8 +62,16 @@ class ImageEncoderModel:
 
     def encode(self, batch: np.ndarray) -> np.ndarray:
         """(B, C, S, S) -> (B, D) L2-normalised embeddings."""
-        out = self.runner.run(batch).astype(np.float32)
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return _normalise(self.runner.run(batch))
+
+    async def aencode(self, batch: np.ndarray) -> np.ndarray:
+        """``encode`` awaited: Triton's asyncio client, or the in-process runner in a thread."""
+        return _normalise(await arun(self.runner, batch))
+
+
+def _normalise(out: np.ndarray) -> np.ndarray:
+    out = out.astype(np.float32)  # (B, D)
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
 def search_pipeline(

@@ -208,3 +208,40 @@ def test_added_images_survive_a_restart(app_url, serve_instance):
     serve.run(build_app(args), name="visual_search", route_prefix="/visual-search")
     top = _search(url, data, k=1).json()["results"]
     assert top[0]["image_id"] == new_id
+
+
+def test_encoder_on_triton_gives_the_same_results(app_url, serve_instance, triton_server):
+    """backend: triton (a real Triton server, asyncio gRPC from the replica): the same top-k
+    and scores as the in-replica runner, int8 shadow from the same server; a model the server
+    does not hold fails the build, naming it."""
+    from ray import serve
+
+    from apps.common import TritonArgs
+    from apps.visual_search import VisualSearchArgs, build_app
+
+    url, args = app_url
+    triton = TritonArgs(url=triton_server.grpc_url, protocol="grpc", timeout_s=10)
+    targs = args.model_copy(update={
+        "model": args.model.model_copy(update={"backend": "triton"}),
+        "shadow": args.shadow.model_copy(update={"backend": "triton-int8"}),
+        "triton": triton,
+    })  # fmt: skip
+    with pytest.raises(ValueError, match="no triton"):
+        build_app(targs.model_copy(update={"triton": None}))
+    serve.run(build_app(VisualSearchArgs(**targs.model_dump())), name="vs_triton",
+              route_prefix="/vs-triton")  # fmt: skip
+    try:
+        turl = f"{serve_instance}/vs-triton"
+        imgs, _ = catalogue_images(30)
+        for img in imgs[:10]:
+            a, b = _search(url, png_bytes(img), k=10), _search(turl, png_bytes(img), k=10)
+            assert a.status_code == b.status_code == 200, b.text
+            assert b.json()["model_version"].endswith(":triton")
+            ha, hb = a.json()["results"], b.json()["results"]
+            assert [h["image_id"] for h in ha] == [h["image_id"] for h in hb]
+            np.testing.assert_allclose([h["score"] for h in ha], [h["score"] for h in hb],
+                                       atol=1e-4)  # fmt: skip
+        rep = api.get(f"{turl}/shadow", timeout=10).json()
+        assert rep["enabled"] and rep["shadow"]["model_version"].endswith(":triton-int8")
+    finally:
+        serve.delete("vs_triton")

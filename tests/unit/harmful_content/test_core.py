@@ -228,32 +228,59 @@ def test_shadow_head_agreement_counts_disagreements_per_head():
                                                       "disagree/offensive": 1.0}  # fmt: skip
 
 
-def test_the_scorer_gives_the_same_probabilities_through_torch_and_onnx(tmp_path):
-    """Serving's scorer: one post dict in, probabilities out, whichever runner; inputs the
-    model has no place for are reported, not mixed in."""
+class _HashEncoder:  # a fixed random projection stands in for the sentence encoder here
+    name, dim = "test-hash", 16
+
+    def encode(self, texts):
+        return np.stack([np.random.default_rng(len(t)).normal(size=16) for t in texts])
+
+
+_POSTS = [{"text": "hello", "comments": ["a", "bcd"], "reactions": {"likes": 3}},
+          {"text": "x", "images": [np.ones(4)]}]  # fmt: skip
+
+
+def _tiny_classifier(root):
     from mlsd.artifacts import ArtifactStore
     from mlsd.harmful_content.artifact import write_classifier
-
-    class Enc:  # a fixed random projection stands in for the sentence encoder here
-        name, dim = "test-hash", 16
-
-        def encode(self, texts):
-            return np.stack([np.random.default_rng(len(t)).normal(size=16) for t in texts])
 
     spec = F.FeatureSpec(text_dim=16)
     torch.manual_seed(0)
     model = M.build_classifier(M.ClassifierConfig(heads=("a", "b"), spec=spec, hidden=8))
-    x = F.assemble(spec, Enc().encode(["x", "yy"]))
-    write_classifier(ArtifactStore(tmp_path), "hc", model, M.ClassifierConfig(("a", "b"), spec,
+    x = F.assemble(spec, _HashEncoder().encode(["x", "yy"]))
+    write_classifier(ArtifactStore(root), "hc", model, M.ClassifierConfig(("a", "b"), spec,
                      hidden=8), x, "test-hash", None, {}, {}, {})  # fmt: skip
-    art = ArtifactStore(tmp_path).load("hc")
-    posts = [{"text": "hello", "comments": ["a", "bcd"], "reactions": {"likes": 3}},
-             {"text": "x", "images": [np.ones(4)]}]  # fmt: skip
-    got = {b: P.HarmScorer(art, b, "cpu", 1, encoder=Enc()).score(posts) for b in ("torch", "onnx")}
+    return ArtifactStore(root).load("hc")
+
+
+def test_the_scorer_gives_the_same_probabilities_through_torch_and_onnx(tmp_path):
+    """Serving's scorer: one post dict in, probabilities out, whichever runner; inputs the
+    model has no place for are reported, not mixed in."""
+    art = _tiny_classifier(tmp_path)
+    posts, enc = _POSTS, _HashEncoder()
+    got = {b: P.HarmScorer(art, b, "cpu", 1, encoder=enc).score(posts) for b in ("torch", "onnx")}
     np.testing.assert_allclose(got["torch"], got["onnx"], atol=1e-5)
     assert got["onnx"].shape == (2, 2) and ((0 < got["onnx"]) & (got["onnx"] < 1)).all()
-    scorer = P.HarmScorer(art, "onnx", "cpu", 1, encoder=Enc())
+    scorer = P.HarmScorer(art, "onnx", "cpu", 1, encoder=enc)
     assert scorer.unused(posts[1]) == ["images"] and scorer.unused(posts[0]) == []
+
+
+def test_the_scorer_through_a_real_triton_server(tmp_path):
+    """backend triton: the classifier's ONNX file (12 named inputs, int64 among them) on a
+    Triton server gives the in-process probabilities, blocking and awaited."""
+    import asyncio
+
+    from mlsd.model_repository import export_artifact
+    from tests.conftest import start_triton
+
+    art = _tiny_classifier(tmp_path / "store")
+    export_artifact(art, tmp_path / "repo", variant="python")
+    local = P.HarmScorer(art, "onnx", "cpu", 1, encoder=_HashEncoder()).score(_POSTS)
+    with start_triton(tmp_path / "repo", tmp_path) as server:
+        spec = {"url": server.grpc_url, "model_name": "hc", "model_version": "1",
+                "expect": {"artifact": f"hc/{art.version}"}}  # fmt: skip
+        remote = P.HarmScorer(art, "triton", "cpu", 1, encoder=_HashEncoder(), server=spec)
+        np.testing.assert_allclose(remote.score(_POSTS), local, atol=1e-5)
+        np.testing.assert_allclose(asyncio.run(remote.ascore(_POSTS)), local, atol=1e-5)
 
 
 def test_stacked_wide_path_is_a_cross_validated_lr_and_trains_on_out_of_fold_logits(tmp_path):

@@ -49,7 +49,9 @@ DEPLOYMENTS = {
 }
 
 
-@pytest.mark.parametrize("name", ["serve_config.yaml", "serve_config.gpu.yaml"])
+@pytest.mark.parametrize(
+    "name", ["serve_config.yaml", "serve_config.gpu.yaml", "serve_config.triton.yaml"]
+)
 def test_serve_config(name):
     from ray.serve.schema import ServeDeploySchema
 
