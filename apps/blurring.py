@@ -25,6 +25,7 @@ from apps import limits
 from apps.auth import Identity, require
 from apps.common import (
     AppArgs,
+    ArtifactRef,
     Liveness,
     ModelRef,
     apply_ingress_config,
@@ -37,9 +38,12 @@ from apps.common import (
     shadow_report,
 )
 from deployments.blurring import Detector, Preprocess
+from deployments.drift import DriftTap
+from deployments.metrics import stage
 from deployments.shadow import ShadowComparator, ShadowMirror, ShadowTraffic
 from mlsd.blurring.backends import SERVED_MEMBERS
 from mlsd.blurring.data import LABELS
+from mlsd.blurring.features import drift_features
 from mlsd.blurring.store import BlurredStore
 from mlsd.image import DEFAULT_MAX_PIXELS, InvalidImage
 
@@ -143,6 +147,7 @@ class BlurringIngress:
         detector: DeploymentHandle,
         shadow_detector: DeploymentHandle | None = None,
         comparator: DeploymentHandle | None = None,
+        monitor: DeploymentHandle | None = None,
     ):
         self.args = BlurringArgs(**args)
         setup_edge(api, self.args, self.args.max_upload_bytes + limits.MULTIPART_SLACK)
@@ -151,6 +156,9 @@ class BlurringIngress:
         self.model_version = self.args.detector.label()
         self.shadow_detector, self.comparator = shadow_detector, comparator
         self.mirror = ShadowMirror.maybe(self._run_shadow, comparator, self.args.shadow)
+        self.drift = DriftTap(monitor, "drift monitoring is off in this app's config"
+                              if self.args.drift is None else "no detector of ours is served "
+                              "(the reference is in our detector's artifact)")  # fmt: skip
 
     def reconfigure(self, config: dict) -> None:
         apply_ingress_config(self.mirror, config)
@@ -171,21 +179,25 @@ class BlurringIngress:
         form = await read_multipart(request, {"image"}, self.args.max_upload_bytes, ["image"])
         data = await read_upload(form, "image", self.args.max_upload_bytes)
         try:
-            image = await self.preprocess.prepare.remote(data)
+            with stage("decode"):
+                image = await self.preprocess.prepare.remote(data)
         except InvalidImage as e:
             raise HTTPException(e.status, str(e)) from None
+        self.drift.observe(**drift_features(image))
         t0 = time.perf_counter()
         try:  # no detections, no image: a failed detector never lets the original through
-            det = await asyncio.wait_for(
-                self.detector.detect.remote(image), self.args.detect_timeout_s
-            )
+            with stage("detection"):
+                det = await asyncio.wait_for(
+                    self.detector.detect.remote(image), self.args.detect_timeout_s
+                )
         except TimeoutError:
             raise HTTPException(503, "detection timed out; the image was not published") from None
         except Exception:
             raise HTTPException(503, "detection failed; the image was not published") from None
         if self.mirror is not None:
             self.mirror.maybe_mirror(image, self._rows(det), (time.perf_counter() - t0) * 1e3)
-        jpeg = await self.preprocess.blur.remote(image, det)
+        with stage("blur"):
+            jpeg = await self.preprocess.blur.remote(image, det)
         image_id = self.store.new_id()
         boxes = [
             Box(label=LABELS[int(lab)], score=float(s), box=[round(float(v), 1) for v in b])
@@ -194,7 +206,8 @@ class BlurringIngress:
         meta = {"owner": caller.user, "created": time.time(), "model_version": self.model_version,
                 "boxes": [b.model_dump() for b in boxes]}  # fmt: skip
         original = data if self.args.store_originals else None
-        await asyncio.to_thread(self.store.put, image_id, jpeg, meta, original)
+        with stage("store"):
+            await asyncio.to_thread(self.store.put, image_id, jpeg, meta, original)
         return BlurResponse(image_id=image_id, boxes=boxes, url=f"images/{image_id}",
                             model_version=self.model_version)  # fmt: skip
 
@@ -213,6 +226,10 @@ class BlurringIngress:
         if meta.get("owner") != caller.user and not caller.has("admin"):
             raise HTTPException(404, "no such image")  # not 403: ids of others stay unknown
         return Response(jpeg, media_type="image/jpeg")
+
+    @api.get("/drift", summary="Served images vs the detector's training photos (admin)")
+    async def drift(self, caller: Identity = Depends(require("admin"))) -> dict:
+        return await self.drift.report()
 
     @api.get("/shadow", summary="Shadow detector vs primary: box F1, would-have-leaked (admin)")
     async def shadow(self, caller: Identity = Depends(require("admin"))) -> dict:
@@ -256,5 +273,12 @@ def build_app(args: BlurringArgs) -> Application:
             ),  # fmt: skip
             "comparator": ShadowComparator.bind("box_f1", 0.5),
         }
+    ours = [m for m in a.detector.members if m.get("kind") == "torch"]  # holds the reference
+    monitor = None
+    if ours:
+        first = ours[0]
+        ref = ArtifactRef(artifact=first["artifact"], version=first.get("version", "latest"))
+        monitor = a.drift_monitor(ref)
     ingress = BlurringIngress.options(user_config=a.ingress_user_config())
-    return ingress.bind(a.ingress_args(), preprocess=preprocess, detector=detector, **shadow)
+    return ingress.bind(a.ingress_args(), preprocess=preprocess, detector=detector,
+                        monitor=monitor, **shadow)  # fmt: skip

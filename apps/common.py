@@ -103,6 +103,29 @@ class TritonArgs(BaseModel):
         }
 
 
+class DriftArgs(BaseModel):
+    """Drift monitoring's thresholds (``mlsd.drift.DriftThresholds``): windows of served
+    observations against the model artifact's reference."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    window: int = Field(500, ge=2, description="observations per judged window")
+    min_window: int = Field(50, ge=2, description="fewer values in a window: not tested")
+    alpha: float = Field(0.01, gt=0, lt=1, description="false-alarm budget per window")
+    psi: float = Field(0.2, ge=0, description="a scalar moved only with PSI at least this")
+    permutations: int = Field(0, ge=0, description="MMD permutations (0: enough for alpha)")
+    mmd_sample: int = Field(300, ge=10, description="points per MMD test")
+    history: int = Field(24, ge=1, description="judged windows kept for GET /drift")
+
+    def bind(self, store_spec: dict, ref: ArtifactRef):
+        """The app's ``DriftMonitor`` deployment, on ``ref``'s artifact's reference."""
+        from deployments.drift import DriftMonitor
+
+        return DriftMonitor.options(name="DriftMonitor").bind(
+            store_spec, ref.artifact, ref.version, self.model_dump()
+        )
+
+
 Fault = Literal["error", "hang"]
 TRAFFIC = set(ShadowTraffic.model_fields)
 
@@ -134,6 +157,9 @@ class AppArgs(BaseModel):
     triton: TritonArgs | None = Field(
         None, description="the Triton server that models with backend triton* run on"
     )
+    drift: DriftArgs | None = Field(
+        default_factory=DriftArgs, description="drift monitoring thresholds; null turns it off"
+    )
 
     def runner_server(self, ref: ModelRef) -> dict | None:
         """A model's Triton ``server`` mapping (None for in-process backends); a Triton
@@ -146,6 +172,12 @@ class AppArgs(BaseModel):
                 "triton: {url: ...} settings"
             )
         return self.triton.server(ref)
+
+    def drift_monitor(self, ref: ArtifactRef | None = None):
+        """The bound ``DriftMonitor`` for the primary model (or ``ref``), None when off."""
+        if self.drift is None:
+            return None
+        return self.drift.bind(self.store_spec(), ref or self.model)
 
     def store(self) -> ArtifactStore:
         return ArtifactStore(

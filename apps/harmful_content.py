@@ -12,6 +12,7 @@ GET  /shadow     a second model on a share of the posts: agreement per head, lat
 """
 
 import asyncio
+import logging
 import time
 import uuid
 from typing import Literal
@@ -34,14 +35,25 @@ from apps.common import (
     setup_edge,
     shadow_report,
 )
+from deployments import metrics
+from deployments.drift import DriftTap
 from deployments.harmful_content import HarmClassifier, ImageFeatures
+from deployments.metrics import stage
 from deployments.shadow import ShadowComparator, ShadowMirror
-from mlsd.harmful_content.features import DEVICES, GENDERS, InvalidPost, clean_text
+from mlsd.harmful_content.features import (
+    DEVICES,
+    GENDERS,
+    InvalidPost,
+    clean_text,
+    score_drift,
+    text_drift,
+)
 from mlsd.harmful_content.policy import Policy
 from mlsd.harmful_content.review import ReviewConflict, ReviewNotFound, ReviewQueue
 from mlsd.image import DEFAULT_MAX_PIXELS, InvalidImage, decode_image
 from mlsd.uris import UnsafeURI, uri_allowed
 
+logger = logging.getLogger("ray.serve")
 MAX_COUNT = 10**13  # more reactions or followers than people on Earth x 1000: not a real post
 DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
 MAX_JSON_BYTES = 512 * 1024
@@ -205,19 +217,29 @@ class HarmfulContentIngress:
         images: DeploymentHandle | None = None,
         shadow_classifier: DeploymentHandle | None = None,
         comparator: DeploymentHandle | None = None,
+        monitor: DeploymentHandle | None = None,
     ):
         self.args = HarmfulContentArgs(**args)
         setup_edge(api, self.args, self.args.max_body())
         self.classifier, self.images = classifier, images
         self.queue = ReviewQueue(self.args.review_queue)
+        metrics.review_queue(self.queue.counts())
         self.model_version = self.args.model.label
         self.shadow_classifier, self.comparator = shadow_classifier, comparator
         self.mirror = ShadowMirror.maybe(self._run_shadow, comparator, self.args.shadow)
+        self.drift = DriftTap(monitor)
         self.info: dict | None = None
         self.shadow_policy: Policy | None = None
 
     def reconfigure(self, config: dict) -> None:
         apply_ingress_config(self.mirror, config)
+
+    async def _queue_depth(self) -> None:
+        """The review queue's size by status, as a gauge (never fails the request)."""
+        try:
+            metrics.review_queue(await asyncio.to_thread(self.queue.counts))
+        except Exception:
+            logger.exception("could not read the review queue's size")
 
     async def _model_info(self) -> dict:
         """Heads, inputs and tuned thresholds of the served model (asked once)."""
@@ -345,20 +367,23 @@ class HarmfulContentIngress:
         features = self._clean(post, len(uploads))
         info = await self._model_info()
         data = await self._image_bytes(post, uploads)
-        vectors = await self._image_vectors(data, info) if data else None
+        with stage("image_features"):
+            vectors = await self._image_vectors(data, info) if data else None
         unused = ["images"] if data and vectors is None else []
         if vectors:
             features["images"] = vectors
         t0 = time.perf_counter()
         try:
-            probs = await asyncio.wait_for(self.classifier.score.remote(features),
-                                           self.args.score_timeout_s)  # fmt: skip
+            with stage("classification"):
+                probs = await asyncio.wait_for(self.classifier.score.remote(features),
+                                               self.args.score_timeout_s)  # fmt: skip
         except TimeoutError:
             raise HTTPException(503, "scoring timed out; retry the post") from None
         except Exception:
             raise HTTPException(503, "scoring failed; retry the post") from None
         ms = (time.perf_counter() - t0) * 1e3
         scores = {h: round(float(p), 6) for h, p in zip(info["heads"], probs, strict=True)}
+        self.drift.observe(**text_drift(features["text"]), **score_drift(info["heads"], probs))
         decision = self.policy.decide(scores)
         post_id = post.post_id or uuid.uuid4().hex
         review_id = None
@@ -367,11 +392,13 @@ class HarmfulContentIngress:
                       "image_urls": post.image_urls, "images_uploaded": len(uploads),
                       **{k: v for k, v in features.items() if k != "images"}}  # fmt: skip
             try:
-                review_id = await asyncio.to_thread(
-                    self.queue.enqueue, f"{caller.user}/{post_id}", stored, scores,
-                    decision.reasons, self.model_version)  # fmt: skip
+                with stage("review_queue"):
+                    review_id = await asyncio.to_thread(
+                        self.queue.enqueue, f"{caller.user}/{post_id}", stored, scores,
+                        decision.reasons, self.model_version)  # fmt: skip
             except Exception:
                 raise HTTPException(503, "review queue unavailable; retry the post") from None
+            await self._queue_depth()
         if self.mirror is not None:
             self.mirror.maybe_mirror(features, self._summary(decision, self.policy), ms)
         return Decision(post_id=post_id, action=decision.action, reasons=decision.reasons,
@@ -431,11 +458,16 @@ class HarmfulContentIngress:
             raise HTTPException(422, "a label is 0 (not harmful) or 1 (harmful)")
         try:
             r = await asyncio.to_thread(self.queue.submit, review_id, body.labels, caller.user)
+            await self._queue_depth()
         except ReviewNotFound:
             raise HTTPException(404, "no such review") from None
         except ReviewConflict as e:
             raise HTTPException(409, str(e)) from None
         return Review(**{**r, "post_id": r["post"].get("post_id", r["post_id"])})
+
+    @api.get("/drift", summary="Served posts and scores vs the validation posts (admin)")
+    async def drift(self, caller: Identity = Depends(require("admin"))) -> dict:
+        return await self.drift.report()
 
     @api.get("/shadow", summary="Shadow model vs primary: agreement per head, latency (admin)")
     async def shadow(self, caller: Identity = Depends(require("admin"))) -> dict:
@@ -489,4 +521,5 @@ def build_app(args: HarmfulContentArgs) -> Application:
             user_config=a.model_user_config("ImageFeatures")
         ).bind(max_bytes=a.max_image_bytes, max_pixels=a.max_pixels, device=a.device)
     ingress = HarmfulContentIngress.options(user_config=a.ingress_user_config())
-    return ingress.bind(a.ingress_args(), classifier=classifier, **extra)
+    return ingress.bind(a.ingress_args(), classifier=classifier, monitor=a.drift_monitor(),
+                        **extra)  # fmt: skip

@@ -9,7 +9,8 @@
   replica has answered.
 - :func:`install`: the middleware plus exception handlers: a full downstream queue
   (Serve's ``max_queued_requests``) becomes 503 + Retry-After, and an unexpected error becomes
-  a generic 500 whose details go to the replica's log, never to the client.
+  a generic 500 whose details go to the replica's log, never to the client; every 4xx is
+  counted by reason (``mlsd_rejected_inputs``).
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ class BodyLimit:
 
 
 async def _send_error(send, status: int, detail: str) -> None:
+    from deployments import metrics
+
+    metrics.rejected(status)
     body = json.dumps({"detail": detail}).encode()
     await send(
         {
@@ -105,15 +109,34 @@ def install(api: FastAPI, default_max_body: int) -> None:
 
     The cap is the ``max_body_bytes`` its ingress registered in :data:`EDGE`, else the default.
     """
+    from fastapi.exception_handlers import (
+        http_exception_handler,
+        request_validation_exception_handler,
+    )
+    from fastapi.exceptions import RequestValidationError
     from ray.serve.exceptions import BackPressureError
+    from starlette.exceptions import HTTPException
+
+    from deployments import metrics
 
     title = api.title
     api.add_middleware(
         BodyLimit, max_bytes=lambda scope: edge(title, "max_body_bytes", default_max_body)
     )
 
+    @api.exception_handler(HTTPException)
+    async def counted(request: Request, exc: HTTPException):
+        metrics.rejected(exc.status_code)  # rejected inputs, by reason
+        return await http_exception_handler(request, exc)
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        metrics.rejected(422)
+        return await request_validation_exception_handler(request, exc)
+
     @api.exception_handler(BackPressureError)
     async def overloaded(request: Request, exc: BackPressureError) -> JSONResponse:
+        metrics.rejected(503)
         return JSONResponse(
             {"detail": "the service is at capacity; retry shortly"},
             status_code=503,

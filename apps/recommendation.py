@@ -29,11 +29,18 @@ from apps.common import (
     setup_edge,
     shadow_report,
 )
+from deployments.drift import DriftTap
+from deployments.metrics import stage
 from deployments.recommendation import CandidateGeneration, Ranking
 from deployments.shadow import ShadowComparator, ShadowMirror
 from mlsd.recommendation.artifact import load_tables
 from mlsd.recommendation.events import EVENT_STRENGTH, EventLog
-from mlsd.recommendation.pipeline import UserCandidates, final_ranking
+from mlsd.recommendation.pipeline import (
+    UserCandidates,
+    event_drift,
+    final_ranking,
+    request_drift,
+)
 from mlsd.recommendation.rerank import RecRerankConfig
 
 MAX_ID = 2**31 - 1
@@ -120,6 +127,7 @@ class RecommendationIngress:
         ranking: DeploymentHandle,
         shadow_ranking: DeploymentHandle | None = None,
         comparator: DeploymentHandle | None = None,
+        monitor: DeploymentHandle | None = None,
     ):
         self.args = RecommendationArgs(**args)
         setup_edge(api, self.args, 64 * 1024)
@@ -132,6 +140,7 @@ class RecommendationIngress:
         self.candidates, self.ranking = candidates, ranking
         self.shadow_ranking, self.comparator = shadow_ranking, comparator
         self.mirror = ShadowMirror.maybe(self._run_shadow, comparator, self.args.shadow)
+        self.drift = DriftTap(monitor)
 
     def reconfigure(self, config: dict) -> None:
         apply_ingress_config(self.mirror, config)
@@ -165,12 +174,16 @@ class RecommendationIngress:
             raise HTTPException(422, f"k={k} is over the maximum of {self.args.max_k}")
         t0 = time.perf_counter()
         now = int(time.time()) if at is None else at
-        cands: UserCandidates = await self.candidates.generate.remote(
-            user_id, max(self.args.n_candidates, k)
-        )
+        with stage("candidate_generation"):
+            cands: UserCandidates = await self.candidates.generate.remote(
+                user_id, max(self.args.n_candidates, k)
+            )
         req = cands.rank_request(now)  # None: cold start, the popularity order is final
-        scores = await self.ranking.rank.remote(req) if req is not None else None
-        items, final = self._final(cands, scores, k, now)
+        with stage("ranking"):
+            scores = await self.ranking.rank.remote(req) if req is not None else None
+        with stage("reranking"):
+            items, final = self._final(cands, scores, k, now)
+        self.drift.observe(**request_drift(cands, final, scores is not None))
         if self.mirror is not None and req is not None:
             ms = (time.perf_counter() - t0) * 1e3
             self.mirror.maybe_mirror((cands, req, k, now), items.tolist(), ms)
@@ -197,16 +210,12 @@ class RecommendationIngress:
             raise HTTPException(403, "this deployment does not record events (events_log off)")
         unknown_video = not self.tables.is_known_video(event.video_id)
         unknown_user = not self.tables.is_known_user(event.user_id)
-        event_id = await asyncio.to_thread(
-            self.log.append,
-            event.user_id,
-            event.video_id,
-            event.event,
-            event.timestamp,
-            event.rating,
-            unknown_user,
-            unknown_video,
-        )
+        with stage("event_log"):  # durable once this returns
+            event_id = await asyncio.to_thread(
+                self.log.append, event.user_id, event.video_id, event.event, event.timestamp,
+                event.rating, unknown_user, unknown_video,
+            )  # fmt: skip
+        self.drift.observe(**event_drift(self.tables, event.user_id, event.video_id))
         return EventAck(event_id=event_id, unknown_user=unknown_user, unknown_video=unknown_video)
 
     @api.get("/healthz", response_model=Liveness, summary="Liveness (open, reveals nothing)")
@@ -225,6 +234,10 @@ class RecommendationIngress:
             events=events,
             shadow=shadow,
         )
+
+    @api.get("/drift", summary="Served events and requests vs the training log (admin)")
+    async def drift(self, caller: Identity = Depends(require("admin"))) -> dict:
+        return await self.drift.report()
 
     @api.get("/shadow", summary="Aggregate shadow-vs-primary ranking comparison (admin)")
     async def shadow(self, caller: Identity = Depends(require("admin"))) -> dict:
@@ -257,5 +270,6 @@ def build_app(args: RecommendationArgs) -> Application:
         }
     ingress = RecommendationIngress.options(user_config=a.ingress_user_config())
     return ingress.bind(
-        a.ingress_args(), candidates=candidates, ranking=ranking("Ranking", a.model), **shadow
-    )
+        a.ingress_args(), candidates=candidates, ranking=ranking("Ranking", a.model),
+        monitor=a.drift_monitor(), **shadow,
+    )  # fmt: skip

@@ -35,11 +35,14 @@ from apps.common import (
     setup_edge,
     shadow_report,
 )
+from deployments.drift import DriftTap
+from deployments.metrics import stage
 from deployments.shadow import ShadowComparator, ShadowMirror
 from deployments.video_search import TextEncoder, TextSearch, VideoIndexer, VideoRetriever
 from mlsd.text_index import normalise
 from mlsd.uris import UnsafeURI, uri_allowed
 from mlsd.video_search.fusion import FusionConfig
+from mlsd.video_search.model import class_unit, load_video_text, query_drift
 from mlsd.video_search.pipeline import fused_candidates
 from mlsd.video_search.rerank import VideoRerankConfig, rerank_videos
 
@@ -163,6 +166,7 @@ class VideoSearchIngress:
         shadow_encoder: DeploymentHandle | None = None,
         shadow_retriever: DeploymentHandle | None = None,
         comparator: DeploymentHandle | None = None,
+        monitor: DeploymentHandle | None = None,
     ):
         self.args = VideoSearchArgs(**args)
         setup_edge(api, self.args, self.args.max_upload_bytes + limits.MULTIPART_SLACK)
@@ -175,19 +179,26 @@ class VideoSearchIngress:
         self.shadow_encoder, self.shadow_retriever = shadow_encoder, shadow_retriever
         self.comparator = comparator
         self.mirror = ShadowMirror.maybe(self._run_shadow, comparator, self.args.shadow)
+        self.drift = DriftTap(monitor)
+        if monitor is not None:  # the model's visual concepts, for the query's drift score
+            art = self.args.store().load(self.args.model.artifact, self.args.model.version)
+            self.concepts = class_unit(load_video_text(art))
 
     def reconfigure(self, config: dict) -> None:
         apply_ingress_config(self.mirror, config)
 
-    async def _dense(self, encoder, retriever, q: str):
+    async def _dense(self, encoder, retriever, q: str, observe: bool = False):
         vec = await encoder.encode.remote(q)
+        if observe:
+            self.drift.observe(**query_drift(q, vec, self.concepts))
         return await retriever.search.remote(vec, self.args.branch_depth)
 
     async def _branches(self, q: str, encoder, retriever) -> tuple[dict, list[str]]:
         """Both branches in parallel; a failing or slow branch is dropped and named."""
         t = self.args.branch_timeout_s
+        observe = encoder is self.encoder and self.drift.monitor is not None  # not the shadow
         jobs = {
-            "visual": asyncio.wait_for(self._dense(encoder, retriever, q), t),
+            "visual": asyncio.wait_for(self._dense(encoder, retriever, q, observe), t),
             "text": asyncio.wait_for(self.text.search.remote(q, self.args.branch_depth), t),
         }
         done = await asyncio.gather(*jobs.values(), return_exceptions=True)
@@ -200,12 +211,14 @@ class VideoSearchIngress:
         return branches, degraded
 
     async def _results(self, q: str, k: int, encoder, retriever) -> tuple[list, list[str]]:
-        branches, degraded = await self._branches(q, encoder, retriever)
+        with stage("retrieval_branches"):  # visual and text, in parallel
+            branches, degraded = await self._branches(q, encoder, retriever)
         if not branches:
             raise HTTPException(503, "both retrieval branches failed; try again")
-        fused = fused_candidates(branches, k, self.fusion)
-        docs = await retriever.docs.remote([f.doc_id for f in fused])
-        return rerank_videos(fused, docs, k, time.time(), self.rerank_cfg), degraded
+        with stage("fusion_reranking"):
+            fused = fused_candidates(branches, k, self.fusion)
+            docs = await retriever.docs.remote([f.doc_id for f in fused])
+            return rerank_videos(fused, docs, k, time.time(), self.rerank_cfg), degraded
 
     async def _run_shadow(self, request: tuple) -> list[int]:
         q, k = request
@@ -278,9 +291,10 @@ class VideoSearchIngress:
         else:
             src = await read_upload(form, "video", self.args.max_upload_bytes)
         try:
-            out = await asyncio.wait_for(
-                self.indexer.index.remote(src, doc), self.args.index_timeout_s
-            )
+            with stage("indexing"):  # decode, frame encoder, durable log
+                out = await asyncio.wait_for(
+                    self.indexer.index.remote(src, doc), self.args.index_timeout_s
+                )
         except TimeoutError:
             raise HTTPException(
                 504, "indexing did not finish in time; try a shorter video"
@@ -302,6 +316,10 @@ class VideoSearchIngress:
         info = await self.retriever.info.remote()
         shadow = self.shadow_model.label if self.shadow_model else None
         return Health(status="ok", model_version=self.model_version, catalogue=info, shadow=shadow)
+
+    @api.get("/drift", summary="Served queries vs the texts the model was built for (admin)")
+    async def drift(self, caller: Identity = Depends(require("admin"))) -> dict:
+        return await self.drift.report()
 
     @api.get("/shadow", summary="Aggregate shadow-vs-primary comparison (admin)")
     async def shadow(self, caller: Identity = Depends(require("admin"))) -> dict:
@@ -353,5 +371,6 @@ def build_app(args: VideoSearchArgs) -> Application:
         retriever=retriever("VideoRetriever", a.model),
         text_search=text,
         indexer=indexer,
+        monitor=a.drift_monitor(),
         **shadow,
     )

@@ -30,12 +30,15 @@ from apps.common import (
     setup_edge,
     shadow_report,
 )
+from deployments.drift import DriftTap
+from deployments.metrics import stage
 from deployments.shadow import ShadowComparator, ShadowMirror
 from deployments.visual_search import ImageEncoder, Retriever
 from mlsd.image import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, InvalidImage
 from mlsd.visual_search.catalogue import QuotaExceeded
 from mlsd.visual_search.features import ImagePreprocessor
 from mlsd.visual_search.model import EncoderConfig
+from mlsd.visual_search.pipeline import drift_observation
 
 
 class VisualSearchArgs(AppArgs):
@@ -113,6 +116,7 @@ class VisualSearchIngress:
         shadow_encoder: DeploymentHandle | None = None,
         shadow_retriever: DeploymentHandle | None = None,
         comparator: DeploymentHandle | None = None,
+        monitor: DeploymentHandle | None = None,
     ):
         self.args = VisualSearchArgs(**args)
         setup_edge(api, self.args, self.args.max_upload_bytes + limits.MULTIPART_SLACK)
@@ -128,14 +132,16 @@ class VisualSearchIngress:
         self.shadow_encoder, self.shadow_retriever = shadow_encoder, shadow_retriever
         self.comparator = comparator
         self.mirror = ShadowMirror.maybe(self._run_shadow, comparator, self.args.shadow)
+        self.drift = DriftTap(monitor)
 
     def reconfigure(self, config: dict) -> None:
         apply_ingress_config(self.mirror, config)
 
     async def _image_input(self, data: bytes):
+        """-> ((C, S, S) input, signature, drift features)."""
         try:
             async with self.decode_slots:  # bounded decode memory, whatever is admitted
-                return await asyncio.to_thread(self.preprocess, data)
+                return await asyncio.to_thread(self.preprocess.prepare, data)
         except InvalidImage as e:
             raise HTTPException(e.status, str(e)) from None
 
@@ -170,8 +176,13 @@ class VisualSearchIngress:
         t0 = time.perf_counter()
         form = await read_multipart(request, {"image"}, self.args.max_upload_bytes, ["image"])
         data = await read_upload(form, "image", self.args.max_upload_bytes)
-        x, _ = await self._image_input(data)
-        kept = await self._retrieve(self.encoder, self.retriever, x, k, user_id)
+        with stage("decode"):
+            x, _, feats = await self._image_input(data)
+        with stage("encode"):
+            emb = await self.encoder.encode.remote(x)  # (D,)
+        with stage("retrieve"):
+            kept = await self.retriever.search.remote(emb, k, user_id)  # ANN + reranking
+        self.drift.observe(**drift_observation(feats, emb, kept))
         if self.mirror is not None:
             ms = (time.perf_counter() - t0) * 1e3
             self.mirror.maybe_mirror((x, k, user_id), [i for i, _ in kept], ms)
@@ -200,18 +211,17 @@ class VisualSearchIngress:
             raise HTTPException(422, "form field 'owner' must be a string of at most 256 chars")
         owner = caller.acting_as(owner or None)  # the uploader owns it; admin may name another
         private = parse_bool(form.get("private"), "private")
-        x, signature = await self._image_input(data)
-        emb = await self.encoder.encode.remote(x)
+        with stage("decode"):
+            x, signature, feats = await self._image_input(data)
+        with stage("encode"):
+            emb = await self.encoder.encode.remote(x)
+        self.drift.observe(**drift_observation(feats, emb, None))
         try:
-            image_id = await self.retriever.add.remote(
-                emb,
-                self.model_version,
-                owner=owner,
-                private=private,
-                unsafe=False,
-                signature=signature,
-                image=data,
-            )
+            with stage("index"):  # durable once this returns
+                image_id = await self.retriever.add.remote(
+                    emb, self.model_version, owner=owner, private=private, unsafe=False,
+                    signature=signature, image=data,
+                )  # fmt: skip
         except QuotaExceeded:
             raise HTTPException(429, "this owner's image quota is full") from None
         return AddResponse(image_id=image_id, model_version=self.model_version)
@@ -225,6 +235,10 @@ class VisualSearchIngress:
         info = await self.retriever.info.remote()
         shadow = self.shadow_model.label if self.shadow_model else None
         return Health(status="ok", model_version=self.model_version, catalogue=info, shadow=shadow)
+
+    @api.get("/drift", summary="Served inputs, embeddings and scores vs the reference (admin)")
+    async def drift(self, caller: Identity = Depends(require("admin"))) -> dict:
+        return await self.drift.report()
 
     @api.get("/shadow", summary="Aggregate shadow-vs-primary comparison (admin)")
     async def shadow(self, caller: Identity = Depends(require("admin"))) -> dict:
@@ -266,5 +280,6 @@ def build_app(args: VisualSearchArgs) -> Application:
         }
     ingress = VisualSearchIngress.options(user_config=a.ingress_user_config())
     return ingress.bind(
-        a.ingress_args(), encoder=encoder("ImageEncoder", a.model), retriever=primary, **shadow
-    )
+        a.ingress_args(), encoder=encoder("ImageEncoder", a.model), retriever=primary,
+        monitor=a.drift_monitor(), **shadow,
+    )  # fmt: skip

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
+from deployments import metrics
 from mlsd.shadow import ShadowStats
 
 log = logging.getLogger("ray.serve")
@@ -47,9 +48,13 @@ class ShadowComparator:
 
     def record(self, **outcome: Any) -> None:
         self.stats.record(**outcome)
+        kind = "timeout" if outcome.get("timed_out") else (
+            "error" if outcome.get("error") is not None else "completed")  # fmt: skip
+        metrics.shadow_outcome(kind, self.stats.report()["mean_score"])
 
     def skip(self) -> None:
         self.skipped += 1
+        metrics.shadow_outcome("skipped")
 
     def report(self) -> dict:
         return {**self.stats.report(), "skipped_busy": self.skipped}

@@ -108,3 +108,26 @@ def dhash(img: Image.Image | np.ndarray, bits: int = 8) -> str:
 def hamming(a: str, b: str) -> int:
     """Bits that differ between two hex signatures."""
     return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+def image_statistics(x: np.ndarray) -> dict[str, np.ndarray]:
+    """Input properties that drift monitoring follows, per image of a (N, C, H, W) batch in
+    [0, 1] (or one (C, H, W) image): brightness, contrast, edge energy, the log ratio of
+    horizontal to vertical gradients (a 90-degree rotation flips its sign), top-minus-bottom
+    brightness (upside down flips it) and, for colour, saturation. Each is (N,)."""
+    x = np.asarray(x, np.float32)
+    x = x[None] if x.ndim == 3 else x  # (N, C, H, W)
+    grey = x.mean(1)  # (N, H, W)
+    dx = np.abs(np.diff(grey, axis=2)).mean((1, 2))
+    dy = np.abs(np.diff(grey, axis=1)).mean((1, 2))
+    half = grey.shape[1] // 2
+    out = {
+        "brightness": grey.mean((1, 2)),
+        "contrast": grey.std((1, 2)),
+        "edges": dx + dy,
+        "anisotropy": np.log((dx + 1e-3) / (dy + 1e-3)),
+        "vertical_balance": grey[:, :half].mean((1, 2)) - grey[:, -half:].mean((1, 2)),
+    }
+    if x.shape[1] == 3:
+        out["saturation"] = (x.max(1) - x.min(1)).mean((1, 2))
+    return {k: v.astype(np.float64) for k, v in out.items()}

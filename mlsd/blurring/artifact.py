@@ -17,9 +17,15 @@ def write_detector(
     train: dict,
     data: dict,
     metrics: dict,
+    reference=None,
 ) -> str:
+    """``reference``: the training photos' ``mlsd.drift.DriftReference``, if any."""
     w = store.new_version(name)
     torch.save(model.state_dict(), w.path("detector.pt"))
+    if reference is not None:
+        from mlsd.drift import REFERENCE_FILE
+
+        reference.save(w.path(REFERENCE_FILE))
     return w.commit(config={"detector": cfg.to_dict(), "train": train}, data=data,
                     metrics=metrics)  # fmt: skip
 

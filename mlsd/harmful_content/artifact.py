@@ -37,9 +37,15 @@ def export_classifier(model: nn.Module, example: dict[str, np.ndarray], path) ->
 
 def write_classifier(store: ArtifactStore, name: str, model: nn.Module, cfg: ClassifierConfig,
                      example: dict[str, np.ndarray], encoder: str, bag, train: dict,
-                     data: dict, metrics: dict, policy: dict | None = None) -> str:  # fmt: skip
-    """Weights, ONNX, the n-gram bag's idf (``bag``: a fitted NgramBag or None) and config."""
+                     data: dict, metrics: dict, policy: dict | None = None,
+                     reference=None) -> str:  # fmt: skip
+    """Weights, ONNX, the n-gram bag's idf (``bag``: a fitted NgramBag or None), config and
+    ``reference`` (``mlsd.drift.DriftReference`` of the validation posts), if any."""
     w = store.new_version(name)
+    if reference is not None:
+        from mlsd.drift import REFERENCE_FILE
+
+        reference.save(w.path(REFERENCE_FILE))
     torch.save(model.state_dict(), w.path("classifier.pt"))
     export_classifier(model, example, w.path("classifier.onnx"))
     if bag is not None:

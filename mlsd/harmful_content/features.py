@@ -289,3 +289,36 @@ def clean_text(text: str, max_chars: int, what: str = "text") -> str:
     text = unicodedata.normalize("NFC", text)
     text = "".join(" " if unicodedata.category(c) == "Cc" and c not in "\t\n" else c for c in text)
     return text.strip()
+
+
+def text_drift(text: str) -> dict[str, float]:
+    """A post's text as drift monitoring follows it: length in characters and words (log1p),
+    the share of its letters in the Latin alphabet (another script: another language) and of
+    upper-case letters (shouting, another register)."""
+    letters = [c for c in text if c.isalpha()]
+    n = max(len(letters), 1)
+    return {
+        "text_chars": math.log1p(len(text)),
+        "text_words": math.log1p(len(text.split())),
+        "latin_share": sum(c.isascii() for c in letters) / n,
+        "upper_share": sum(c.isupper() for c in letters) / n,
+    }
+
+
+def score_drift(heads: Sequence[str], probs: Sequence[float]) -> dict[str, float]:
+    """Each head's probability as its own score stream (``score_<head>``)."""
+    return {f"score_{h}": float(p) for h, p in zip(heads, probs, strict=True)}
+
+
+def drift_reference(texts: Sequence[str], heads: Sequence[str] | None = None,
+                    probs: np.ndarray | None = None, source: str = ""):  # fmt: skip
+    """Posts (their texts and, if given, the model's (N, H) probabilities on them) -> the
+    classifier artifact's drift reference."""
+    from mlsd.drift import build_reference
+
+    obs = [text_drift(t) for t in texts]
+    scores = {}
+    if probs is not None:
+        scores = {f"score_{h}": np.asarray(probs)[:, j] for j, h in enumerate(heads)}
+    return build_reference(features={k: np.array([o[k] for o in obs]) for k in obs[0]},
+                           scores=scores, source=source)  # fmt: skip

@@ -3,7 +3,8 @@
 factors.npz (WALS user/item factors, catalogue and trained-user masks, demographic
 popularity), history.npz (the training log per user), tables.npz + tables.json (item and user
 features), ranker.pt (+ its config in the manifest) and ranker.onnx (the same model, named
-inputs, for the onnx / Triton runners), settings in the manifest's config.
+inputs, for the onnx / Triton runners), drift_reference.json (events and requests of the
+training log, for drift monitoring), settings in the manifest's config.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 
 from mlsd.artifacts import Artifact, ArtifactError, ArtifactStore, ArtifactWriter
 from mlsd.data.movielens import MovieLens
+from mlsd.drift import REFERENCE_FILE
 from mlsd.recommendation.candidates import CandidateGenerator
 from mlsd.recommendation.features import History, RecTables, build_batch, example_requests
 from mlsd.recommendation.model import RankerConfig, RankingModel
@@ -26,6 +28,7 @@ from mlsd.recommendation.pipeline import (
     RankerExamples,
     RankerTrainConfig,
     RecSettings,
+    drift_reference,
     fit_candidate_generator,
     ranker_examples,
     train_ranker,
@@ -157,6 +160,10 @@ def build_recommender_artifact(
     cg, tables, history = fit_candidate_generator(ml, ml.ratings, title_emb, settings, fit_wals)
     writer = store.new_version(name, version)
     config = write_recommender(writer, cg, tables, history, model, settings)
+    ranker = Ranker.torch(model.eval(), tables, device="cpu")
+    drift_reference(ml.ratings, cg, tables, history, ranker, settings).save(
+        writer.path(REFERENCE_FILE)
+    )
     return writer.commit(
         config={**config, **(config_extra or {})},
         data={

@@ -364,3 +364,62 @@ class TwoStage:
                 items, _ = final_ranking(uc, sc, k, int(t), self.tables, self.settings.rerank)
                 out.append(items)
         return out
+
+
+def event_drift(tables: RecTables, user_id: int, video_id: int) -> dict:
+    """What drift monitoring records of one feedback event: whether its user is known, how
+    popular its video was in training (log1p count; 0 if unknown) and the video's title
+    embedding (the content space a new audience's tastes move in)."""
+    known = tables.is_known_video(video_id)
+    return {
+        "event_known_user": float(tables.is_known_user(user_id)),
+        "event_video_popularity": float(np.log1p(tables.popularity[video_id])) if known else 0.0,
+        "event_video": tables.title_emb[video_id] if known else None,
+    }
+
+
+def request_drift(cands: UserCandidates, final: np.ndarray, ranked: bool) -> dict:
+    """What drift monitoring records of one recommendation request: the user's history length
+    (log1p), whether a personal strategy served it, and the top ranking score if ranked."""
+    return {
+        "request_history": float(np.log1p(len(cands.history_items))),
+        "request_personal": float(cands.strategy in PERSONAL),
+        "top1_score": float(final[0]) if ranked and len(final) else None,
+    }
+
+
+def drift_reference(
+    ratings: pd.DataFrame,
+    cg: CandidateGenerator,
+    tables: RecTables,
+    history: History,
+    ranker: Ranker,
+    settings: RecSettings,
+    events: int = 5000,
+    requests: int = 400,
+    seed: int = 0,
+):
+    """The training log as drift reference: a sample of its events, and requests of users
+    drawn by activity, served at the log's end by the same steps as serving."""
+    from mlsd.drift import build_reference
+
+    rng = np.random.default_rng(seed)
+    rows = ratings.iloc[rng.choice(len(ratings), min(events, len(ratings)), replace=False)]
+    pairs = zip(rows.user_id, rows.item_id, strict=True)
+    ev = [event_drift(tables, int(u), int(i)) for u, i in pairs]
+    now = int(ratings.timestamp.max()) + 86400
+    users = ratings.user_id.to_numpy()[rng.choice(len(ratings), requests)]
+    req = []
+    for u in users:
+        cands, _, final = recommend_one(cg, history, ranker, int(u), 10, now, settings)
+        req.append(request_drift(cands, final, cands.rank_request(now) is not None))
+    col = lambda rs, k: np.array([r[k] for r in rs if r[k] is not None])  # noqa: E731
+    return build_reference(
+        features={k: col(ev, k) for k in ("event_known_user", "event_video_popularity")}
+        | {k: col(req, k) for k in ("request_history", "request_personal")},
+        scores={"top1_score": col(req, "top1_score")},
+        embeddings={
+            "event_video": np.stack([e["event_video"] for e in ev if e["event_video"] is not None])
+        },  # fmt: skip
+        source=f"{len(ev)} training events, {len(req)} requests at the log's end",
+    )

@@ -155,6 +155,41 @@ def load_video_text(art) -> VideoTextModel:
     return model.eval()
 
 
+def query_drift(query: str, vec: np.ndarray, class_unit: np.ndarray) -> dict:
+    """What drift monitoring records of one query: its length in words and characters
+    (log1p), its (D,) vector in the text-video space, and how close it comes to any visual
+    concept the model knows (the best cosine to the ImageNet class prompts)."""
+    return {
+        "query_words": float(np.log1p(len(query.split()))),
+        "query_chars": float(np.log1p(len(query))),
+        "query": vec,
+        "top1_class_similarity": float((class_unit @ np.asarray(vec, np.float32)).max()),
+    }
+
+
+def class_unit(model: VideoTextModel) -> np.ndarray:
+    """(1000, D) unit class-prompt vectors (:func:`query_drift`'s concepts)."""
+    return F.normalize(model.class_text, dim=-1).numpy()
+
+
+def drift_reference(model: VideoTextModel, texts: list[str], sentence_emb: np.ndarray):
+    """The texts a model was built for (its captions and class prompts) as drift reference;
+    ``sentence_emb``: their (N, 384) sentence vectors."""
+    from mlsd.drift import build_reference
+
+    with torch.inference_mode():
+        vec = model.embed_text(torch.as_tensor(sentence_emb, dtype=torch.float32)).numpy()
+    units = class_unit(model)
+    obs = [query_drift(t, v, units) for t, v in zip(texts, vec, strict=True)]
+    col = lambda k: np.array([o[k] for o in obs])  # noqa: E731
+    return build_reference(
+        features={k: col(k) for k in ("query_words", "query_chars")},
+        scores={"top1_class_similarity": col("top1_class_similarity")},
+        embeddings={"query": vec},
+        source=f"{len(texts)} texts the model was built for (captions, class prompts)",
+    )
+
+
 def write_video_text_artifact(
     store,
     name: str,
@@ -163,9 +198,15 @@ def write_video_text_artifact(
     data: dict | None = None,
     metrics: dict | None = None,
     version: str | None = None,
+    reference: tuple[list[str], np.ndarray] | None = None,
 ) -> str:
+    """``reference``: (texts, their sentence vectors) for drift monitoring's reference."""
     writer = store.new_version(name, version)
     torch.save(model.state_dict(), writer.path("model.pt"))
+    if reference is not None:
+        from mlsd.drift import REFERENCE_FILE
+
+        drift_reference(model, *reference).save(writer.path(REFERENCE_FILE))
     return writer.commit(
         config={"model": model.cfg.to_dict(), **config}, data=data or {}, metrics=metrics or {}
     )

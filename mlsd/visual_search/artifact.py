@@ -16,12 +16,13 @@ import numpy as np
 import torch
 
 from mlsd.artifacts import Artifact, ArtifactError, ArtifactStore
+from mlsd.drift import REFERENCE_FILE, DriftReference, build_reference
 from mlsd.image import decode_image, dhash, images_to_tensor
 from mlsd.index import IndexConfig, VectorIndex
 from mlsd.runtime import export_onnx, make_runner, quantize_int8
 from mlsd.visual_search.catalogue import CatalogueLog
 from mlsd.visual_search.evaluation import evaluate_embeddings
-from mlsd.visual_search.features import to_array
+from mlsd.visual_search.features import drift_features, to_array
 from mlsd.visual_search.model import EncoderConfig, build_encoder
 
 ENCODER_FILES = {"torch": "encoder.pt", "onnx": "encoder.onnx", "onnx-int8": "encoder.int8.onnx"}
@@ -46,6 +47,22 @@ def embed_in_process(images: np.ndarray, onnx_path: Path, batch_size: int = 256)
     runner = make_runner("onnx", path=onnx_path, device="cpu")
     outs = [runner.run(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
     return np.concatenate(outs).astype(np.float32)
+
+
+def drift_reference(
+    x: np.ndarray, emb: np.ndarray, ids: np.ndarray, index: VectorIndex, n: int = 5000
+) -> DriftReference:
+    """The catalogue as drift reference: its images' input features, their embeddings and,
+    as the score a search would get, each image's best match other than itself."""
+    pick = np.random.default_rng(0).permutation(len(x))[:n]
+    scores, found = index.search(emb[pick], 2)  # (n, 2): itself first, usually
+    top = np.where(found[:, 0] == ids[pick], scores[:, 1], scores[:, 0])
+    return build_reference(
+        features=drift_features(x[pick], np.zeros(len(pick), bool)),
+        scores={"top1_similarity": top[np.isfinite(top)]},
+        embeddings={"image": emb[pick]},
+        source=f"{len(pick)} catalogue images (leave-one-out top-1 similarity)",
+    )
 
 
 def build_visual_search_artifact(
@@ -108,6 +125,7 @@ def build_visual_search_artifact(
             folded = len(extra_ids)
     index = VectorIndex.build(emb, ids, index_cfg)
     index.save(writer.path("index.faiss"))
+    drift_reference(x, emb[: len(x)], ids[: len(x)], index).save(writer.path(REFERENCE_FILE))
     import pyarrow as pa
     import pyarrow.parquet as pq
 

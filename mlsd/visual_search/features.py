@@ -9,18 +9,32 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageOps
 
-from mlsd.image import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode_image, dhash
+from mlsd.image import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    decode_image,
+    dhash,
+    image_statistics,
+)
 from mlsd.visual_search.model import EncoderConfig
 
 
 def to_array(
     img: Image.Image, size: int = 28, channels: int = 1, invert: str = "auto"
 ) -> np.ndarray:
+    """Image -> (channels, size, size) float32 in [0, 1] (:func:`prepare_array`)."""
+    return prepare_array(img, size, channels, invert)[0]
+
+
+def prepare_array(
+    img: Image.Image, size: int = 28, channels: int = 1, invert: str = "auto"
+) -> tuple[np.ndarray, bool]:
     """Image -> (channels, size, size) float32 in [0, 1], the encoder's input.
 
     Keeps the aspect ratio (pads to a square with the background colour). ``invert``: "auto"
     flips bright-background photos to the dark-background convention of the training set
-    (Fashion-MNIST shows light garments on black); "never" / "always" force it.
+    (Fashion-MNIST shows light garments on black); "never" / "always" force it. Returns the
+    array and whether it was flipped.
     """
     mode = "L" if channels == 1 else "RGB"
     img = img.convert(mode)
@@ -37,7 +51,7 @@ def to_array(
     img = ImageOps.pad(img, (size, size), method=Image.Resampling.BILINEAR, color=fill)
     out = np.asarray(img, dtype=np.float32) / 255.0
     out = out[None] if channels == 1 else out.transpose(2, 0, 1)
-    return np.ascontiguousarray(out)
+    return np.ascontiguousarray(out), flip
 
 
 class ImagePreprocessor:
@@ -56,6 +70,19 @@ class ImagePreprocessor:
         self.cfg, self.max_bytes, self.max_pixels = cfg, max_bytes, max_pixels
 
     def __call__(self, data: bytes) -> tuple[np.ndarray, str]:
+        x, signature, _ = self.prepare(data)
+        return x, signature
+
+    def prepare(self, data: bytes) -> tuple[np.ndarray, str, dict[str, float]]:
+        """Also the upload's drift features (:func:`drift_features`), one float each."""
         img = decode_image(data, self.max_bytes, self.max_pixels, target=self.cfg.image_size)
-        x = to_array(img, size=self.cfg.image_size, channels=self.cfg.in_channels)
-        return x, dhash(x)
+        x, flipped = prepare_array(img, size=self.cfg.image_size, channels=self.cfg.in_channels)
+        feats = {k: float(v[0]) for k, v in drift_features(x[None], np.array([flipped])).items()}
+        return x, dhash(x), feats
+
+
+def drift_features(x: np.ndarray, flipped: np.ndarray) -> dict[str, np.ndarray]:
+    """(N, C, S, S) model inputs + whether each was flipped to a dark background -> the input
+    features drift monitoring follows, (N,) each: the image statistics of the encoder's input
+    and the share of uploads that needed flipping (a population of photos on white, say)."""
+    return {**image_statistics(x), "flipped": np.asarray(flipped, np.float64)}

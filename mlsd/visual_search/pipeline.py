@@ -87,3 +87,12 @@ def search_pipeline(
     x, _ = encoder.preprocess(data)
     emb = encoder.encode(x[None])[0]
     return catalogue.retrieve(emb, k, user_id, rerank_cfg, overfetch)
+
+
+def drift_observation(
+    features: dict[str, float], embedding: np.ndarray, hits: list[tuple[int, float]] | None
+) -> dict:
+    """What drift monitoring records of one served image: its input features, its (D,)
+    embedding and, for a search, the top hit's similarity (the reference's stream names)."""
+    top = hits[0][1] if hits else None
+    return {**features, "image": embedding, "top1_similarity": top}

@@ -13,3 +13,25 @@ def as_user(token: str | None) -> requests.Session:
     if token is not None:
         s.headers["Authorization"] = f"Bearer {token}"
     return s
+
+
+def scrape(names: set[str], timeout: float = 90.0) -> dict[str, list[str]]:
+    """Poll Ray's Prometheus endpoint (the session's ``$MLSD_TEST_METRICS_PORT``) until every
+    metric in ``names`` has a sample; -> the sample lines of each."""
+    import os
+    import time
+
+    url = f"http://127.0.0.1:{os.environ['MLSD_TEST_METRICS_PORT']}/metrics"
+    deadline = time.time() + timeout
+    found: dict[str, list[str]] = {}
+    while time.time() < deadline:
+        try:
+            text = requests.get(url, timeout=10).text
+        except requests.RequestException:
+            text = ""
+        found = {n: [ln for ln in text.splitlines() if ln.startswith(n)] for n in names}
+        if all(found.values()):
+            return found
+        time.sleep(2)
+    missing = sorted(n for n, v in found.items() if not v)
+    raise AssertionError(f"metrics never exported: {missing}")

@@ -237,3 +237,9 @@ def test_a_missing_or_corrupt_detector_artifact_fails_start_up_naming_it(
         f.write_bytes(f.read_bytes()[:1000])  # a truncated copy
     with pytest.raises(ArtifactError, match=r"detector\.pt is corrupt"):
         build_app(BlurringArgs(artifact_store=str(broken), detector={"members": ours}))
+
+
+def test_drift_report_says_why_it_is_off(app_url):
+    rep = api.get(f"{app_url[0]}/drift", timeout=30).json()
+    assert rep == {"enabled": False, "reason": "no detector of ours is served (the reference "
+                   "is in our detector's artifact)"}  # fmt: skip

@@ -230,3 +230,19 @@ def test_health_docs_and_shadow_agreement_per_head(app):
     assert rep["action_agreement"] == 1.0
     assert set(rep["head_agreement"]) >= {"hate", "offensive"}
     assert all(v == 1.0 for v in rep["head_agreement"].values())
+
+
+def test_drift_report_follows_posts_and_scores(app):
+    url = app[0]
+    rep = api.get(f"{url}/drift", timeout=30).json()
+    assert rep["enabled"] and rep["observed"] > 0, rep
+    assert {"latin_share", "score_hate"} <= set(rep["rolling"]["streams"]) | set(
+        rep["rolling"]["untested"]
+    )
+
+
+def test_review_queue_depth_is_a_metric(app):
+    from tests.serve.http import scrape
+
+    lines = scrape({"ray_mlsd_review_queue_depth"})["ray_mlsd_review_queue_depth"]
+    assert any('status="pending"' in ln for ln in lines), lines

@@ -290,3 +290,12 @@ def test_missing_or_corrupt_artifact_is_a_clear_startup_error(serve_instance, re
                 shadow={"version": "v2"},
             )
         )
+
+
+def test_drift_report_follows_requests_and_events(app_url):
+    url, _ = app_url
+    rep = api.get(f"{url}/drift", timeout=30).json()
+    assert rep["enabled"] and rep["observed"] > 0, rep
+    assert rep["reference"]["features"]["event_known_user"] > 0
+    assert set(rep["rolling"]["streams"]) <= set(rep["reference"]["features"]) | {
+        "top1_score", "event_video"}  # fmt: skip

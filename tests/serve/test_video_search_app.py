@@ -290,3 +290,12 @@ def test_acknowledged_upload_survives_a_restart(serve_instance, video_store, tmp
         assert api.get(f"{url}/health", timeout=30).json()["catalogue"]["videos"] == 5
     finally:
         serve.delete("vs_restart")
+
+
+def test_drift_report_follows_queries(app_url):
+    url = app_url[0]
+    for q in ("a man walking", "a busy street", "waves on a beach"):
+        assert api.get(f"{url}/search", params={"q": q}, timeout=30).status_code == 200
+    rep = api.get(f"{url}/drift", timeout=30).json()
+    assert rep["enabled"] and rep["observed"] >= 3, rep
+    assert "query" in rep["reference"]["embeddings"]

@@ -135,3 +135,18 @@ def test_the_proxy_caps_each_route_by_its_longest_prefix():
             limits.parse_proxy_limits(bad)
     (middleware,) = limits.proxy_middlewares()
     assert middleware.cls is limits.BodyLimit
+
+
+def test_the_grafana_dashboard_reads_metrics_the_code_exports():
+    """Every mlsd_* metric a panel queries is one deployments/metrics.py records."""
+    import json
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    dash = json.loads((root / "ops" / "grafana" / "mlsd.json").read_text())
+    code = (root / "deployments" / "metrics.py").read_text()
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"ray_(mlsd_[a-z_]+?)(?:_total|_bucket)?\b", e)}
+    assert used and all(f'"{m}"' in code for m in used), used
+    assert len({p["id"] for p in dash["panels"]}) == len(dash["panels"])
