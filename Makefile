@@ -25,7 +25,7 @@ export MLSD_PROXY_BODY_LIMITS ?= default=67174400,/visual-search=21037056,/recom
 export RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S ?= 60
 export RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S ?= 60
 
-.PHONY: venv triton-venv data artifacts serve serve-triton triton-repository test test-fast lint eval bench clean ray-token dev-token constraints
+.PHONY: venv triton-venv data artifacts serve serve-triton triton-repository soak bench-triton test test-fast lint eval bench clean ray-token dev-token constraints
 
 # constraints.txt: the versions the suite was last run with (`make constraints` after a change
 # of dependencies), so a clean clone installs what was tested, not whatever is newest
@@ -120,6 +120,14 @@ serve-triton: triton-venv triton-repository ray-token dev-token
 	  trap "kill $$pid" EXIT; \
 	  until curl -sf http://127.0.0.1:8100/v2/health/ready; do kill -0 $$pid || exit 1; sleep 1; done; \
 	  $(BIN)/serve run serve_config.triton.yaml
+
+# every app under a bounded mixed load for 3 minutes, one replica SIGKILLed half way (README)
+soak: artifacts ray-token dev-token
+	$(BIN)/python -m bench.soak
+
+# the visual-search encoder: Triton (gRPC, HTTP) vs onnxruntime in the replica (README)
+bench-triton: triton-venv artifacts
+	$(BIN)/python -m bench.triton_vs_onnx
 
 lint: venv
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -34,6 +34,7 @@ from apps.common import (
     read_multipart,
     read_upload,
     reject_unknown_query,
+    retry_once,
     setup_edge,
     shadow_report,
 )
@@ -180,7 +181,7 @@ class BlurringIngress:
         data = await read_upload(form, "image", self.args.max_upload_bytes)
         try:
             with stage("decode"):
-                image = await self.preprocess.prepare.remote(data)
+                image = await retry_once(lambda: self.preprocess.prepare.remote(data), "decode")
         except InvalidImage as e:
             raise HTTPException(e.status, str(e)) from None
         self.drift.observe(**drift_features(image))
@@ -188,7 +189,8 @@ class BlurringIngress:
         try:  # no detections, no image: a failed detector never lets the original through
             with stage("detection"):
                 det = await asyncio.wait_for(
-                    self.detector.detect.remote(image), self.args.detect_timeout_s
+                    retry_once(lambda: self.detector.detect.remote(image), "detection"),
+                    self.args.detect_timeout_s,
                 )
         except TimeoutError:
             raise HTTPException(503, "detection timed out; the image was not published") from None
@@ -197,7 +199,7 @@ class BlurringIngress:
         if self.mirror is not None:
             self.mirror.maybe_mirror(image, self._rows(det), (time.perf_counter() - t0) * 1e3)
         with stage("blur"):
-            jpeg = await self.preprocess.blur.remote(image, det)
+            jpeg = await retry_once(lambda: self.preprocess.blur.remote(image, det), "blur")
         image_id = self.store.new_id()
         boxes = [
             Box(label=LABELS[int(lab)], score=float(s), box=[round(float(v), 1) for v in b])

@@ -7,9 +7,10 @@ Each app keeps its own graph: these are functions and models, not an ingress bas
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterable
-from typing import Literal
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Literal, TypeVar
 
 from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +20,9 @@ from starlette.formparsers import MultiPartException
 from apps.auth import AuthArgs, AuthConfig, Authenticator, check_bind, serve_hosts
 from deployments.shadow import ShadowMirror, ShadowTraffic
 from mlsd.artifacts import ArtifactStore, model_label
+
+logger = logging.getLogger("ray.serve")
+T = TypeVar("T")
 
 
 class ArtifactRef(BaseModel):
@@ -240,6 +244,20 @@ def setup_edge(api: FastAPI, args: AppArgs, max_body_bytes: int) -> Authenticato
     auth = Authenticator(args.auth)
     EDGE[api.title] = {"authenticator": auth, "max_body_bytes": max_body_bytes}
     return auth
+
+
+async def retry_once(call: Callable[[], Awaitable[T]], what: str) -> T:
+    """An idempotent downstream call (a search, a ranking, a scoring; never a write) tried
+    again once when the replica serving it died or became unreachable mid-call: Serve routes
+    the retry to a live replica (or queues it until the replacement is up), so a lost replica
+    costs latency, not an error. Any other failure propagates at once."""
+    from ray.exceptions import ActorUnavailableError, RayActorError
+
+    try:
+        return await call()
+    except (RayActorError, ActorUnavailableError) as e:
+        logger.warning("%s: replica lost (%s); retrying once", what, type(e).__name__)
+        return await call()
 
 
 class Liveness(BaseModel):

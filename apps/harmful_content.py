@@ -32,6 +32,7 @@ from apps.common import (
     apply_ingress_config,
     pin_local,
     reject_unknown_query,
+    retry_once,
     setup_edge,
     shadow_report,
 )
@@ -234,6 +235,10 @@ class HarmfulContentIngress:
     def reconfigure(self, config: dict) -> None:
         apply_ingress_config(self.mirror, config)
 
+    def check_health(self) -> None:
+        """Serve's health check: no traffic while the review queue is unreadable."""
+        self.queue.check()
+
     async def _queue_depth(self) -> None:
         """The review queue's size by status, as a gauge (never fails the request)."""
         try:
@@ -244,7 +249,7 @@ class HarmfulContentIngress:
     async def _model_info(self) -> dict:
         """Heads, inputs and tuned thresholds of the served model (asked once)."""
         if self.info is None:
-            info = await self.classifier.info.remote()
+            info = await retry_once(lambda: self.classifier.info.remote(), "model info")
             self.policy = Policy.from_dict({**info["policy"], **self.args.policy})
             self.info = info
         return self.info
@@ -375,7 +380,8 @@ class HarmfulContentIngress:
         t0 = time.perf_counter()
         try:
             with stage("classification"):
-                probs = await asyncio.wait_for(self.classifier.score.remote(features),
+                probs = await asyncio.wait_for(retry_once(  # scoring is idempotent
+                    lambda: self.classifier.score.remote(features), "classification"),
                                                self.args.score_timeout_s)  # fmt: skip
         except TimeoutError:
             raise HTTPException(503, "scoring timed out; retry the post") from None

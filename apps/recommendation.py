@@ -26,6 +26,7 @@ from apps.common import (
     apply_ingress_config,
     pin_local,
     reject_unknown_query,
+    retry_once,
     setup_edge,
     shadow_report,
 )
@@ -145,6 +146,11 @@ class RecommendationIngress:
     def reconfigure(self, config: dict) -> None:
         apply_ingress_config(self.mirror, config)
 
+    def check_health(self) -> None:
+        """Serve's health check: no traffic while the event log is unreadable."""
+        if self.log is not None:
+            self.log.check()
+
     def _final(self, cands: UserCandidates, scores, k: int, now: int):
         return final_ranking(cands, scores, k, now, self.tables, self.rerank_cfg)
 
@@ -175,12 +181,15 @@ class RecommendationIngress:
         t0 = time.perf_counter()
         now = int(time.time()) if at is None else at
         with stage("candidate_generation"):
-            cands: UserCandidates = await self.candidates.generate.remote(
-                user_id, max(self.args.n_candidates, k)
+            cands: UserCandidates = await retry_once(
+                lambda: self.candidates.generate.remote(user_id, max(self.args.n_candidates, k)),
+                "candidate generation",
             )
         req = cands.rank_request(now)  # None: cold start, the popularity order is final
         with stage("ranking"):
-            scores = await self.ranking.rank.remote(req) if req is not None else None
+            scores = None
+            if req is not None:
+                scores = await retry_once(lambda: self.ranking.rank.remote(req), "ranking")
         with stage("reranking"):
             items, final = self._final(cands, scores, k, now)
         self.drift.observe(**request_drift(cands, final, scores is not None))
@@ -224,7 +233,7 @@ class RecommendationIngress:
 
     @api.get("/health", response_model=Health, summary="Detailed health (admin)")
     async def health(self, caller: Identity = Depends(require("admin"))) -> Health:
-        info = await self.candidates.info.remote()
+        info = await retry_once(lambda: self.candidates.info.remote(), "health")
         events = await asyncio.to_thread(self.log.flagged) if self.log is not None else None
         shadow = self.shadow_model.label if self.shadow_model else None
         return Health(

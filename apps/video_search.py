@@ -32,6 +32,7 @@ from apps.common import (
     read_multipart,
     read_upload,
     reject_unknown_query,
+    retry_once,
     setup_edge,
     shadow_report,
 )
@@ -188,10 +189,11 @@ class VideoSearchIngress:
         apply_ingress_config(self.mirror, config)
 
     async def _dense(self, encoder, retriever, q: str, observe: bool = False):
-        vec = await encoder.encode.remote(q)
+        vec = await retry_once(lambda: encoder.encode.remote(q), "query encoder")
         if observe:
             self.drift.observe(**query_drift(q, vec, self.concepts))
-        return await retriever.search.remote(vec, self.args.branch_depth)
+        depth = self.args.branch_depth
+        return await retry_once(lambda: retriever.search.remote(vec, depth), "visual branch")
 
     async def _branches(self, q: str, encoder, retriever) -> tuple[dict, list[str]]:
         """Both branches in parallel; a failing or slow branch is dropped and named."""
@@ -199,7 +201,12 @@ class VideoSearchIngress:
         observe = encoder is self.encoder and self.drift.monitor is not None  # not the shadow
         jobs = {
             "visual": asyncio.wait_for(self._dense(encoder, retriever, q, observe), t),
-            "text": asyncio.wait_for(self.text.search.remote(q, self.args.branch_depth), t),
+            "text": asyncio.wait_for(
+                retry_once(
+                    lambda: self.text.search.remote(q, self.args.branch_depth), "text branch"
+                ),
+                t,
+            ),
         }
         done = await asyncio.gather(*jobs.values(), return_exceptions=True)
         branches, degraded = {}, []
@@ -217,7 +224,8 @@ class VideoSearchIngress:
             raise HTTPException(503, "both retrieval branches failed; try again")
         with stage("fusion_reranking"):
             fused = fused_candidates(branches, k, self.fusion)
-            docs = await retriever.docs.remote([f.doc_id for f in fused])
+            ids = [f.doc_id for f in fused]
+            docs = await retry_once(lambda: retriever.docs.remote(ids), "catalogue docs")
             return rerank_videos(fused, docs, k, time.time(), self.rerank_cfg), degraded
 
     async def _run_shadow(self, request: tuple) -> list[int]:
@@ -313,7 +321,7 @@ class VideoSearchIngress:
 
     @api.get("/health", response_model=Health, summary="Detailed health (admin)")
     async def health(self, caller: Identity = Depends(require("admin"))) -> Health:
-        info = await self.retriever.info.remote()
+        info = await retry_once(lambda: self.retriever.info.remote(), "health")
         shadow = self.shadow_model.label if self.shadow_model else None
         return Health(status="ok", model_version=self.model_version, catalogue=info, shadow=shadow)
 

@@ -27,6 +27,7 @@ from apps.common import (
     read_multipart,
     read_upload,
     reject_unknown_query,
+    retry_once,
     setup_edge,
     shadow_report,
 )
@@ -179,9 +180,11 @@ class VisualSearchIngress:
         with stage("decode"):
             x, _, feats = await self._image_input(data)
         with stage("encode"):
-            emb = await self.encoder.encode.remote(x)  # (D,)
-        with stage("retrieve"):
-            kept = await self.retriever.search.remote(emb, k, user_id)  # ANN + reranking
+            emb = await retry_once(lambda: self.encoder.encode.remote(x), "encode")  # (D,)
+        with stage("retrieve"):  # ANN + reranking
+            kept = await retry_once(
+                lambda: self.retriever.search.remote(emb, k, user_id), "retrieve"
+            )
         self.drift.observe(**drift_observation(feats, emb, kept))
         if self.mirror is not None:
             ms = (time.perf_counter() - t0) * 1e3
@@ -213,8 +216,8 @@ class VisualSearchIngress:
         private = parse_bool(form.get("private"), "private")
         with stage("decode"):
             x, signature, feats = await self._image_input(data)
-        with stage("encode"):
-            emb = await self.encoder.encode.remote(x)
+        with stage("encode"):  # idempotent: the write itself (index) is not retried
+            emb = await retry_once(lambda: self.encoder.encode.remote(x), "encode")
         self.drift.observe(**drift_observation(feats, emb, None))
         try:
             with stage("index"):  # durable once this returns
@@ -232,7 +235,7 @@ class VisualSearchIngress:
 
     @api.get("/health", response_model=Health, summary="Detailed health (admin)")
     async def health(self, caller: Identity = Depends(require("admin"))) -> Health:
-        info = await self.retriever.info.remote()
+        info = await retry_once(lambda: self.retriever.info.remote(), "health")
         shadow = self.shadow_model.label if self.shadow_model else None
         return Health(status="ok", model_version=self.model_version, catalogue=info, shadow=shadow)
 

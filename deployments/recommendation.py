@@ -36,6 +36,11 @@ class CandidateGeneration:
         """Top-n candidates + the user's watch history (training log + logged events)."""
         return await asyncio.to_thread(self._generate, user_id, n)
 
+    def check_health(self) -> None:
+        """Serve's health check: a replica whose event log is unreadable takes no traffic."""
+        if self.log is not None:
+            self.log.check()
+
     def info(self) -> dict:
         cg = self.rec.cg
         return {

@@ -79,6 +79,11 @@ class VideoRetriever(FaultInjectable):
     async def docs(self, ids: list[int]) -> dict[int, VideoDoc]:
         return await asyncio.to_thread(self.branch.docs, ids)
 
+    def check_health(self) -> None:
+        """Serve's health check: a replica whose live log is unreadable takes no traffic."""
+        if self.branch.catalogue.log is not None:
+            self.branch.catalogue.log.check()
+
     def info(self) -> dict:
         return self.branch.info()
 
@@ -99,6 +104,11 @@ class TextSearch(FaultInjectable):
     ):
         art = ArtifactStore.open(store_uri).load(catalogue_artifact, catalogue_version)
         self.branch = TextBranch(VideoCatalogue(art, live_log), boosts)
+
+    def check_health(self) -> None:
+        """Serve's health check: a replica whose live log is unreadable takes no traffic."""
+        if self.branch.catalogue.log is not None:
+            self.branch.catalogue.log.check()
 
     async def search(self, q: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         await inject_fault(self._fail_with, "text search")

@@ -88,3 +88,8 @@ class Retriever:
 
     def info(self) -> dict:
         return self.catalogue.info()
+
+    def check_health(self) -> None:
+        """Serve's health check: a replica whose live log is unreadable takes no traffic."""
+        if self.catalogue.log is not None:
+            self.catalogue.log.check()

@@ -88,6 +88,14 @@ class DurableLog:
             return None
         return self._ids.inverse(n) if self._ids else n
 
+    def check(self) -> None:
+        """Raise if the log cannot be read or its file is gone (a lost volume): what a
+        serving replica's health check asks before it takes traffic."""
+        if not self.path.exists():
+            raise OSError(f"durable log {self.path} is gone")
+        with self._lock:
+            self._conn.execute("SELECT 1 FROM meta LIMIT 1").fetchone()
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

@@ -28,6 +28,7 @@ from mlsd.blurring import data as bdata
 from mlsd.blurring.augment import AugmentConfig, Augmenter, pad_targets, unpad_targets
 from mlsd.blurring.model import DetectorConfig, build_detector, set_input_scale
 from mlsd.blurring.pipeline import to_tensor, train_step
+from train.common import add_failure_args
 
 
 class AugmentBatch:
@@ -142,6 +143,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="write the artifact from --run-name's latest checkpoint, no training",
     )
+    add_failure_args(p)
     return p.parse_args(argv)
 
 
@@ -178,7 +180,7 @@ def run(a: argparse.Namespace) -> dict:
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from train.common import init_ray
+    from train.common import init_ray, run_config
 
     faces, plates = bdata.faces("train", a.data_root), bdata.plates("train", a.data_root)
     cfg = DetectorConfig(family=a.family, train_from_block=a.train_from_block,
@@ -226,11 +228,7 @@ def run(a: argparse.Namespace) -> dict:
             use_gpu=a.use_gpu,
             resources_per_worker={"CPU": a.cpus_per_worker},
         ),  # fmt: skip
-        run_config=ray.train.RunConfig(
-            name=run_name,
-            storage_path=a.runs_dir,
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-        ),  # fmt: skip
+        run_config=run_config(run_name, a.runs_dir, a.max_failures),
         datasets={"train": ds},
     )
     t0 = time.perf_counter()
@@ -247,10 +245,14 @@ def run(a: argparse.Namespace) -> dict:
 def _export(a, cfg, weights, metrics, run_name, seconds, n_faces, n_plates) -> dict:
     from mlsd.artifacts import ArtifactStore
     from mlsd.blurring.artifact import write_detector
+    from mlsd.blurring.features import drift_reference
 
     model = build_detector(cfg, pretrained=False)
     model.load_state_dict(weights)
     name = a.name or f"blurring_{a.family}"
+    photos = bdata.faces("train", a.data_root)[::4] + bdata.plates("train", a.data_root)[::4]
+    reference = drift_reference((bdata.load_rgb(e.path) for e in photos),
+                                f"{len(photos)} training photos (every 4th)")  # fmt: skip
     version = write_detector(
         ArtifactStore(a.store), name, model, cfg,
         train={"run": run_name, "epochs": a.epochs, "lr": a.lr, "crop": a.crop,
@@ -258,7 +260,7 @@ def _export(a, cfg, weights, metrics, run_name, seconds, n_faces, n_plates) -> d
                "num_workers": a.num_workers, "use_gpu": a.use_gpu},
         data={"faces": f"face_mask_detection_train (train split, {n_faces} photos)",
               "plates": f"openalpr_plates eu+us (train split, {n_plates} photos)"},
-        metrics=metrics,
+        metrics=metrics, reference=reference,
     )  # fmt: skip
     return {"run": run_name, "train_seconds": seconds, "artifact": f"{name}/{version}"}
 

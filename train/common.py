@@ -49,3 +49,26 @@ def resume(model, opt) -> dict | None:
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     return state
+
+
+def add_failure_args(p) -> None:
+    """``--max-failures``: how many lost workers a run survives (each restart resumes from the
+    last checkpoint)."""
+    p.add_argument(
+        "--max-failures", type=int, default=3, help="worker failures a run survives, each "
+        "resumed from the last checkpoint",
+    )  # fmt: skip
+
+
+def run_config(name: str, storage_path: str, max_failures: int = 3, num_to_keep: int = 2):
+    """Every Ray Train job's RunConfig: named runs under ``storage_path`` (the same name
+    resumes), the last ``num_to_keep`` checkpoints, and ``FailureConfig(max_failures)``: a
+    lost worker restarts the worker group, which resumes from the latest checkpoint."""
+    import ray.train
+
+    return ray.train.RunConfig(
+        name=name,
+        storage_path=storage_path,
+        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=num_to_keep),
+        failure_config=ray.train.FailureConfig(max_failures=max_failures),
+    )

@@ -30,6 +30,7 @@ from mlsd.harmful_content import data as D
 from mlsd.harmful_content import features as F
 from mlsd.harmful_content import model as M
 from mlsd.harmful_content import pipeline as P
+from train.common import add_failure_args
 
 
 def _limit(posts: list[D.Post], n: int) -> list[D.Post]:
@@ -214,6 +215,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", default="harmful_content")
     p.add_argument("--run-name", default=None, help="re-use to resume from its last checkpoint")
     p.add_argument("--runs-dir", default=os.path.abspath("var/ray_results"))
+    add_failure_args(p)
     return p.parse_args(argv)
 
 
@@ -221,7 +223,7 @@ def run(a: argparse.Namespace) -> dict:
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from train.common import init_ray
+    from train.common import init_ray, run_config
 
     if a.reviews:
         a.reviews = os.path.abspath(a.reviews)
@@ -234,8 +236,7 @@ def run(a: argparse.Namespace) -> dict:
         train_loop_config={"args": vars(a), "opt": opt},
         scaling_config=ray.train.ScalingConfig(num_workers=a.num_workers, use_gpu=a.use_gpu,
                                                resources_per_worker={"CPU": a.cpus_per_worker}),
-        run_config=ray.train.RunConfig(name=run_name, storage_path=a.runs_dir,
-                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
+        run_config=run_config(run_name, a.runs_dir, a.max_failures),
     )  # fmt: skip
     t0 = time.perf_counter()
     result = trainer.fit()
@@ -260,6 +261,7 @@ def _policy(heads, probs, y, mask, a) -> dict:
 def _export(a: argparse.Namespace, state: dict, run_name: str, seconds: float) -> dict:
     from mlsd.artifacts import ArtifactStore
     from mlsd.harmful_content.artifact import write_classifier
+    from mlsd.harmful_content.features import drift_reference
 
     cfg, encoder, bag, train, val, reviewed = _prepare(a, 1)
     x_va = P.featurize(val, encoder, bag, cfg.spec, a.cache)
@@ -280,6 +282,8 @@ def _export(a: argparse.Namespace, state: dict, run_name: str, seconds: float) -
               "labels": "SYNTHETIC natural (user reports)" if a.labels == "natural"
               else "human"},
         metrics={"validation": scores}, policy=policy,
+        reference=drift_reference([p.text for p in val], cfg.heads, probs,
+                                  f"{len(val)} validation posts"),
     )  # fmt: skip
     return {"run": run_name, "train_seconds": seconds, "artifact": f"{a.name}/{version}",
             "reviewed_rows": reviewed, "best_val_mean_auroc": state["best"]}  # fmt: skip

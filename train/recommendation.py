@@ -39,6 +39,7 @@ from mlsd.recommendation.pipeline import (
     new_ranker,
     ranker_loss,
 )
+from train.common import add_failure_args
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -50,10 +51,15 @@ def train_loop_per_worker(config: dict) -> None:
     torch.set_num_threads(config["torch_threads"])
     ex: RankerExamples = ray.get(config["examples_ref"])
     cfg = RankerTrainConfig(**config["ranker"])
-    model = ray.train.torch.prepare_model(new_ranker(ex.tables, cfg))
+    from train.common import resume
+
+    model = new_ranker(ex.tables, cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = resume(model, opt)  # after a lost worker: the last epoch's checkpoint
+    start = state["epoch"] + 1 if state else 0
+    model = ray.train.torch.prepare_model(model)
     shard = ray.train.get_dataset_shard("train")
-    for epoch in range(cfg.epochs):
+    for epoch in range(start, cfg.epochs):
         model.train()
         total, n = 0.0, 0
         for ids in shard.iter_batches(batch_size=cfg.users_per_batch, local_shuffle_buffer_size=256,
@@ -64,12 +70,13 @@ def train_loop_per_worker(config: dict) -> None:
                 loss.backward()
                 opt.step()
                 total, n = total + loss.item() * len(labels), n + len(labels)
-        metrics = {"epoch": epoch, "loss": total / max(n, 1)}
+        metrics = {"epoch": epoch, "loss": total / max(n, 1), "resumed_from_epoch": start}
         with tempfile.TemporaryDirectory() as d:
             checkpoint = None
             if ray.train.get_context().get_world_rank() == 0:
                 inner = model.module if hasattr(model, "module") else model
-                torch.save(inner.state_dict(), Path(d) / "ranker.pt")
+                torch.save({"model": inner.state_dict(), "optimizer": opt.state_dict(),
+                            "epoch": epoch}, Path(d) / "state.pt")  # fmt: skip
                 checkpoint = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=checkpoint)
 
@@ -81,10 +88,13 @@ def train_ranker_on_ray(
     use_gpu: bool = False,
     cpus_per_worker: float = 1.0,
     runs_dir: str | None = None,
+    max_failures: int = 3,
 ) -> tuple[torch.nn.Module, dict]:
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
+
+    from train.common import run_config
 
     ds = ray.data.range(len(ex.requests)).random_shuffle(seed=cfg.seed)
     trainer = TorchTrainer(
@@ -99,17 +109,18 @@ def train_ranker_on_ray(
             use_gpu=use_gpu,
             resources_per_worker={"CPU": cpus_per_worker},
         ),
-        run_config=ray.train.RunConfig(
-            name=f"recommendation-ranker-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=runs_dir or os.path.abspath("var/ray_results"),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-        ),
+        run_config=run_config(
+            f"recommendation-ranker-{time.strftime('%Y%m%d-%H%M%S')}",
+            runs_dir or os.path.abspath("var/ray_results"),
+            max_failures,
+            num_to_keep=1,
+        ),  # fmt: skip
         datasets={"train": ds},
     )
     result = trainer.fit()
     model = new_ranker(ex.tables, cfg)
     with result.checkpoint.as_directory() as d:
-        model.load_state_dict(torch.load(Path(d) / "ranker.pt", weights_only=True))
+        model.load_state_dict(torch.load(Path(d) / "state.pt", weights_only=True)["model"])
     return model.eval(), dict(result.metrics)
 
 
@@ -162,6 +173,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", default="recommendation")
     p.add_argument("--version", default=None)
     p.add_argument("--runs-dir", default=os.path.abspath("var/ray_results"))
+    add_failure_args(p)
     return p.parse_args(argv)
 
 
@@ -189,7 +201,8 @@ def run(a: argparse.Namespace) -> dict:
     emb = title_embeddings(ml, a.text_model)
 
     def train_fn(ex, cfg):
-        return train_ranker_on_ray(ex, cfg, a.num_workers, a.use_gpu, a.cpus_per_worker, a.runs_dir)
+        return train_ranker_on_ray(ex, cfg, a.num_workers, a.use_gpu, a.cpus_per_worker,
+                                   a.runs_dir, a.max_failures)  # fmt: skip
 
     version = build_recommender_artifact(
         ArtifactStore(a.store),

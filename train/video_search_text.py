@@ -34,6 +34,7 @@ from mlsd.video_search.model import (
     imagenet_classes,
     write_video_text_artifact,
 )
+from train.common import add_failure_args
 
 
 class FrameFeatures:
@@ -74,19 +75,22 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from train.common import task_resources
+    from train.common import resume, task_resources
 
     task_resources()  # torch's threads = the CPUs Ray gave this worker
     feats, probs, labels, cap_emb, class_text = ray.get(config["data_ref"])
     rank = ray.train.get_context().get_world_rank()
-    model = ray.train.torch.prepare_model(VideoTextModel(VideoTextConfig(), class_text))
-    inner = model.module if hasattr(model, "module") else model
+    model = VideoTextModel(VideoTextConfig(), class_text)
     opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=1e-4)
-    sampler = ClipSampler(labels, seed=config["seed"] + rank)
+    state = resume(model, opt)  # after a lost worker: the last checkpoint (every 50 steps)
+    start = int(state["step"]) + 1 if state else 0
+    losses: list[float] = state["losses"].tolist() if state else []
+    model = ray.train.torch.prepare_model(model)
+    inner = model.module if hasattr(model, "module") else model
+    sampler = ClipSampler(labels, seed=config["seed"] + rank + start)
     F, P, C = torch.as_tensor(feats), torch.as_tensor(probs), torch.as_tensor(cap_emb)
-    losses: list[float] = []
     window = max(1, min(10, config["steps"] // 4))  # loss averaged over the first / last steps
-    for step in range(config["steps"]):
+    for step in range(start, config["steps"]):
         idx, caps = sampler.sample(config["batch_size"])
         idx = torch.as_tensor(idx)
         loss = inner.loss(F[idx].mean(1), P[idx].mean(1), C[torch.as_tensor(caps)])
@@ -98,11 +102,14 @@ def train_loop_per_worker(config: dict) -> None:
         if step % 50 == 0 or last:
             with tempfile.TemporaryDirectory() as d:
                 ckpt = None
-                if last and rank == 0:
-                    torch.save(inner.state_dict(), Path(d) / "model.pt")
+                if rank == 0:
+                    torch.save({"model": inner.state_dict(), "optimizer": opt.state_dict(),
+                                "step": step, "losses": torch.tensor(losses)},
+                               Path(d) / "state.pt")  # fmt: skip
                     ckpt = ray.train.Checkpoint.from_directory(d)
                 metrics = {
                     "step": step,
+                    "resumed_from_step": start,
                     "loss": losses[-1],
                     "loss_first_steps": float(np.mean(losses[:window])),
                     "loss_last_steps": float(np.mean(losses[-window:])),
@@ -127,6 +134,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", default="video_text")
     p.add_argument("--version", default=None)
     p.add_argument("--runs-dir", default=os.path.abspath("var/ray_results"))
+    add_failure_args(p)
     return p.parse_args(argv)
 
 
@@ -140,7 +148,7 @@ def run(a: argparse.Namespace) -> dict:
     from ray.train.torch import TorchTrainer
 
     from mlsd.text import SentenceEncoder
-    from train.common import init_ray
+    from train.common import init_ray, run_config
 
     init_ray(a.num_cpus)
     t0 = time.perf_counter()
@@ -148,12 +156,12 @@ def run(a: argparse.Namespace) -> dict:
     class_text = class_prompt_embeddings(text)
     model = VideoTextModel(VideoTextConfig(), class_text)
     final: dict = {}
+    cap_emb = text.encode(all_captions())  # the training texts, and drift's reference
     if a.steps > 0:
         train = fm.load("train", a.data_dir)
         feats, probs, labels = frame_features(
             train.images[: a.train_images], train.labels[: a.train_images]
         )
-        cap_emb = text.encode(all_captions())
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={
@@ -168,20 +176,23 @@ def run(a: argparse.Namespace) -> dict:
                 use_gpu=a.use_gpu,
                 resources_per_worker={"CPU": a.cpus_per_worker},
             ),
-            run_config=ray.train.RunConfig(
-                name=f"video_text-{time.strftime('%Y%m%d-%H%M%S')}",
-                storage_path=a.runs_dir,
-                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            run_config=run_config(
+                f"video_text-{time.strftime('%Y%m%d-%H%M%S')}",
+                a.runs_dir,
+                a.max_failures,
+                num_to_keep=1,
             ),
         )
         result = trainer.fit()
         final = dict(result.metrics)
         with result.checkpoint.as_directory() as d:
-            model.load_state_dict(torch.load(Path(d) / "model.pt", weights_only=True))
+            model.load_state_dict(torch.load(Path(d) / "state.pt", weights_only=True)["model"])
+    prompts = [PROMPT.format(c) for c in imagenet_classes()]
     version = write_video_text_artifact(
         ArtifactStore(a.store),
         a.name,
         model,
+        reference=(all_captions() + prompts, np.concatenate([cap_emb, class_text])),
         config={
             "text_model": a.text_model,
             "kind": "contrastive" if a.steps > 0 else "zero-shot",

@@ -36,6 +36,7 @@ from mlsd.visual_search.contrastive import (
     nearest_neighbours,
 )
 from mlsd.visual_search.model import ConvEncoder, EncoderConfig, build_encoder, trainable_part
+from train.common import add_failure_args
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -193,6 +194,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--index-kind", default="auto", choices=["auto", "flat", "ivf", "hnsw"])
     p.add_argument("--catalogue-limit", type=int, default=0)
     p.add_argument("--skip-index", action="store_true")
+    add_failure_args(p)
     return p.parse_args(argv)
 
 
@@ -209,7 +211,7 @@ def run(a: argparse.Namespace) -> dict:
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from train.common import init_ray
+    from train.common import init_ray, run_config
 
     init_ray(a.num_cpus)
     train = fm.load("train", a.data_dir)
@@ -261,11 +263,7 @@ def run(a: argparse.Namespace) -> dict:
             use_gpu=a.use_gpu,
             resources_per_worker={"CPU": a.cpus_per_worker},
         ),
-        run_config=ray.train.RunConfig(
-            name=run_name,
-            storage_path=a.runs_dir,
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-        ),
+        run_config=run_config(run_name, a.runs_dir, a.max_failures),
         datasets={"train": ds},
     )
     t0 = time.perf_counter()

@@ -14,6 +14,7 @@ DEPLOYMENTS = {
         "Retriever",
         "ShadowRetriever",
         "ShadowComparator",
+        "DriftMonitor",
     },
     "recommendation": {
         "RecommendationIngress",
@@ -21,6 +22,7 @@ DEPLOYMENTS = {
         "Ranking",
         "ShadowRanking",
         "ShadowComparator",
+        "DriftMonitor",
     },
     "video_search": {
         "VideoSearchIngress",
@@ -31,6 +33,7 @@ DEPLOYMENTS = {
         "ShadowTextEncoder",
         "ShadowVideoRetriever",
         "ShadowComparator",
+        "DriftMonitor",
     },
     "blurring": {
         "BlurringIngress",
@@ -38,6 +41,7 @@ DEPLOYMENTS = {
         "Detector",
         "ShadowDetector",
         "ShadowComparator",
+        "DriftMonitor",
     },  # fmt: skip
     "harmful_content": {
         "HarmfulContentIngress",
@@ -45,6 +49,7 @@ DEPLOYMENTS = {
         "ShadowHarmClassifier",
         "ImageFeatures",
         "ShadowComparator",
+        "DriftMonitor",
     },
 }
 
