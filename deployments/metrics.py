@@ -34,11 +34,7 @@ REASONS = {400: "malformed", 401: "unauthenticated", 403: "forbidden", 404: "not
 
 @cache
 def _metric(kind: str, name: str, description: str, tag_keys: tuple[str, ...]):
-    """One metric object per process (None outside Ray: recording is then a no-op)."""
-    import ray
-
-    if not ray.is_initialized():
-        return None
+    """One metric object per process (created once Ray is up, never cached before)."""
     from ray.serve import metrics
 
     if kind == "histogram":
@@ -47,10 +43,12 @@ def _metric(kind: str, name: str, description: str, tag_keys: tuple[str, ...]):
 
 
 def _record(kind: str, name: str, description: str, value: float, **tags: str) -> None:
+    import ray
+
+    if not ray.is_initialized():  # outside Ray: a no-op
+        return
     try:
         m = _metric(kind, name, description, tuple(sorted(tags)))
-        if m is None:
-            return
         if kind == "counter":
             m.inc(value, tags=tags)
         elif kind == "gauge":

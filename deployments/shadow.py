@@ -50,7 +50,7 @@ class ShadowComparator:
         self.stats.record(**outcome)
         kind = "timeout" if outcome.get("timed_out") else (
             "error" if outcome.get("error") is not None else "completed")  # fmt: skip
-        metrics.shadow_outcome(kind, self.stats.report()["mean_score"])
+        metrics.shadow_outcome(kind, self.stats.mean_score())
 
     def skip(self) -> None:
         self.skipped += 1

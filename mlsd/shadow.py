@@ -125,6 +125,11 @@ class ShadowStats:
     def _pct(values: deque, q: float) -> float | None:
         return float(np.percentile(np.fromiter(values, float), q)) if values else None
 
+    def mean_score(self) -> float | None:
+        """The running mean agreement (cheap: no latency percentiles)."""
+        with self._lock:
+            return float(np.mean(self._scores)) if self._scores else None
+
     def report(self) -> dict[str, Any]:
         with self._lock:
             p50, s50 = self._pct(self._primary_ms, 50), self._pct(self._shadow_ms, 50)
