@@ -71,6 +71,13 @@ data: venv
 	    { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null; }; } || \
 	  $(BIN)/python -c "from mlsd.data import fashion_mnist as f; f.download('data/fashion-mnist')"
 	@$(BIN)/python -c "from mlsd.data import fashion_mnist as f; print('Fashion-MNIST:', f.find_root())"
+	@# WordNet (zero-shot video search: class hypernyms) and opencv-doc's real sample clips
+	@# (bench.video_retrieval_eval), from Debian where we can install them
+	@{ test -f /usr/share/wordnet/data.noun && test -f /usr/share/doc/opencv-doc/examples/data/vtest.avi; } || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    { apt-get install -y -qq wordnet-base opencv-doc >/dev/null 2>&1 || \
+	      { apt-get update -qq && apt-get install -y -qq wordnet-base opencv-doc >/dev/null; }; }; } || \
+	  echo "note: wordnet-base / opencv-doc not installed: zero-shot class texts without hypernyms, no opencv clips in the video eval"
 
 # The demo artifacts, each built once: visual search (self-supervised Ray Train + Ray Data
 # index, ~10 min on 2 cores), recommendation (WALS + Ray Train ranker, ~1 min), video search

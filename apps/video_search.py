@@ -3,7 +3,7 @@
 
 search    Ingress ─┬─> TextEncoder (batched) ─> VideoRetriever (faiss over video vectors) ─┐
                    └─> TextSearch (tantivy BM25 over title, description, tags) ───────────┴─>
-          fusion (weighted RRF | min-max weighted sum) ─> reranking rules ─> top k
+          fusion (strength sum: visual min-max + text coverage | weighted RRF) ─> reranking ─> top k
 indexing  Ingress ─> VideoIndexer (decode, sample, frame encoder, pool) ─> durable log; both
           indexes replay the log before their next search
 shadow    a share of queries goes, fire-and-forget, through ShadowTextEncoder ->
@@ -14,7 +14,7 @@ import asyncio
 import time
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
@@ -40,7 +40,7 @@ from deployments.drift import DriftTap
 from deployments.metrics import stage
 from deployments.shadow import ShadowComparator, ShadowMirror
 from deployments.video_search import TextEncoder, TextSearch, VideoIndexer, VideoRetriever
-from mlsd.text_index import normalise
+from mlsd.text_index import analyzer, normalise
 from mlsd.uris import UnsafeURI, uri_allowed
 from mlsd.video_search.fusion import FusionConfig
 from mlsd.video_search.model import class_unit, load_video_text, query_drift
@@ -75,8 +75,13 @@ class VideoSearchArgs(AppArgs):
     )
     max_query_chars: int = Field(500, ge=1)
     branch_depth: int = Field(100, ge=1, description="results taken from each branch")
+    text_language: str = Field(
+        "english", description="text branch analyser: stop words + stemmer of this language"
+    )
     fusion: dict = Field(
-        default_factory=dict, description="mlsd.video_search.fusion.FusionConfig fields"
+        default_factory=lambda: {"method": "weighted_sum", "normalise": {"text": "none"}},
+        description="mlsd.video_search.fusion.FusionConfig fields (default: the strength sum "
+        "bench.video_retrieval_eval chose; {method: rrf} for the book's RRF)",
     )
     rerank: dict = Field(default_factory=dict, description="VideoRerankConfig fields")
     sample: dict = Field(
@@ -93,6 +98,21 @@ class VideoSearchArgs(AppArgs):
     )
     branch_timeout_s: float = Field(5.0, gt=0)
     device: str = Field("auto", description="encoders' device: auto (the replica's GPU) | cpu")
+
+    @field_validator("text_language")
+    @classmethod
+    def _known_language(cls, v: str) -> str:
+        analyzer(v)  # ValueError for a language tantivy has no analyser for
+        return v
+
+    @field_validator("fusion")
+    @classmethod
+    def _fusion_config(cls, v: dict) -> dict:
+        try:  # a bad method, normaliser or key fails at build time, not per request
+            FusionConfig(**v)
+        except TypeError as e:
+            raise ValueError(f"fusion: {e}") from None
+        return v
 
 
 class Hit(BaseModel):
@@ -360,7 +380,7 @@ def build_app(args: VideoSearchArgs) -> Application:
         )  # fmt: skip
 
     text = TextSearch.options(user_config=fault("TextSearch")).bind(
-        store_uri=a.store_spec(), live_log=a.live_log, **cat
+        store_uri=a.store_spec(), live_log=a.live_log, language=a.text_language, **cat
     )
     indexer = None
     if a.live_log:

@@ -204,12 +204,17 @@ def start_serve(config: str, base: str, timeout: float) -> subprocess.Popen:
 
 
 def stop_serve(proc: subprocess.Popen) -> None:
-    """SIGINT to ``serve run`` (it shuts Serve and its local Ray down), then wait."""
-    os.killpg(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    """SIGTERM to ``serve run`` (a background ``serve run`` ignores SIGINT), then SIGKILL to
+    whatever of its process group (its local Ray) is left."""
+    for sig, wait in ((signal.SIGTERM, 90), (signal.SIGKILL, 30)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def run(a: argparse.Namespace) -> dict:

@@ -101,9 +101,10 @@ class TextSearch(FaultInjectable):
         catalogue_version: str,
         live_log: str | None = None,
         boosts: dict | None = None,
+        language: str = "english",
     ):
         art = ArtifactStore.open(store_uri).load(catalogue_artifact, catalogue_version)
-        self.branch = TextBranch(VideoCatalogue(art, live_log), boosts)
+        self.branch = TextBranch(VideoCatalogue(art, live_log), boosts, language)
 
     def check_health(self) -> None:
         """Serve's health check: a replica whose live log is unreadable takes no traffic."""

