@@ -338,7 +338,9 @@ class TritonRunner:
         return client.get_model_metadata(self.model_name, self.model_version)
 
     def _parameters(self, client) -> dict | None:
-        """The model config's string parameters; None where the server has no config API."""
+        """The model config's string parameters; None where the server has no config API.
+        Also reads the config's ``max_batch_size`` (0: unknown or no limit)."""
+        self.max_batch_size = 0
         try:
             if self.protocol == "grpc":
                 cfg = client.get_model_config(self.model_name, self.model_version, as_json=True)
@@ -347,7 +349,18 @@ class TritonRunner:
                 cfg = client.get_model_config(self.model_name, self.model_version)
         except Exception:
             return None
+        self.max_batch_size = int(cfg.get("max_batch_size") or 0)
         return {k: v.get("string_value") for k, v in (cfg.get("parameters") or {}).items()}
+
+    def _chunks(self, x: Inputs) -> list[Inputs]:
+        """A batch over the model's max_batch_size as requests the server accepts."""
+        n = len(next(iter(x.values()))) if isinstance(x, Mapping) else len(x)
+        m = self.max_batch_size
+        if m <= 0 or n <= m:
+            return [x]
+        if isinstance(x, Mapping):
+            return [{k: v[s : s + m] for k, v in x.items()} for s in range(0, n, m)]
+        return [x[s : s + m] for s in range(0, n, m)]
 
     # inference -------------------------------------------------------------------------------
     def _request(self, x: Inputs, aio: bool):
@@ -385,6 +398,9 @@ class TritonRunner:
         return out.reshape(len(out)) if self.output in self._scalar else out
 
     def run(self, x: Inputs) -> np.ndarray:
+        parts = self._chunks(x)
+        if len(parts) > 1:
+            return np.concatenate([self.run(p) for p in parts])
         inputs, outputs = self._request(x, aio=False)
         kw = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
         try:
@@ -396,6 +412,9 @@ class TritonRunner:
         return self._result(res)
 
     async def arun(self, x: Inputs) -> np.ndarray:
+        parts = self._chunks(x)
+        if len(parts) > 1:
+            return np.concatenate(await asyncio.gather(*(self.arun(p) for p in parts)))
         inputs, outputs = self._request(x, aio=True)
         kw = (
             {"client_timeout": self.timeout_s}

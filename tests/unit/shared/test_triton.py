@@ -60,6 +60,22 @@ def test_same_outputs_as_onnxruntime(triton_server, art, images, protocol, backe
     np.testing.assert_allclose(asyncio.run(concurrent()), ref, atol=1e-5)
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_batch_over_max_batch_size_is_split(triton_server, art, protocol):
+    big = np.random.default_rng(1).random((150, 1, 28, 28), dtype=np.float32)  # > 64
+    ref = make_runner("onnx", path=art.file(artifact_onnx_files(art)[0]), device="cpu").run(big)
+    r = _runner(triton_server, protocol, "1", art)
+    assert 0 < r.max_batch_size < len(big)  # the config's, read by the runner
+    np.testing.assert_allclose(r.run(big), ref, atol=1e-5)
+
+    async def once():
+        out = await r.arun(big)
+        await r.aclose()
+        return out
+
+    np.testing.assert_allclose(asyncio.run(once()), ref, atol=1e-5)
+
+
 def test_int8_version_differs_from_fp32(triton_server, art, images):
     fp32 = _runner(triton_server, "grpc", "1", art).run(images)
     int8 = _runner(triton_server, "grpc", "2", art).run(images)
