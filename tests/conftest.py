@@ -12,6 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+# Serve autoscaling from the replicas' own ongoing-request counts. The tests drive deployments
+# through handles in this pytest process, and a handle here does not push the handle-side
+# metrics (Serve's default) to the controller: the autoscaling test never saw load. Set before
+# Ray starts, so the controller and every replica read the same mode.
+os.environ.setdefault("RAY_SERVE_COLLECT_AUTOSCALING_METRICS_ON_HANDLE", "0")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
