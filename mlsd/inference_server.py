@@ -196,6 +196,10 @@ class TritonServer:
             self._backends = None
 
     def __enter__(self) -> TritonServer:
+        """``with TritonServer(...).start() as s`` must not start a second server (the first
+        would outlive ``stop``, which only knows the last PID)."""
+        if self.proc is not None and self.proc.poll() is None:
+            return self
         return self.start()
 
     def __exit__(self, *exc) -> None:

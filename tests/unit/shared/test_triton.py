@@ -120,6 +120,25 @@ class _TwoInputs(torch.nn.Module):
         return self.lin(h).squeeze(1)  # (B,)
 
 
+def _servers_on(repo) -> list[int]:
+    """PIDs of tritonserver processes serving this repository (Linux /proc)."""
+    from pathlib import Path
+
+    found = []
+    for d in Path("/proc").iterdir():
+        try:
+            cmd = (d / "cmdline").read_bytes().split(b"\0") if d.name.isdigit() else []
+        except OSError:
+            continue
+        if (
+            cmd
+            and cmd[0].endswith(b"tritonserver")
+            and f"--model-repository={repo}".encode() in cmd
+        ):
+            found.append(int(d.name))
+    return found
+
+
 def test_named_inputs_and_scalar_outputs(tmp_path):
     torch.manual_seed(0)
     model = _TwoInputs().eval()
@@ -136,6 +155,7 @@ def test_named_inputs_and_scalar_outputs(tmp_path):
     x = {"dense": rng.random((6, 3), dtype=np.float32), "item": rng.integers(0, 7, (6, 4))}
     ref = make_runner("onnx", path=path).run(x)
     with start_triton(repo, tmp_path) as server:
+        assert len(_servers_on(repo)) == 1  # started once, not twice
         r = TritonRunner(server.http_url, "two", protocol="http")
         np.testing.assert_allclose(r.run(x), ref, atol=1e-5)
         with pytest.raises(RunnerError, match="missing model inputs"):
@@ -145,6 +165,7 @@ def test_named_inputs_and_scalar_outputs(tmp_path):
 
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # stopped by PID
+    assert _servers_on(repo) == []  # and nothing of it left running
 
 
 @pytest.mark.parametrize("variant", ["onnxruntime", "python"])
