@@ -50,8 +50,7 @@ from mlsd.video_search.model import (
     FrameEncoder,
     VideoTextConfig,
     VideoTextModel,
-    class_names,
-    class_text_embeddings,
+    class_texts,
     load_video_text,
     zero_shot_model,
 )
@@ -84,7 +83,7 @@ def _row(**kw) -> str:
 def visual_models(text: SentenceEncoder, trained: VideoTextModel | None) -> dict:
     """The visual branch's candidates, built here from the same pieces as the artifacts."""
     single = zero_shot_model(text)
-    ensemble_text = class_text_embeddings(text, class_names())
+    ensemble_text = class_texts(text, "ensemble")
     models = {"zero-shot, one prompt (before)": single}
     for t in (1.0, 2.0, 3.0, 4.0):
         cfg = VideoTextConfig(class_temperature=t)

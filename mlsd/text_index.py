@@ -121,7 +121,7 @@ class TextIndex:
         """A query's content terms (normalised, analysed, stop words dropped), in order."""
         return self.query_analyzer.analyze(normalise(text))
 
-    def _query(self, query: str, content: list[str]):
+    def _query(self, words: str, content: list[str]):
         """BM25 over every term of the query, stop words included (they still weigh, a little,
         as in plain BM25), but a document must match at least one content term."""
         from tantivy import Occur, Query
@@ -135,18 +135,20 @@ class TextIndex:
                     out.append((Occur.Should, Query.boost_query(q, boost) if boost != 1 else q))
             return out
 
-        stop = [t for t in self.analyzer.analyze(normalise(query)) if t not in set(content)]
+        content_set = set(content)
+        stop = [t for t in self.analyzer.analyze(words) if t not in content_set]
         must = (Occur.Must, Query.boolean_query(clauses(content)))
         return Query.boolean_query([must, *clauses(stop)])
 
     def _hits(self, query: str, k: int):
         if self._dirty:
             self.commit()
-        terms = self.terms(query)
+        words = normalise(query)
+        terms = self.query_analyzer.analyze(words)  # = self.terms(query)
         if not terms or k <= 0:
             return terms, None, []
         searcher = self.index.searcher()
-        return terms, searcher, searcher.search(self._query(query, terms), limit=int(k)).hits
+        return terms, searcher, searcher.search(self._query(words, terms), limit=int(k)).hits
 
     def search(self, query: str, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """(ids, BM25 scores), best first; a query with no terms (empty, or only stop words)

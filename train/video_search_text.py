@@ -31,8 +31,7 @@ from mlsd.video_search.model import (
     PROMPT,
     VideoTextConfig,
     VideoTextModel,
-    class_names,
-    class_text_embeddings,
+    class_texts,
     imagenet_classes,
     write_video_text_artifact,
 )
@@ -153,14 +152,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def class_prompt_embeddings(encoder, prompts: str = "ensemble") -> np.ndarray:
-    """(1000, 384) class texts: the prompt ensemble over ImageNet synonyms + WordNet hypernyms,
-    or the single "a photo of a {}" over torchvision's names."""
-    if prompts == "ensemble":
-        return class_text_embeddings(encoder, class_names())
-    return encoder.encode([PROMPT.format(c) for c in imagenet_classes()])
-
-
 def run(a: argparse.Namespace) -> dict:
     import ray
     import ray.train
@@ -172,7 +163,7 @@ def run(a: argparse.Namespace) -> dict:
     init_ray(a.num_cpus)
     t0 = time.perf_counter()
     text = SentenceEncoder(a.text_model)
-    class_text = class_prompt_embeddings(text, a.prompts)
+    class_text = class_texts(text, a.prompts)
     model = VideoTextModel(VideoTextConfig(class_temperature=a.class_temperature), class_text)
     final: dict = {}
     cap_emb = text.encode(all_captions())  # the training texts, and drift's reference

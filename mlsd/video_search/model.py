@@ -273,12 +273,19 @@ def class_text_embeddings(
     return out
 
 
+def class_texts(sentence_encoder, prompts: str = "ensemble") -> np.ndarray:
+    """(1000, 384) class texts: ``ensemble`` = the prompt ensemble over ImageNet synonyms +
+    WordNet hypernyms; ``single`` = "a photo of a {}" over torchvision's names."""
+    if prompts == "ensemble":
+        return class_text_embeddings(sentence_encoder, class_names())
+    if prompts == "single":
+        return sentence_encoder.encode([PROMPT.format(c) for c in imagenet_classes()])
+    raise ValueError(f"prompts must be 'ensemble' or 'single', got {prompts!r}")
+
+
 def zero_shot_model(sentence_encoder, ensemble: bool = False, class_temperature: float = 1.0):
     """The model with no video-text training: class probabilities -> class-name text space.
     ``ensemble``: the prompt ensemble over synonyms + hypernyms, else one prompt per class."""
-    if ensemble:
-        class_text = class_text_embeddings(sentence_encoder, class_names())
-    else:
-        class_text = sentence_encoder.encode([PROMPT.format(c) for c in imagenet_classes()])
+    class_text = class_texts(sentence_encoder, "ensemble" if ensemble else "single")
     cfg = VideoTextConfig(class_temperature=class_temperature)
     return VideoTextModel(cfg, class_text).eval()
