@@ -15,9 +15,13 @@ def as_user(token: str | None) -> requests.Session:
     return s
 
 
-def scrape(names: set[str], timeout: float = 90.0) -> dict[str, list[str]]:
+def scrape(
+    names: set[str], timeout: float = 90.0, labels: dict[str, list[str]] | None = None
+) -> dict[str, list[str]]:
     """Poll Ray's Prometheus endpoint (the session's ``$MLSD_TEST_METRICS_PORT``) until every
-    metric in ``names`` has a sample; -> the sample lines of each."""
+    metric in ``names`` has a sample, and every label text in ``labels[name]`` is on one of that
+    metric's lines; -> the sample lines of each. (Each replica exports on its own period, and
+    other apps in the session export the same metric names, so a name alone can be early.)"""
     import os
     import time
 
@@ -30,8 +34,18 @@ def scrape(names: set[str], timeout: float = 90.0) -> dict[str, list[str]]:
         except requests.RequestException:
             text = ""
         found = {n: [ln for ln in text.splitlines() if ln.startswith(n)] for n in names}
-        if all(found.values()):
+        if all(found.values()) and all(
+            any(want in ln for ln in found.get(n, []))
+            for n, ws in (labels or {}).items()
+            for want in ws
+        ):
             return found
         time.sleep(2)
     missing = sorted(n for n, v in found.items() if not v)
+    missing += [
+        f"{n}{{{w}}}"
+        for n, ws in (labels or {}).items()
+        for w in ws
+        if not any(w in ln for ln in found.get(n, []))
+    ]
     raise AssertionError(f"metrics never exported: {missing}")

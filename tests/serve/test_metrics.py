@@ -39,6 +39,10 @@ def test_the_apps_metrics_are_scraped(app_url):
         "ray_mlsd_shadow_outcomes_total", "ray_mlsd_shadow_agreement",
         "ray_mlsd_drift_windows_total", "ray_mlsd_drift_statistic",
         "ray_serve_num_http_requests_total",  # Serve's own, on the same endpoint
+    }, labels={
+        "ray_mlsd_stage_latency_ms_bucket": ['stage="candidate_generation"', 'stage="ranking"'],
+        "ray_mlsd_rejected_inputs_total": ['reason="invalid"'],
+        "ray_mlsd_drift_statistic": ['application="rec_metrics"'],
     })  # fmt: skip
     stages = " ".join(found["ray_mlsd_stage_latency_ms_bucket"])
     assert all(f'stage="{s}"' in stages for s in ("candidate_generation", "ranking"))
