@@ -264,6 +264,51 @@ class Liveness(BaseModel):
     status: str = "ok"
 
 
+PUBLIC_ID_MAX = 2**53  # ids stay exact in JSON / JavaScript (mlsd.durable.ID_BITS)
+
+
+class Deleted(BaseModel):
+    """The answer to a DELETE: the tombstone is committed (every replica applies it before
+    its next answer; the next index or training job leaves the item out)."""
+
+    id: int
+    deleted: bool = True
+
+
+def is_admin(caller) -> bool:
+    return "admin" in caller.scopes
+
+
+def root_path(request: Request) -> str:
+    """The app's route prefix as the client called it (``/visual-search``), for URLs the
+    answer carries."""
+    return request.scope.get("root_path", "").rstrip("/")
+
+
+PAGES = os.path.join(os.path.dirname(__file__), "pages")
+PAGE_ASSETS = {"page.js": "text/javascript", "page.css": "text/css"}
+
+
+def mount_page(api: FastAPI, page: str) -> None:
+    """Serve the app's page (``apps/pages/<page>.html``, no build step, nothing from a CDN)
+    at ``/<app>/``, and the shared script and style it loads. Open routes: the page holds no
+    data; its calls send the caller's token like any client."""
+    from fastapi.responses import HTMLResponse, Response
+
+    @api.get("/", include_in_schema=False)
+    async def index(request: Request) -> HTMLResponse:
+        with open(os.path.join(PAGES, f"{page}.html"), encoding="utf-8") as f:
+            html = f.read()
+        return HTMLResponse(html.replace("{{ROOT}}", root_path(request)))
+
+    @api.get("/static/{name}", include_in_schema=False)
+    async def asset(name: str) -> Response:
+        if name not in PAGE_ASSETS:
+            raise HTTPException(404, "no such file")
+        with open(os.path.join(PAGES, name), "rb") as f:
+            return Response(f.read(), media_type=PAGE_ASSETS[name])
+
+
 def apply_ingress_config(mirror: ShadowMirror | None, config: dict) -> None:
     """An ingress's ``reconfigure``: a new shadow share / timeout applies at once."""
     if mirror is not None and config.get("shadow"):

@@ -8,7 +8,7 @@ ONNX model) can get a share of the traffic through the shared shadow mechanism.
 import asyncio
 import time
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import Application
@@ -17,10 +17,14 @@ from ray.serve.handle import DeploymentHandle
 from apps import limits
 from apps.auth import Identity, require
 from apps.common import (
+    PUBLIC_ID_MAX,
     AppArgs,
+    Deleted,
     Liveness,
     ModelRef,
     apply_ingress_config,
+    is_admin,
+    mount_page,
     multipart_openapi,
     parse_bool,
     pin_local,
@@ -28,6 +32,7 @@ from apps.common import (
     read_upload,
     reject_unknown_query,
     retry_once,
+    root_path,
     setup_edge,
     shadow_report,
 )
@@ -35,7 +40,13 @@ from deployments.drift import DriftTap
 from deployments.metrics import stage
 from deployments.shadow import ShadowComparator, ShadowMirror
 from deployments.visual_search import ImageEncoder, Retriever
-from mlsd.image import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, InvalidImage
+from mlsd.image import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    InvalidImage,
+    encode_image,
+    stored_image,
+)
 from mlsd.visual_search.catalogue import QuotaExceeded
 from mlsd.visual_search.features import ImagePreprocessor
 from mlsd.visual_search.model import EncoderConfig
@@ -70,6 +81,7 @@ class VisualSearchArgs(AppArgs):
 class Hit(BaseModel):
     image_id: int
     score: float
+    url: str = Field(description="GET it for the image (add ?size=N for a thumbnail)")
 
 
 class SearchResponse(BaseModel):
@@ -102,6 +114,8 @@ api = FastAPI(
     version="1",
 )
 limits.install(api, DEFAULT_MAX_BYTES + limits.MULTIPART_SLACK)
+mount_page(api, "visual_search")
+NOT_FOUND = "no image with this id"  # unknown, deleted, or private to someone else: one answer
 
 
 @serve.deployment(
@@ -189,8 +203,10 @@ class VisualSearchIngress:
         if self.mirror is not None:
             ms = (time.perf_counter() - t0) * 1e3
             self.mirror.maybe_mirror((x, k, user_id), [i for i, _ in kept], ms)
+        root = root_path(request)
         return SearchResponse(
-            results=[Hit(image_id=i, score=s) for i, s in kept], model_version=self.model_version
+            results=[Hit(image_id=i, score=s, url=f"{root}/images/{i}") for i, s in kept],
+            model_version=self.model_version,
         )
 
     @api.post(
@@ -228,6 +244,56 @@ class VisualSearchIngress:
         except QuotaExceeded:
             raise HTTPException(429, "this owner's image quota is full") from None
         return AddResponse(image_id=image_id, model_version=self.model_version)
+
+    @api.get(
+        "/images/{image_id}",
+        response_class=Response,
+        responses={200: {"content": {"image/*": {}}}, 404: {"description": NOT_FOUND}},
+        summary="The stored image (or a thumbnail); private images only to their owner",
+    )
+    async def get_image(
+        self,
+        request: Request,
+        image_id: int = Path(ge=0, le=PUBLIC_ID_MAX),
+        size: int | None = Query(None, ge=16, le=2048, description="thumbnail's longer side"),
+        caller: Identity = Depends(require("search")),
+    ) -> Response:
+        reject_unknown_query(request, {"size"})
+        found = await retry_once(
+            lambda: self.retriever.get.remote(image_id, caller.user, is_admin(caller)), "get"
+        )
+        if found is None or found["image"] is None:
+            raise HTTPException(404, NOT_FOUND)
+        data = found["image"]
+        async with self.decode_slots:
+            if isinstance(data, bytes):
+                body, mime = await asyncio.to_thread(stored_image, data, size)
+            else:  # a catalogue image's pixels
+                body, mime = await asyncio.to_thread(encode_image, data, size)
+        return Response(body, media_type=mime, headers={"Cache-Control": "private, no-store"})
+
+    @api.delete(
+        "/images/{image_id}",
+        response_model=Deleted,
+        responses={404: {"description": NOT_FOUND}},
+        summary="Delete an image (its owner or an admin): durable once answered",
+    )
+    async def delete_image(
+        self,
+        request: Request,
+        image_id: int = Path(ge=0, le=PUBLIC_ID_MAX),
+        caller: Identity = Depends(require("write")),
+    ) -> Deleted:
+        reject_unknown_query(request, set())
+        if self.args.live_log is None:
+            raise HTTPException(403, "this deployment does not delete images (live_log off)")
+        with stage("delete"):  # a write: not retried (a tombstone is committed once)
+            outcome = await self.retriever.delete.remote(image_id, caller.user, is_admin(caller))
+        if outcome == "forbidden":
+            raise HTTPException(403, "only the image's owner or an admin may delete it")
+        if outcome != "deleted":
+            raise HTTPException(404, NOT_FOUND)
+        return Deleted(id=image_id)
 
     @api.get("/healthz", response_model=Liveness, summary="Liveness (open, reveals nothing)")
     async def healthz(self) -> Liveness:

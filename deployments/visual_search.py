@@ -86,6 +86,25 @@ class Retriever:
         """Durably log and index one image; returns its id once committed."""
         return await asyncio.to_thread(self.catalogue.add, embedding, model_version, **meta)
 
+    async def get(self, image_id: int, user_id: str | None, admin: bool) -> dict | None:
+        """The image and its metadata if this caller may see it, else None (404)."""
+        m = await asyncio.to_thread(self.catalogue.visible, image_id, user_id, admin)
+        if m is None:
+            return None
+        data = await asyncio.to_thread(self.catalogue.image, image_id)
+        return {"owner": m.owner, "private": m.private, "image": data}
+
+    async def delete(self, image_id: int, user_id: str | None, admin: bool) -> str:
+        """-> "deleted" | "not_found" (never existed, already deleted, or not visible to the
+        caller) | "forbidden" (visible, but neither the caller's nor an admin's)."""
+        m = await asyncio.to_thread(self.catalogue.visible, image_id, user_id, admin)
+        if m is None:
+            return "not_found"
+        if not admin and (m.owner is None or m.owner != user_id):
+            return "forbidden"
+        done = await asyncio.to_thread(self.catalogue.delete, image_id, user_id)
+        return "deleted" if done else "not_found"
+
     def info(self) -> dict:
         return self.catalogue.info()
 

@@ -77,6 +77,32 @@ def decode_image(
     return img.convert("L") if img.mode in ("1", "L", "I", "I;16", "F") else img.convert("RGB")
 
 
+def encode_image(img: Image.Image | np.ndarray, size: int | None = None) -> tuple[bytes, str]:
+    """An image (or (H, W) / (H, W, 3) uint8 array) as bytes a browser shows, -> (bytes,
+    media type). ``size``: shrink so the longer side is at most this (a thumbnail; never
+    enlarged). Greyscale / transparency -> PNG, else JPEG."""
+    img = Image.fromarray(np.asarray(img, np.uint8)) if isinstance(img, np.ndarray) else img
+    if size is not None:
+        img = img.copy()
+        img.thumbnail((size, size), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    if img.mode in ("L", "LA", "RGBA", "P", "1"):
+        img.save(out, format="PNG", optimize=True)
+        return out.getvalue(), "image/png"
+    img.convert("RGB").save(out, format="JPEG", quality=85)
+    return out.getvalue(), "image/jpeg"
+
+
+def stored_image(data: bytes, size: int | None = None) -> tuple[bytes, str]:
+    """Bytes an upload was stored as -> (bytes, media type) to answer with: the original as
+    uploaded, or a ``size`` thumbnail of it (decoded with the upload limits)."""
+    if size is None:
+        with Image.open(io.BytesIO(data)) as img:
+            mime = Image.MIME.get(img.format or "", "application/octet-stream")
+        return data, mime
+    return encode_image(decode_image(data, target=size), size)
+
+
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     """(N, H, W) or (N, C, H, W) uint8 -> (N, C, H, W) float32 in [0, 1]."""
     arr = np.asarray(images)

@@ -101,6 +101,14 @@ class VectorIndex:
             raise ValueError(f"{len(x)} vectors but {len(ids)} ids")
         self.index.add_with_ids(x, ids)
 
+    def remove(self, ids: np.ndarray | list[int]) -> int:
+        """Drop vectors by id; -> how many were there. An HNSW graph cannot drop a node
+        (faiss), so it keeps them: callers filter its hits by their own metadata."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if self.kind == "hnsw" or not len(ids):
+            return 0
+        return int(self.index.remove_ids(ids))
+
     # searching -----------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids), each (Q, k); missing slots have id -1 and score -inf."""

@@ -44,8 +44,11 @@ def catalogue_images(n: int = 400):
     return imgs, labels
 
 
-def build_tiny_artifact(store_root: Path, name: str = "visual_search", n: int = 400) -> str:
-    """A small but real artifact: a tiny encoder trained a few steps, indexed, exported."""
+def build_tiny_artifact(
+    store_root: Path, name: str = "visual_search", n: int = 400, live_log: str | None = None
+) -> str:
+    """A small but real artifact: a tiny encoder trained a few steps, indexed, exported
+    (``live_log``: the serving log the indexing job folds in)."""
     from mlsd.artifacts import ArtifactStore
     from mlsd.image import images_to_tensor
     from mlsd.index import IndexConfig
@@ -71,6 +74,7 @@ def build_tiny_artifact(store_root: Path, name: str = "visual_search", n: int = 
         imgs,
         labels,
         IndexConfig(kind="flat"),
+        live_log=live_log,
     )
 
 

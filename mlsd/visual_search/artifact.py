@@ -1,7 +1,9 @@
 """The visual-search artifact: what serving loads, and how a version is built.
 
 Files: ``encoder.pt`` (state dict), ``encoder.onnx``, ``encoder.int8.onnx``, ``index.faiss``,
-``catalogue.parquet`` (image_id, owner, private, unsafe, signature, label); the manifest's
+``catalogue.parquet`` (image_id, owner, private, unsafe, signature, label), ``images.npy``
+(the catalogue's pixels by id) and ``live_images.parquet`` (the folded uploads' bytes); images
+tombstoned in the live log are in none of them. The manifest's
 config holds the encoder, training and index configs, its metrics the catalogue evaluation and
 the ONNX / int8 parity figures.
 """
@@ -90,20 +92,27 @@ def build_visual_search_artifact(
     writer = store.new_version(name)
     torch.save(state, writer.path("encoder.pt"))
     export_onnx(model, torch.as_tensor(x[:2]), writer.path("encoder.onnx"))
+    logdb = CatalogueLog(live_log) if live_log and Path(live_log).exists() else None
+    deleted = logdb.deleted_ids() if logdb is not None else set()
+    keep = ~np.isin(np.arange(len(x)), np.fromiter(deleted, np.int64, len(deleted)))
+    pixels = np.where(keep[:, None, None], catalogue_images, 0).astype(np.uint8)
+    np.save(writer.path("images.npy"), pixels)  # (N, H, W) by id; deleted ones blank
+    x, catalogue_images = x[keep], catalogue_images[keep]
+    if catalogue_labels is not None:
+        catalogue_labels = np.asarray(catalogue_labels)[keep]
     emb = (embed or embed_in_process)(x, writer.path("encoder.onnx"))
-    ids = np.arange(len(x), dtype=np.int64)
+    ids = np.flatnonzero(keep).astype(np.int64)
     owners = ["catalogue"] * len(x)
     private = [False] * len(x)
     unsafe = [False] * len(x)
     signatures = [dhash(img) for img in catalogue_images]
     labels = [int(v) for v in catalogue_labels] if catalogue_labels is not None else [-1] * len(x)
-    folded = 0
-    if live_log and Path(live_log).exists():  # the indexing path of the book: fold live adds
-        logdb = CatalogueLog(live_log)
+    folded, live_bytes = 0, []
+    if logdb is not None:  # the indexing path of the book: fold live adds (deleted ones erased)
         extra_emb, extra_ids = [], []
         for _, live in logdb.since(0):
             data = logdb.image_bytes(live.meta.image_id)
-            if data is None:
+            if data is None or live.meta.image_id in deleted:
                 continue
             arr = to_array(
                 decode_image(data, target=encoder_cfg.image_size),
@@ -113,6 +122,7 @@ def build_visual_search_artifact(
             with torch.inference_mode():
                 extra_emb.append(model(torch.as_tensor(arr[None])).numpy()[0])
             extra_ids.append(live.meta.image_id)
+            live_bytes.append(data)
             owners.append(live.meta.owner)
             private.append(live.meta.private)
             unsafe.append(live.meta.unsafe)
@@ -129,6 +139,11 @@ def build_visual_search_artifact(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    folded_ids = ids[len(x) :]
+    pq.write_table(  # the folded uploads' bytes: GET /images/{id} after the log prunes them
+        pa.table({"image_id": folded_ids, "data": pa.array(live_bytes, pa.binary())}),
+        writer.path("live_images.parquet"),
+    )
     pq.write_table(
         pa.table(
             {
@@ -161,6 +176,7 @@ def build_visual_search_artifact(
         metrics[f"{tag}_mean_cosine"] = float((out * ref).sum(1).mean())
     metrics["index"] = {"kind": index.kind, "size": len(index), "nprobe": index.nprobe}
     metrics["folded_live_images"] = folded
+    metrics["deleted_left_out"] = len(deleted)
     metrics["index_seconds"] = time.perf_counter() - t0
     version = writer.commit(
         config={

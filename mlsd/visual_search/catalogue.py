@@ -5,6 +5,11 @@ addition is committed to an append-only SQLite log (WAL, synchronous=FULL) *befo
 acknowledged, and every index replica replays the log on start and before each search, so an
 acknowledged image is never lost and every replica sees it. The next indexing job folds the
 log into a new artifact version.
+
+A deletion is a tombstone in the same log (table ``deletions``), committed in one transaction
+with the erasure of the live image's bytes and embedding. Replicas read the tombstones before
+the additions on every sync, so a deleted image is never indexed again, by any replica, after a
+restart or in the next artifact (the indexing job leaves tombstoned ids out).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mlsd.artifacts import Artifact, ArtifactError, label_version
-from mlsd.durable import DurableLog
+from mlsd.durable import LIVE_ID_BASE, DurableLog
 from mlsd.index import VectorIndex
 from mlsd.visual_search.rerank import ImageMeta, RerankConfig, rerank
 
@@ -63,6 +68,11 @@ class CatalogueLog(DurableLog):
                )""",
             "CREATE INDEX IF NOT EXISTS images_owner ON images (owner)",
             "CREATE INDEX IF NOT EXISTS images_created ON images (created)",
+            """CREATE TABLE IF NOT EXISTS deletions (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT, image_id INTEGER NOT NULL UNIQUE,
+                 deleted_by TEXT,
+                 created REAL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
+               )""",
         )
         self.max_per_owner, self.retention_s = max_per_owner, retention_s
         self._pruned = 0.0
@@ -126,9 +136,9 @@ class CatalogueLog(DurableLog):
     def since(self, seq: int) -> list[tuple[int, LiveImage]]:
         """Records after sequence number ``seq``, as (seq, image) in order."""
         with self._lock:
-            rows = self._conn.execute(
+            rows = self._conn.execute(  # dim 0: erased by a deletion
                 "SELECT seq, owner, private, unsafe, signature, embedding, model_version"
-                " FROM images WHERE seq > ? ORDER BY seq",
+                " FROM images WHERE seq > ? AND dim > 0 ORDER BY seq",
                 (seq,),
             ).fetchall()
         out = []
@@ -136,6 +146,35 @@ class CatalogueLog(DurableLog):
             meta = ImageMeta(self.live_id(s), owner, bool(private), bool(unsafe), sig)
             out.append((s, LiveImage(meta, np.frombuffer(emb, dtype=np.float32), version)))
         return out
+
+    def delete(self, image_id: int, deleted_by: str | None = None) -> bool:
+        """Durably tombstone an image (catalogue or live) and erase a live one's bytes and
+        embedding, in one transaction; -> False if it was already deleted."""
+        seq = self.seq_of(image_id)
+        with self._lock:
+            cur = self._conn.execute(
+                "INSERT OR IGNORE INTO deletions (image_id, deleted_by) VALUES (?, ?)",
+                (int(image_id), deleted_by),
+            )
+            if cur.rowcount and seq is not None:
+                self._conn.execute(
+                    "UPDATE images SET image = NULL, embedding = x'', dim = 0, signature = NULL"
+                    " WHERE seq = ?",
+                    (seq,),
+                )
+            self._conn.commit()
+            return bool(cur.rowcount)
+
+    def deletions_since(self, seq: int) -> list[tuple[int, int]]:
+        """Tombstones after sequence number ``seq``, as (seq, image_id) in order."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, image_id FROM deletions WHERE seq > ? ORDER BY seq", (seq,)
+            ).fetchall()
+        return [(int(s), int(i)) for s, i in rows]
+
+    def deleted_ids(self) -> set[int]:
+        return {i for _, i in self.deletions_since(0)}
 
     def image_bytes(self, image_id: int) -> bytes | None:
         seq = self.seq_of(image_id)
@@ -190,21 +229,31 @@ class CatalogueIndex:
                 f"vectors but catalogue.parquet {len(self.meta)} rows"
             )
         self._lock = threading.Lock()
-        self._seq = 0
+        self._seq = self._del_seq = 0
+        self.deleted: set[int] = set()  # tombstoned ids (an HNSW index keeps their vectors)
         self.skipped_other_model = 0
+        files = artifact.manifest.get("files", {})
+        # the pixels an indexing job kept: catalogue images, and the uploads it folded in
+        self._images = artifact.file("images.npy") if "images.npy" in files else None
+        self._live_images = (
+            artifact.file("live_images.parquet") if "live_images.parquet" in files else None
+        )
         self.log = CatalogueLog(live_log, max_per_owner, retention_s) if live_log else None
         self.sync()
 
     def sync(self) -> int:
-        """Add log records this replica has not indexed yet; returns how many."""
+        """Apply log records this replica has not seen yet (additions, then tombstones);
+        returns how many images were added. Tombstones are read first: a deletion erases its
+        row in the same transaction, so an image deleted meanwhile is never added."""
         if self.log is None:
             return 0
         with self._lock:
+            tombstones = self.log.deletions_since(self._del_seq)
             rows = self.log.since(self._seq)
             added = 0
             for seq, live in rows:
                 self._seq = seq
-                if live.meta.image_id in self.meta:
+                if live.meta.image_id in self.meta or live.meta.image_id in self.deleted:
                     continue  # already folded into this artifact by the indexing job
                 if label_version(live.model_version) != self.version:
                     self.skipped_other_model += 1  # embedded by another model: re-index job
@@ -212,14 +261,64 @@ class CatalogueIndex:
                 self.index.add(live.embedding[None], np.array([live.meta.image_id]))
                 self.meta[live.meta.image_id] = live.meta
                 added += 1
+            for seq, image_id in tombstones:
+                self._del_seq = seq
+                self.deleted.add(image_id)
+                if self.meta.pop(image_id, None) is not None:
+                    self.index.remove([image_id])
             return added
+
+    def visible(self, image_id: int, user_id: str | None, admin: bool = False) -> ImageMeta | None:
+        """The image's metadata if this caller may see it: not deleted, not unsafe, not
+        private to someone else (admin: any live image). None otherwise, the same answer as
+        for an id that never existed."""
+        self.sync()
+        with self._lock:
+            m = self.meta.get(int(image_id))
+        if m is None or admin:
+            return m
+        if m.unsafe or (m.private and (m.owner is None or m.owner != user_id)):
+            return None
+        return m
+
+    def image(self, image_id: int) -> bytes | np.ndarray | None:
+        """The stored pixels: an upload's bytes (the log, else the artifact it was folded
+        into), or a catalogue image's (H, W) uint8 array; None when not kept."""
+        image_id = int(image_id)
+        if self.log is not None and (data := self.log.image_bytes(image_id)) is not None:
+            return data
+        if 0 <= image_id < LIVE_ID_BASE and self._images is not None:
+            arr = np.load(self._images, mmap_mode="r")  # (N, H, W) uint8
+            return np.array(arr[image_id]) if image_id < len(arr) else None
+        if self._live_images is not None:
+            import pyarrow.parquet as pq
+
+            t = pq.read_table(self._live_images, filters=[("image_id", "=", image_id)])
+            return t.column("data")[0].as_py() if t.num_rows else None
+        return None
+
+    def delete(self, image_id: int, deleted_by: str | None) -> bool:
+        """Tombstone an image (durable before this returns) and drop it here at once;
+        -> False if it was deleted already."""
+        if self.log is None:
+            raise RuntimeError("this catalogue has no live log configured: deletions disabled")
+        done = self.log.delete(int(image_id), deleted_by)
+        self.sync()
+        return done
 
     def search(self, queries: np.ndarray, k: int) -> list[list[SearchHit]]:
         self.sync()
         with self._lock:
-            scores, ids = self.index.search(queries, k)
+            scores, ids = self.index.search(
+                queries, k + len(self.deleted) * (self.index.kind == "hnsw")
+            )
+            gone = self.deleted
         return [
-            [SearchHit(int(i), float(s)) for s, i in zip(srow, irow, strict=True) if i >= 0]
+            [
+                SearchHit(int(i), float(s))
+                for s, i in zip(srow, irow, strict=True)
+                if i >= 0 and int(i) not in gone
+            ][:k]
             for srow, irow in zip(scores, ids, strict=True)
         ]
 
@@ -260,7 +359,9 @@ class CatalogueIndex:
         return [SearchHit(i, s) for i, s in kept]
 
     def info(self) -> dict:
-        return {"version": self.version, "size": len(self.index), "kind": self.index.kind}
+        with self._lock:
+            size = len(self.meta)
+        return {"version": self.version, "size": size, "kind": self.index.kind}
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.meta)

@@ -268,3 +268,53 @@ def test_encoder_on_triton_gives_the_same_results(app_url, serve_instance, trito
         assert rep["enabled"] and rep["shadow"]["model_version"].endswith(":triton-int8")
     finally:
         serve.delete("vs_triton")
+
+
+def test_get_and_delete_an_image(app_url, keys, serve_instance):
+    """GET /images/{id} (the upload, or a thumbnail; private ones only to their owner, 404 as
+    for an id that never existed), DELETE (owner or admin; twice -> 404), then the image is in
+    no search, not even after a restart; search hits carry the URL to fetch each image."""
+    from ray import serve
+
+    from apps.visual_search import build_app
+
+    url, args = app_url
+    alice, bob, reader = (as_user(keys[u]) for u in ("alice", "bob", "reader"))
+    data = _new_image(4242)
+    new_id = _add(url, data, private="true", client=alice).json()["image_id"]
+    hit = _search(url, data, k=1, client=alice).json()["results"][0]
+    assert hit["image_id"] == new_id and hit["url"] == f"/visual-search/images/{new_id}"
+    r = alice.get(f"{serve_instance}{hit['url']}", timeout=10)
+    assert r.status_code == 200 and r.content == data and r.headers["content-type"] == "image/png"
+    thumb = alice.get(f"{url}/images/{new_id}", params={"size": 16}, timeout=10)
+    assert thumb.status_code == 200 and thumb.content[:4] == b"\x89PNG"
+    never = api.get(f"{url}/images/{new_id + 1}", timeout=10)
+    hidden = bob.get(f"{url}/images/{new_id}", timeout=10)  # private to alice
+    assert never.status_code == hidden.status_code == 404 and never.json() == hidden.json()
+    catalogue = reader.get(f"{url}/images/7", params={"size": 64}, timeout=10)
+    assert catalogue.status_code == 200 and catalogue.headers["content-type"] == "image/png"
+    for bad in ("abc", "-1", str(2**60)):
+        assert api.get(f"{url}/images/{bad}", timeout=10).status_code == 422
+        assert api.delete(f"{url}/images/{bad}", timeout=10).status_code == 422
+    assert api.get(f"{url}/images/7", params={"size": 2}, timeout=10).status_code == 422
+    assert api.get(f"{url}/images/7", params={"x": 1}, timeout=10).status_code == 422
+
+    public = _add(url, _new_image(4343), client=alice).json()["image_id"]
+    assert bob.delete(f"{url}/images/{public}", timeout=10).status_code == 403  # not his
+    assert bob.delete(f"{url}/images/{new_id}", timeout=10).status_code == 404  # unseen by him
+    assert reader.delete(f"{url}/images/{public}", timeout=10).status_code == 403  # no write
+    assert alice.delete(f"{url}/images/7", timeout=10).status_code == 403  # the catalogue's
+    r = alice.delete(f"{url}/images/{new_id}", timeout=10)
+    assert r.status_code == 200 and r.json() == {"id": new_id, "deleted": True}
+    assert alice.delete(f"{url}/images/{new_id}", timeout=10).status_code == 404  # twice
+    assert alice.get(f"{url}/images/{new_id}", timeout=10).status_code == 404
+    assert api.delete(f"{url}/images/{public}", timeout=10).status_code == 200  # an admin
+    for q, gone in ((data, new_id), (_new_image(4343), public)):
+        found = [h["image_id"] for h in _search(url, q, k=10, client=alice).json()["results"]]
+        assert gone not in found
+    serve.delete("visual_search")
+    serve.run(build_app(args), name="visual_search", route_prefix="/visual-search")
+    found = [h["image_id"] for h in _search(url, data, k=10, client=alice).json()["results"]]
+    assert new_id not in found
+    assert alice.get(f"{url}/images/{new_id}", timeout=10).status_code == 404
+    _still_up(url)
