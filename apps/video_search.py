@@ -13,8 +13,8 @@ shadow    a share of queries goes, fire-and-forget, through ShadowTextEncoder ->
 import asyncio
 import time
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from pydantic import BaseModel, Field, field_validator
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
@@ -22,17 +22,22 @@ from ray.serve.handle import DeploymentHandle
 from apps import limits
 from apps.auth import Identity, require
 from apps.common import (
+    PUBLIC_ID_MAX,
     AppArgs,
     ArtifactRef,
+    Deleted,
     Liveness,
     ModelRef,
     apply_ingress_config,
+    is_admin,
+    mount_page,
     multipart_openapi,
     pin_local,
     read_multipart,
     read_upload,
     reject_unknown_query,
     retry_once,
+    root_path,
     setup_edge,
     shadow_report,
 )
@@ -40,8 +45,10 @@ from deployments.drift import DriftTap
 from deployments.metrics import stage
 from deployments.shadow import ShadowComparator, ShadowMirror
 from deployments.video_search import TextEncoder, TextSearch, VideoIndexer, VideoRetriever
+from mlsd.image import InvalidImage, stored_image
 from mlsd.text_index import analyzer, normalise
 from mlsd.uris import UnsafeURI, uri_allowed
+from mlsd.video_search.catalogue import VideoDoc
 from mlsd.video_search.fusion import FusionConfig
 from mlsd.video_search.model import class_unit, load_video_text, query_drift
 from mlsd.video_search.pipeline import fused_candidates
@@ -120,6 +127,28 @@ class Hit(BaseModel):
     title: str
     score: float
     sources: dict[str, int] = Field(description="branch -> rank in that branch")
+    thumbnail_url: str
+
+
+class VideoInfo(BaseModel):
+    video_id: int
+    title: str
+    description: str
+    tags: str
+    duration: float = Field(description="seconds")
+    published: float = Field(description="Unix seconds (0: unknown)")
+    owner: str | None = Field(description="the uploader; None: the catalogue's")
+    thumbnail_url: str
+
+
+class VideoEdit(BaseModel):
+    """PATCH body: the fields to change (the text index is updated; the visual vector, which
+    comes from the frames, is kept)."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: str | None = Field(None, max_length=300)
+    description: str | None = Field(None, max_length=5000)
+    tags: str | None = Field(None, max_length=1000)
 
 
 class SearchResponse(BaseModel):
@@ -160,6 +189,16 @@ api = FastAPI(
     version="1",
 )
 limits.install(api, 64 * 1024 * 1024 + limits.MULTIPART_SLACK)
+mount_page(api, "video_search")
+NOT_FOUND = "no video with this id"  # unknown, deleted, or private to someone else: one answer
+
+
+def _info(d: VideoDoc, root: str) -> VideoInfo:
+    return VideoInfo(
+        video_id=d.video_id, title=d.title, description=d.description, tags=d.tags,
+        duration=d.duration, published=d.published, owner=d.owner,
+        thumbnail_url=f"{root}/videos/{d.video_id}/thumbnail",
+    )  # fmt: skip
 
 
 def _clean_query(q: str, max_chars: int) -> str:
@@ -270,9 +309,16 @@ class VideoSearchIngress:
         if self.mirror is not None and not degraded:
             ms = (time.perf_counter() - t0) * 1e3
             self.mirror.maybe_mirror((q, k), [f.doc_id for f, _ in kept], ms)
+        root = root_path(request)
         return SearchResponse(
             results=[
-                Hit(video_id=f.doc_id, title=d.title, score=f.score, sources=f.sources)
+                Hit(
+                    video_id=f.doc_id,
+                    title=d.title,
+                    score=f.score,
+                    sources=f.sources,
+                    thumbnail_url=f"{root}/videos/{f.doc_id}/thumbnail",
+                )  # fmt: skip
                 for f, d in kept
             ],
             model_version=self.model_version,
@@ -303,6 +349,7 @@ class VideoSearchIngress:
             if "\ufffd" in value:
                 raise HTTPException(400, f"form field {name!r} is not valid UTF-8")
             doc[name] = value.strip()
+        doc["owner"] = caller.user  # who may edit or delete it (and admins)
         if not normalise(doc["title"]):
             raise HTTPException(422, "a video needs a title")
         if ("video" in form) == ("uri" in form):
@@ -334,6 +381,107 @@ class VideoSearchIngress:
         return IndexResponse(
             video_id=out["video_id"], frames=out["frames"], duration=out["duration"]
         )
+
+    @api.get(
+        "/videos/{video_id}",
+        response_model=VideoInfo,
+        responses={404: {"description": NOT_FOUND}},
+        summary="A video's metadata, duration and thumbnail URL",
+    )
+    async def get_video(
+        self,
+        request: Request,
+        video_id: int = Path(ge=0, le=PUBLIC_ID_MAX),
+        caller: Identity = Depends(require("search")),
+    ) -> VideoInfo:
+        reject_unknown_query(request, set())
+        d = await retry_once(
+            lambda: self.retriever.get.remote(video_id, caller.user, is_admin(caller)), "get"
+        )
+        if d is None:
+            raise HTTPException(404, NOT_FOUND)
+        return _info(d, root_path(request))
+
+    @api.get(
+        "/videos/{video_id}/thumbnail",
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": NOT_FOUND}},
+        summary="A frame of the video as JPEG (?size= to shrink it)",
+    )
+    async def get_thumbnail(
+        self,
+        request: Request,
+        video_id: int = Path(ge=0, le=PUBLIC_ID_MAX),
+        size: int | None = Query(None, ge=16, le=1024, description="the longer side"),
+        caller: Identity = Depends(require("search")),
+    ) -> Response:
+        reject_unknown_query(request, {"size"})
+        jpeg = await retry_once(
+            lambda: self.retriever.thumbnail.remote(video_id, caller.user, is_admin(caller)),
+            "thumbnail",
+        )
+        if jpeg is None:
+            raise HTTPException(404, NOT_FOUND)
+        try:
+            body, mime = await asyncio.to_thread(stored_image, jpeg, size)
+        except InvalidImage:  # a stored frame we cannot read is ours to log, not the caller's
+            raise HTTPException(404, NOT_FOUND) from None
+        return Response(body, media_type=mime, headers={"Cache-Control": "private, no-store"})
+
+    async def _change(self, video_id: int, fields: dict | None, caller: Identity):
+        with stage("catalogue_change"):  # a write: not retried
+            outcome, doc = await self.retriever.change.remote(
+                video_id, fields, caller.user, is_admin(caller)
+            )
+        if outcome == "read_only":
+            raise HTTPException(403, "this deployment does not change videos (live_log off)")
+        if outcome == "forbidden":
+            raise HTTPException(403, "only the video's owner or an admin may change it")
+        if outcome == "not_found":
+            raise HTTPException(404, NOT_FOUND)
+        return doc
+
+    @api.patch(
+        "/videos/{video_id}",
+        response_model=VideoInfo,
+        responses={404: {"description": NOT_FOUND}},
+        summary="Edit a video's title, description or tags (owner or admin); durable once answered",
+    )
+    async def edit_video(
+        self,
+        request: Request,
+        edit: VideoEdit,
+        video_id: int = Path(ge=0, le=PUBLIC_ID_MAX),
+        caller: Identity = Depends(require("write")),
+    ) -> VideoInfo:
+        reject_unknown_query(request, set())
+        fields = {}
+        for name, value in edit.model_dump(exclude_none=True).items():
+            if "\ufffd" in value:
+                raise HTTPException(400, f"field {name!r} is not valid UTF-8")
+            fields[name] = value.strip()
+        if not fields:
+            raise HTTPException(422, "give at least one of title, description, tags")
+        if "title" in fields and not normalise(fields["title"]):
+            raise HTTPException(422, "a video needs a title")
+        doc = await self._change(video_id, fields, caller)
+        return _info(doc, root_path(request))
+
+    @api.delete(
+        "/videos/{video_id}",
+        response_model=Deleted,
+        responses={404: {"description": NOT_FOUND}},
+        summary="Delete a video (owner or admin); durable once answered",
+    )
+    async def delete_video(
+        self,
+        request: Request,
+        video_id: int = Path(ge=0, le=PUBLIC_ID_MAX),
+        caller: Identity = Depends(require("write")),
+    ) -> Deleted:
+        reject_unknown_query(request, set())
+        await self._change(video_id, None, caller)
+        return Deleted(id=video_id)
 
     @api.get("/healthz", response_model=Liveness, summary="Liveness (open, reveals nothing)")
     async def healthz(self) -> Liveness:

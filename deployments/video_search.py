@@ -16,7 +16,13 @@ from mlsd.text import OFFLINE_MINILM
 from mlsd.video import SampleConfig, VideoError
 from mlsd.video_search.catalogue import VideoCatalogue, VideoDoc, VideoLog
 from mlsd.video_search.model import FrameEncoder, load_video_text, query_encoder
-from mlsd.video_search.pipeline import TextBranch, VideoIndexing, VisualBranch, read_uri
+from mlsd.video_search.pipeline import (
+    TextBranch,
+    VideoIndexing,
+    VisualBranch,
+    catalogue_thumbnail,
+    read_uri,
+)
 
 log = logging.getLogger("ray.serve")
 
@@ -71,6 +77,7 @@ class VideoRetriever(FaultInjectable):
         store = ArtifactStore.open(store_uri)
         catalogue = VideoCatalogue(store.load(catalogue_artifact, catalogue_version), live_log)
         self.branch = VisualBranch(catalogue, load_video_text(store.load(artifact, version)))
+        self._thumbs: dict[int, bytes | None] = {}
 
     async def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         await inject_fault(self._fail_with, "video retriever")
@@ -78,6 +85,56 @@ class VideoRetriever(FaultInjectable):
 
     async def docs(self, ids: list[int]) -> dict[int, VideoDoc]:
         return await asyncio.to_thread(self.branch.docs, ids)
+
+    def _visible(self, video_id: int, user: str | None, admin: bool) -> VideoDoc | None:
+        d = self.branch.docs([video_id]).get(video_id)
+        if d is None or admin or (d.owner is not None and d.owner == user):
+            return d
+        return None if (d.private or d.blocked or not d.available) else d
+
+    async def get(self, video_id: int, user: str | None, admin: bool) -> VideoDoc | None:
+        """The video's doc if this caller may see it; None (404) otherwise."""
+        return await asyncio.to_thread(self._visible, video_id, user, admin)
+
+    def _thumbnail(self, video_id: int) -> bytes | None:
+        cat = self.branch.catalogue
+        if (jpeg := cat.thumbnail(video_id)) is not None:
+            return jpeg
+        if video_id not in self._thumbs:  # a catalogue video: its middle frame, once
+            doc = cat.docs.get(video_id)
+            if len(self._thumbs) >= 1024:  # bounded: the oldest goes
+                self._thumbs.pop(next(iter(self._thumbs)))
+            self._thumbs[video_id] = catalogue_thumbnail(doc.uri) if doc else None
+        return self._thumbs[video_id]
+
+    async def thumbnail(self, video_id: int, user: str | None, admin: bool) -> bytes | None:
+        if await self.get(video_id, user, admin) is None:
+            return None
+        return await asyncio.to_thread(self._thumbnail, video_id)
+
+    def _change(self, video_id: int, fields: dict | None, user: str | None, admin: bool):
+        d = self._visible(video_id, user, admin)
+        if d is None:
+            return "not_found", None
+        if not admin and (d.owner is None or d.owner != user):
+            return "forbidden", None
+        log = self.branch.catalogue.log
+        if fields is None:
+            done = log.delete(video_id, d.uri, user)
+            self.branch.refresh()
+            return ("deleted" if done else "not_found"), None
+        log.edit(video_id, fields, d.uri, user)
+        self.branch.refresh()
+        return "edited", self.branch.docs([video_id]).get(video_id)
+
+    async def change(
+        self, video_id: int, fields: dict | None, user: str | None, admin: bool
+    ) -> tuple[str, VideoDoc | None]:
+        """Edit (``fields``) or delete (None) a video, owner or admin only, durable before
+        this returns: -> ("edited" | "deleted" | "not_found" | "forbidden", the new doc)."""
+        if self.branch.catalogue.log is None:
+            return "read_only", None
+        return await asyncio.to_thread(self._change, video_id, fields, user, admin)
 
     def check_health(self) -> None:
         """Serve's health check: a replica whose live log is unreadable takes no traffic."""

@@ -172,6 +172,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--metadata", default=None, help="catalogue: JSON {file name: {title, ...}}")
     p.add_argument("--store", default="artifacts")
     p.add_argument("--name", default="video_catalogue")
+    p.add_argument(
+        "--live-log",
+        default="var/video_search/videos.sqlite",
+        help="catalogue: the serving log whose edits and deletions the new version takes in",
+    )
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray only")
     return p.parse_args(argv)
 
@@ -213,7 +218,9 @@ def run(a: argparse.Namespace) -> dict:
             from mlsd.video_search.catalogue import write_catalogue
 
             meta = json.loads(Path(a.metadata).read_text()) if a.metadata else {}
-            version = write_catalogue(ArtifactStore(a.store), a.name, videos, meta, sample)
+            version = write_catalogue(
+                ArtifactStore(a.store), a.name, videos, meta, sample, live_log=a.live_log
+            )
             summary["artifact"] = f"{a.name}/{version}"
     summary["seconds"] = time.perf_counter() - t0
     return summary

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from mlsd.image import encode_image
 from mlsd.index import IndexConfig, VectorIndex
 from mlsd.text_index import TextIndex
 from mlsd.video import SampleConfig, VideoError, decode_sampled
@@ -42,6 +43,7 @@ class VisualBranch:
         self.catalogue.refresh()
         ids, feat, prob = self.catalogue.arrays()
         self.index = VectorIndex.build(self._project(feat, prob), ids, IndexConfig())
+        self.index.remove(sorted(self.catalogue.deleted))  # catalogue videos deleted since
 
     @torch.inference_mode()
     def _project(self, feat: np.ndarray, prob: np.ndarray) -> np.ndarray:
@@ -49,20 +51,22 @@ class VisualBranch:
         return self.model.embed_video(torch.as_tensor(feat), torch.as_tensor(prob)).numpy()
 
     def refresh(self) -> int:
-        """Index the videos logged since the last refresh; returns how many."""
+        """Index the videos logged since the last refresh (and drop deleted ones); returns
+        how many were added. An edit changes text only: the visual vector is kept."""
         with self._lock:
-            new = self.catalogue.refresh()
-            if new:
+            r = self.catalogue.refresh()
+            if r.new:
                 ids, feat, prob = self.catalogue.arrays()
-                n = len(new)
+                n = len(r.new)
                 self.index.add(self._project(feat[-n:], prob[-n:]), ids[-n:])
-            return len(new)
+            self.index.remove(r.deleted)
+            return len(r.new)
 
     def search(self, query: np.ndarray, k: int) -> Ranked:
         """(D,) query vector -> (ids, cosine scores), best first."""
         self.refresh()
         scores, ids = self.index.search(np.asarray(query, np.float32)[None], k)
-        keep = ids[0] >= 0
+        keep = (ids[0] >= 0) & ~np.isin(ids[0], list(self.catalogue.deleted))
         return ids[0][keep], scores[0][keep]
 
     def docs(self, ids: list[int]) -> dict[int, VideoDoc]:
@@ -86,19 +90,25 @@ class TextBranch:
         self.catalogue = catalogue
         self.index = TextIndex(boosts=dict(boosts or DEFAULT_BOOSTS), tokenizer=language)
         self._lock = threading.Lock()
-        self._add([*catalogue.docs.values(), *catalogue.refresh()])
+        catalogue.refresh()
+        self._apply(list(catalogue.docs.values()), [])  # the docs as edited, less deletions
 
-    def _add(self, docs: list[VideoDoc]) -> None:
+    def _apply(self, docs: list[VideoDoc], deleted: list[int], replace: bool = False) -> None:
         for d in docs:
+            if replace:
+                self.index.delete(d.video_id)
             self.index.add(d.video_id, title=d.title, description=d.description, tags=d.tags)
-        if docs:
+        for vid in deleted:
+            self.index.delete(vid)
+        if docs or deleted:
             self.index.commit()
 
     def refresh(self) -> int:
+        """New videos indexed, edited ones re-indexed, deleted ones removed; -> how many new."""
         with self._lock:
-            new = self.catalogue.refresh()
-            self._add(new)
-            return len(new)
+            r = self.catalogue.refresh()
+            self._apply(r.new + r.edited, r.deleted, replace=bool(r.edited))
+            return len(r.new)
 
     def search(self, query: str, k: int) -> Ranked:
         """(ids in BM25 order, their query coverage in [0, 1]): rank-based fusion reads the
@@ -127,13 +137,27 @@ class VideoIndexing:
             signature=signature(feat),
             **doc,
         )
-        video_id = self.log.append(video, feat, prob)
+        thumb, _ = encode_image(v.frames[len(v.frames) // 2])  # the middle sampled frame
+        video_id = self.log.append(video, feat, prob, thumb)
         return {
             "video_id": video_id,
             "frames": len(v.frames),
             "duration": float(v.info.duration),
             "seconds": time.perf_counter() - t0,
         }
+
+
+def catalogue_thumbnail(uri: str, sample: SampleConfig | None = None) -> bytes | None:
+    """A catalogue video's thumbnail: its middle frame as JPEG (None if it cannot be read)."""
+    if not uri:
+        return None
+    base = sample or SampleConfig()
+    cfg = SampleConfig(fps=None, num_frames=1, size=base.size, max_bytes=base.max_bytes)
+    try:
+        v = decode_sampled(read_uri(uri, cfg.max_bytes), cfg)
+    except VideoError:
+        return None
+    return encode_image(v.frames[0])[0]
 
 
 def read_uri(uri: str, max_bytes: int) -> bytes:

@@ -299,3 +299,74 @@ def test_drift_report_follows_queries(app_url):
     rep = api.get(f"{url}/drift", timeout=30).json()
     assert rep["enabled"] and rep["observed"] >= 3, rep
     assert "query" in rep["reference"]["embeddings"]
+
+
+def test_get_edit_and_delete_a_video(app_url, keys, tmp_path, serve_instance, video_store):
+    """GET /videos/{id} (+ its thumbnail), PATCH (the text index follows, the visual vector is
+    kept), DELETE (owner or admin; twice -> 404); then the video is in no search, also after
+    a restart of the app."""
+    from ray import serve
+
+    from apps.video_search import VideoSearchArgs, build_app
+    from mlsd.video import write_mp4
+    from tests.serve.http import as_user
+
+    url, live, _ = app_url
+    alice, bob, reader = (as_user(keys[u]) for u in ("alice", "bob", "reader"))
+    frames = [np.full((64, 96, 3), (i * 40) % 255, np.uint8) for i in range(10)]
+    clip = write_mp4(tmp_path / "p.mp4", frames, fps=10).read_bytes()
+    r = alice.post(
+        f"{url}/videos", files={"video": ("p.mp4", clip)},
+        data={"title": "Pelican harbour", "tags": "birds"}, timeout=120,
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    vid = r.json()["video_id"]
+    info = reader.get(f"{url}/videos/{vid}", timeout=30).json()
+    assert info["title"] == "Pelican harbour" and info["owner"] == "alice"
+    assert info["duration"] == pytest.approx(1.0, abs=0.2)
+    hit = _search(url, "pelican").json()["results"][0]
+    assert hit["video_id"] == vid and hit["thumbnail_url"] == info["thumbnail_url"]
+    thumb = reader.get(f"{serve_instance}{info['thumbnail_url']}", params={"size": 32}, timeout=30)
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    cat_thumb = reader.get(f"{url}/videos/1/thumbnail", timeout=60)  # a catalogue clip
+    assert cat_thumb.status_code == 200 and cat_thumb.content[:2] == b"\xff\xd8"
+    for bad in ("x", "-3", str(2**60)):
+        assert api.get(f"{url}/videos/{bad}", timeout=30).status_code == 422
+    assert api.get(f"{url}/videos/{vid + 1}", timeout=30).status_code == 404
+
+    assert bob.patch(f"{url}/videos/{vid}", json={"title": "mine"}, timeout=30).status_code == 403
+    assert alice.patch(f"{url}/videos/1", json={"title": "x"}, timeout=30).status_code == 403
+    for body in ({}, {"title": "  "}, {"owner": "bob"}, {"title": 5}, {"tags": "x" * 1001}):
+        assert alice.patch(f"{url}/videos/{vid}", json=body, timeout=30).status_code == 422, body
+    r = alice.patch(f"{url}/videos/{vid}", json={"title": "Cormorant harbour"}, timeout=30)
+    assert r.status_code == 200 and r.json()["title"] == "Cormorant harbour", r.text
+    assert r.json()["tags"] == "birds"  # untouched fields stay
+    ids = [h["video_id"] for h in _search(url, "cormorant").json()["results"]]
+    assert ids[0] == vid
+    pelican = _search(url, "pelican").json()["results"]
+    assert all("text" not in h["sources"] for h in pelican if h["video_id"] == vid)
+
+    assert bob.delete(f"{url}/videos/{vid}", timeout=30).status_code == 403
+    assert reader.delete(f"{url}/videos/{vid}", timeout=30).status_code == 403  # no write scope
+    r = alice.delete(f"{url}/videos/{vid}", timeout=30)
+    assert r.status_code == 200 and r.json() == {"id": vid, "deleted": True}
+    assert alice.delete(f"{url}/videos/{vid}", timeout=30).status_code == 404  # twice
+    assert alice.get(f"{url}/videos/{vid}", timeout=30).status_code == 404
+    assert alice.get(f"{url}/videos/{vid}/thumbnail", timeout=30).status_code == 404
+    assert alice.patch(f"{url}/videos/{vid}", json={"title": "y"}, timeout=30).status_code == 404
+    for q in ("cormorant", "pelican harbour birds"):
+        assert vid not in [h["video_id"] for h in _search(url, q, k=50).json()["results"]]
+    # a restart (every replica gone) before any catalogue job: still deleted
+    args = VideoSearchArgs(artifact_store=str(video_store), live_log=str(live))
+    serve.run(build_app(args), name="vs_deleted", route_prefix="/vs-deleted")
+    try:
+        again = f"{serve_instance}/vs-deleted"
+        assert vid not in [
+            h["video_id"]
+            for h in api.get(
+                f"{again}/search", params={"q": "cormorant", "k": 50}, timeout=60
+            ).json()["results"]
+        ]
+        assert api.get(f"{again}/videos/{vid}", timeout=30).status_code == 404
+    finally:
+        serve.delete("vs_deleted")
