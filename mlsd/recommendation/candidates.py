@@ -78,11 +78,14 @@ class CandidateGenerator:
         n: int,
         history: np.ndarray | None = None,  # (h,) items watched (training + logged)
         fresh: np.ndarray | None = None,  # (f,) items logged since training
+        trained: bool = True,  # False: the user's trained factor is not to be used
     ) -> Candidates:
         history = np.zeros(0, np.int64) if history is None else np.asarray(history, np.int64)
         fresh = np.zeros(0, np.int64) if fresh is None else np.asarray(fresh, np.int64)
         exclude = set(history.tolist()) | set(fresh.tolist())
-        known = 0 <= user_id < len(self.trained_users) and bool(self.trained_users[user_id])
+        known = (
+            trained and 0 <= user_id < len(self.trained_users) and bool(self.trained_users[user_id])
+        )
         valid = np.array(sorted(exclude), np.int64)
         valid = valid[(valid >= 0) & (valid < len(self.item_factors))]
         if known and len(fresh) == 0:

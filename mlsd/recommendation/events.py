@@ -2,6 +2,11 @@
 training run. Each event is committed (SQLite WAL, synchronous=FULL) before it is
 acknowledged. Events for users or videos the current model does not know are kept and flagged,
 never dropped: new users and videos are exactly what the next training run must learn.
+
+A user may have their history forgotten: their logged events are deleted and a tombstone
+(table ``forgotten``) is committed in the same transaction. Serving ignores what a model trained
+before the tombstone knew of them (trained factor, training history); the next training run
+drops their rows from the base data set too, and records the last tombstone it took in.
 """
 
 from __future__ import annotations
@@ -34,6 +39,12 @@ class EventLog(DurableLog):
                )""",
             "CREATE INDEX IF NOT EXISTS events_user ON events (user_id)",  # (+ rowid = seq)
             "CREATE TABLE IF NOT EXISTS counts (k TEXT PRIMARY KEY, n INTEGER NOT NULL)",
+            """CREATE TABLE IF NOT EXISTS forgotten (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id INTEGER NOT NULL,
+                 events_removed INTEGER NOT NULL, forgotten_by TEXT,
+                 created REAL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
+               )""",
+            "CREATE INDEX IF NOT EXISTS forgotten_user ON forgotten (user_id, seq)",
         )
         with self._lock:  # counters kept with each insert, so health never scans the log
             if self._conn.execute("SELECT COUNT(*) FROM counts").fetchone()[0] == 0:
@@ -76,6 +87,43 @@ class EventLog(DurableLog):
             )
             self._conn.commit()
             return int(cur.lastrowid)
+
+    def forget(self, user_id: int, by: str | None = None) -> int:
+        """Delete every event of the user and commit a tombstone, in one transaction;
+        -> how many events were removed."""
+        with self._lock:
+            u, v, n = self._conn.execute(
+                "SELECT COALESCE(SUM(unknown_user),0), COALESCE(SUM(unknown_video),0), COUNT(*)"
+                " FROM events WHERE user_id = ?",
+                (user_id,),
+            ).fetchone()
+            self._conn.execute("DELETE FROM events WHERE user_id = ?", (user_id,))
+            self._conn.execute(
+                "UPDATE counts SET n = n - CASE k WHEN 'events' THEN ? WHEN 'unknown_user'"
+                " THEN ? WHEN 'unknown_video' THEN ? END",
+                (int(n), int(u), int(v)),
+            )
+            self._conn.execute(
+                "INSERT INTO forgotten (user_id, events_removed, forgotten_by) VALUES (?, ?, ?)",
+                (user_id, int(n), by),
+            )
+            self._conn.commit()
+            return int(n)
+
+    def is_forgotten(self, user_id: int, after: int = 0) -> bool:
+        """Was the user's history forgotten after tombstone ``after`` (the last one the
+        serving model's training took in)? An indexed lookup: cheap per request."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT 1 FROM forgotten WHERE user_id = ? AND seq > ? LIMIT 1", (user_id, after)
+            ).fetchone()
+        return row is not None
+
+    def forgotten(self) -> tuple[set[int], int]:
+        """(users whose history was forgotten, the last tombstone's sequence number)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT user_id, seq FROM forgotten").fetchall()
+        return {int(u) for u, _ in rows}, max((int(s) for _, s in rows), default=0)
 
     def for_user(self, user_id: int, limit: int = 1000) -> tuple[np.ndarray, np.ndarray]:
         """(items, strengths) the user watched according to the log, oldest first: the

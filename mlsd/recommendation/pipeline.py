@@ -279,16 +279,21 @@ def generate_candidates(
     user_id: int,
     n: int,
     logged: tuple[np.ndarray, np.ndarray] | None = None,
+    forgotten: bool = False,
 ) -> UserCandidates:
     """Top-n candidates for one user: the training history merged with the events logged
     since (``logged`` = (items, strengths)); unknown videos in the log are kept there but not
-    used. The cold-start order (personal, fold_in, demographic, popular) is the generator's."""
+    used. The cold-start order (personal, fold_in, demographic, popular) is the generator's.
+    ``forgotten``: the user had their history deleted after this model was trained: what the
+    model learnt of them (factor, training history) is not used, only events logged since."""
     items, ratings = history.of(user_id)
+    if forgotten:
+        items, ratings = items[:0], ratings[:0]
     fresh, strength = logged if logged is not None else (np.zeros(0, np.int64),) * 2
     fresh, strength = np.asarray(fresh, np.int64), np.asarray(strength, np.float32)
     ok = (fresh >= 0) & (fresh < cg.tables.n_items)
     fresh, strength = fresh[ok], strength[ok]
-    c = cg.generate(user_id, n, items, fresh)
+    c = cg.generate(user_id, n, items, fresh, trained=not forgotten)
     return UserCandidates(
         user_id, c.items, c.scores, c.strategy,
         np.concatenate([items, fresh]), np.concatenate([ratings, strength]),

@@ -153,9 +153,12 @@ class VideoLog(DurableLog):
         with self._lock:
             # an upload's id is for ever; a catalogue id names another video after a rebuild
             # (the caller checks that its catalogue still has it)
-            done = seq is not None and self._conn.execute(
-                "SELECT 1 FROM changes WHERE video_id = ? AND kind = 'delete'", (video_id,)
-            ).fetchone()
+            done = (
+                seq is not None
+                and self._conn.execute(
+                    "SELECT 1 FROM changes WHERE video_id = ? AND kind = 'delete'", (video_id,)
+                ).fetchone()
+            )
             if done:
                 return False
             self._conn.execute(

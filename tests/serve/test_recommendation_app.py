@@ -299,3 +299,50 @@ def test_drift_report_follows_requests_and_events(app_url):
     assert rep["reference"]["features"]["event_known_user"] > 0
     assert set(rep["rolling"]["streams"]) <= set(rep["reference"]["features"]) | {
         "top1_score", "event_video"}  # fmt: skip
+
+
+def test_catalogue_entry_and_forgetting_a_history(app_url, keys, serve_instance, rec_store):
+    """GET /videos/{id}; DELETE /users/{id}/history (the user or an admin): logged events
+    gone, no personal candidates from what the model learnt of them, also after a restart,
+    and new events give a new history."""
+    from ray import serve
+
+    from apps.recommendation import RecommendationArgs, build_app
+    from mlsd.recommendation.events import EventLog
+    from tests.serve.http import as_user
+
+    url, db = app_url
+    me, bob = as_user(keys["42"]), as_user(keys["bob"])
+    v = me.get(f"{url}/videos/1", timeout=30)
+    assert v.status_code == 200 and v.json()["title"] and v.json()["genres"], v.text
+    assert v.json()["year"] and v.json()["interactions"] > 0
+    for bad, status in (("0", 404), ("999999", 404), ("abc", 422), ("-1", 422)):
+        assert me.get(f"{url}/videos/{bad}", timeout=30).status_code == status, bad
+    assert me.get(f"{url}/users/42", timeout=30).json()["strategy"] == "personal"
+    ev = {"user_id": 42, "video_id": 50, "event": "like", "timestamp": 893_000_000}
+    assert me.post(f"{url}/events", json=ev, timeout=30).status_code == 201
+    assert bob.delete(f"{url}/users/42/history", timeout=30).status_code == 403
+    assert me.delete(f"{url}/users/43/history", timeout=30).status_code == 403
+    assert me.delete(f"{url}/users/x/history", timeout=30).status_code == 422
+    r = me.delete(f"{url}/users/42/history", timeout=30)
+    assert r.status_code == 200 and r.json() == {
+        "user_id": 42, "events_removed": 1, "forgotten": True
+    }  # fmt: skip
+    log = EventLog(db)
+    assert log.for_user(42)[0].tolist() == [] and log.is_forgotten(42)
+    log.close()
+    body = me.get(f"{url}/users/42", timeout=30).json()
+    assert body["strategy"] == "demographic", body
+    again = me.delete(f"{url}/users/42/history", timeout=30)  # twice: nothing left
+    assert again.status_code == 200 and again.json()["events_removed"] == 0
+    assert api.delete(f"{url}/users/42/history", timeout=30).status_code == 200  # an admin
+    args = RecommendationArgs(artifact_store=str(rec_store), events_log=str(db))
+    serve.run(build_app(args), name="rec_forget", route_prefix="/rec-forget")
+    try:
+        fresh = f"{serve_instance}/rec-forget"
+        assert me.get(f"{fresh}/users/42", timeout=30).json()["strategy"] == "demographic"
+        assert me.post(f"{fresh}/events", json=ev, timeout=30).status_code == 201
+        body = me.get(f"{fresh}/users/42", timeout=30).json()
+        assert body["strategy"] == "fold_in" and 50 not in [i["video_id"] for i in body["items"]]
+    finally:
+        serve.delete("rec_forget")
