@@ -25,7 +25,7 @@ export MLSD_PROXY_BODY_LIMITS ?= default=67174400,/visual-search=21037056,/recom
 export RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S ?= 60
 export RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S ?= 60
 
-.PHONY: venv triton-venv data artifacts serve serve-triton triton-repository soak bench-triton test test-fast lint eval bench clean ray-token dev-token constraints
+.PHONY: venv triton-venv data browser screenshots artifacts serve serve-triton triton-repository soak bench-triton test test-fast lint eval bench clean ray-token dev-token constraints
 
 # constraints.txt: the versions the suite was last run with (`make constraints` after a change
 # of dependencies), so a clean clone installs what was tested, not whatever is newest
@@ -108,8 +108,22 @@ serve: artifacts ray-token dev-token
 	$(BIN)/serve run serve_config.yaml
 
 # everything (CI): unit, model, serve and train tests
-test: data ray-token triton-venv
-	$(BIN)/python -m pytest
+# headless Chromium + its WebDriver from Debian, for the pages' browser tests (no browser
+# download: Selenium is pointed at the system's binaries)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    { apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+	      { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; }; }; } || \
+	  { echo "install chromium and chromium-driver (Debian) for the browser tests"; exit 1; }
+	@chromium --version
+
+test: data ray-token triton-venv browser
+	MLSD_REQUIRE_BROWSER=1 $(BIN)/python -m pytest
+
+# README's screenshots of the pages: the browser tests, saving one per page
+screenshots: data ray-token browser
+	MLSD_REQUIRE_BROWSER=1 MLSD_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/browser
 
 # the inner loop: everything but the slow serve / train tests (a few minutes on 2 cores)
 test-fast: data ray-token triton-venv

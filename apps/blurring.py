@@ -29,6 +29,7 @@ from apps.common import (
     Liveness,
     ModelRef,
     apply_ingress_config,
+    mount_page,
     multipart_openapi,
     pin_local,
     read_multipart,
@@ -134,6 +135,7 @@ api = FastAPI(
     version="1",
 )
 limits.install(api, DEFAULT_MAX_BYTES + limits.MULTIPART_SLACK)
+mount_page(api, "blurring")
 
 
 @serve.deployment(

@@ -30,6 +30,7 @@ from apps.common import (
     Liveness,
     ModelRef,
     apply_ingress_config,
+    mount_page,
     pin_local,
     reject_unknown_query,
     retry_once,
@@ -199,6 +200,7 @@ api = FastAPI(
     version="1",
 )
 limits.install(api, MAX_JSON_BYTES)
+mount_page(api, "harmful_content")
 
 
 def _invalid(e: ValidationError) -> HTTPException:
