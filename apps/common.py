@@ -287,19 +287,44 @@ def root_path(request: Request) -> str:
 
 PAGES = os.path.join(os.path.dirname(__file__), "pages")
 PAGE_ASSETS = {"page.js": "text/javascript", "page.css": "text/css"}
+PAGE_NAV = {  # page -> (route prefix in serve_config.yaml, name)
+    "visual_search": ("/visual-search/", "Visual search"),
+    "video_search": ("/video-search/", "Video search"),
+    "recommendation": ("/recommendations/", "Recommendations"),
+    "blurring": ("/blurring/", "Blurring"),
+    "harmful_content": ("/harmful-content/", "Harmful content"),
+}
+
+
+def render_page(page: str, root: str) -> str:
+    """``apps/pages/<page>.html`` (a title comment, the body, its script) inside the shared
+    layout: one header, token field and navigation for every page."""
+    with open(os.path.join(PAGES, "layout.html"), encoding="utf-8") as f:
+        layout = f.read()
+    with open(os.path.join(PAGES, f"{page}.html"), encoding="utf-8") as f:
+        first, _, rest = f.read().partition("\n")
+    title = first.removeprefix("<!--").split(":")[0].strip()
+    body, script, tail = rest.partition("<script>")
+    nav = " ".join(
+        f'<a href="{href}"{" class=here" if p == page else ""}>{name}</a>'
+        for p, (href, name) in PAGE_NAV.items()
+    )
+    fields = {"TITLE": title, "PAGE": page, "NAV": nav, "BODY": body.strip(),
+              "SCRIPT": script + tail.strip(), "ROOT": root}  # fmt: skip
+    for k, v in fields.items():  # ROOT last: the body and script use it too
+        layout = layout.replace("{{" + k + "}}", v)
+    return layout
 
 
 def mount_page(api: FastAPI, page: str) -> None:
-    """Serve the app's page (``apps/pages/<page>.html``, no build step, nothing from a CDN)
-    at ``/<app>/``, and the shared script and style it loads. Open routes: the page holds no
-    data; its calls send the caller's token like any client."""
+    """Serve the app's page at ``/<app>/`` (no build step, nothing from a CDN) and the shared
+    script and style it loads. Open routes: the page holds no data; its calls send the
+    caller's token like any client."""
     from fastapi.responses import HTMLResponse, Response
 
     @api.get("/", include_in_schema=False)
     async def index(request: Request) -> HTMLResponse:
-        with open(os.path.join(PAGES, f"{page}.html"), encoding="utf-8") as f:
-            html = f.read()
-        return HTMLResponse(html.replace("{{ROOT}}", root_path(request)))
+        return HTMLResponse(render_page(page, root_path(request)))
 
     @api.get("/static/{name}", include_in_schema=False)
     async def asset(name: str) -> Response:

@@ -62,7 +62,9 @@ def _finish_items(items: pd.DataFrame) -> pd.DataFrame:
     items = items.assign(
         title=items["title"].fillna("").astype(str),
         year=rel.dt.year.fillna(0).astype(int),
-        release_ts=(rel.astype("int64") // 10**9).where(rel.notna(), 0).astype(np.int64),
+        # seconds whatever resolution pandas parsed to (pandas 3 picks seconds or micros, not
+        # always nanoseconds)
+        release_ts=rel.dt.as_unit("s").astype("int64").where(rel.notna(), 0).astype(np.int64),
     )
     return items[["item_id", "title", "year", "release_ts", *GENRES]].reset_index(drop=True)
 

@@ -68,3 +68,10 @@ def test_grouplens_folder_and_missing(tmp_path, ml):
     assert len(got.ratings) == 20 and got.items.year.iloc[0] == 1995
     with pytest.raises(MovieLensNotFound):
         load_movielens(tmp_path / "nowhere")
+
+
+def test_release_dates_are_unix_seconds(ml):
+    """Whatever resolution pandas parses dates to: Star Wars came out on 1977-01-01."""
+    items = ml.items.set_index("item_id")
+    assert items.loc[50, "release_ts"] == pd.Timestamp("1977-01-01").timestamp() == 220_924_800
+    assert items.loc[50, "year"] == 1977
