@@ -409,7 +409,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"development key (user dev; search, write, admin) in {args.out}:\n"
                 f'  export MLSD_TOKEN="$(cat {args.out})"\n'
                 '  curl -H "Authorization: Bearer $MLSD_TOKEN" '
-                "http://127.0.0.1:8000/visual-search/health"
+                "http://127.0.0.1:8000/visual-search/health\n"
+                "  pages: http://127.0.0.1:8000/visual-search/#token=$MLSD_TOKEN (and "
+                "/video-search/, /recommendations/, /blurring/, /harmful-content/)"
             )
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
