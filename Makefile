@@ -119,7 +119,7 @@ browser:
 	@chromium --version
 
 test: data ray-token triton-venv browser
-	MLSD_REQUIRE_BROWSER=1 $(BIN)/python -m pytest
+	MLSD_REQUIRE_BROWSER=1 $(BIN)/python -m pytest --durations=25  # the slowest 25, to keep the suite inside CI's time
 
 # README's screenshots of the pages: the browser tests, saving one per page
 screenshots: data ray-token browser
