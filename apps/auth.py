@@ -3,7 +3,8 @@
 Two kinds of bearer token are accepted (``Authorization: Bearer <token>``):
 
 - **API keys** issued by the operator CLI below. A key is ``mlsd_<key id>_<secret>``; the key
-  store (SQLite) keeps only the SHA-256 of the secret (the secret is 256 random bits, so a fast
+  store (a state store, ``mlsd.state``: SQLite on a laptop, Postgres on a cluster) keeps only
+  the SHA-256 of the secret (the secret is 256 random bits, so a fast
   hash is enough), compared in constant time. Apps read the store on every request, so a key
   created or revoked by the CLI applies at once, without a restart.
 - **JWTs** from an identity provider, verified by PyJWT: signature (an allow-list of algorithms,
@@ -30,9 +31,7 @@ import ipaddress
 import os
 import re
 import secrets
-import sqlite3
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -42,9 +41,13 @@ from typing import Literal
 from fastapi import HTTPException, Request
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import insert, select, update
 
-SCOPES = ("search", "write", "review", "admin")  # review: the harmful-content review queue
-DEFAULT_KEY_STORE = "var/auth/keys.sqlite"
+from mlsd.state import ADMIN, Caller, Database, StateError, StoreURL, may_change
+from mlsd.state.schema import auth_keys as KEYS
+
+SCOPES = ("search", "write", "review", ADMIN)  # review: the harmful-content review queue
+DEFAULT_KEY_STORE = "var/auth/keys.sqlite"  # a state store URL (mlsd.state), or a path
 DEFAULT_DEV_TOKEN = "var/auth/dev-token"
 USER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
 KEY_RE = re.compile(r"mlsd_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
@@ -78,8 +81,8 @@ class AuthArgs(BaseModel):
 
     key_store: str = Field(
         default_factory=lambda: default_key_store(),
-        description="SQLite file of hashed API keys (default: $MLSD_AUTH_KEY_STORE or "
-        f"{DEFAULT_KEY_STORE})",
+        description="state store of hashed API keys: a path / sqlite:/// URL, or "
+        f"postgresql+psycopg://... (default: $MLSD_AUTH_KEY_STORE or {DEFAULT_KEY_STORE})",
     )
     jwt: JWTArgs | None = None
     writes_per_minute: float = Field(600.0, gt=0, description="per identity, per ingress replica")
@@ -95,14 +98,20 @@ class Identity:
     scopes: frozenset[str]
     via: str  # "key:<id>" | "jwt" | "none"
 
+    @property
+    def caller(self) -> Caller:
+        """What the access rules (``mlsd.state.access``) are given: the user and admin or not."""
+        return Caller.of(self.user, self.scopes)
+
     def has(self, scope: str) -> bool:
-        return scope in self.scopes or "admin" in self.scopes
+        return scope in self.scopes or ADMIN in self.scopes
 
     def acting_as(self, requested: str | None) -> str:
-        """The user a request acts for: the caller, or (``admin`` only) the one it names."""
-        if requested is None or requested == self.user:
+        """The user a request acts for: the caller, or one whose items the caller may change
+        (``mlsd.state.may_change``: admins only) -> 403 otherwise."""
+        if requested is None:
             return self.user
-        if "admin" not in self.scopes:
+        if not may_change(self.caller, requested):
             raise HTTPException(403, "acting for another user needs the admin scope")
         return requested
 
@@ -130,53 +139,44 @@ def _hash(secret: str) -> str:
 
 
 class KeyStore:
-    """API keys, hashed, in one SQLite file (0600 in a 0700 folder)."""
+    """API keys, hashed, in the state layer (``mlsd.state``: one store every ingress replica
+    on every node reads, so a key revoked anywhere is refused everywhere at once)."""
 
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._local = threading.local()
-        with self._db() as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS keys (key_id TEXT PRIMARY KEY, user TEXT NOT NULL,"
-                " scopes TEXT NOT NULL, digest TEXT NOT NULL, created REAL NOT NULL,"
-                " revoked REAL, note TEXT)"
-            )
-        os.chmod(self.path, 0o600)
+    def __init__(self, store: str | os.PathLike | StoreURL | Database):
+        # an existing store (`python -m mlsd.state init` makes it), or StateError naming it
+        self.db = store if isinstance(store, Database) else Database(store)
 
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
-            db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            self._local.db = db
-        return db
+    @property
+    def url(self) -> str:
+        return str(self.db.url)
 
     def create(self, user: str, scopes: str | Iterable[str], note: str = "") -> str:
         """A new key; the token is returned once and never stored."""
         check_user(user)
         scope_set = parse_scopes(scopes)
         key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
-        self._db().execute(
-            "INSERT INTO keys VALUES (?, ?, ?, ?, ?, NULL, ?)",
-            (key_id, user, " ".join(sorted(scope_set)), _hash(secret), time.time(), note),
-        )
+        with self.db.write() as c:
+            c.execute(
+                insert(KEYS).values(
+                    key_id=key_id, user=user, scopes=" ".join(sorted(scope_set)),
+                    digest=_hash(secret), created=time.time(), revoked=None, note=note,
+                )
+            )  # fmt: skip
         return f"mlsd_{key_id}_{secret}"
 
     def revoke(self, key_id: str) -> bool:
-        cur = self._db().execute(
-            "UPDATE keys SET revoked = ? WHERE key_id = ? AND revoked IS NULL",
-            (time.time(), key_id),
-        )
-        return cur.rowcount == 1
+        with self.db.write() as c:
+            n = c.execute(
+                update(KEYS)
+                .where(KEYS.c.key_id == key_id, KEYS.c.revoked.is_(None))
+                .values(revoked=time.time())
+            ).rowcount
+        return n == 1
 
     def list(self) -> list[dict]:
-        rows = self._db().execute(
-            "SELECT key_id, user, scopes, created, revoked, note FROM keys ORDER BY created"
-        )
         cols = ("key_id", "user", "scopes", "created", "revoked", "note")
+        with self.db.read() as c:
+            rows = c.execute(select(*(KEYS.c[k] for k in cols)).order_by(KEYS.c.created)).all()
         return [dict(zip(cols, r, strict=True)) for r in rows]
 
     def verify(self, token: str) -> Identity | None:
@@ -184,19 +184,20 @@ class KeyStore:
         if m is None:
             return None
         key_id, secret = m.groups()
-        row = (
-            self._db()
-            .execute(
-                "SELECT user, scopes, digest FROM keys WHERE key_id = ? AND revoked IS NULL",
-                (key_id,),
-            )
-            .fetchone()
-        )
+        with self.db.read() as c:
+            row = c.execute(
+                select(KEYS.c.user, KEYS.c.scopes, KEYS.c.digest).where(
+                    KEYS.c.key_id == key_id, KEYS.c.revoked.is_(None)
+                )
+            ).first()
         digest = _hash(secret)
         # compare even when the id is unknown, so timing says nothing about which ids exist
         if not hmac.compare_digest(digest, row[2] if row else "0" * 64) or row is None:
             return None
         return Identity(row[0], frozenset(row[1].split()), f"key:{key_id}")
+
+    def check(self) -> None:
+        self.db.check()
 
 
 class JWTVerifier:
@@ -256,6 +257,11 @@ class Authenticator:
             self.keys = KeyStore(config.key_store)
             self.jwt = JWTVerifier(config.jwt) if config.jwt else None
             self.limiter = RateLimiter(config.writes_per_minute / 60.0, config.write_burst)
+
+    def check(self) -> None:
+        """Raise, naming the store, unless the key store can be read (a health check)."""
+        if self.keys is not None:
+            self.keys.check()
 
     def identify(self, request: Request) -> Identity:
         if self.open:
@@ -413,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                 "  pages: http://127.0.0.1:8000/visual-search/#token=$MLSD_TOKEN (and "
                 "/video-search/, /recommendations/, /blurring/, /harmful-content/)"
             )
-    except ValueError as e:
+    except (ValueError, StateError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -48,6 +48,7 @@ from mlsd.blurring.data import LABELS
 from mlsd.blurring.features import drift_features
 from mlsd.blurring.store import BlurredStore
 from mlsd.image import DEFAULT_MAX_PIXELS, InvalidImage
+from mlsd.state import may_see
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 # faces and plates: our trained FCOS (artifact blurring_fcos) + the packaged face detectors
@@ -90,7 +91,10 @@ class BlurringArgs(AppArgs):
     model: ModelRef | None = None  # the detector is `detector:` (it may hold no artifact)
     detector: DetectorArgs = Field(default_factory=DetectorArgs)
     shadow: BlurShadowArgs | None = None
-    output_store: str = Field("var/blurring/images", description="folder or fsspec URI")
+    output_store: str = Field(
+        "var/blurring/images",
+        description="object store of blurred outputs: a folder, or s3://bucket/prefix on a cluster",
+    )
     store_originals: bool = Field(False, description="keep the unblurred upload (off: never)")
     blur: dict = Field(default_factory=dict, description="mlsd.blurring.blur.BlurConfig fields")
     max_upload_bytes: int = DEFAULT_MAX_BYTES
@@ -105,6 +109,10 @@ class BlurringArgs(AppArgs):
             if m.get("kind") == "torch":
                 ref = ModelRef(artifact=m["artifact"], version=m.get("version", "latest"))
                 m["version"] = ref.pin(store, self.artifact_pins).version
+
+    def stores(self) -> tuple[dict[str, str | None], dict[str, str | None]]:
+        dbs, objects = super().stores()
+        return dbs, {**objects, "output_store": self.output_store}
 
 
 class Box(BaseModel):
@@ -153,7 +161,7 @@ class BlurringIngress:
         monitor: DeploymentHandle | None = None,
     ):
         self.args = BlurringArgs(**args)
-        setup_edge(api, self.args, self.args.max_upload_bytes + limits.MULTIPART_SLACK)
+        self.auth = setup_edge(api, self.args, self.args.max_upload_bytes + limits.MULTIPART_SLACK)
         self.store = BlurredStore(self.args.output_store)
         self.preprocess, self.detector = preprocess, detector
         self.model_version = self.args.detector.label()
@@ -165,6 +173,12 @@ class BlurringIngress:
 
     def reconfigure(self, config: dict) -> None:
         apply_ingress_config(self.mirror, config)
+
+    def check_health(self) -> None:
+        """Serve's health check: no traffic while the key store or the output store is missing
+        or unreachable (the error names it)."""
+        self.auth.check()
+        self.store.check()
 
     @staticmethod
     def _rows(det) -> list[list[float]]:
@@ -227,7 +241,7 @@ class BlurringIngress:
             jpeg, meta = await asyncio.to_thread(self.store.get, image_id)
         except KeyError:
             raise HTTPException(404, "no such image") from None
-        if meta.get("owner") != caller.user and not caller.has("admin"):
+        if not may_see(caller.caller, meta.get("owner"), private=True):
             raise HTTPException(404, "no such image")  # not 403: ids of others stay unknown
         return Response(jpeg, media_type="image/jpeg")
 
@@ -254,6 +268,7 @@ def build_app(args: BlurringArgs) -> Application:
     a = args.model_copy(deep=True)
     a.artifact_store, a.output_store = pin_local(a.artifact_store), pin_local(a.output_store)
     a.pin_auth()
+    a.open_state()
     a.pin_models(a.store())
     detector = Detector.options(user_config=a.model_user_config("Detector")).bind(
         store_uri=a.store_spec(), members=a.detector.members, long_side=a.detector.long_side,

@@ -20,6 +20,7 @@ from starlette.formparsers import MultiPartException
 from apps.auth import AuthArgs, AuthConfig, Authenticator, check_bind, serve_hosts
 from deployments.shadow import ShadowMirror, ShadowTraffic
 from mlsd.artifacts import ArtifactStore, model_label
+from mlsd.state import Database, ObjectStore, pin_url
 
 logger = logging.getLogger("ray.serve")
 T = TypeVar("T")
@@ -164,6 +165,43 @@ class AppArgs(BaseModel):
     drift: DriftArgs | None = Field(
         default_factory=DriftArgs, description="drift monitoring thresholds; null turns it off"
     )
+    allow_node_local_state: bool = Field(
+        False,
+        description="serve from a file-backed store (SQLite, a local folder) while more than "
+        "one Ray node is alive: each node would keep its own state. Off: such a build fails",
+    )
+
+    def stores(self) -> tuple[dict[str, str | None], dict[str, str | None]]:
+        """(state store URLs, object store URIs) by field: everything the app writes, its API
+        keys included (``python -m apps.state init`` creates them; the build opens them)."""
+        keys = self.auth.key_store if isinstance(self.auth, AuthArgs) else None
+        return {"auth.key_store": keys}, {}
+
+    def open_state(self) -> None:
+        """Build time, for every store the app writes (its API keys too): a URL the state
+        layer cannot open, or a store that is missing or unreachable, fails ``serve run``
+        naming it (never a new empty file); and a file-backed store while more than one Ray
+        node is alive is refused unless ``allow_node_local_state``."""
+        stores, objects = self.stores()
+        local = []
+        for field, url in stores.items():
+            if url is not None:
+                db = Database(url)  # raises StateError / StoreURLError, naming the store
+                db.close()
+                if db.url.file_backed:
+                    local.append(f"{field}: {db.url}")
+        for field, uri in objects.items():
+            if uri is not None and ObjectStore(uri).file_backed:
+                local.append(f"{field}: {uri}")
+        nodes = alive_ray_nodes()
+        if local and nodes > 1 and not self.allow_node_local_state:
+            raise ValueError(
+                f"{nodes} Ray nodes are alive, but this app's state is on one node's disk "
+                f"({'; '.join(local)}): each node would serve its own copy and acknowledged "
+                "writes would diverge. Use postgresql+psycopg://... and s3://... stores "
+                "(README, 'On a cluster'), or set allow_node_local_state: true when every "
+                "replica runs on one node."
+            )
 
     def runner_server(self, ref: ModelRef) -> dict | None:
         """A model's Triton ``server`` mapping (None for in-process backends); a Triton
@@ -198,7 +236,7 @@ class AppArgs(BaseModel):
         the running Serve binds loopback only (each request's peer is checked again)."""
         check_bind(self.auth, serve_hosts())
         if isinstance(self.auth, AuthArgs):
-            update = {"key_store": pin_local(self.auth.key_store)}
+            update = {"key_store": pin_url(self.auth.key_store)}
             if self.auth.jwt is not None:
                 key_file = pin_local(self.auth.jwt.key_file)
                 update["jwt"] = self.auth.jwt.model_copy(update={"key_file": key_file})
@@ -264,7 +302,7 @@ class Liveness(BaseModel):
     status: str = "ok"
 
 
-PUBLIC_ID_MAX = 2**53  # ids stay exact in JSON / JavaScript (mlsd.durable.ID_BITS)
+PUBLIC_ID_MAX = 2**53  # ids stay exact in JSON / JavaScript (mlsd.state.ids.ID_BITS)
 
 
 class Deleted(BaseModel):
@@ -273,10 +311,6 @@ class Deleted(BaseModel):
 
     id: int
     deleted: bool = True
-
-
-def is_admin(caller) -> bool:
-    return "admin" in caller.scopes
 
 
 def root_path(request: Request) -> str:
@@ -338,6 +372,15 @@ def apply_ingress_config(mirror: ShadowMirror | None, config: dict) -> None:
     """An ingress's ``reconfigure``: a new shadow share / timeout applies at once."""
     if mirror is not None and config.get("shadow"):
         mirror.tune(config["shadow"])
+
+
+def alive_ray_nodes() -> int:
+    """Alive nodes of the Ray cluster this build runs against (1 outside Ray)."""
+    import ray
+
+    if not ray.is_initialized():
+        return 1
+    return sum(1 for n in ray.nodes() if n.get("Alive"))
 
 
 def pin_local(path: str | None) -> str | None:

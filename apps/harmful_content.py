@@ -5,7 +5,7 @@ POST /posts      Ingress -> (images: ImageFeatures, the shared backbone) -> Harm
                  (batched: text encoder + n-gram bag + early-fusion multi-task model) -> Policy
                  (per-head thresholds) -> remove | review | demote | allow, with the heads that
                  drove it. A post in a head's low-confidence band is committed to the review
-                 queue (SQLite) before the answer leaves.
+                 queue (the state layer: one queue for every replica) before the answer leaves.
 GET  /reviews    the queue (reviewers: scope ``review``); POST /reviews/{id} a reviewer's labels
                  (idempotent), which ``python -m train.harmful_content`` folds into the next model.
 GET  /shadow     a second model on a share of the posts: agreement per head, latency (admin).
@@ -53,6 +53,7 @@ from mlsd.harmful_content.features import (
 from mlsd.harmful_content.policy import Policy
 from mlsd.harmful_content.review import ReviewConflict, ReviewNotFound, ReviewQueue
 from mlsd.image import DEFAULT_MAX_PIXELS, InvalidImage, decode_image
+from mlsd.state import pin_url
 from mlsd.uris import UnsafeURI, uri_allowed
 
 logger = logging.getLogger("ray.serve")
@@ -67,8 +68,11 @@ class HarmfulContentArgs(AppArgs):
     model: ModelRef = Field(
         default_factory=lambda: ModelRef(artifact="harmful_content", backend="onnx")
     )
-    review_queue: str = Field("var/harmful_content/reviews.sqlite",
-                              description="SQLite file of the human-review queue")  # fmt: skip
+    review_queue: str = Field(
+        "var/harmful_content/reviews.sqlite",
+        description="state store of the human-review queue (mlsd.state): a path / sqlite:/// "
+        "URL on one node, postgresql+psycopg://user@host/db on a cluster",
+    )
     policy: dict[str, dict[str, float]] = Field(
         default_factory=dict,
         description="per-head {remove, review, demote} thresholds over the artifact's own "
@@ -88,6 +92,10 @@ class HarmfulContentArgs(AppArgs):
 
     def max_body(self) -> int:
         return MAX_JSON_BYTES + self.max_images * self.max_image_bytes + limits.MULTIPART_SLACK
+
+    def stores(self) -> tuple[dict[str, str | None], dict[str, str | None]]:
+        dbs, objects = super().stores()
+        return {**dbs, "review_queue": self.review_queue}, objects
 
 
 class Reactions(BaseModel):
@@ -223,7 +231,7 @@ class HarmfulContentIngress:
         monitor: DeploymentHandle | None = None,
     ):
         self.args = HarmfulContentArgs(**args)
-        setup_edge(api, self.args, self.args.max_body())
+        self.auth = setup_edge(api, self.args, self.args.max_body())
         self.classifier, self.images = classifier, images
         self.queue = ReviewQueue(self.args.review_queue)
         metrics.review_queue(self.queue.counts())
@@ -238,7 +246,9 @@ class HarmfulContentIngress:
         apply_ingress_config(self.mirror, config)
 
     def check_health(self) -> None:
-        """Serve's health check: no traffic while the review queue is unreadable."""
+        """Serve's health check: no traffic while the key store or the review queue is missing
+        or unreachable (the error names it)."""
+        self.auth.check()
         self.queue.check()
 
     async def _queue_depth(self) -> None:
@@ -503,8 +513,9 @@ class HarmfulContentIngress:
 
 def build_app(args: HarmfulContentArgs) -> Application:
     a = args.model_copy(deep=True)
-    a.artifact_store, a.review_queue = pin_local(a.artifact_store), pin_local(a.review_queue)
+    a.artifact_store, a.review_queue = pin_local(a.artifact_store), pin_url(a.review_queue)
     a.pin_auth()
+    a.open_state()
     store = a.store()
     shadow = a.pin_models(store)
     art = store.load(a.model.artifact, a.model.version)

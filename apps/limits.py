@@ -118,6 +118,7 @@ def install(api: FastAPI, default_max_body: int) -> None:
     from starlette.exceptions import HTTPException
 
     from deployments import metrics
+    from mlsd.state import StateError
 
     title = api.title
     api.add_middleware(
@@ -133,6 +134,16 @@ def install(api: FastAPI, default_max_body: int) -> None:
     async def invalid(request: Request, exc: RequestValidationError):
         metrics.rejected(422)
         return await request_validation_exception_handler(request, exc)
+
+    @api.exception_handler(StateError)
+    async def state_down(request: Request, exc: StateError) -> JSONResponse:
+        logger.error("state store error in %s %s: %s", request.method, request.url.path, exc)
+        metrics.rejected(503)
+        return JSONResponse(
+            {"detail": "a state store is unavailable; retry shortly"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
 
     @api.exception_handler(BackPressureError)
     async def overloaded(request: Request, exc: BackPressureError) -> JSONResponse:

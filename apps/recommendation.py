@@ -47,6 +47,7 @@ from mlsd.recommendation.pipeline import (
     request_drift,
 )
 from mlsd.recommendation.rerank import RecRerankConfig
+from mlsd.state import pin_url
 
 MAX_ID = 2**31 - 1
 MAX_TS = 4_102_444_800  # 2100-01-01: later timestamps are an error, not the future
@@ -60,12 +61,18 @@ class RecommendationArgs(AppArgs):
         description="recommendation artifact; backend = the ranking model's runner (torch|onnx)",
     )
     events_log: str | None = Field(
-        "var/recommendation/events.db", description="durable interaction log; None = off"
+        "var/recommendation/events.db",
+        description="state store of feedback events and forgets (mlsd.state): a path / "
+        "sqlite:/// URL on one node, postgresql+psycopg://user@host/db on a cluster; None = off",
     )
     n_candidates: int = Field(200, ge=1, le=10_000, description="candidates sent to ranking")
     max_k: int = Field(100, ge=1, le=1_000)
     rerank: dict = Field(default_factory=dict, description="RecRerankConfig fields")
     device: str = Field("auto", description="ranking device: auto (the replica's GPU) | cpu")
+
+    def stores(self) -> tuple[dict[str, str | None], dict[str, str | None]]:
+        dbs, objects = super().stores()
+        return {**dbs, "events_log": self.events_log}, objects
 
 
 class Item(BaseModel):
@@ -153,7 +160,7 @@ class RecommendationIngress:
         monitor: DeploymentHandle | None = None,
     ):
         self.args = RecommendationArgs(**args)
-        setup_edge(api, self.args, 64 * 1024)
+        self.auth = setup_edge(api, self.args, 64 * 1024)
         art = self.args.store().load(self.args.model.artifact, self.args.model.version)
         self.tables = load_tables(art)
         self.model_version = self.args.model.label
@@ -169,7 +176,9 @@ class RecommendationIngress:
         apply_ingress_config(self.mirror, config)
 
     def check_health(self) -> None:
-        """Serve's health check: no traffic while the event log is unreadable."""
+        """Serve's health check: no traffic while the key store or the event log is missing or
+        unreachable (the error names it)."""
+        self.auth.check()
         if self.log is not None:
             self.log.check()
 
@@ -323,8 +332,9 @@ class RecommendationIngress:
 
 def build_app(args: RecommendationArgs) -> Application:
     a = args.model_copy()
-    a.artifact_store, a.events_log = pin_local(a.artifact_store), pin_local(a.events_log)
+    a.artifact_store, a.events_log = pin_local(a.artifact_store), pin_url(a.events_log)
     a.pin_auth()
+    a.open_state()
     store = a.store()
     shadow_ref = a.pin_models(store)
 

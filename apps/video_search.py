@@ -29,7 +29,6 @@ from apps.common import (
     Liveness,
     ModelRef,
     apply_ingress_config,
-    is_admin,
     mount_page,
     multipart_openapi,
     pin_local,
@@ -46,6 +45,7 @@ from deployments.metrics import stage
 from deployments.shadow import ShadowComparator, ShadowMirror
 from deployments.video_search import TextEncoder, TextSearch, VideoIndexer, VideoRetriever
 from mlsd.image import InvalidImage, stored_image
+from mlsd.state import pin_url
 from mlsd.text_index import analyzer, normalise
 from mlsd.uris import UnsafeURI, uri_allowed
 from mlsd.video_search.catalogue import VideoDoc
@@ -78,7 +78,13 @@ class VideoSearchArgs(AppArgs):
         description="indexed videos (pooled frame features + text fields)",
     )
     live_log: str | None = Field(
-        "var/video_search/videos.sqlite", description="durable log of added videos; None = off"
+        "var/video_search/videos.sqlite",
+        description="state store of added videos, edits and deletions (mlsd.state): a path / "
+        "sqlite:/// URL on one node, postgresql+psycopg://user@host/db on a cluster; None = off",
+    )
+    object_store: str = Field(
+        "var/video_search/objects",
+        description="where uploads' thumbnails go: a folder, or s3://bucket/prefix on a cluster",
     )
     max_query_chars: int = Field(500, ge=1)
     branch_depth: int = Field(100, ge=1, description="results taken from each branch")
@@ -120,6 +126,11 @@ class VideoSearchArgs(AppArgs):
         except TypeError as e:
             raise ValueError(f"fusion: {e}") from None
         return v
+
+    def stores(self) -> tuple[dict[str, str | None], dict[str, str | None]]:
+        dbs, objects = super().stores()
+        thumbs = self.object_store if self.live_log else None
+        return {**dbs, "live_log": self.live_log}, {**objects, "object_store": thumbs}
 
 
 class Hit(BaseModel):
@@ -229,7 +240,7 @@ class VideoSearchIngress:
         monitor: DeploymentHandle | None = None,
     ):
         self.args = VideoSearchArgs(**args)
-        setup_edge(api, self.args, self.args.max_upload_bytes + limits.MULTIPART_SLACK)
+        self.auth = setup_edge(api, self.args, self.args.max_upload_bytes + limits.MULTIPART_SLACK)
         self.fusion = FusionConfig(**self.args.fusion)
         self.rerank_cfg = VideoRerankConfig(**self.args.rerank)
         self.model_version = self.args.model.label
@@ -246,6 +257,10 @@ class VideoSearchIngress:
 
     def reconfigure(self, config: dict) -> None:
         apply_ingress_config(self.mirror, config)
+
+    def check_health(self) -> None:
+        """Serve's health check: no traffic while the key store is missing or unreachable."""
+        self.auth.check()
 
     async def _dense(self, encoder, retriever, q: str, observe: bool = False):
         vec = await retry_once(lambda: encoder.encode.remote(q), "query encoder")
@@ -395,9 +410,7 @@ class VideoSearchIngress:
         caller: Identity = Depends(require("search")),
     ) -> VideoInfo:
         reject_unknown_query(request, set())
-        d = await retry_once(
-            lambda: self.retriever.get.remote(video_id, caller.user, is_admin(caller)), "get"
-        )
+        d = await retry_once(lambda: self.retriever.get.remote(video_id, caller.caller), "get")
         if d is None:
             raise HTTPException(404, NOT_FOUND)
         return _info(d, root_path(request))
@@ -417,7 +430,7 @@ class VideoSearchIngress:
     ) -> Response:
         reject_unknown_query(request, {"size"})
         jpeg = await retry_once(
-            lambda: self.retriever.thumbnail.remote(video_id, caller.user, is_admin(caller)),
+            lambda: self.retriever.thumbnail.remote(video_id, caller.caller),
             "thumbnail",
         )
         if jpeg is None:
@@ -430,9 +443,7 @@ class VideoSearchIngress:
 
     async def _change(self, video_id: int, fields: dict | None, caller: Identity):
         with stage("catalogue_change"):  # a write: not retried
-            outcome, doc = await self.retriever.change.remote(
-                video_id, fields, caller.user, is_admin(caller)
-            )
+            outcome, doc = await self.retriever.change.remote(video_id, fields, caller.caller)
         if outcome == "read_only":
             raise HTTPException(403, "this deployment does not change videos (live_log off)")
         if outcome == "forbidden":
@@ -506,8 +517,10 @@ class VideoSearchIngress:
 
 def build_app(args: VideoSearchArgs) -> Application:
     a = args.model_copy()
-    a.artifact_store, a.live_log = pin_local(a.artifact_store), pin_local(a.live_log)
+    a.artifact_store, a.live_log = pin_local(a.artifact_store), pin_url(a.live_log)
+    a.object_store = pin_local(a.object_store)
     a.pin_auth()
+    a.open_state()
     store = a.store()
     shadow_ref = a.pin_models(store)
     a.catalogue = a.catalogue.pin(store, a.artifact_pins)
@@ -524,7 +537,7 @@ def build_app(args: VideoSearchArgs) -> Application:
     def retriever(name: str, ref: ModelRef):
         return VideoRetriever.options(name=name, user_config=fault(name)).bind(
             store_uri=a.store_spec(), artifact=ref.artifact, version=ref.version,
-            live_log=a.live_log, **cat,
+            live_log=a.live_log, object_store=a.object_store, **cat,
         )  # fmt: skip
 
     text = TextSearch.options(user_config=fault("TextSearch")).bind(
@@ -532,7 +545,9 @@ def build_app(args: VideoSearchArgs) -> Application:
     )
     indexer = None
     if a.live_log:
-        indexer = VideoIndexer.bind(live_log=a.live_log, sample=a.sample, device=a.device)
+        indexer = VideoIndexer.bind(
+            live_log=a.live_log, object_store=a.object_store, sample=a.sample, device=a.device
+        )
     shadow = {}
     if (ref := shadow_ref) is not None:
         shadow = {

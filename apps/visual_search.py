@@ -23,7 +23,6 @@ from apps.common import (
     Liveness,
     ModelRef,
     apply_ingress_config,
-    is_admin,
     mount_page,
     multipart_openapi,
     parse_bool,
@@ -47,6 +46,7 @@ from mlsd.image import (
     encode_image,
     stored_image,
 )
+from mlsd.state import pin_url
 from mlsd.visual_search.catalogue import QuotaExceeded
 from mlsd.visual_search.features import ImagePreprocessor
 from mlsd.visual_search.model import EncoderConfig
@@ -62,7 +62,13 @@ class VisualSearchArgs(AppArgs):
         "triton-int8 (with triton: {url: ...})",
     )
     live_log: str | None = Field(
-        "var/visual_search/live.sqlite", description="durable log of added images; None = off"
+        "var/visual_search/live.sqlite",
+        description="state store of added images and deletions (mlsd.state): a path / "
+        "sqlite:/// URL on one node, postgresql+psycopg://user@host/db on a cluster; None = off",
+    )
+    object_store: str = Field(
+        "var/visual_search/objects",
+        description="where uploaded bytes go: a folder, or s3://bucket/prefix on a cluster",
     )
     overfetch: int = Field(4, ge=1, description="retrieve k x overfetch before reranking")
     max_upload_bytes: int = DEFAULT_MAX_BYTES
@@ -76,6 +82,11 @@ class VisualSearchArgs(AppArgs):
         default_factory=dict, description="mlsd.visual_search.rerank.RerankConfig fields"
     )
     device: str = Field("auto", description="encoder device: auto (the replica's GPU) | cpu")
+
+    def stores(self) -> tuple[dict[str, str | None], dict[str, str | None]]:
+        dbs, objects = super().stores()
+        uploads = self.object_store if self.live_log else None
+        return {**dbs, "live_log": self.live_log}, {**objects, "object_store": uploads}
 
 
 class Hit(BaseModel):
@@ -134,7 +145,7 @@ class VisualSearchIngress:
         monitor: DeploymentHandle | None = None,
     ):
         self.args = VisualSearchArgs(**args)
-        setup_edge(api, self.args, self.args.max_upload_bytes + limits.MULTIPART_SLACK)
+        self.auth = setup_edge(api, self.args, self.args.max_upload_bytes + limits.MULTIPART_SLACK)
         art = self.args.store().load(self.args.model.artifact, self.args.model.version, False)
         cfg = EncoderConfig.from_dict(art.config.get("encoder", {}))
         self.preprocess = ImagePreprocessor(cfg, self.args.max_upload_bytes, self.args.max_pixels)
@@ -151,6 +162,10 @@ class VisualSearchIngress:
 
     def reconfigure(self, config: dict) -> None:
         apply_ingress_config(self.mirror, config)
+
+    def check_health(self) -> None:
+        """Serve's health check: no traffic while the key store is missing or unreachable."""
+        self.auth.check()
 
     async def _image_input(self, data: bytes):
         """-> ((C, S, S) input, signature, drift features)."""
@@ -259,9 +274,7 @@ class VisualSearchIngress:
         caller: Identity = Depends(require("search")),
     ) -> Response:
         reject_unknown_query(request, {"size"})
-        found = await retry_once(
-            lambda: self.retriever.get.remote(image_id, caller.user, is_admin(caller)), "get"
-        )
+        found = await retry_once(lambda: self.retriever.get.remote(image_id, caller.caller), "get")
         if found is None or found["image"] is None:
             raise HTTPException(404, NOT_FOUND)
         data = found["image"]
@@ -288,7 +301,7 @@ class VisualSearchIngress:
         if self.args.live_log is None:
             raise HTTPException(403, "this deployment does not delete images (live_log off)")
         with stage("delete"):  # a write: not retried (a tombstone is committed once)
-            outcome = await self.retriever.delete.remote(image_id, caller.user, is_admin(caller))
+            outcome = await self.retriever.delete.remote(image_id, caller.caller)
         if outcome == "forbidden":
             raise HTTPException(403, "only the image's owner or an admin may delete it")
         if outcome != "deleted":
@@ -319,8 +332,10 @@ class VisualSearchIngress:
 def build_app(args: VisualSearchArgs) -> Application:
     """Wire the graph; the shadow gets its own encoder, and its own index if its version differs."""
     a = args.model_copy()
-    a.artifact_store, a.live_log = pin_local(a.artifact_store), pin_local(a.live_log)
+    a.artifact_store, a.live_log = pin_local(a.artifact_store), pin_url(a.live_log)
+    a.object_store = pin_local(a.object_store)
     a.pin_auth()
+    a.open_state()
     store = a.store()
     shadow_ref = a.pin_models(store)
 
@@ -333,7 +348,8 @@ def build_app(args: VisualSearchArgs) -> Application:
     def retriever(name: str, ref: ModelRef):
         return Retriever.options(name=name).bind(
             store_uri=a.store_spec(), artifact=ref.artifact, version=ref.version,
-            live_log=a.live_log, rerank=a.rerank, overfetch=a.overfetch,
+            live_log=a.live_log, object_store=a.object_store, rerank=a.rerank,
+            overfetch=a.overfetch,
             max_per_owner=a.max_images_per_owner,
             retention_s=a.image_retention_days * 86400 if a.image_retention_days else None,
         )  # fmt: skip

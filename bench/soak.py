@@ -142,19 +142,22 @@ class Soak:
                     self.search_log.append((time.time(), status))
 
 
-def lost_writes(soak: Soak, images_log: Path, events_log: Path, sample: int = 20) -> dict:
+def lost_writes(soak: Soak, images_log: str, events_log: str, sample: int = 20) -> dict:
     """Acknowledged writes missing from the durable logs (and added images not found)."""
-    import sqlite3
+    from sqlalchemy import select
 
+    from mlsd.recommendation.events import EventLog
+    from mlsd.state.schema import rec_events
     from mlsd.visual_search.catalogue import CatalogueLog
 
     log = CatalogueLog(images_log)
     in_log = {img.meta.image_id for _, img in log.since(0)}
     log.close()
     lost_images = [i for i, _ in soak.acked_images if i not in in_log]
-    con = sqlite3.connect(str(events_log))
-    seqs = {r[0] for r in con.execute("SELECT seq FROM events")}
-    con.close()
+    events = EventLog(events_log)
+    with events.db.read() as c:
+        seqs = set(c.execute(select(rec_events.c.seq)).scalars())
+    events.close()
     lost_events = [e for e in soak.acked_events if e not in seqs]
     s = requests.Session()
     s.headers.update(soak.headers)
@@ -220,8 +223,11 @@ def stop_serve(proc: subprocess.Popen) -> None:
 def run(a: argparse.Namespace) -> dict:
     cfg = yaml.safe_load((ROOT / a.config).read_text())
     apps = {x["name"]: x for x in cfg["applications"]}
-    images_log = ROOT / apps["visual_search"]["args"]["live_log"]
-    events_log = ROOT / apps["recommendation"]["args"]["events_log"]
+    def store(url: str) -> str:  # relative paths are the repository's, as for serve run
+        return url if "://" in url else str(ROOT / url)
+
+    images_log = store(apps["visual_search"]["args"]["live_log"])
+    events_log = store(apps["recommendation"]["args"]["events_log"])
     base = f"http://127.0.0.1:{cfg['http_options']['port']}"
     token = (ROOT / a.token).read_text().strip()
     proc = start_serve(a.config, base, a.startup_timeout) if a.start else None

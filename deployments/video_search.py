@@ -12,6 +12,7 @@ from ray import serve
 
 from deployments.common import Batched, FaultInjectable, inject_fault, replica_resources
 from mlsd.artifacts import ArtifactStore
+from mlsd.state import Caller, may_change
 from mlsd.text import OFFLINE_MINILM
 from mlsd.video import SampleConfig, VideoError
 from mlsd.video_search.catalogue import VideoCatalogue, VideoDoc, VideoLog
@@ -72,10 +73,12 @@ class VideoRetriever(FaultInjectable):
         catalogue_artifact: str,
         catalogue_version: str,
         live_log: str | None = None,
+        object_store: str | None = None,
     ):
         replica_resources()
         store = ArtifactStore.open(store_uri)
-        catalogue = VideoCatalogue(store.load(catalogue_artifact, catalogue_version), live_log)
+        art = store.load(catalogue_artifact, catalogue_version)
+        catalogue = VideoCatalogue(art, live_log, object_store)  # existing stores, or fail
         self.branch = VisualBranch(catalogue, load_video_text(store.load(artifact, version)))
         self._thumbs: dict[int, bytes | None] = {}
 
@@ -86,15 +89,13 @@ class VideoRetriever(FaultInjectable):
     async def docs(self, ids: list[int]) -> dict[int, VideoDoc]:
         return await asyncio.to_thread(self.branch.docs, ids)
 
-    def _visible(self, video_id: int, user: str | None, admin: bool) -> VideoDoc | None:
-        d = self.branch.docs([video_id]).get(video_id)
-        if d is None or admin or (d.owner is not None and d.owner == user):
-            return d
-        return None if (d.private or d.blocked or not d.available) else d
+    def _visible(self, video_id: int, caller: Caller) -> VideoDoc | None:
+        self.branch.refresh()
+        return self.branch.catalogue.visible(video_id, caller)
 
-    async def get(self, video_id: int, user: str | None, admin: bool) -> VideoDoc | None:
-        """The video's doc if this caller may see it; None (404) otherwise."""
-        return await asyncio.to_thread(self._visible, video_id, user, admin)
+    async def get(self, video_id: int, caller: Caller) -> VideoDoc | None:
+        """The video's doc if ``caller`` may see it; None (404) otherwise."""
+        return await asyncio.to_thread(self._visible, video_id, caller)
 
     def _thumbnail(self, video_id: int) -> bytes | None:
         cat = self.branch.catalogue
@@ -107,37 +108,38 @@ class VideoRetriever(FaultInjectable):
             self._thumbs[video_id] = catalogue_thumbnail(doc.uri) if doc else None
         return self._thumbs[video_id]
 
-    async def thumbnail(self, video_id: int, user: str | None, admin: bool) -> bytes | None:
-        if await self.get(video_id, user, admin) is None:
+    async def thumbnail(self, video_id: int, caller: Caller) -> bytes | None:
+        if await self.get(video_id, caller) is None:
             return None
         return await asyncio.to_thread(self._thumbnail, video_id)
 
-    def _change(self, video_id: int, fields: dict | None, user: str | None, admin: bool):
-        d = self._visible(video_id, user, admin)
+    def _change(self, video_id: int, fields: dict | None, caller: Caller):
+        d = self._visible(video_id, caller)
         if d is None:
             return "not_found", None
-        if not admin and (d.owner is None or d.owner != user):
+        if not may_change(caller, d.owner):
             return "forbidden", None
         log = self.branch.catalogue.log
         if fields is None:
-            done = log.delete(video_id, d.uri, user)
+            done = log.delete(video_id, d.uri, caller.user)
             self.branch.refresh()
             return ("deleted" if done else "not_found"), None
-        log.edit(video_id, fields, d.uri, user)
+        log.edit(video_id, fields, d.uri, caller.user)
         self.branch.refresh()
         return "edited", self.branch.docs([video_id]).get(video_id)
 
     async def change(
-        self, video_id: int, fields: dict | None, user: str | None, admin: bool
+        self, video_id: int, fields: dict | None, caller: Caller
     ) -> tuple[str, VideoDoc | None]:
         """Edit (``fields``) or delete (None) a video, owner or admin only, durable before
         this returns: -> ("edited" | "deleted" | "not_found" | "forbidden", the new doc)."""
         if self.branch.catalogue.log is None:
             return "read_only", None
-        return await asyncio.to_thread(self._change, video_id, fields, user, admin)
+        return await asyncio.to_thread(self._change, video_id, fields, caller)
 
     def check_health(self) -> None:
-        """Serve's health check: a replica whose live log is unreadable takes no traffic."""
+        """Serve's health check: a replica whose state store or object store is missing,
+        replaced or unreachable takes no traffic (the error names the store)."""
         if self.branch.catalogue.log is not None:
             self.branch.catalogue.log.check()
 
@@ -164,7 +166,8 @@ class TextSearch(FaultInjectable):
         self.branch = TextBranch(VideoCatalogue(art, live_log), boosts, language)
 
     def check_health(self) -> None:
-        """Serve's health check: a replica whose live log is unreadable takes no traffic."""
+        """Serve's health check: a replica whose state store is missing, replaced or
+        unreachable takes no traffic (the error names the store)."""
         if self.branch.catalogue.log is not None:
             self.branch.catalogue.log.check()
 
@@ -179,12 +182,24 @@ class TextSearch(FaultInjectable):
 class VideoIndexer:
     """Uploads -> frame encoder (on the replica's device) -> the durable log."""
 
-    def __init__(self, live_log: str, sample: dict | None = None, device: str = "auto"):
+    def __init__(
+        self,
+        live_log: str,
+        object_store: str | None = None,
+        sample: dict | None = None,
+        device: str = "auto",
+    ):
         res = replica_resources(device)
+        log = VideoLog(live_log, object_store)  # an existing store, or this replica fails
         frames = FrameEncoder(device=device, num_threads=res.threads, gpu_ids=res.gpu_ids)
         self.device = frames.device
         frames(np.zeros((1, 32, 32, 3), np.uint8))  # warm up
-        self.indexing = VideoIndexing(VideoLog(live_log), frames, SampleConfig(**(sample or {})))
+        self.indexing = VideoIndexing(log, frames, SampleConfig(**(sample or {})))
+
+    def check_health(self) -> None:
+        """Serve's health check: no uploads accepted while the log or its object store is
+        missing or unreachable (the error names the store)."""
+        self.indexing.log.check()
 
     async def index(self, src: bytes | str, doc: dict) -> dict:
         """src: the uploaded bytes or a URI (fsspec). A file that is not a usable video comes

@@ -11,6 +11,7 @@ from ray import serve
 
 from deployments.common import Batched, inject_fault, replica_resources
 from mlsd.artifacts import ArtifactStore
+from mlsd.state import Caller, may_change
 from mlsd.visual_search.catalogue import CatalogueIndex
 from mlsd.visual_search.pipeline import ImageEncoderModel
 from mlsd.visual_search.rerank import RerankConfig
@@ -63,6 +64,7 @@ class Retriever:
         artifact: str,
         version: str,
         live_log: str | None = None,
+        object_store: str | None = None,
         rerank: dict | None = None,
         overfetch: int = 4,
         max_per_owner: int | None = None,
@@ -70,7 +72,8 @@ class Retriever:
     ):
         replica_resources()  # faiss's threads follow this replica's CPUs
         art = ArtifactStore.open(store_uri).load(artifact, version)
-        self.catalogue = CatalogueIndex(art, live_log, max_per_owner, retention_s)
+        # an existing store, or this replica fails to start naming it (never starts empty)
+        self.catalogue = CatalogueIndex(art, live_log, object_store, max_per_owner, retention_s)
         self.rerank_cfg, self.overfetch = RerankConfig(**(rerank or {})), overfetch
 
     async def search(
@@ -86,29 +89,30 @@ class Retriever:
         """Durably log and index one image; returns its id once committed."""
         return await asyncio.to_thread(self.catalogue.add, embedding, model_version, **meta)
 
-    async def get(self, image_id: int, user_id: str | None, admin: bool) -> dict | None:
-        """The image and its metadata if this caller may see it, else None (404)."""
-        m = await asyncio.to_thread(self.catalogue.visible, image_id, user_id, admin)
+    async def get(self, image_id: int, caller: Caller) -> dict | None:
+        """The image and its metadata if ``caller`` may see it, else None (404)."""
+        m = await asyncio.to_thread(self.catalogue.visible, image_id, caller)
         if m is None:
             return None
         data = await asyncio.to_thread(self.catalogue.image, image_id)
         return {"owner": m.owner, "private": m.private, "image": data}
 
-    async def delete(self, image_id: int, user_id: str | None, admin: bool) -> str:
+    async def delete(self, image_id: int, caller: Caller) -> str:
         """-> "deleted" | "not_found" (never existed, already deleted, or not visible to the
-        caller) | "forbidden" (visible, but neither the caller's nor an admin's)."""
-        m = await asyncio.to_thread(self.catalogue.visible, image_id, user_id, admin)
+        caller) | "forbidden" (visible, but not the caller's to change)."""
+        m = await asyncio.to_thread(self.catalogue.visible, image_id, caller)
         if m is None:
             return "not_found"
-        if not admin and (m.owner is None or m.owner != user_id):
+        if not may_change(caller, m.owner):
             return "forbidden"
-        done = await asyncio.to_thread(self.catalogue.delete, image_id, user_id)
+        done = await asyncio.to_thread(self.catalogue.delete, image_id, caller.user)
         return "deleted" if done else "not_found"
 
     def info(self) -> dict:
         return self.catalogue.info()
 
     def check_health(self) -> None:
-        """Serve's health check: a replica whose live log is unreadable takes no traffic."""
+        """Serve's health check: a replica whose state store or object store is missing,
+        replaced or unreachable takes no traffic (the error names the store)."""
         if self.catalogue.log is not None:
             self.catalogue.log.check()

@@ -45,10 +45,14 @@ def catalogue_images(n: int = 400):
 
 
 def build_tiny_artifact(
-    store_root: Path, name: str = "visual_search", n: int = 400, live_log: str | None = None
+    store_root: Path,
+    name: str = "visual_search",
+    n: int = 400,
+    live_log: str | None = None,
+    objects: str | None = None,
 ) -> str:
     """A small but real artifact: a tiny encoder trained a few steps, indexed, exported
-    (``live_log``: the serving log the indexing job folds in)."""
+    (``live_log``, ``objects``: the serving log and its uploads the indexing job folds in)."""
     from mlsd.artifacts import ArtifactStore
     from mlsd.image import images_to_tensor
     from mlsd.index import IndexConfig
@@ -75,6 +79,7 @@ def build_tiny_artifact(
         labels,
         IndexConfig(kind="flat"),
         live_log=live_log,
+        objects=objects,
     )
 
 
@@ -107,6 +112,55 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def require_server(available: bool, what: str) -> None:
+    """Skip when a server's binaries are missing, unless ``$MLSD_REQUIRE_SERVERS`` (``make
+    test`` sets it: CI must run every backend) makes that a failure."""
+    if available:
+        return
+    if os.environ.get("MLSD_REQUIRE_SERVERS", "") not in ("", "0"):
+        pytest.fail(f"{what} is not installed (make servers installs it)")
+    pytest.skip(f"{what} is not installed (make servers installs it)")
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One real PostgreSQL server for the session (unix socket in a temp folder), stopped by
+    the PID it started; each test that wants one gets a database of its own."""
+    from tests.servers import PostgresServer
+
+    require_server(PostgresServer.available(), "PostgreSQL (Debian package postgresql)")
+    with PostgresServer() as pg:
+        yield pg
+
+
+_DB_COUNT = iter(range(1_000_000))
+
+
+def new_state_store(kind: str, folder: Path, request) -> str:
+    """A fresh, initialised state store: an SQLite file in ``folder`` or a new database on the
+    session's PostgreSQL server; -> its URL."""
+    from mlsd.state import init_store
+
+    if kind == "sqlite":
+        return str(init_store(folder / f"state-{next(_DB_COUNT)}.sqlite"))
+    pg = request.getfixturevalue("postgres")
+    return str(init_store(pg.create_database(f"mlsd_{os.getpid()}_{next(_DB_COUNT)}")))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def state_url(request, tmp_path) -> str:
+    """Every log, queue and key store's unit tests run on both backends of the state layer."""
+    return new_state_store(request.param, tmp_path, request)
+
+
+@pytest.fixture
+def objects(tmp_path) -> str:
+    """A fresh local object store (what ``python -m mlsd.state init --objects`` makes)."""
+    from mlsd.state import ObjectStore
+
+    return ObjectStore(tmp_path / "objects", create=True).uri
+
+
 TEST_USERS = {
     "tester": "search,write,admin",  # tests.serve.http.api
     "alice": "search,write",
@@ -121,9 +175,11 @@ def keys(tmp_path_factory) -> dict[str, str]:
     """A key store for the whole session (``$MLSD_AUTH_KEY_STORE``, so every app's default
     ``auth`` uses it) and one token per test user; ``api`` gets the tester's."""
     from apps.auth import KeyStore
+    from mlsd.state import init_store
     from tests.serve.http import api
 
     path = tmp_path_factory.mktemp("auth") / "keys.sqlite"
+    init_store(path)
     os.environ["MLSD_AUTH_KEY_STORE"] = str(path)
     store = KeyStore(path)
     tokens = {user: store.create(user, scopes) for user, scopes in TEST_USERS.items()}

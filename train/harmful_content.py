@@ -30,6 +30,7 @@ from mlsd.harmful_content import data as D
 from mlsd.harmful_content import features as F
 from mlsd.harmful_content import model as M
 from mlsd.harmful_content import pipeline as P
+from mlsd.state import pin_url
 from train.common import add_failure_args
 
 
@@ -58,7 +59,7 @@ def training_posts(a: argparse.Namespace) -> tuple[list[D.Post], int]:
         for i, p in enumerate(posts):
             p.labels = {h: int(noisy[i, j]) for j, h in enumerate(D.HEADS) if mask[i, j]}
     reviewed = 0
-    if a.reviews and Path(a.reviews).exists():
+    if a.reviews and a.reviews != "none":  # a queue that cannot be read fails the job
         from mlsd.harmful_content.review import ReviewQueue
 
         q = ReviewQueue(a.reviews)
@@ -188,7 +189,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--reviews",
         default="var/harmful_content/reviews.sqlite",
-        help="the review queue whose done reviews join the training rows",
+        help="the app's review queue (a state store URL or path; 'none': train without it), "
+        "whose done reviews join the training rows",
     )
     p.add_argument(
         "--policy-remove",
@@ -225,8 +227,8 @@ def run(a: argparse.Namespace) -> dict:
 
     from train.common import init_ray, run_config
 
-    if a.reviews:
-        a.reviews = os.path.abspath(a.reviews)
+    if a.reviews and a.reviews != "none":
+        a.reviews = pin_url(a.reviews)  # absolute: Ray Train workers start elsewhere
     init_ray(a.num_cpus)
     run_name = a.run_name or f"harmful-content-{time.strftime('%Y%m%d-%H%M%S')}"
     opt = {"lr": a.lr, "wide_lr": a.wide_lr, "weight_decay": a.weight_decay,

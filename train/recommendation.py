@@ -140,9 +140,10 @@ def with_logged_events(ml: MovieLens, events: str | None) -> tuple[MovieLens, di
     """Append the serving app's logged events (known users and videos) to the ratings, and
     drop every rating of the users whose history was forgotten (their logged events are
     gone from the log already; events they logged since are kept)."""
-    if not events or not Path(events).exists():
+    if not events or events == "none":
         return ml, {"logged_events": 0, "forgotten_users": 0, "forgotten_upto": 0}
-    log = EventLog(events)
+    log = EventLog(events)  # a log that cannot be read fails the job, naming it: a model
+    # trained without the forgets would bring forgotten users' histories back
     try:
         ev, flags = log.to_ratings(), log.flagged()
         forgotten, upto = log.forgotten()
@@ -162,7 +163,11 @@ def with_logged_events(ml: MovieLens, events: str | None) -> tuple[MovieLens, di
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", default=None, help="GroupLens ml-100k folder (default: packaged)")
-    p.add_argument("--events", default="var/recommendation/events.db", help="interaction log")
+    p.add_argument(
+        "--events",
+        default="var/recommendation/events.db",
+        help="the app's interaction log (a state store URL or path; 'none': train without it)",
+    )
     p.add_argument("--factors", type=int, default=64)
     p.add_argument("--reg", type=float, default=10.0, help="chosen on temporal validation")
     p.add_argument("--alpha", type=float, default=1.0)

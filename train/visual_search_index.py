@@ -76,7 +76,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--split", default="test", choices=["train", "test"])
     p.add_argument("--index-kind", default="auto", choices=["auto", "flat", "ivf", "hnsw"])
     p.add_argument("--auto-threshold", type=int, default=50_000)
-    p.add_argument("--live-log", default=None, help="fold this live-addition log in")
+    p.add_argument(
+        "--live-log", default=None, help="fold this live-addition log in (a state store URL)"
+    )
+    p.add_argument(
+        "--objects",
+        default="var/visual_search/objects",
+        help="the object store of the log's uploaded bytes (the app's object_store)",
+    )
     p.add_argument("--num-cpus", type=int, default=None)
     a = p.parse_args(argv)
     from train.common import init_ray
@@ -98,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         split.labels,
         IndexConfig(kind=a.index_kind, auto_threshold=a.auto_threshold),
         live_log=a.live_log,
+        objects=a.objects,
         embed=embed_with_ray_data,
         data_info={"catalogue": f"fashion-mnist/{a.split}"},
     )

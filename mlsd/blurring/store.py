@@ -1,54 +1,48 @@
-"""Where blurred images go: an object store (fsspec: a local folder, ``s3://...``) keyed by
-random ids. Only blurred JPEGs (no metadata) are written, plus a small JSON of who uploaded it
-and what was found; an original is written only when the app's config asks for it."""
+"""Where blurred images go: the state layer's object store (``mlsd.state.ObjectStore``: a local
+folder, ``s3://...`` on a cluster) keyed by random ids. Only blurred JPEGs (no metadata) are
+written, plus a small JSON of who uploaded it and what was found; an original is written only
+when the app's config asks for it."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 
-import fsspec
+from mlsd.state import ObjectStore
 
 ID_RE = re.compile(r"[0-9a-f]{32}")
 
 
 class BlurredStore:
-    def __init__(self, uri: str):
-        self.uri = uri.rstrip("/")
-        self.fs, self.root = fsspec.core.url_to_fs(self.uri)
-        if getattr(self.fs, "protocol", None) in ("file", ("file", "local")):
-            os.makedirs(self.root, mode=0o700, exist_ok=True)
+    def __init__(self, uri: str | ObjectStore):
+        self.objects = uri if isinstance(uri, ObjectStore) else ObjectStore(uri)  # must exist
+        self.uri = self.objects.uri
 
     @staticmethod
     def new_id() -> str:
         return secrets.token_hex(16)
 
-    def _path(self, image_id: str, suffix: str) -> str:
+    @staticmethod
+    def _key(image_id: str, suffix: str) -> str:
         if not ID_RE.fullmatch(image_id):
             raise KeyError(image_id)
-        return f"{self.root}/{image_id[:2]}/{image_id}{suffix}"
+        return f"{image_id[:2]}/{image_id}{suffix}"
 
     def put(self, image_id: str, jpeg: bytes, meta: dict, original: bytes | None = None) -> str:
-        path = self._path(image_id, ".jpg")
-        self.fs.makedirs(os.path.dirname(path), exist_ok=True)
         if original is not None:
-            with self.fs.open(self._path(image_id, ".original"), "wb") as f:
-                f.write(original)
-        with self.fs.open(self._path(image_id, ".json"), "w") as f:
-            json.dump(meta, f)
-        with self.fs.open(path, "wb") as f:  # last: the image exists only when complete
-            f.write(jpeg)
-        return path
+            self.objects.put(self._key(image_id, ".original"), original)
+        self.objects.put(self._key(image_id, ".json"), json.dumps(meta).encode())
+        # last: the image exists only when complete
+        return self.objects.put(self._key(image_id, ".jpg"), jpeg)
 
     def get(self, image_id: str) -> tuple[bytes, dict]:
         """(JPEG, metadata); KeyError when there is no such image."""
-        try:
-            with self.fs.open(self._path(image_id, ".jpg"), "rb") as f:
-                data = f.read()
-            with self.fs.open(self._path(image_id, ".json"), "r") as f:
-                meta = json.load(f)
-        except FileNotFoundError:
-            raise KeyError(image_id) from None
-        return data, meta
+        data = self.objects.get(self._key(image_id, ".jpg"))
+        meta = self.objects.get(self._key(image_id, ".json"))
+        if data is None or meta is None:
+            raise KeyError(image_id)
+        return data, json.loads(meta)
+
+    def check(self) -> None:
+        self.objects.check()

@@ -2,11 +2,11 @@
 reviewers' labels become training rows for the next model (the book's loop: natural labels
 to train, human labels where the model is unsure).
 
-Durable (:class:`mlsd.durable.DurableLog`: SQLite, WAL, synchronous=FULL): a post is committed
-to the queue before the answer that says "review" leaves the server, in one transaction, so
-nothing half-written is ever visible. Review ids are unguessable (a keyed permutation), a
-review is idempotent (the same labels again change nothing) and a conflicting second review
-is refused rather than silently overwriting the first.
+Durable, and one queue for the whole cluster (the state layer, ``mlsd.state``: SQLite on a
+laptop, Postgres on a cluster): a post is committed to the queue before the answer that says
+"review" leaves the server, in one transaction, so nothing half-written is ever visible. Review
+ids are unguessable (a keyed permutation), a review is idempotent (the same labels again change
+nothing) and a conflicting second review is refused rather than silently overwriting the first.
 """
 
 from __future__ import annotations
@@ -14,25 +14,17 @@ from __future__ import annotations
 import json
 import time
 
-from mlsd.durable import DurableLog
+from sqlalchemy import func, select, update
 
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS reviews (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        post_id TEXT NOT NULL,
-        post TEXT NOT NULL,
-        scores TEXT NOT NULL,
-        reasons TEXT NOT NULL,
-        model TEXT NOT NULL,
-        created REAL NOT NULL,
-        status TEXT NOT NULL DEFAULT 'pending',
-        labels TEXT,
-        reviewer TEXT,
-        reviewed REAL)""",
-    "CREATE INDEX IF NOT EXISTS reviews_status ON reviews (status, seq)",
-    "CREATE INDEX IF NOT EXISTS reviews_post ON reviews (post_id)",
-)
+from mlsd.state import Database
+from mlsd.state.schema import hc_reviews as REVIEWS
+
 STATUSES = ("pending", "done")
+COLS = (
+    REVIEWS.c.seq, REVIEWS.c.post_key, REVIEWS.c.post, REVIEWS.c.scores, REVIEWS.c.reasons,
+    REVIEWS.c.model, REVIEWS.c.created, REVIEWS.c.status, REVIEWS.c.labels, REVIEWS.c.reviewer,
+    REVIEWS.c.reviewed,
+)  # fmt: skip
 
 
 class ReviewNotFound(KeyError):
@@ -43,50 +35,56 @@ class ReviewConflict(ValueError):
     pass
 
 
-class ReviewQueue(DurableLog):
-    def __init__(self, path):
-        super().__init__(path, *SCHEMA)
+class ReviewQueue:
+    """The one queue every ingress replica on every node writes and every reviewer reads."""
 
-    def enqueue(self, post_id: str, post: dict, scores: dict, reasons: list[str],
-                model: str) -> int:  # fmt: skip
+    def __init__(self, store: str | Database):
+        self.db = store if isinstance(store, Database) else Database(store)
+        self.ids = self.db.ids("hc_reviews")
+
+    def enqueue(
+        self, post_id: str, post: dict, scores: dict, reasons: list[str], model: str
+    ) -> int:
         """Commit one post for review; returns its review id. The same ``post_id`` again (a
-        client's retry) returns the first review's id: one post, one review."""
-        with self._lock, self._conn:
-            r = self._conn.execute("SELECT seq FROM reviews WHERE post_id = ? LIMIT 1",
-                                   (post_id,)).fetchone()  # fmt: skip
-            if r is not None:
-                return self.live_id(int(r[0]))
-            cur = self._conn.execute(
-                "INSERT INTO reviews (post_id, post, scores, reasons, model, created) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (post_id, json.dumps(post), json.dumps(scores), json.dumps(reasons), model,
-                 time.time()),
+        client's retry, on any replica) returns the first review's id: one post, one review
+        (a unique key, so two replicas racing on the same post still make one row)."""
+        with self.db.write("hc_reviews") as c:
+            c.execute(
+                self.db.insert_ignore(REVIEWS).values(
+                    post_key=post_id, post=json.dumps(post), scores=json.dumps(scores),
+                    reasons=json.dumps(reasons), model=model, created=time.time(),
+                    status="pending",
+                )
             )  # fmt: skip
-            return self.live_id(int(cur.lastrowid))
+            seq = c.execute(select(REVIEWS.c.seq).where(REVIEWS.c.post_key == post_id)).scalar_one()
+        return self.ids.live_id(int(seq))
 
     def _row(self, r) -> dict:
         seq, post_id, post, scores, reasons, model, created, status, labels, reviewer, rt = r
-        return {"review_id": self.live_id(seq), "post_id": post_id, "post": json.loads(post),
-                "scores": json.loads(scores), "reasons": json.loads(reasons), "model": model,
-                "created": created, "status": status,
-                "labels": json.loads(labels) if labels else None, "reviewer": reviewer,
-                "reviewed": rt}  # fmt: skip
+        return {"review_id": self.ids.live_id(seq), "post_id": post_id,
+                "post": json.loads(post), "scores": json.loads(scores),
+                "reasons": json.loads(reasons), "model": model, "created": created,
+                "status": status, "labels": json.loads(labels) if labels else None,
+                "reviewer": reviewer, "reviewed": rt}  # fmt: skip
 
     def list(self, status: str = "pending", limit: int = 50, after: int = 0) -> list[dict]:
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}")
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT * FROM reviews WHERE status = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (status, after, int(limit)),
-            ).fetchall()
+        with self.db.read() as c:
+            rows = c.execute(
+                select(*COLS)
+                .where(REVIEWS.c.status == status, REVIEWS.c.seq > after)
+                .order_by(REVIEWS.c.seq)
+                .limit(int(limit))
+            ).all()
         return [self._row(r) for r in rows]
 
     def get(self, review_id: int) -> dict:
-        seq = self.seq_of(int(review_id))
-        with self._lock:
-            r = None if seq is None else self._conn.execute(
-                "SELECT * FROM reviews WHERE seq = ?", (seq,)).fetchone()  # fmt: skip
+        seq = self.ids.seq_of(int(review_id))
+        r = None
+        if seq is not None:
+            with self.db.read() as c:
+                r = c.execute(select(*COLS).where(REVIEWS.c.seq == seq)).first()
         if r is None:
             raise ReviewNotFound(review_id)
         return self._row(r)
@@ -94,33 +92,47 @@ class ReviewQueue(DurableLog):
     def submit(self, review_id: int, labels: dict[str, int], reviewer: str) -> dict:
         """A reviewer's labels (head -> 0 / 1). The same labels again: no change; other labels
         for a done review: :class:`ReviewConflict`."""
-        seq = self.seq_of(int(review_id))
+        seq = self.ids.seq_of(int(review_id))
         clean = {str(h): int(bool(v)) for h, v in sorted(labels.items())}
-        with self._lock, self._conn:
-            r = None if seq is None else self._conn.execute(
-                "SELECT status, labels FROM reviews WHERE seq = ?", (seq,)).fetchone()  # fmt: skip
+        if seq is None:
+            raise ReviewNotFound(review_id)
+        with self.db.write() as c:
+            r = c.execute(
+                select(REVIEWS.c.status, REVIEWS.c.labels).where(REVIEWS.c.seq == seq)
+            ).first()
             if r is None:
                 raise ReviewNotFound(review_id)
             if r[0] == "done":
                 if json.loads(r[1]) != clean:
                     raise ReviewConflict(f"review {review_id} already has other labels")
             else:
-                self._conn.execute(
-                    "UPDATE reviews SET status = 'done', labels = ?, reviewer = ?, reviewed = ? "
-                    "WHERE seq = ?",
-                    (json.dumps(clean), reviewer, time.time(), seq),
-                )
+                c.execute(
+                    update(REVIEWS)
+                    .where(REVIEWS.c.seq == seq)
+                    .values(status="done", labels=json.dumps(clean), reviewer=reviewer,
+                            reviewed=time.time())
+                )  # fmt: skip
         return self.get(review_id)
 
     def reviewed(self) -> list[dict]:
         """Every done review, oldest first: the human-labelled rows the next training run folds
         in."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT * FROM reviews WHERE status = 'done' ORDER BY seq").fetchall()  # fmt: skip
+        with self.db.read() as c:
+            rows = c.execute(
+                select(*COLS).where(REVIEWS.c.status == "done").order_by(REVIEWS.c.seq)
+            ).all()
         return [self._row(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._conn.execute("SELECT status, COUNT(*) FROM reviews GROUP BY status")
-            return {s: int(n) for s, n in rows.fetchall()}
+        with self.db.read() as c:
+            rows = c.execute(
+                select(REVIEWS.c.status, func.count()).group_by(REVIEWS.c.status)
+            ).all()
+        return {s: int(n) for s, n in rows}
+
+    def check(self) -> None:
+        """Raise, naming the store, unless the queue can be used."""
+        self.db.check()
+
+    def close(self) -> None:
+        self.db.close()

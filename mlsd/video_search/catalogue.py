@@ -4,11 +4,13 @@ videos added while serving.
 Each video keeps its time-pooled frame features and class probabilities (model-independent),
 so every text-video model version, primary or shadow, projects the same catalogue into its
 own space; and its text (title, description, tags) for the inverted index. Additions are
-committed to an SQLite log (WAL, synchronous=FULL) before they are acknowledged; every replica
-replays the log on start and before each search, so an acknowledged video survives restarts
-and is seen by all replicas. The next indexing job folds the log into a new artifact version.
+committed to a log in the state layer (``mlsd.state``: SQLite on a laptop, Postgres on a
+cluster; thumbnails in its object store) before they are acknowledged; every replica on every
+node replays the log on start and before each search, so an acknowledged video survives
+restarts and is seen by all replicas. The next indexing job folds the log into a new artifact
+version.
 
-Edits (title, description, tags) and deletions are rows of the same log (table ``changes``),
+Edits (title, description, tags) and deletions are rows of the same log (``video_changes``),
 committed before they are acknowledged; a deletion erases a live video's features, text and
 thumbnail in the same transaction. Replicas read the changes before the additions, so a deleted
 video is never indexed again. The catalogue job applies the changes by URI (a catalogue video's
@@ -19,13 +21,17 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import func, insert, select, update
 
 from mlsd.artifacts import Artifact, ArtifactError, ArtifactStore
-from mlsd.durable import LIVE_ID_BASE, DurableLog
+from mlsd.state import LIVE_ID_BASE, Caller, Database, ObjectStore, may_see
+from mlsd.state.schema import video_changes as CHANGES
+from mlsd.state.schema import video_uploads as UPLOADS
 
 EDITABLE = ("title", "description", "tags")
 
@@ -68,7 +74,7 @@ def write_catalogue(
     ``live_log``: the serving log whose edits and deletions of catalogue videos (by URI) this
     version takes in: a deleted video is left out, an edited one keeps its new text."""
     folded, deleted, edits = 0, set(), {}
-    if live_log and Path(live_log).exists():
+    if live_log:  # a configured log that cannot be read fails the job, naming the store
         log = VideoLog(live_log)
         for seq, vid, kind, fields, uri in log.changes_since(0):
             folded = seq
@@ -109,117 +115,153 @@ def write_catalogue(
     )
 
 
-class VideoLog(DurableLog):
-    """Append-only, multi-process-safe log of videos added at serving time."""
+class VideoLog:
+    """The append-only log of videos added at serving time, their edits and deletions, in the
+    state layer (one store every replica on every node reads); thumbnails in the object store.
+    """
 
-    def __init__(self, path: str | Path):
-        super().__init__(
-            path,
-            """CREATE TABLE IF NOT EXISTS videos (
-                 seq INTEGER PRIMARY KEY AUTOINCREMENT, doc TEXT NOT NULL,
-                 feat BLOB NOT NULL, prob BLOB NOT NULL,
-                 created REAL DEFAULT ((julianday('now') - 2440587.5) * 86400.0))""",
-            """CREATE TABLE IF NOT EXISTS changes (
-                 seq INTEGER PRIMARY KEY AUTOINCREMENT, video_id INTEGER NOT NULL,
-                 kind TEXT NOT NULL, fields TEXT, uri TEXT, changed_by TEXT,
-                 created REAL DEFAULT ((julianday('now') - 2440587.5) * 86400.0))""",
-            "CREATE INDEX IF NOT EXISTS changes_video ON changes (video_id, kind)",
-            "CREATE TABLE IF NOT EXISTS thumbs (seq INTEGER PRIMARY KEY, jpeg BLOB NOT NULL)",
-        )
+    def __init__(self, store: str | Database, objects: str | ObjectStore | None = None):
+        self.db = store if isinstance(store, Database) else Database(store)
+        self.objects = ObjectStore(objects) if isinstance(objects, str) else objects
+        self.ids = self.db.ids("video_uploads")
+
+    def live_id(self, seq: int) -> int:
+        return self.ids.live_id(seq)
 
     def append(
         self, doc: VideoDoc, feat: np.ndarray, prob: np.ndarray, thumb: bytes | None = None
     ) -> int:
-        """Commit one video (and its thumbnail); returns its public id (``live_id``)."""
-        with self._lock:
-            cur = self._conn.execute(
-                "INSERT INTO videos (doc, feat, prob) VALUES ('{}', ?, ?)",
-                (np.asarray(feat, np.float32).tobytes(), np.asarray(prob, np.float32).tobytes()),
-            )
-            seq = int(cur.lastrowid)
-            doc.video_id = self.live_id(seq)
-            self._conn.execute(
-                "UPDATE videos SET doc = ? WHERE seq = ?", (json.dumps(asdict(doc)), seq)
-            )
-            if thumb:
-                self._conn.execute("INSERT INTO thumbs VALUES (?, ?)", (seq, thumb))
-            self._conn.commit()
-            return doc.video_id
+        """Commit one video (its thumbnail first, to the object store); returns its public id
+        (``live_id``), which ``doc.video_id`` is set to."""
+        key = None
+        if thumb:
+            if self.objects is None:
+                raise RuntimeError("this video log has no object store for thumbnails")
+            key = self.objects.put(ObjectStore.new_key("video_search/thumbs", ".jpg"), thumb)
+        fields = {k: v for k, v in asdict(doc).items() if k != "video_id"}
+        try:
+            with self.db.write("video_uploads") as c:
+                seq = c.execute(
+                    insert(UPLOADS).values(
+                        doc=json.dumps(fields),
+                        feat=np.asarray(feat, np.float32).tobytes(),
+                        prob=np.asarray(prob, np.float32).tobytes(),
+                        thumb_key=key,
+                        created=time.time(),
+                    )
+                ).inserted_primary_key[0]
+        except BaseException:
+            if key is not None:
+                self.objects.delete(key)
+            raise
+        doc.video_id = self.live_id(int(seq))
+        return doc.video_id
 
     def delete(self, video_id: int, uri: str = "", by: str | None = None) -> bool:
         """Tombstone a video and erase a live one's features, text and thumbnail, in one
         transaction; -> False if it was deleted already."""
-        seq = self.seq_of(video_id)
-        with self._lock:
+        seq = self.ids.seq_of(video_id)
+        key = None
+        with self.db.write("video_changes") as c:
             # an upload's id is for ever; a catalogue id names another video after a rebuild
             # (the caller checks that its catalogue still has it)
-            done = (
-                seq is not None
-                and self._conn.execute(
-                    "SELECT 1 FROM changes WHERE video_id = ? AND kind = 'delete'", (video_id,)
-                ).fetchone()
-            )
-            if done:
-                return False
-            self._conn.execute(
-                "INSERT INTO changes (video_id, kind, uri, changed_by) VALUES (?, 'delete', ?, ?)",
-                (video_id, uri, by),
-            )
-            if seq is not None:
-                self._conn.execute(
-                    "UPDATE videos SET doc = '{}', feat = x'', prob = x'' WHERE seq = ?", (seq,)
+            if seq is not None and c.execute(
+                select(CHANGES.c.seq).where(
+                    CHANGES.c.video_id == int(video_id), CHANGES.c.kind == "delete"
                 )
-                self._conn.execute("DELETE FROM thumbs WHERE seq = ?", (seq,))
-            self._conn.commit()
-            return True
+            ).first():
+                return False
+            c.execute(
+                insert(CHANGES).values(
+                    video_id=int(video_id), kind="delete", uri=uri, changed_by=by,
+                    created=time.time(),
+                )
+            )  # fmt: skip
+            if seq is not None:
+                key = c.execute(
+                    select(UPLOADS.c.thumb_key).where(UPLOADS.c.seq == seq)
+                ).scalar_one_or_none()
+                c.execute(
+                    update(UPLOADS)
+                    .where(UPLOADS.c.seq == seq)
+                    .values(doc="{}", feat=b"", prob=b"", thumb_key=None)
+                )
+        if key is not None:
+            self.objects.delete(key)  # after the commit: no row names it
+        return True
 
     def edit(self, video_id: int, fields: dict, uri: str = "", by: str | None = None) -> int:
         """Commit new text fields for a video; -> the change's sequence number."""
         bad = set(fields) - set(EDITABLE)
         if bad:
             raise ValueError(f"only {EDITABLE} can be edited, not {sorted(bad)}")
-        with self._lock:
-            cur = self._conn.execute(
-                "INSERT INTO changes (video_id, kind, fields, uri, changed_by)"
-                " VALUES (?, 'edit', ?, ?, ?)",
-                (video_id, json.dumps(fields), uri, by),
-            )
-            self._conn.commit()
-            return int(cur.lastrowid)
+        with self.db.write("video_changes") as c:
+            seq = c.execute(
+                insert(CHANGES).values(
+                    video_id=int(video_id), kind="edit", fields=json.dumps(fields), uri=uri,
+                    changed_by=by, created=time.time(),
+                )
+            ).inserted_primary_key[0]  # fmt: skip
+        return int(seq)
 
-    def changes_since(self, seq: int) -> list[tuple[int, int, str, dict, str]]:
-        """(seq, video_id, kind, fields, uri) after ``seq``, in order."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT seq, video_id, kind, fields, uri FROM changes WHERE seq > ? ORDER BY seq",
-                (seq,),
-            ).fetchall()
+    def _changes_since(self, c, seq: int) -> list[tuple[int, int, str, dict, str]]:
+        rows = c.execute(
+            select(CHANGES.c.seq, CHANGES.c.video_id, CHANGES.c.kind, CHANGES.c.fields,
+                   CHANGES.c.uri)
+            .where(CHANGES.c.seq > seq)
+            .order_by(CHANGES.c.seq)
+        ).all()  # fmt: skip
         return [(int(s), int(v), k, json.loads(f) if f else {}, u or "") for s, v, k, f, u in rows]
 
-    def thumbnail(self, video_id: int) -> bytes | None:
-        seq = self.seq_of(video_id)
-        if seq is None:
-            return None
-        with self._lock:
-            row = self._conn.execute("SELECT jpeg FROM thumbs WHERE seq = ?", (seq,)).fetchone()
-        return None if row is None else row[0]
-
-    def since(self, seq: int) -> list[tuple[int, VideoDoc, np.ndarray, np.ndarray]]:
-        with self._lock:
-            rows = self._conn.execute(  # an empty feat: erased by a deletion
-                "SELECT seq, doc, feat, prob FROM videos WHERE seq > ? AND length(feat) > 0"
-                " ORDER BY seq",
-                (seq,),
-            ).fetchall()
+    def _since(self, c, seq: int) -> list[tuple[int, VideoDoc, np.ndarray, np.ndarray]]:
+        rows = c.execute(  # an empty feat: erased by a deletion
+            select(UPLOADS.c.seq, UPLOADS.c.doc, UPLOADS.c.feat, UPLOADS.c.prob)
+            .where(UPLOADS.c.seq > seq, func.length(UPLOADS.c.feat) > 0)
+            .order_by(UPLOADS.c.seq)
+        ).all()
         return [
             (
-                s,
-                VideoDoc(**json.loads(d)),
+                int(s),
+                VideoDoc(**json.loads(d), video_id=self.live_id(int(s))),
                 np.frombuffer(f, np.float32),
                 np.frombuffer(p, np.float32),
             )
             for s, d, f, p in rows
         ]
+
+    def changes_since(self, seq: int) -> list[tuple[int, int, str, dict, str]]:
+        """(seq, video_id, kind, fields, uri) after ``seq``, in order."""
+        with self.db.read() as c:
+            return self._changes_since(c, seq)
+
+    def since(self, seq: int) -> list[tuple[int, VideoDoc, np.ndarray, np.ndarray]]:
+        with self.db.read() as c:
+            return self._since(c, seq)
+
+    def updates(self, change_seq: int, seq: int) -> tuple[list, list]:
+        """(changes after ``change_seq``, additions after ``seq``) in one read: changes first,
+        so a video deleted meanwhile (its row erased with the tombstone) is never added."""
+        with self.db.read() as c:
+            return self._changes_since(c, change_seq), self._since(c, seq)
+
+    def thumbnail(self, video_id: int) -> bytes | None:
+        seq = self.ids.seq_of(video_id)
+        if seq is None or self.objects is None:
+            return None
+        with self.db.read() as c:
+            key = c.execute(
+                select(UPLOADS.c.thumb_key).where(UPLOADS.c.seq == seq)
+            ).scalar_one_or_none()
+        return self.objects.get(key)
+
+    def check(self) -> None:
+        """Raise, naming the store, unless the log and the object store can be used."""
+        self.db.check()
+        if self.objects is not None:
+            self.objects.check()
+
+    def close(self) -> None:
+        self.db.close()
 
 
 @dataclass
@@ -235,7 +277,12 @@ class VideoCatalogue:
     """Artifact videos + replayed live additions, edits and deletions: docs, pooled features,
     class probabilities."""
 
-    def __init__(self, art: Artifact, live_log: str | None = None):
+    def __init__(
+        self,
+        art: Artifact,
+        live_log: str | Database | None = None,
+        objects: str | ObjectStore | None = None,
+    ):
         try:
             with np.load(art.file("videos.npz")) as z:
                 ids, feat, prob = z["ids"], z["feat"], z["prob"]
@@ -247,7 +294,7 @@ class VideoCatalogue:
         self.version = art.version
         self.docs = {d.video_id: d for d in docs}
         self.ids, self.feat, self.prob = list(ids.tolist()), [feat], [prob]
-        self.log = VideoLog(live_log) if live_log else None
+        self.log = VideoLog(live_log, objects) if live_log else None
         self.folded = int(art.config.get("folded_changes", 0))  # taken in by the catalogue job
         self.seq = self.change_seq = 0
         self.deleted: set[int] = set()
@@ -259,8 +306,8 @@ class VideoCatalogue:
         out = Refresh()
         if self.log is None:
             return out
-        changes = self.log.changes_since(self.change_seq)
-        for seq, doc, f, p in self.log.since(self.seq):
+        changes, added = self.log.updates(self.change_seq, self.seq)
+        for seq, doc, f, p in added:
             self.seq = seq
             if doc.video_id in self.deleted:
                 continue
@@ -281,6 +328,14 @@ class VideoCatalogue:
                 self.docs[vid] = replace(self.docs[vid], **fields)
                 out.edited.append(self.docs[vid])
         return out
+
+    def visible(self, video_id: int, caller: Caller) -> VideoDoc | None:
+        """The video's doc if ``caller`` may see it (``mlsd.state.access``: blocked and
+        unavailable videos are hidden like private ones); None otherwise (404)."""
+        d = self.docs.get(video_id)
+        if d is None or not may_see(caller, d.owner, d.private, not d.available or d.blocked):
+            return None
+        return d
 
     def thumbnail(self, video_id: int) -> bytes | None:
         """A live video's stored thumbnail (JPEG); catalogue videos: None (read from uri)."""

@@ -77,6 +77,7 @@ def build_visual_search_artifact(
     catalogue_labels: np.ndarray | None,
     index_cfg: IndexConfig,
     live_log: str | None = None,
+    objects: str | None = None,
     embed: Embed | None = None,
     extra_metrics: dict | None = None,
     data_info: dict | None = None,
@@ -92,7 +93,9 @@ def build_visual_search_artifact(
     writer = store.new_version(name)
     torch.save(state, writer.path("encoder.pt"))
     export_onnx(model, torch.as_tensor(x[:2]), writer.path("encoder.onnx"))
-    logdb = CatalogueLog(live_log) if live_log and Path(live_log).exists() else None
+    # a configured log that cannot be read fails the job (naming the store): an artifact built
+    # without its deletions would bring deleted images back
+    logdb = CatalogueLog(live_log, objects) if live_log else None
     deleted = logdb.deleted_ids() if logdb is not None else set()
     keep = ~np.isin(np.arange(len(x)), np.fromiter(deleted, np.int64, len(deleted)))
     pixels = np.where(keep[:, None, None], catalogue_images, 0).astype(np.uint8)

@@ -1,10 +1,11 @@
 """The image catalogue: the indexed set (from an artifact) plus a durable log of live additions.
 
 The book's indexing pipeline adds new images to the index while the system serves. Here each
-addition is committed to an append-only SQLite log (WAL, synchronous=FULL) *before* it is
-acknowledged, and every index replica replays the log on start and before each search, so an
-acknowledged image is never lost and every replica sees it. The next indexing job folds the
-log into a new artifact version.
+addition is committed to an append-only log in the state layer (``mlsd.state``: SQLite on a
+laptop, Postgres on a cluster; the uploaded bytes in its object store) *before* it is
+acknowledged, and every index replica, on any node, replays the log on start and before each
+search, so an acknowledged image is never lost and every replica sees it. The next indexing job
+folds the log into a new artifact version.
 
 A deletion is a tombstone in the same log (table ``deletions``), committed in one transaction
 with the erasure of the live image's bytes and embedding. Replicas read the tombstones before
@@ -15,14 +16,17 @@ restart or in the next artifact (the indexing job leaves tombstoned ids out).
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
+from sqlalchemy import func, insert, select, update
 
 from mlsd.artifacts import Artifact, ArtifactError, label_version
-from mlsd.durable import LIVE_ID_BASE, DurableLog
 from mlsd.index import VectorIndex
+from mlsd.state import LIVE_ID_BASE, Caller, Database, ObjectStore, may_see
+from mlsd.state.schema import vs_deletions as DELETIONS
+from mlsd.state.schema import vs_images as IMAGES
 from mlsd.visual_search.rerank import ImageMeta, RerankConfig, rerank
 
 
@@ -43,8 +47,9 @@ class QuotaExceeded(ValueError):
     """An owner already has as many live images as the catalogue allows one owner."""
 
 
-class CatalogueLog(DurableLog):
-    """Append-only, multi-process-safe log of images added at serving time.
+class CatalogueLog:
+    """The append-only log of images added at serving time, in the state layer (one store every
+    replica on every node reads); the uploaded bytes in the object store, keyed from the row.
 
     Bounded: at most ``max_per_owner`` images per owner, and the uploaded bytes are kept
     ``retention_s`` seconds (the embedding, and so search, stays; the next indexing job has
@@ -53,45 +58,46 @@ class CatalogueLog(DurableLog):
 
     def __init__(
         self,
-        path: str | Path,
+        store: str | Database,
+        objects: str | ObjectStore | None = None,
         max_per_owner: int | None = None,
         retention_s: float | None = None,
     ):
-        super().__init__(
-            path,
-            """CREATE TABLE IF NOT EXISTS images (
-                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                 owner TEXT, private INTEGER NOT NULL, unsafe INTEGER NOT NULL,
-                 signature TEXT, embedding BLOB NOT NULL, dim INTEGER NOT NULL,
-                 model_version TEXT NOT NULL, image BLOB,
-                 created REAL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
-               )""",
-            "CREATE INDEX IF NOT EXISTS images_owner ON images (owner)",
-            "CREATE INDEX IF NOT EXISTS images_created ON images (created)",
-            """CREATE TABLE IF NOT EXISTS deletions (
-                 seq INTEGER PRIMARY KEY AUTOINCREMENT, image_id INTEGER NOT NULL UNIQUE,
-                 deleted_by TEXT,
-                 created REAL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
-               )""",
-        )
+        self.db = store if isinstance(store, Database) else Database(store)
+        self.objects = ObjectStore(objects) if isinstance(objects, str) else objects
+        self.ids = self.db.ids("vs_images")
         self.max_per_owner, self.retention_s = max_per_owner, retention_s
         self._pruned = 0.0
+
+    def live_id(self, seq: int) -> int:
+        return self.ids.live_id(seq)
 
     def prune(self, now: float | None = None) -> int:
         """Drop uploaded bytes older than the retention (an indexed range, not a scan)."""
         if self.retention_s is None:
             return 0
-        import time
-
         now = time.time() if now is None else now
-        with self._lock:
-            cur = self._conn.execute(
-                "UPDATE images SET image = NULL WHERE created < ? AND image IS NOT NULL",
-                (now - self.retention_s,),
-            )
-            self._conn.commit()
-            self._pruned = now
-        return cur.rowcount
+        with self.db.write() as c:
+            old = c.execute(
+                select(IMAGES.c.seq, IMAGES.c.image_key).where(
+                    IMAGES.c.created < now - self.retention_s, IMAGES.c.image_key.is_not(None)
+                )
+            ).all()
+            if old:
+                c.execute(
+                    update(IMAGES)
+                    .where(IMAGES.c.seq.in_([s for s, _ in old]))
+                    .values(image_key=None)
+                )
+        for _, key in old:  # after the commit: no row names them any more
+            self.objects.delete(key)
+        self._pruned = now
+        return len(old)
+
+    def _owned(self, c, owner: str) -> int:
+        return c.execute(
+            select(func.count()).select_from(IMAGES).where(IMAGES.c.owner == owner)
+        ).scalar_one()
 
     def append(
         self,
@@ -104,89 +110,131 @@ class CatalogueLog(DurableLog):
         image: bytes | None = None,
     ) -> int:
         """Durably record one image; returns its image id once committed."""
-        import time
-
         emb = np.ascontiguousarray(embedding, dtype=np.float32).ravel()
         if self.retention_s is not None and time.time() - self._pruned > 60:
             self.prune()
-        with self._lock:
-            if self.max_per_owner is not None and owner is not None:
-                (n,) = self._conn.execute(
-                    "SELECT COUNT(*) FROM images WHERE owner = ?", (owner,)
-                ).fetchone()
-                if n >= self.max_per_owner:
-                    raise QuotaExceeded(f"{owner} has {n} images, the most one owner may add")
-            cur = self._conn.execute(
-                "INSERT INTO images (owner, private, unsafe, signature, embedding, dim,"
-                " model_version, image) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    owner,
-                    int(private),
-                    int(unsafe),
-                    signature,
-                    emb.tobytes(),
-                    emb.size,
-                    model_version,
-                    image,
-                ),
-            )
-            self._conn.commit()
-            return self.live_id(int(cur.lastrowid))
+        quota = self.max_per_owner is not None and owner is not None
+        if quota:  # before the bytes are written; checked again in the transaction
+            with self.db.read() as c:
+                self._check_quota(c, owner)
+        key = None
+        if image is not None:
+            if self.objects is None:
+                raise RuntimeError("this catalogue has no object store for uploaded bytes")
+            key = self.objects.put(ObjectStore.new_key("visual_search/images"), image)
+        try:
+            with self.db.write("vs_images") as c:
+                if quota:
+                    self._check_quota(c, owner)
+                seq = c.execute(
+                    insert(IMAGES).values(
+                        owner=owner, private=bool(private), unsafe=bool(unsafe),
+                        signature=signature, embedding=emb.tobytes(), dim=emb.size,
+                        model_version=model_version, image_key=key, created=time.time(),
+                    )
+                ).inserted_primary_key[0]  # fmt: skip
+        except BaseException:
+            if key is not None:
+                self.objects.delete(key)  # never acknowledged: nothing may keep it
+            raise
+        return self.live_id(int(seq))
 
-    def since(self, seq: int) -> list[tuple[int, LiveImage]]:
-        """Records after sequence number ``seq``, as (seq, image) in order."""
-        with self._lock:
-            rows = self._conn.execute(  # dim 0: erased by a deletion
-                "SELECT seq, owner, private, unsafe, signature, embedding, model_version"
-                " FROM images WHERE seq > ? AND dim > 0 ORDER BY seq",
-                (seq,),
-            ).fetchall()
+    def _check_quota(self, c, owner: str) -> None:
+        n = self._owned(c, owner)
+        if n >= self.max_per_owner:
+            raise QuotaExceeded(f"{owner} has {n} images, the most one owner may add")
+
+    def _since(self, c, seq: int) -> list[tuple[int, LiveImage]]:
+        rows = c.execute(  # dim 0: erased by a deletion
+            select(
+                IMAGES.c.seq, IMAGES.c.owner, IMAGES.c.private, IMAGES.c.unsafe,
+                IMAGES.c.signature, IMAGES.c.embedding, IMAGES.c.model_version,
+            )
+            .where(IMAGES.c.seq > seq, IMAGES.c.dim > 0)
+            .order_by(IMAGES.c.seq)
+        ).all()  # fmt: skip
         out = []
         for s, owner, private, unsafe, sig, emb, version in rows:
             meta = ImageMeta(self.live_id(s), owner, bool(private), bool(unsafe), sig)
             out.append((s, LiveImage(meta, np.frombuffer(emb, dtype=np.float32), version)))
         return out
 
+    def _deletions_since(self, c, seq: int) -> list[tuple[int, int]]:
+        rows = c.execute(
+            select(DELETIONS.c.seq, DELETIONS.c.image_id)
+            .where(DELETIONS.c.seq > seq)
+            .order_by(DELETIONS.c.seq)
+        ).all()
+        return [(int(s), int(i)) for s, i in rows]
+
+    def since(self, seq: int) -> list[tuple[int, LiveImage]]:
+        """Records after sequence number ``seq``, as (seq, image) in order."""
+        with self.db.read() as c:
+            return self._since(c, seq)
+
+    def changes(
+        self, del_seq: int, seq: int
+    ) -> tuple[list[tuple[int, int]], list[tuple[int, LiveImage]]]:
+        """(tombstones after ``del_seq``, additions after ``seq``) in one read: tombstones
+        first, so an image deleted meanwhile (its row erased with the tombstone) is never
+        added."""
+        with self.db.read() as c:
+            return self._deletions_since(c, del_seq), self._since(c, seq)
+
     def delete(self, image_id: int, deleted_by: str | None = None) -> bool:
         """Durably tombstone an image (catalogue or live) and erase a live one's bytes and
         embedding, in one transaction; -> False if it was already deleted."""
-        seq = self.seq_of(image_id)
-        with self._lock:
-            cur = self._conn.execute(
-                "INSERT OR IGNORE INTO deletions (image_id, deleted_by) VALUES (?, ?)",
-                (int(image_id), deleted_by),
-            )
-            if cur.rowcount and seq is not None:
-                self._conn.execute(
-                    "UPDATE images SET image = NULL, embedding = x'', dim = 0, signature = NULL"
-                    " WHERE seq = ?",
-                    (seq,),
+        seq = self.ids.seq_of(image_id)
+        key = None
+        with self.db.write("vs_deletions") as c:
+            done = c.execute(  # a row back: this call made the tombstone
+                self.db.insert_ignore(DELETIONS)
+                .values(image_id=int(image_id), deleted_by=deleted_by, created=time.time())
+                .returning(DELETIONS.c.seq)
+            ).first()
+            if done and seq is not None:
+                key = c.execute(
+                    select(IMAGES.c.image_key).where(IMAGES.c.seq == seq)
+                ).scalar_one_or_none()
+                c.execute(
+                    update(IMAGES)
+                    .where(IMAGES.c.seq == seq)
+                    .values(image_key=None, embedding=b"", dim=0, signature=None)
                 )
-            self._conn.commit()
-            return bool(cur.rowcount)
+        if key is not None:
+            self.objects.delete(key)  # after the commit: the row no longer names it
+        return done is not None
 
     def deletions_since(self, seq: int) -> list[tuple[int, int]]:
         """Tombstones after sequence number ``seq``, as (seq, image_id) in order."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT seq, image_id FROM deletions WHERE seq > ? ORDER BY seq", (seq,)
-            ).fetchall()
-        return [(int(s), int(i)) for s, i in rows]
+        with self.db.read() as c:
+            return self._deletions_since(c, seq)
 
     def deleted_ids(self) -> set[int]:
         return {i for _, i in self.deletions_since(0)}
 
     def image_bytes(self, image_id: int) -> bytes | None:
-        seq = self.seq_of(image_id)
+        seq = self.ids.seq_of(image_id)
         if seq is None:
             return None
-        with self._lock:
-            row = self._conn.execute("SELECT image FROM images WHERE seq = ?", (seq,)).fetchone()
-        return None if row is None else row[0]
+        with self.db.read() as c:
+            key = c.execute(
+                select(IMAGES.c.image_key).where(IMAGES.c.seq == seq)
+            ).scalar_one_or_none()
+        return self.objects.get(key) if key is not None and self.objects is not None else None
+
+    def check(self) -> None:
+        """Raise, naming the store, unless the log and the object store can be used."""
+        self.db.check()
+        if self.objects is not None:
+            self.objects.check()
+
+    def close(self) -> None:
+        self.db.close()
 
     def __len__(self) -> int:
-        with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+        with self.db.read() as c:
+            return int(c.execute(select(func.count()).select_from(IMAGES)).scalar_one())
 
 
 class CatalogueIndex:
@@ -195,7 +243,8 @@ class CatalogueIndex:
     def __init__(
         self,
         artifact: Artifact,
-        live_log: str | Path | None = None,
+        live_log: str | Database | None = None,
+        objects: str | ObjectStore | None = None,
         max_per_owner: int | None = None,
         retention_s: float | None = None,
     ):
@@ -238,7 +287,7 @@ class CatalogueIndex:
         self._live_images = (
             artifact.file("live_images.parquet") if "live_images.parquet" in files else None
         )
-        self.log = CatalogueLog(live_log, max_per_owner, retention_s) if live_log else None
+        self.log = CatalogueLog(live_log, objects, max_per_owner, retention_s) if live_log else None
         self.sync()
 
     def sync(self) -> int:
@@ -248,8 +297,7 @@ class CatalogueIndex:
         if self.log is None:
             return 0
         with self._lock:
-            tombstones = self.log.deletions_since(self._del_seq)
-            rows = self.log.since(self._seq)
+            tombstones, rows = self.log.changes(self._del_seq, self._seq)
             added = 0
             for seq, live in rows:
                 self._seq = seq
@@ -268,16 +316,14 @@ class CatalogueIndex:
                     self.index.remove([image_id])
             return added
 
-    def visible(self, image_id: int, user_id: str | None, admin: bool = False) -> ImageMeta | None:
-        """The image's metadata if this caller may see it: not deleted, not unsafe, not
-        private to someone else (admin: any live image). None otherwise, the same answer as
-        for an id that never existed."""
+    def visible(self, image_id: int, caller: Caller) -> ImageMeta | None:
+        """The image's metadata if ``caller`` may see it (``mlsd.state.access``: unsafe images
+        are hidden like private ones); None otherwise, the same answer as for an id that never
+        existed or was deleted."""
         self.sync()
         with self._lock:
             m = self.meta.get(int(image_id))
-        if m is None or admin:
-            return m
-        if m.unsafe or (m.private and (m.owner is None or m.owner != user_id)):
+        if m is None or not may_see(caller, m.owner, m.private, hidden=m.unsafe):
             return None
         return m
 

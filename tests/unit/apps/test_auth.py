@@ -13,15 +13,24 @@ from fastapi.testclient import TestClient
 from apps import auth
 from apps.auth import AuthArgs, Authenticator, Identity, JWTArgs, KeyStore, RateLimiter, require
 from apps.limits import EDGE
+from mlsd.state import StoreMissing, StoreURLError, init_store
 
 
 def test_keys_are_stored_hashed_and_private(tmp_path):
-    ks = KeyStore(tmp_path / "a" / "keys.sqlite")
+    path = tmp_path / "a" / "keys.sqlite"
+    ks = KeyStore(init_store(path))
     token = ks.create("alice", "search,write")
-    assert stat.S_IMODE(os.stat(tmp_path / "a" / "keys.sqlite").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(tmp_path / "a").st_mode) == 0o700
     secret = token.split("_", 2)[2]
-    assert secret.encode() not in (tmp_path / "a" / "keys.sqlite").read_bytes()
+    assert secret.encode() not in path.read_bytes()
+    assert secret.encode() not in (tmp_path / "a" / "keys.sqlite-wal").read_bytes()
+
+
+def test_keys_create_verify_revoke_on_both_backends(state_url):
+    ks = KeyStore(state_url)
+    token = ks.create("alice", "search,write")
+    secret = token.split("_", 2)[2]
     ident = ks.verify(token)
     assert ident.user == "alice" and ident.scopes == {"search", "write"}
     assert ks.verify(token[:-1] + ("A" if token[-1] != "A" else "B")) is None  # wrong secret
@@ -30,15 +39,24 @@ def test_keys_are_stored_hashed_and_private(tmp_path):
     assert ks.revoke(key_id) and ks.verify(token) is None and not ks.revoke(key_id)
 
 
+def test_a_missing_key_store_is_an_error_not_a_new_file(tmp_path):
+    with pytest.raises(StoreMissing, match="mlsd.state init"):
+        KeyStore(tmp_path / "k.sqlite")
+    assert not (tmp_path / "k.sqlite").exists()
+    with pytest.raises(StoreURLError, match="looks like a URL"):
+        KeyStore("postgresql:/keys")  # a typo never becomes a local file
+    assert not os.path.exists("postgresql:")
+
+
 @pytest.mark.parametrize("user", ["", "a b", "../x", "x" * 200, "a;drop"])
 def test_bad_user_names_are_refused(tmp_path, user):
     with pytest.raises(ValueError):
-        KeyStore(tmp_path / "k.sqlite").create(user, "search")
+        KeyStore(init_store(tmp_path / "k.sqlite")).create(user, "search")
 
 
 def test_unknown_scopes_are_refused(tmp_path):
     with pytest.raises(ValueError, match="scopes"):
-        KeyStore(tmp_path / "k.sqlite").create("a", "search,root")
+        KeyStore(init_store(tmp_path / "k.sqlite")).create("a", "search,root")
 
 
 def test_acting_for_another_user_needs_admin():
@@ -69,8 +87,8 @@ def _app(config, tmp_path) -> TestClient:
     return TestClient(api)
 
 
-def test_routes_401_without_a_token_403_with_the_wrong_scope(tmp_path):
-    store = tmp_path / "keys.sqlite"
+def test_routes_401_without_a_token_403_with_the_wrong_scope(tmp_path, state_url):
+    store = state_url
     reader = KeyStore(store).create("reader", "search")
     client = _app(AuthArgs(key_store=str(store)), tmp_path)
     r = client.get("/read")
@@ -89,7 +107,7 @@ def test_routes_401_without_a_token_403_with_the_wrong_scope(tmp_path):
 
 
 def test_writes_are_rate_limited_per_identity(tmp_path):
-    store = tmp_path / "keys.sqlite"
+    store = str(init_store(tmp_path / "keys.sqlite"))
     a, b = KeyStore(store).create("a", "write"), KeyStore(store).create("b", "write")
     client = _app(AuthArgs(key_store=str(store), writes_per_minute=1, write_burst=2), tmp_path)
     ha, hb = {"Authorization": f"Bearer {a}"}, {"Authorization": f"Bearer {b}"}
@@ -117,7 +135,7 @@ def test_jwt_signature_expiry_audience(tmp_path):
     )
     (tmp_path / "idp.pem").write_bytes(pem)
     cfg = AuthArgs(
-        key_store=str(tmp_path / "k.sqlite"),
+        key_store=str(init_store(tmp_path / "k.sqlite")),
         jwt=JWTArgs(key_file=str(tmp_path / "idp.pem"), algorithms=["EdDSA"], audience="mlsd"),
     )
     client = _app(cfg, tmp_path)
@@ -158,6 +176,9 @@ def test_auth_none_only_on_loopback(tmp_path):
 
 def test_cli_creates_lists_revokes_and_makes_the_dev_token(tmp_path, capsys):
     store = str(tmp_path / "keys.sqlite")
+    assert auth.main(["--store", store, "list"]) == 2  # no store: an error, not a new file
+    assert "mlsd.state init" in capsys.readouterr().err and not os.path.exists(store)
+    init_store(store)
     assert auth.main(["--store", store, "create", "--user", "alice", "--scopes", "search"]) == 0
     token = capsys.readouterr().out.strip()
     assert KeyStore(store).verify(token).user == "alice"

@@ -144,12 +144,12 @@ def test_policy_takes_the_most_severe_action_and_names_its_heads():
         HeadPolicy(remove=0.5, review=0.7)
 
 
-def test_review_queue_is_durable_idempotent_and_refuses_conflicts(tmp_path):
-    q = ReviewQueue(tmp_path / "reviews.sqlite")
+def test_review_queue_is_durable_idempotent_and_refuses_conflicts(state_url):
+    q = ReviewQueue(state_url)
     rid = q.enqueue("p1", {"text": "x"}, {"hate": 0.6}, ["hate"], "m/v1")
     q.enqueue("p2", {"text": "y"}, {"hate": 0.7}, ["hate"], "m/v1")
     q.close()
-    q = ReviewQueue(tmp_path / "reviews.sqlite")  # reopened: nothing lost
+    q = ReviewQueue(state_url)  # reopened: nothing lost
     assert [r["post_id"] for r in q.list("pending")] == ["p1", "p2"]
     done = q.submit(rid, {"hate": 1}, "rev1")
     assert done["status"] == "done" and done["labels"] == {"hate": 1}
@@ -206,12 +206,28 @@ def test_thresholds_climb_from_the_base_rate_and_never_fire_where_precision_is_n
     assert thresholds_from_validation(np.ones(5), np.ones(5)) == HeadPolicy(1.0, 1.0, 1.0)
 
 
-def test_a_retried_post_is_one_review(tmp_path):
-    q = ReviewQueue(tmp_path / "q.sqlite")
+def test_a_retried_post_is_one_review(state_url):
+    q = ReviewQueue(state_url)
     a = q.enqueue("u/p1", {"text": "x"}, {"hate": 0.5}, ["hate"], "m")
     assert q.enqueue("u/p1", {"text": "x"}, {"hate": 0.5}, ["hate"], "m") == a
     assert q.enqueue("v/p1", {"text": "x"}, {"hate": 0.5}, ["hate"], "m") != a
     assert q.counts() == {"pending": 2}
+
+
+def test_two_replicas_racing_on_one_post_make_one_review(state_url):
+    """Two ingress replicas (two queue objects: their own connections) enqueue the same post
+    at once, many times: one review, and every caller gets its id."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    queues = [ReviewQueue(state_url), ReviewQueue(state_url)]
+
+    def enqueue(i: int) -> int:
+        return queues[i % 2].enqueue(f"u/p{i // 8}", {"text": "x"}, {"hate": 0.5}, ["hate"], "m")
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(enqueue, range(32)))
+    assert len(set(ids)) == 4 and queues[0].counts() == {"pending": 4}
+    assert all(ids[i] == ids[i - i % 8] for i in range(32))  # one id per post, to everyone
 
 
 def test_shadow_head_agreement_counts_disagreements_per_head():

@@ -3,17 +3,19 @@ transaction; serving sets aside what the model learnt of the user; the next trai
 their base ratings and records the last tombstone it took in."""
 
 import numpy as np
+import pytest
 
 from mlsd.artifacts import ArtifactStore
 from mlsd.data.movielens import load_movielens
 from mlsd.recommendation.artifact import load_recommender
 from mlsd.recommendation.events import EventLog
 from mlsd.recommendation.pipeline import generate_candidates
+from mlsd.state import StoreMissing
 from train.recommendation import with_logged_events
 
 
-def test_forget_deletes_the_events_and_keeps_the_counters_true(tmp_path):
-    log = EventLog(tmp_path / "events.db")
+def test_forget_deletes_the_events_and_keeps_the_counters_true(state_url):
+    log = EventLog(state_url)
     for video in (1, 2, 99_999):
         log.append(42, video, "like", 893_000_000, unknown_video=video == 99_999)
     log.append(7, 3, "watch", 893_000_000, unknown_user=True)
@@ -42,17 +44,26 @@ def test_a_forgotten_user_gets_no_personal_candidates(rec_store):
     assert again.strategy == "fold_in" and again.history_items.tolist() == [50]
 
 
-def test_the_next_training_run_does_not_see_them(tmp_path):
+def test_the_next_training_run_does_not_see_them(state_url):
     ml = load_movielens()
-    log = EventLog(tmp_path / "events.db")
+    log = EventLog(state_url)
     log.append(1, 10, "like", 893_000_000)
     log.append(2, 10, "like", 893_000_000)
     log.forget(1, "admin")
     log.append(1, 20, "like", 893_000_500)  # after the forget: kept
     log.close()
-    out, info = with_logged_events(ml, str(tmp_path / "events.db"))
+    out, info = with_logged_events(ml, state_url)
     r = out.ratings
     assert r[r.user_id == 1].item_id.tolist() == [20]
     assert len(r[r.user_id == 2]) == len(ml.ratings[ml.ratings.user_id == 2]) + 1
     assert info["forgotten_users"] == 1 and info["forgotten_upto"] == 1
     assert info["forgotten_ratings"] == int((ml.ratings.user_id == 1).sum())
+
+
+def test_a_training_run_whose_log_cannot_be_read_fails_naming_it(tmp_path):
+    """Never a model built without the forgets: a missing log is an error, not an empty one."""
+    missing = tmp_path / "events.db"
+    with pytest.raises(StoreMissing, match=str(missing)):
+        with_logged_events(load_movielens(), str(missing))
+    assert not missing.exists()
+    assert with_logged_events(load_movielens(), "none")[1]["logged_events"] == 0

@@ -147,14 +147,14 @@ def test_rerank_rules():
     assert allowed.tolist() == [1, 3]
 
 
-def test_event_log_is_durable_and_flags(tmp_path):
-    log = EventLog(tmp_path / "events.db")
+def test_event_log_is_durable_and_flags(state_url):
+    log = EventLog(state_url)
     a = log.append(1, 10, "watch", 100)
     b = log.append(99_999, 5_000, "like", 101, unknown_user=True, unknown_video=True)
     log.append(1, 11, "click", 102)
     log.append(1, 12, "rate", 103, rating=2.0)
     log.close()
-    again = EventLog(tmp_path / "events.db")
+    again = EventLog(state_url)
     assert b > a and len(again) == 4
     assert again.flagged() == {"events": 4, "unknown_user": 1, "unknown_video": 1}
     items, strength = again.for_user(1)

@@ -44,7 +44,7 @@ def test_train_does_not_import_serving():
 SYSTEMS = sorted(
     p.name for p in (ROOT / "mlsd").iterdir() if p.is_dir() and (p / "__init__.py").exists()
 )
-SHARED_PACKAGES = {"data"}  # readers every system may use
+SHARED_PACKAGES = {"data", "state"}  # readers, and the one state layer, every system uses
 
 
 def _system_of(module: str) -> str | None:
@@ -67,9 +67,11 @@ def test_systems_do_not_import_each_other():
 
 
 def test_shared_modules_do_not_import_upward():
-    """mlsd/*.py and mlsd/data/ are what several systems use: they import no system."""
+    """mlsd/*.py, mlsd/data/ and mlsd/state/ are what several systems use: they import no
+    system."""
     bad = []
-    for path in [*(ROOT / "mlsd").glob("*.py"), *(ROOT / "mlsd" / "data").rglob("*.py")]:
+    shared = [(ROOT / "mlsd" / p).rglob("*.py") for p in SHARED_PACKAGES]
+    for path in [*(ROOT / "mlsd").glob("*.py"), *(p for g in shared for p in g)]:
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             names = (
@@ -96,4 +98,16 @@ def test_one_live_id_base_and_no_flat_system_modules():
         for p in (ROOT / "mlsd").rglob("*.py")
         if "\nLIVE_ID_BASE =" in p.read_text()
     ]
-    assert defs == ["mlsd/durable.py"], defs
+    assert defs == ["mlsd/state/ids.py"], defs
+
+
+def test_only_the_state_layer_opens_a_database():
+    """Every log, queue and key store goes through mlsd.state (SQLAlchemy): nothing else
+    opens SQLite or Postgres directly, so nothing else can diverge across nodes."""
+    bad = []
+    for pkg in ("mlsd", "apps", "deployments", "train", "bench"):
+        for path, module in _imports(pkg):
+            rel = path.relative_to(ROOT)
+            if module in ("sqlite3", "psycopg") and rel.parts[:2] != ("mlsd", "state"):
+                bad.append((str(rel), module))
+    assert not bad, bad

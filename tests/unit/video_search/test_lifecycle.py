@@ -1,13 +1,18 @@
-"""Editing and deleting videos: rows of the live log's ``changes`` table, applied by every
+"""Editing and deleting videos: rows of the live log's ``video_changes`` table, applied by every
 replica's branches before their next answer, after a restart, and folded by the catalogue job
 (by URI: a catalogue video's id is its position in one build)."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+import pytest
+from sqlalchemy import select
 
 from mlsd.artifacts import ArtifactStore
-from mlsd.durable import LIVE_ID_BASE
+from mlsd.state import LIVE_ID_BASE, StoreMissing
+from mlsd.state.schema import video_uploads
 from mlsd.video_search.catalogue import VideoCatalogue, VideoDoc, VideoLog, write_catalogue
 from mlsd.video_search.pipeline import TextBranch
 
@@ -33,22 +38,24 @@ def text_ids(branch: TextBranch, q: str) -> list[int]:
     return branch.search(q, 10)[0].tolist()
 
 
-def test_log_changes_are_durable_and_a_delete_erases_the_upload(tmp_path):
-    log = VideoLog(tmp_path / "v.sqlite")
+def test_log_changes_are_durable_and_a_delete_erases_the_upload(state_url, objects):
+    log = VideoLog(state_url, objects)
     vid = log.append(VideoDoc(0, title="mine", owner="alice"), np.ones(4), np.ones(3), b"jpeg")
     assert log.thumbnail(vid) == b"jpeg"
     log.edit(vid, {"title": "renamed"}, "", "alice")
     assert log.delete(vid, "", "alice") is True
     assert log.delete(vid, "", "alice") is False  # twice
     assert log.since(0) == [] and log.thumbnail(vid) is None
-    (doc,) = log._conn.execute("SELECT doc FROM videos").fetchone()
-    assert doc == "{}"  # its text is erased too
-    kinds = [(v, k, f) for _, v, k, f, _ in VideoLog(tmp_path / "v.sqlite").changes_since(0)]
+    with log.db.read() as c:
+        (doc, key) = c.execute(select(video_uploads.c.doc, video_uploads.c.thumb_key)).one()
+    assert doc == "{}" and key is None  # its text is erased too
+    assert [f for _, _, fs in os.walk(objects) for f in fs] == []  # and the thumbnail's bytes
+    kinds = [(v, k, f) for _, v, k, f, _ in VideoLog(state_url).changes_since(0)]
     assert kinds == [(vid, "edit", {"title": "renamed"}), (vid, "delete", {})]
 
 
-def test_edits_and_deletes_reach_every_replica_and_survive_a_restart(tmp_path):
-    store, live = ArtifactStore(tmp_path / "store"), tmp_path / "v.sqlite"
+def test_edits_and_deletes_reach_every_replica_and_survive_a_restart(tmp_path, state_url):
+    store, live = ArtifactStore(tmp_path / "store"), state_url
     build(store)
     art = store.load("video_catalogue")
     r1, r2 = TextBranch(VideoCatalogue(art, live)), TextBranch(VideoCatalogue(art, live))
@@ -72,8 +79,8 @@ def test_edits_and_deletes_reach_every_replica_and_survive_a_restart(tmp_path):
     assert text_ids(restarted, "guppy") == [] and set(restarted.catalogue.docs) == {1, 2}
 
 
-def test_the_catalogue_job_folds_changes_by_uri(tmp_path):
-    store, live = ArtifactStore(tmp_path / "store"), tmp_path / "v.sqlite"
+def test_the_catalogue_job_folds_changes_by_uri(tmp_path, state_url):
+    store, live = ArtifactStore(tmp_path / "store"), state_url
     build(store)
     log = VideoLog(live)
     log.delete(1, "/clips/a.mp4", "admin")
@@ -88,3 +95,10 @@ def test_the_catalogue_job_folds_changes_by_uri(tmp_path):
     assert up in cat.docs and up > LIVE_ID_BASE  # uploads keep their ids, in the log
     log.delete(1, "/clips/b.mp4", "admin")  # after the build: applies to the new id 1
     assert cat.refresh().deleted == [1] and set(cat.docs) == {2, up}
+
+
+def test_a_catalogue_job_whose_log_cannot_be_read_fails_naming_it(tmp_path):
+    missing = tmp_path / "v.sqlite"
+    with pytest.raises(StoreMissing, match=str(missing)):
+        build(ArtifactStore(tmp_path / "store"), str(missing))
+    assert not missing.exists()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mlsd.data.synthetic_clips import FRAMES_PER_CLIP, ClipSampler, all_captions
-from mlsd.durable import LIVE_ID_BASE
+from mlsd.state import LIVE_ID_BASE
 from mlsd.video_search.catalogue import VideoDoc, VideoLog, signature
 from mlsd.video_search.fusion import Fused
 from mlsd.video_search.model import VideoTextConfig, VideoTextModel
@@ -60,11 +60,11 @@ def test_clip_sampler_captions_match_frames():
         assert (" and " in captions[c]) == (len(kinds) == 2)
 
 
-def test_video_log_is_durable_and_replayed(tmp_path):
-    log = VideoLog(tmp_path / "v.sqlite")
+def test_video_log_is_durable_and_replayed(state_url):
+    log = VideoLog(state_url)
     vid = log.append(VideoDoc(0, title="a"), np.ones(4), np.full(3, 0.5))
     log.close()
-    again = VideoLog(tmp_path / "v.sqlite")
+    again = VideoLog(state_url)
     ((seq, doc, feat, prob),) = again.since(0)
     assert vid == again.live_id(seq) == doc.video_id and vid > LIVE_ID_BASE and doc.title == "a"
     assert feat.tolist() == [1.0] * 4 and prob.tolist() == [0.5] * 3

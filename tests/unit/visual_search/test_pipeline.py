@@ -7,6 +7,7 @@ import pytest
 
 from mlsd.artifacts import ArtifactError, ArtifactStore
 from mlsd.image import InvalidImage
+from mlsd.state import init_store
 from mlsd.visual_search.pipeline import CatalogueIndex, ImageEncoderModel, search_pipeline
 from tests.conftest import catalogue_images, png_bytes
 
@@ -27,10 +28,10 @@ def test_backends_agree_with_torch(tiny_store):
     ).stat().st_size
 
 
-def test_pipeline_in_process(tiny_store, tmp_path):
+def test_pipeline_in_process(tiny_store, tmp_path, objects):
     art = ArtifactStore(tiny_store).load("visual_search")
     enc = ImageEncoderModel(art)
-    cat = CatalogueIndex(art, live_log=tmp_path / "live.sqlite")
+    cat = CatalogueIndex(art, init_store(tmp_path / "live.sqlite"), objects)
     imgs, _ = catalogue_images(400)
     hits = search_pipeline(enc, cat, png_bytes(imgs[3]), k=5)
     assert hits[0].image_id == 3 and len(hits) == 5

@@ -2,7 +2,7 @@ import threading
 
 import numpy as np
 
-from mlsd.durable import LIVE_ID_BASE
+from mlsd.state import LIVE_ID_BASE
 from mlsd.visual_search.catalogue import CatalogueLog
 from mlsd.visual_search.rerank import ImageMeta, RerankConfig, rerank
 
@@ -23,9 +23,9 @@ def test_rerank_rules():
     assert [i for i, _ in rerank(cands, meta, 10, None, loose)] == [2, 3, 4, 5]
 
 
-def test_catalogue_log_concurrent_appends_are_all_kept(tmp_path):
-    path = tmp_path / "live.sqlite"
-    logs = [CatalogueLog(path) for _ in range(3)]  # three "replicas" on one file
+def test_catalogue_log_concurrent_appends_are_all_kept(state_url, objects):
+    path = state_url
+    logs = [CatalogueLog(path, objects) for _ in range(3)]  # three "replicas", one store
     ids: list[int] = []
     lock = threading.Lock()
 
@@ -42,11 +42,11 @@ def test_catalogue_log_concurrent_appends_are_all_kept(tmp_path):
     for t in threads:
         t.join()
     assert len(set(ids)) == 120 and min(ids) > LIVE_ID_BASE
-    rows = CatalogueLog(path).since(0)
+    rows = CatalogueLog(path, objects).since(0)
     assert len(rows) == 120
     assert sorted(r.meta.image_id for _, r in rows) == sorted(ids)
-    assert CatalogueLog(path).image_bytes(ids[0]) == b"x"
-    tail = CatalogueLog(path).since(rows[99][0])
+    assert CatalogueLog(path, objects).image_bytes(ids[0]) == b"x"
+    tail = CatalogueLog(path, objects).since(rows[99][0])
     assert len(tail) == 20
 
 

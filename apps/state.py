@@ -1,0 +1,53 @@
+"""Every store a serve config's apps write, created (``init``) or checked (``check``) at once:
+state stores (logs, queues, API keys) and object stores (uploaded bytes, thumbnails, blurred
+outputs). Each app's typed builder args say which stores it uses (``AppArgs.stores``), defaults
+included, so nothing the apps will open is left out.
+
+    python -m apps.state init serve_config.yaml      # `make serve` runs this first
+    python -m apps.state check serve_config.gpu.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import typing
+
+import yaml
+
+from mlsd.state import StateError
+from mlsd.state.__main__ import run
+
+
+def app_stores(config: dict) -> tuple[list[str], list[str]]:
+    """(state store URLs, object store URIs) of every application in a serve config."""
+    urls, objects = [], []
+    for app in config.get("applications", []):
+        module, _, name = app["import_path"].partition(":")
+        builder = getattr(importlib.import_module(module), name)
+        args_type = next(iter(typing.get_type_hints(builder).values()))
+        dbs, objs = args_type(**app.get("args", {})).stores()
+        urls += [u for u in dbs.values() if u and u not in urls]
+        objects += [o for o in objs.values() if o and o not in objects]
+    return urls, objects
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m apps.state", description=__doc__.split("\n")[0])
+    p.add_argument("command", choices=["init", "check"])
+    p.add_argument("config", help="a serve config (serve_config.yaml)")
+    a = p.parse_args(argv)
+    with open(a.config) as f:
+        urls, objects = app_stores(yaml.safe_load(f))
+    try:
+        for line in run(a.command, urls, objects):
+            print(line)
+    except StateError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""Create, migrate or check state stores (the only way a store is ever created).
+
+    python -m mlsd.state init sqlite:///var/state.sqlite         # or a bare path
+    python -m mlsd.state init postgresql+psycopg://mlsd@db:5432/mlsd   # $MLSD_STATE_PASSWORD
+    python -m mlsd.state init --objects s3://bucket/prefix         # object stores too
+    python -m mlsd.state check URL [--objects URI]                 # exit 1, naming what fails
+
+Every app's stores at once, from a serve config: ``python -m apps.state init serve_config.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mlsd.state.db import Database, init_store
+from mlsd.state.objects import ObjectStore
+from mlsd.state.url import StateError
+
+
+def run(command: str, urls: list[str], objects: list[str]) -> list[str]:
+    """``init`` or ``check`` each store; -> one line per store."""
+    out = []
+    for url in urls:
+        if command == "init":
+            out.append(f"state store {init_store(url)}: ready")
+        else:
+            db = Database(url)
+            db.close()
+            out.append(f"state store {db.url}: ok")
+    for uri in objects:
+        store = ObjectStore(uri, create=command == "init")
+        out.append(f"object store {store.uri}: {'ready' if command == 'init' else 'ok'}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mlsd.state", description=__doc__.split("\n")[0])
+    p.add_argument("command", choices=["init", "check"])
+    p.add_argument("urls", nargs="*", help="state store URLs (or SQLite paths)")
+    p.add_argument("--objects", action="append", default=[], help="object store folder / URI")
+    a = p.parse_args(argv)
+    if not a.urls and not a.objects:
+        p.error("name at least one store")
+    try:
+        for line in run(a.command, a.urls, a.objects):
+            print(line)
+    except StateError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,245 @@
+"""One state store, embedded or shared: SQLAlchemy Core over SQLite (WAL, ``synchronous=FULL``:
+a committed row survives a crash; every process on this host reads it) or Postgres (every node
+of a cluster reads it).
+
+Only :func:`init_store` creates or migrates a store. Serving replicas and jobs open an existing
+one (:class:`Database`) and fail, naming it, when it is missing, unreachable or of another
+schema version: a replica on a fresh node must never start empty and serve a partial catalogue.
+
+**Commit order.** Every replica keeps its caches (faiss, tantivy, candidates) by reading a log
+"after the last row I saw". On Postgres an identity value is taken when a row is inserted, not
+when it commits: T1 takes seq 10, T2 takes 11 and commits, a reader sees 11 and moves past it,
+then T1 commits 10, which that reader never reads. :meth:`Database.write` therefore serialises
+appends per log (a transaction-scoped advisory lock, taken before the insert draws its seq and
+released after the commit is visible), so seq order is commit order. SQLite has one writer at a
+time (``BEGIN IMMEDIATE``), which gives the same order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from mlsd.state import schema
+from mlsd.state.ids import IdPermutation
+from mlsd.state.url import StateError, StoreMissing, StoreUnavailable, StoreURL, parse_url
+
+log = logging.getLogger(__name__)
+
+
+class SchemaMismatch(StateError):
+    """The store was made by another version of this code: ``init`` migrates it."""
+
+
+def lock_key(log_name: str) -> int:
+    """A stable signed 64-bit advisory-lock key per log table."""
+    digest = hashlib.sha256(f"mlsd.state:{log_name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _engine(store: StoreURL, create: bool) -> Engine:
+    if store.kind == "sqlite":
+        path = store.path
+        if not create and not path.exists():
+            raise StoreMissing(
+                f"state store {store} does not exist (a new node, or a lost disk?): create it "
+                f"with `python -m mlsd.state init {store}`; replicas never create a store"
+            )
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # mode=rw: opening never creates the file (only init does)
+        mode = "rwc" if create else "rw"
+        engine = create_engine(
+            f"sqlite+pysqlite:///file:{path}?mode={mode}&uri=true",
+            connect_args={"timeout": 30, "check_same_thread": False},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn):
+            # a write takes the write lock up front: a read-then-write (a quota, an upsert)
+            # never upgrades and deadlocks, and writers commit in the order they started
+            write = conn.get_execution_options().get("mlsd_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return engine
+    return create_engine(
+        store.with_password(),
+        pool_pre_ping=True,  # a dropped connection (failover, restart) is replaced, not served
+        pool_size=int(os.environ.get("MLSD_STATE_POOL_SIZE", "5")),
+        connect_args={"connect_timeout": 10, "application_name": "mlsd"},
+        poolclass=NullPool if os.environ.get("MLSD_STATE_NULL_POOL") else None,
+    )
+
+
+class Database:
+    """An existing state store; every log, queue and key store reads and writes through one.
+
+    ``create=True`` is for :func:`init_store` only."""
+
+    def __init__(self, url: str | os.PathLike | StoreURL, create: bool = False):
+        self.url = parse_url(url)
+        self.engine = _engine(self.url, create)
+        self._inode = None
+        self._ids: dict[str, IdPermutation] = {}
+        self._lock = threading.Lock()
+        if not create:
+            self._inode = self._stat()
+            self.check()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.kind == "sqlite"
+
+    def _stat(self) -> tuple[int, int] | None:
+        if not self.is_sqlite:
+            return None
+        st = os.stat(self.url.path)
+        return st.st_dev, st.st_ino
+
+    def unavailable(self, e: Exception) -> StoreUnavailable:
+        msg = str(e.orig if isinstance(e, DBAPIError) and e.orig is not None else e)
+        return StoreUnavailable(f"state store {self.url} cannot be used: {msg.strip()}")
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read transaction (one snapshot on SQLite)."""
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
+        except (OperationalError, InterfaceError) as e:
+            raise self.unavailable(e) from e
+
+    @contextmanager
+    def write(self, *logs: str) -> Iterator[Connection]:
+        """A write transaction that may append to ``logs``: appends to one log are serialised,
+        so a reader that has seen seq N has seen every row below N that will ever commit."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(mlsd_write=True)
+                with conn.begin():
+                    if not self.is_sqlite:
+                        for name in sorted(set(logs)):  # one order: no deadlock between logs
+                            conn.execute(
+                                text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key(name)}
+                            )
+                    yield conn
+        except (OperationalError, InterfaceError) as e:
+            raise self.unavailable(e) from e
+
+    def insert_ignore(self, table):
+        """INSERT ... ON CONFLICT DO NOTHING in this store's dialect."""
+        return (sqlite if self.is_sqlite else postgresql).insert(table).on_conflict_do_nothing()
+
+    def ids(self, log_name: str) -> IdPermutation:
+        """The permutation from ``log_name``'s seq to public ids (its key, made by init)."""
+        with self._lock:
+            perm = self._ids.get(log_name)
+        if perm is None:
+            with self.read() as c:
+                key = c.execute(
+                    select(schema.meta.c.v).where(schema.meta.c.k == f"id_key:{log_name}")
+                ).scalar_one_or_none()
+            if key is None:
+                raise SchemaMismatch(
+                    f"state store {self.url} has no id key for {log_name}: "
+                    f"run `python -m mlsd.state init {self.url}`"
+                )
+            perm = IdPermutation(bytes(key))
+            with self._lock:
+                self._ids[log_name] = perm
+        return perm
+
+    def check(self) -> None:
+        """Raise (naming the store) unless it is there, readable and of this schema: what a
+        serving replica's health check asks before it takes traffic."""
+        if self.is_sqlite:
+            try:
+                now = self._stat()
+            except FileNotFoundError:
+                raise StoreMissing(f"state store {self.url} is gone (a lost volume?)") from None
+            if self._inode is not None and now != self._inode:
+                raise StoreMissing(f"state store {self.url} was replaced by another file")
+        try:
+            with self.engine.connect() as c:
+                version = c.execute(
+                    select(schema.meta.c.v).where(schema.meta.c.k == "schema_version")
+                ).scalar_one_or_none()
+        except SQLAlchemyError as e:
+            if "no such table" in str(e) or "does not exist" in str(e):
+                raise SchemaMismatch(
+                    f"state store {self.url} has no mlsd tables: create them with "
+                    f"`python -m mlsd.state init {self.url}`"
+                ) from None
+            raise self.unavailable(e) from e
+        if version is None or int(bytes(version).decode()) != schema.SCHEMA_VERSION:
+            found = "none" if version is None else bytes(version).decode()
+            raise SchemaMismatch(
+                f"state store {self.url} has schema version {found}, this code "
+                f"{schema.SCHEMA_VERSION}: run `python -m mlsd.state init {self.url}`"
+            )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def init_store(url: str | os.PathLike | StoreURL) -> StoreURL:
+    """Create the store (and its folder) or migrate it to this schema; idempotent. The one
+    place a store is ever created: ``python -m mlsd.state init URL``."""
+    store = parse_url(url)
+    db = Database(store, create=True)
+    try:
+        with db.write() as c:
+            legacy = _legacy_tables(c)
+            if legacy:
+                raise SchemaMismatch(
+                    f"state store {store} was written by the SQLite-only log (tables "
+                    f"{', '.join(sorted(legacy))}): `python -m mlsd.state migrate-legacy` "
+                    "copies it into the state layer"
+                )
+            schema.metadata.create_all(c)
+            version = c.execute(
+                select(schema.meta.c.v).where(schema.meta.c.k == "schema_version")
+            ).scalar_one_or_none()
+            if version is not None and int(bytes(version).decode()) > schema.SCHEMA_VERSION:
+                raise SchemaMismatch(f"state store {store} is newer than this code")
+            rows = [{"k": "schema_version", "v": str(schema.SCHEMA_VERSION).encode()}]
+            rows += [{"k": f"id_key:{n}", "v": secrets.token_bytes(32)} for n in schema.ID_LOGS]
+            c.execute(db.insert_ignore(schema.meta), rows)
+            counts = [{"k": k, "n": 0} for k in ("events", "unknown_user", "unknown_video")]
+            c.execute(db.insert_ignore(schema.rec_counts), counts)
+    except (OperationalError, InterfaceError) as e:
+        raise db.unavailable(e) from e
+    finally:
+        db.close()
+    if store.kind == "sqlite":
+        os.chmod(store.path, 0o600)  # API key digests, users' events: this user's only
+    return store
+
+
+LEGACY = {"images", "deletions", "videos", "changes", "thumbs", "events", "forgotten",
+          "reviews", "keys"}  # fmt: skip
+
+
+def _legacy_tables(conn: Connection) -> set[str]:
+    if conn.dialect.name != "sqlite":
+        return set()
+    return LEGACY & set(inspect(conn).get_table_names())
