@@ -25,7 +25,7 @@ export MLSD_PROXY_BODY_LIMITS ?= default=67174400,/visual-search=21037056,/recom
 export RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S ?= 60
 export RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S ?= 60
 
-.PHONY: venv triton-venv data browser screenshots artifacts serve serve-triton triton-repository soak bench-triton test test-fast lint eval bench clean ray-token dev-token constraints
+.PHONY: venv triton-venv data browser servers state screenshots artifacts serve serve-triton triton-repository soak bench-triton bench-state test test-fast test-cluster lint eval bench clean ray-token dev-token constraints
 
 # constraints.txt: the versions the suite was last run with (`make constraints` after a change
 # of dependencies), so a clean clone installs what was tested, not whatever is newest
@@ -46,8 +46,15 @@ ray-token: venv
 	@test -s $(RAY_TOKEN) || (umask 077 && $(BIN)/ray get-auth-token --generate >/dev/null)
 	@chmod 600 $(RAY_TOKEN)
 
+# Every store serve_config.yaml's apps write (logs, queues, API keys: SQLite files under var/;
+# uploads, thumbnails, blurred outputs: folders), created or migrated. The only step that
+# creates a store: replicas and jobs refuse to start on a missing one (README "State").
+STATE_CONFIG ?= serve_config.yaml
+state: venv
+	@$(BIN)/python -m apps.state init $(STATE_CONFIG)
+
 # the local development API key (user dev: search, write, admin) in var/auth/dev-token (0600)
-dev-token: venv
+dev-token: state
 	@$(BIN)/python -m apps.auth dev-token
 
 venv: $(STAMP)
@@ -84,7 +91,7 @@ data: venv
 # (zero-shot + contrastive text-video models, a catalogue of real clips via Ray Data, ~3 min),
 # blurring (our face + plate FCOS, Ray Train + Ray Data, BLUR_DEMO_EPOCHS, ~5 min an epoch),
 # harmful content (multi-task early fusion on Davidson + MLMA, Ray Train, ~4 min).
-artifacts: data
+artifacts: data state  # the training jobs read the apps' logs (forgets, deletions, reviews)
 	@test -f $(STORE)/visual_search/LATEST || \
 	  $(BIN)/python -m train.visual_search --epochs $(DEMO_EPOCHS) --store $(STORE) --num-cpus 2 \
 	    --torch-threads $$(nproc)  # one worker reserves 1 CPU (Ray Data streams on the other) but may use both
@@ -118,16 +125,27 @@ browser:
 	  { echo "install chromium and chromium-driver (Debian) for the browser tests"; exit 1; }
 	@chromium --version
 
-test: data ray-token triton-venv browser
-	MLSD_REQUIRE_BROWSER=1 $(BIN)/python -m pytest --durations=25  # the slowest 25, to keep the suite inside CI's time
+# the servers the tests start themselves on loopback (and stop by PID): PostgreSQL (the state
+# layer's cluster backend) and Redis (Ray's GCS fault tolerance), from Debian; the S3 API
+# server is moto's, from PyPI (the dev extra)
+servers:
+	@{ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v redis-server >/dev/null; } || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    { apt-get install -y -qq postgresql redis-server >/dev/null 2>&1 || \
+	      { apt-get update -qq && apt-get install -y -qq postgresql redis-server >/dev/null; }; }; } || \
+	  { echo "install postgresql and redis-server (Debian) for the state and cluster tests"; exit 1; }
+	@ls /usr/lib/postgresql/*/bin/postgres && redis-server --version
+
+test: data ray-token triton-venv browser servers
+	MLSD_REQUIRE_BROWSER=1 MLSD_REQUIRE_SERVERS=1 $(BIN)/python -m pytest --durations=25  # the slowest 25, to keep the suite inside CI's time
 
 # README's screenshots of the pages: the browser tests, saving one per page
 screenshots: data ray-token browser
 	MLSD_REQUIRE_BROWSER=1 MLSD_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/browser
 
 # the inner loop: everything but the slow serve / train tests (a few minutes on 2 cores)
-test-fast: data ray-token triton-venv
-	$(BIN)/python -m pytest -m "not slow"
+test-fast: data ray-token triton-venv servers
+	MLSD_REQUIRE_SERVERS=1 $(BIN)/python -m pytest -m "not slow"
 
 # visual search through Triton: the artifact's fp32 + int8 encoders as a Python-backend model
 # repository, a server on loopback ports 8100-8102, then serve_config.triton.yaml

@@ -136,6 +136,21 @@ def postgres():
 _DB_COUNT = iter(range(1_000_000))
 
 
+def new_store(path: Path) -> str:
+    """An initialised SQLite state store at ``path`` (what ``python -m mlsd.state init``
+    makes before an app may use it); -> its URL."""
+    from mlsd.state import init_store
+
+    return str(init_store(path))
+
+
+def new_objects(path: Path) -> str:
+    """An initialised local object store at ``path``; -> its location."""
+    from mlsd.state import ObjectStore
+
+    return ObjectStore(path, create=True).uri
+
+
 def new_state_store(kind: str, folder: Path, request) -> str:
     """A fresh, initialised state store: an SQLite file in ``folder`` or a new database on the
     session's PostgreSQL server; -> its URL."""
@@ -156,9 +171,7 @@ def state_url(request, tmp_path) -> str:
 @pytest.fixture
 def objects(tmp_path) -> str:
     """A fresh local object store (what ``python -m mlsd.state init --objects`` makes)."""
-    from mlsd.state import ObjectStore
-
-    return ObjectStore(tmp_path / "objects", create=True).uri
+    return new_objects(tmp_path / "objects")
 
 
 TEST_USERS = {

@@ -88,6 +88,19 @@ class _Server:
             self._dir = None
         atexit.unregister(self.stop)
 
+    def pause(self) -> None:
+        """Stop the server process but keep its data: an outage; ``resume`` ends it."""
+        assert self._proc is not None, "not started"
+        self._proc.send_signal(self.stop_signal)
+        self._proc.wait(timeout=15)
+
+    def resume(self) -> Self:
+        """Start the server again on the same data, socket and port, and wait until ready."""
+        assert self._proc is not None and self._proc.poll() is not None, "not paused"
+        self._spawn(*self._spawned)
+        self._wait_until(self._ready, "ready again")
+        return self
+
     def __enter__(self) -> Self:
         return self if self._proc is not None else self.start()
 
@@ -103,8 +116,10 @@ class _Server:
         assert self._dir is not None
         return self._dir / "server.log"
 
-    def _spawn(self, argv: list[str], **kwargs) -> None:
+    def _spawn(self, argv: list[str], kwargs: dict | None = None, /, **kw) -> None:
         """Start the server in the foreground, stdout and stderr into the log."""
+        kwargs = {**(kwargs or {}), **kw}
+        self._spawned = (argv, kwargs)
         with open(self._log, "ab") as log:
             self._proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, **kwargs
@@ -114,6 +129,7 @@ class _Server:
     def _wait_until(self, ready: Callable[[], bool], what: str) -> None:
         """Poll ``ready()`` until true; fail early if the server exits, with its log tail."""
         assert self._proc is not None
+        self._ready = ready
         deadline = time.monotonic() + self.start_timeout
         while True:
             if self._proc.poll() is not None:

@@ -55,14 +55,10 @@ class ObjectStore:
         return self.local
 
     def create(self) -> None:
-        """``init``: the folder (0700), or check that the bucket exists (made by its owner)."""
+        """``init``: the folder (0700). A bucket is made by its owner (its policy, lifecycle
+        and encryption are theirs to set); ``check`` then says whether it is there."""
         if self.local:
             os.makedirs(self.root, mode=0o700, exist_ok=True)
-        else:
-            try:
-                self.fs.makedirs(self.root, exist_ok=True)
-            except OSError as e:
-                raise StoreUnavailable(f"object store {self.uri} cannot be created: {e}") from None
 
     def check(self) -> None:
         """Raise (naming the store) unless it exists and answers: a replica's health check."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import catalogue_images, png_bytes
+from tests.conftest import catalogue_images, new_objects, new_store, png_bytes
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow, pytest.mark.browser]
 
@@ -50,22 +50,25 @@ def builders(serve_instance, keys, tmp_path_factory):
     from apps import blurring, harmful_content, recommendation, video_search, visual_search
 
     tmp = tmp_path_factory.mktemp("pages")
+    live, videos = new_store(tmp / "live.sqlite"), new_store(tmp / "videos.sqlite")
+    events, reviews = new_store(tmp / "events.db"), new_store(tmp / "reviews.sqlite")
     return {
         "visual_search": lambda store: visual_search.build_app(visual_search.VisualSearchArgs(
-            artifact_store=str(store), live_log=str(tmp / "live.sqlite"))),
+            artifact_store=str(store), live_log=live,
+            object_store=new_objects(tmp / "vs_objects"))),
         "video_search": lambda store: video_search.build_app(video_search.VideoSearchArgs(
-            artifact_store=str(store), live_log=str(tmp / "videos.sqlite"))),
+            artifact_store=str(store), live_log=videos,
+            object_store=new_objects(tmp / "video_objects"))),
         "recommendation": lambda store: recommendation.build_app(
-            recommendation.RecommendationArgs(artifact_store=str(store),
-                                              events_log=str(tmp / "events.db"))),
+            recommendation.RecommendationArgs(artifact_store=str(store), events_log=events)),
         "blurring": lambda store: blurring.build_app(blurring.BlurringArgs(
-            artifact_store=str(tmp / "none"), output_store=str(tmp / "blurred"),
+            artifact_store=str(tmp / "none"), output_store=new_objects(tmp / "blurred"),
             detector={"members": [{"kind": "yunet", "threshold": 0.5}]})),
         "harmful_content": lambda store: harmful_content.build_app(
             harmful_content.HarmfulContentArgs(
                 artifact_store=str(store),
                 model={"artifact": "harmful_content", "backend": "onnx"},
-                review_queue=str(tmp / "reviews.sqlite"),
+                review_queue=reviews,
                 policy={"default": {"remove": 1.0, "review": 0.0, "demote": 0.0}})),
     }  # fmt: skip
 

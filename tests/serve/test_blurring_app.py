@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import io
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from mlsd.blurring.backends import PACKAGED_UNION
+from tests.conftest import new_objects
 from tests.serve.http import api, as_user
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow, pytest.mark.data]
@@ -31,10 +33,10 @@ def app_url(serve_instance, tmp_path_factory):
 
     from apps.blurring import BlurringArgs, build_app
 
-    out = tmp_path_factory.mktemp("blurred")
+    out = new_objects(tmp_path_factory.mktemp("blurred"))
     args = BlurringArgs(
         artifact_store=str(tmp_path_factory.mktemp("none")),
-        output_store=str(out),
+        output_store=out,
         detector={"members": PACKAGED_UNION},  # the packaged face detectors: no training
         max_upload_bytes=8_000_000,
         max_pixels=30_000_000,
@@ -85,7 +87,7 @@ def test_faces_are_blurred_stored_and_fetched(app_url):
     assert blurred.shape == orig.shape
     big = ex.boxes[(ex.boxes[:, 2] - ex.boxes[:, 0]) >= 12]
     assert _blur_share(orig, blurred, big) >= 0.7  # most faces lost their detail
-    files = sorted(p.suffix for p in out.rglob("*") if p.is_file())
+    files = sorted(p.suffix for p in Path(out).rglob("*") if p.is_file())
     assert set(files) <= {".jpg", ".json"}  # never an original (store_originals is off)
 
 
@@ -178,10 +180,10 @@ def test_a_failing_detector_never_lets_an_image_through(serve_instance, tmp_path
 
     from apps.blurring import BlurringArgs, build_app
 
-    out = tmp_path / "out"
+    out = new_objects(tmp_path / "out")
     args = BlurringArgs(
         artifact_store=str(tmp_path),
-        output_store=str(out),
+        output_store=out,
         detect_timeout_s=3.0,
         fault_injection={"Detector": fault},
         detector={"members": [{"kind": "centerface", "threshold": 0.2}]},
@@ -194,7 +196,7 @@ def test_a_failing_detector_never_lets_an_image_through(serve_instance, tmp_path
         r = _post(url, _jpeg(np.full((64, 64, 3), 100, np.uint8)))
         assert r.status_code == 503 and "not published" in r.json()["detail"], r.text
         assert time.time() - t0 < 60
-        assert not [p for p in out.rglob("*") if p.is_file()]  # nothing was stored
+        assert not [p for p in Path(out).rglob("*") if p.is_file()]  # nothing was stored
         assert api.get(f"{url}/healthz", timeout=30).status_code == 200
     finally:
         serve.delete(name)

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import new_objects, new_store
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow]
 
@@ -93,11 +95,12 @@ def test_every_gpu_deployment_places_its_model_on_cuda(
         args = dict(app_cfg["args"], artifact_store=str(stores[app_cfg["name"]]))
         for site_path in ("auth", "artifact_public_key"):  # the cluster's files, not here
             args.pop(site_path, None)
-        if "output_store" in args:
-            args["output_store"] = str(tmp_path / "blurred")
-        for key in ("live_log", "events_log", "review_queue"):
+        for key in ("output_store", "object_store"):  # the cluster's bucket: a folder here
             if key in args:
-                args[key] = str(tmp_path / app_cfg["name"] / f"{key}.sqlite")
+                args[key] = new_objects(tmp_path / app_cfg["name"] / key)
+        for key in ("live_log", "events_log", "review_queue"):  # its Postgres: SQLite here
+            if key in args:
+                args[key] = new_store(tmp_path / app_cfg["name"] / f"{key}.sqlite")
         if app_cfg["name"] == "video_search":  # the test store has one model artifact
             args["model"] = {"artifact": "video_text_zeroshot", "version": "v2"}
             args["shadow"] = dict(args["shadow"], artifact=None, version="v1")

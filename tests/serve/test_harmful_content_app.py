@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import new_store
 from tests.serve.http import api, as_user
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow, pytest.mark.data]
@@ -28,11 +29,11 @@ def app(serve_instance, harmful_store, tmp_path_factory):
     from apps.harmful_content import HarmfulContentArgs, build_app
 
     media = tmp_path_factory.mktemp("media")
-    queue = tmp_path_factory.mktemp("queue") / "reviews.sqlite"
+    queue = new_store(tmp_path_factory.mktemp("queue") / "reviews.sqlite")
     args = HarmfulContentArgs(
         artifact_store=str(harmful_store),
         model={"artifact": "harmful_content", "backend": "onnx"},
-        review_queue=str(queue),
+        review_queue=queue,
         policy=REVIEW_ALL,
         allowed_uri_prefixes=[f"file://{media}/ok"],
         max_text_chars=2000,

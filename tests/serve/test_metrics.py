@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import new_store
 from tests.serve.http import api, scrape
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
@@ -20,7 +21,7 @@ def app_url(serve_instance, rec_store, tmp_path_factory):
 
     args = RecommendationArgs(
         artifact_store=str(rec_store),
-        events_log=str(tmp_path_factory.mktemp("metrics") / "events.sqlite"),
+        events_log=new_store(tmp_path_factory.mktemp("metrics") / "events.sqlite"),
         shadow={"version": "v1", "share": 1.0},
         drift={"window": 10, "min_window": 5},
     )

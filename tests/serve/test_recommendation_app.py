@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from tests.conftest import new_store
 from tests.serve.http import api
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
@@ -20,10 +21,10 @@ def app_url(serve_instance, rec_store, tmp_path_factory):
 
     from apps.recommendation import RecommendationArgs, build_app
 
-    events = tmp_path_factory.mktemp("rec_events") / "events.db"
+    events = new_store(tmp_path_factory.mktemp("rec_events") / "events.db")
     args = RecommendationArgs(
         artifact_store=str(rec_store),
-        events_log=str(events),
+        events_log=events,
         max_k=50,
         shadow={"version": "v1", "share": 1.0, "timeout_s": 5.0},
     )

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from mlsd.procs import kill, pids_of
+from tests.conftest import new_store
 from tests.serve.http import api
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
@@ -45,7 +46,7 @@ def rec_app(serve_instance, rec_store, tmp_path_factory):
 
     args = RecommendationArgs(
         artifact_store=str(rec_store),
-        events_log=str(tmp_path_factory.mktemp("resilience") / "events.sqlite"),
+        events_log=new_store(tmp_path_factory.mktemp("resilience") / "events.sqlite"),
     )
     serve.run(build_app(args), name="rec_kill", route_prefix="/rec-kill")
     yield f"{serve_instance}/rec-kill"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ROOT, catalogue_images, png_bytes
+from tests.conftest import ROOT, catalogue_images, new_objects, new_store, png_bytes
 from tests.serve.http import api, as_user
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
@@ -30,9 +30,12 @@ def apps_url(serve_instance, tiny_store, rec_store, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("sec")
     vs = VisualSearchArgs(
-        artifact_store=str(tiny_store), live_log=str(tmp / "live.sqlite"), max_upload_bytes=CAP
+        artifact_store=str(tiny_store),
+        live_log=new_store(tmp / "live.sqlite"),
+        object_store=new_objects(tmp / "objects"),
+        max_upload_bytes=CAP,
     )
-    rec = RecommendationArgs(artifact_store=str(rec_store), events_log=str(tmp / "ev.db"))
+    rec = RecommendationArgs(artifact_store=str(rec_store), events_log=new_store(tmp / "ev.db"))
     serve.run(vs_app(vs), name="sec_vs", route_prefix="/sec-vs")
     serve.run(rec_app(rec), name="sec_rec", route_prefix="/sec-rec")
     yield f"{serve_instance}/sec-vs", f"{serve_instance}/sec-rec"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tests import attacks
+from tests.conftest import new_objects, new_store
 from tests.serve.http import api
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
@@ -20,17 +21,19 @@ def app_url(serve_instance, video_store, tmp_path_factory):
 
     from apps.video_search import VideoSearchArgs, build_app
 
-    live = tmp_path_factory.mktemp("video_live") / "videos.sqlite"
+    tmp = tmp_path_factory.mktemp("video_live")
+    live, objects = new_store(tmp / "videos.sqlite"), new_objects(tmp / "objects")
     uris = tmp_path_factory.mktemp("video_uris")
     args = VideoSearchArgs(
         artifact_store=str(video_store),
-        live_log=str(live),
+        live_log=live,
+        object_store=objects,
         max_k=50,
         allowed_uri_prefixes=[str(uris)],
         shadow={"version": "v1", "share": 1.0, "timeout_s": 10.0},
     )
     serve.run(build_app(args), name="vsearch", route_prefix="/vsearch")
-    yield f"{serve_instance}/vsearch", live, uris
+    yield f"{serve_instance}/vsearch", live, uris, objects
     serve.delete("vsearch")
 
 
@@ -39,7 +42,7 @@ def _search(url, q, k=10):
 
 
 def test_health_docs_and_both_branches(app_url):
-    url, _, _ = app_url
+    url, *_ = app_url
     h = api.get(f"{url}/health", timeout=30).json()
     assert h["catalogue"]["videos"] == 4 and h["shadow"] == "video_text_zeroshot/v1:torch"
     assert {"/search", "/videos", "/health"} <= set(
@@ -56,7 +59,7 @@ def test_health_docs_and_both_branches(app_url):
 
 
 def test_visual_branch_finds_videos_without_words_in_common(app_url):
-    url, _, _ = app_url
+    url, *_ = app_url
     body = _search(url, "unicycle rickshaw").json()  # in no title/description/tag
     assert body["results"] and all(set(r["sources"]) == {"visual"} for r in body["results"])
 
@@ -65,7 +68,7 @@ def test_upload_is_indexed_durable_and_searchable(app_url, tmp_path):
     from mlsd.video import write_mp4
     from mlsd.video_search.catalogue import VideoLog
 
-    url, live, uris = app_url
+    url, live, uris, _ = app_url
     frames = [np.full((64, 96, 3), (i * 25) % 255, np.uint8) for i in range(20)]
     clip = write_mp4(tmp_path / "zebra.mp4", frames, fps=10)
     r = api.post(
@@ -112,14 +115,14 @@ def test_upload_is_indexed_durable_and_searchable(app_url, tmp_path):
     ],
 )
 def test_bad_queries(app_url, params, status):
-    url, _, _ = app_url
+    url, *_ = app_url
     r = api.get(f"{url}/search", params=params, timeout=30)
     assert r.status_code == status, (params, r.status_code, r.text)
     assert api.get(f"{url}/health", timeout=30).status_code == 200
 
 
 def test_control_characters_inside_a_query_and_non_utf8(app_url):
-    url, _, _ = app_url
+    url, *_ = app_url
     r = _search(url, "bikes\x00 in\x1f the city")
     assert r.status_code == 200 and r.json()["results"][0]["title"] == "Bikes in the city"
     r = api.get(f"{url}/search?q=%FF%FEbike", timeout=30)
@@ -151,7 +154,7 @@ def _write_one_frame(tmp_path):
 def test_bad_uploads(app_url, tmp_path, name, make, status, reason):
     import re
 
-    url, _, _ = app_url
+    url, *_ = app_url
     r = api.post(
         f"{url}/videos", files={"video": ("v.mp4", make(tmp_path))}, data={"title": "t"},
         timeout=60,
@@ -162,7 +165,7 @@ def test_bad_uploads(app_url, tmp_path, name, make, status, reason):
 
 
 def test_upload_form_errors(app_url, tmp_path):
-    url, _, _ = app_url
+    url, *_ = app_url
     one = _write_one_frame(tmp_path)
     r = api.post(f"{url}/videos", files={"video": ("v.mp4", one)}, timeout=60)
     assert r.status_code == 422  # no title
@@ -182,7 +185,7 @@ def test_upload_form_errors(app_url, tmp_path):
 
 
 def test_shadow_compares(app_url):
-    url, _, _ = app_url
+    url, *_ = app_url
     for q in ("bikes", "rabbit", "car phone"):
         assert _search(url, q).status_code == 200
     deadline = time.time() + 60
@@ -273,7 +276,11 @@ def test_acknowledged_upload_survives_a_restart(serve_instance, video_store, tmp
     from apps.video_search import VideoSearchArgs, build_app
     from mlsd.video import write_mp4
 
-    args = VideoSearchArgs(artifact_store=str(video_store), live_log=str(tmp_path / "v.sqlite"))
+    args = VideoSearchArgs(
+        artifact_store=str(video_store),
+        live_log=new_store(tmp_path / "v.sqlite"),
+        object_store=new_objects(tmp_path / "objects"),
+    )
     url = f"{serve_instance}/vs-restart"
     serve.run(build_app(args), name="vs_restart", route_prefix="/vs-restart")
     clip = write_mp4(tmp_path / "k.mp4", [np.zeros((32, 32, 3), np.uint8)] * 5, fps=5)
@@ -311,7 +318,7 @@ def test_get_edit_and_delete_a_video(app_url, keys, tmp_path, serve_instance, vi
     from mlsd.video import write_mp4
     from tests.serve.http import as_user
 
-    url, live, _ = app_url
+    url, live, _, objects = app_url
     alice, bob, reader = (as_user(keys[u]) for u in ("alice", "bob", "reader"))
     frames = [np.full((64, 96, 3), (i * 40) % 255, np.uint8) for i in range(10)]
     clip = write_mp4(tmp_path / "p.mp4", frames, fps=10).read_bytes()
@@ -357,7 +364,7 @@ def test_get_edit_and_delete_a_video(app_url, keys, tmp_path, serve_instance, vi
     for q in ("cormorant", "pelican harbour birds"):
         assert vid not in [h["video_id"] for h in _search(url, q, k=50).json()["results"]]
     # a restart (every replica gone) before any catalogue job: still deleted
-    args = VideoSearchArgs(artifact_store=str(video_store), live_log=str(live))
+    args = VideoSearchArgs(artifact_store=str(video_store), live_log=live, object_store=objects)
     serve.run(build_app(args), name="vs_deleted", route_prefix="/vs-deleted")
     try:
         again = f"{serve_instance}/vs-deleted"

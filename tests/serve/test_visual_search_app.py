@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from tests.conftest import catalogue_images, jpeg_bytes, png_bytes
+from tests.conftest import catalogue_images, jpeg_bytes, new_objects, new_store, png_bytes
 from tests.serve.http import api, as_user
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
@@ -20,10 +20,11 @@ def app_url(serve_instance, tiny_store, tmp_path_factory):
 
     from apps.visual_search import VisualSearchArgs, build_app
 
-    live = tmp_path_factory.mktemp("live") / "live.sqlite"
+    tmp = tmp_path_factory.mktemp("live")
     args = VisualSearchArgs(
         artifact_store=str(tiny_store),
-        live_log=str(live),
+        live_log=new_store(tmp / "live.sqlite"),
+        object_store=new_objects(tmp / "objects"),
         max_k=50,
         max_upload_bytes=2_000_000,
         max_pixels=4_000_000,

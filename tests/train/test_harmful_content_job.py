@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.conftest import new_store
+
 pytestmark = [pytest.mark.slow, pytest.mark.data]
 
 
@@ -20,7 +22,7 @@ def test_job_trains_resumes_and_folds_in_reviews(ray_session, tmp_path):
     from mlsd.runtime import make_runner
     from train.harmful_content import parse_args, run
 
-    q = ReviewQueue(tmp_path / "reviews.sqlite")
+    q = ReviewQueue(new_store(tmp_path / "reviews.sqlite"))
     rid = q.enqueue("p1", {"text": "a post a reviewer saw", "lang": "en"}, {"hate": 0.6},
                     ["hate"], "harmful_content/v0")  # fmt: skip
     q.enqueue("p2", {"text": "still waiting"}, {"hate": 0.7}, ["hate"], "harmful_content/v0")

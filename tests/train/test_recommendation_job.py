@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.conftest import new_store
+
 pytestmark = [pytest.mark.slow]
 
 
@@ -29,7 +31,7 @@ def test_job_reads_the_event_log_and_writes_a_loadable_artifact(ray_session, tmp
     from mlsd.recommendation.events import EventLog
     from train.recommendation import parse_args, run
 
-    log = EventLog(tmp_path / "events.db")
+    log = EventLog(new_store(tmp_path / "events.db"))
     for video in (1, 2, 3):
         log.append(1, video, "like", 893_300_000)
     log.append(5, 99_999, "watch", 893_300_000, unknown_video=True)  # kept, not trained on
