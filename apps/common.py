@@ -20,7 +20,8 @@ from starlette.formparsers import MultiPartException
 from apps.auth import AuthArgs, AuthConfig, Authenticator, check_bind, serve_hosts
 from deployments.shadow import ShadowMirror, ShadowTraffic
 from mlsd.artifacts import ArtifactStore, model_label
-from mlsd.state import Database, ObjectStore, pin_url
+from mlsd.state import Database, ObjectStore, parse_url, pin_url
+from mlsd.state.objects import is_local_uri
 
 logger = logging.getLogger("ray.serve")
 T = TypeVar("T")
@@ -183,16 +184,9 @@ class AppArgs(BaseModel):
         naming it (never a new empty file); and a file-backed store while more than one Ray
         node is alive is refused unless ``allow_node_local_state``."""
         stores, objects = self.stores()
-        local = []
-        for field, url in stores.items():
-            if url is not None:
-                db = Database(url)  # raises StateError / StoreURLError, naming the store
-                db.close()
-                if db.url.file_backed:
-                    local.append(f"{field}: {db.url}")
-        for field, uri in objects.items():
-            if uri is not None and ObjectStore(uri).file_backed:
-                local.append(f"{field}: {uri}")
+        urls = {f: parse_url(u) for f, u in stores.items() if u is not None}  # StoreURLError
+        local = [f"{f}: {u}" for f, u in urls.items() if u.file_backed]
+        local += [f"{f}: {u}" for f, u in objects.items() if u is not None and is_local_uri(u)]
         nodes = alive_ray_nodes()
         if local and nodes > 1 and not self.allow_node_local_state:
             raise ValueError(
@@ -202,6 +196,11 @@ class AppArgs(BaseModel):
                 "(README, 'On a cluster'), or set allow_node_local_state: true when every "
                 "replica runs on one node."
             )
+        for url in urls.values():
+            Database(url).close()  # missing, unreachable, another schema: StateError, naming it
+        for uri in objects.values():
+            if uri is not None:
+                ObjectStore(uri)
 
     def runner_server(self, ref: ModelRef) -> dict | None:
         """A model's Triton ``server`` mapping (None for in-process backends); a Triton

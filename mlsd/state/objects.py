@@ -131,6 +131,12 @@ class ObjectStore:
             return False
 
 
+def is_local_uri(uri: str) -> bool:
+    """A folder on this node's disk (a path or ``file://``), without opening anything."""
+    protocol, _ = fsspec.core.split_protocol(os.fspath(uri))
+    return protocol in (None, *LOCAL)
+
+
 def _scheme(fs) -> str:
     protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     return protocol[0]
