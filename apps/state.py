@@ -20,9 +20,11 @@ from mlsd.state import StateError
 from mlsd.state.__main__ import run
 
 
-def app_stores(config: dict) -> tuple[list[str], list[str]]:
-    """(state store URLs, object store URIs) of every application in a serve config."""
-    urls, objects = [], []
+def app_stores(config: dict) -> tuple[list[str], list[str], dict[str, str]]:
+    """(state store URLs, object store URIs, {store URL: its app's object store}) of every
+    application in a serve config (the last: where a log written before the state layer puts
+    the uploaded bytes it held)."""
+    urls, objects, uploads = [], [], {}
     for app in config.get("applications", []):
         module, _, name = app["import_path"].partition(":")
         builder = getattr(importlib.import_module(module), name)
@@ -30,7 +32,9 @@ def app_stores(config: dict) -> tuple[list[str], list[str]]:
         dbs, objs = args_type(**app.get("args", {})).stores()
         urls += [u for u in dbs.values() if u and u not in urls]
         objects += [o for o in objs.values() if o and o not in objects]
-    return urls, objects
+        first = next((o for o in objs.values() if o), None)
+        uploads.update({u: first for u in dbs.values() if u and first})
+    return urls, objects, uploads
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config", help="a serve config (serve_config.yaml)")
     a = p.parse_args(argv)
     with open(a.config) as f:
-        urls, objects = app_stores(yaml.safe_load(f))
+        urls, objects, uploads = app_stores(yaml.safe_load(f))
     try:
-        for line in run(a.command, urls, objects):
+        for line in run(a.command, urls, objects, uploads):
             print(line)
     except StateError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -207,6 +207,11 @@ class PostgresServer(_Server):
     stop_signal = signal.SIGINT
     user = "mlsd"
 
+    def __init__(self, fsync: bool = False) -> None:
+        """``fsync``: durable commits, as a production server (benchmarks); off for tests."""
+        super().__init__()
+        self.fsync = fsync
+
     @staticmethod
     def available() -> bool:
         return _pg_bindir() is not None
@@ -267,7 +272,7 @@ class PostgresServer(_Server):
         # CREATE DATABASE and commits much faster.
         settings = {
             "listen_addresses": "",
-            "fsync": "off",
+            "fsync": "on" if self.fsync else "off",
             "max_connections": "200",
             "unix_socket_permissions": "0777",
         }

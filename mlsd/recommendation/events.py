@@ -23,6 +23,8 @@ from mlsd.state.schema import rec_counts as COUNTS
 from mlsd.state.schema import rec_events as EVENTS
 from mlsd.state.schema import rec_forgotten as FORGOTTEN
 
+INSERT = insert(EVENTS)  # one statement object: compiled once, parameters per call
+
 # business rule: how strongly each event says "watched and liked", on the rating scale
 EVENT_STRENGTH = {
     "watch": 3.0, "complete": 4.0, "like": 5.0, "share": 5.0, "rate": 0.0,
@@ -50,13 +52,11 @@ class EventLog:
     ) -> int:
         """Commit one event; returns its sequence number (the acknowledgement)."""
         with self.db.write("rec_events") as c:
-            seq = c.execute(
-                insert(EVENTS).values(
-                    user_id=int(user_id), video_id=int(video_id), event=event, rating=rating,
-                    timestamp=int(timestamp), unknown_user=bool(unknown_user),
-                    unknown_video=bool(unknown_video), created=time.time(),
-                )
-            ).inserted_primary_key[0]  # fmt: skip
+            row = {"user_id": int(user_id), "video_id": int(video_id), "event": event,
+                   "rating": rating, "timestamp": int(timestamp),
+                   "unknown_user": bool(unknown_user), "unknown_video": bool(unknown_video),
+                   "created": time.time()}  # fmt: skip
+            seq = c.execute(INSERT, row).inserted_primary_key[0]
             self._count(c, 1, int(unknown_user), int(unknown_video))
         return int(seq)
 

@@ -18,19 +18,23 @@ from mlsd.state.objects import ObjectStore
 from mlsd.state.url import StateError
 
 
-def run(command: str, urls: list[str], objects: list[str]) -> list[str]:
-    """``init`` or ``check`` each store; -> one line per store."""
+def run(
+    command: str, urls: list[str], objects: list[str], uploads: dict | None = None
+) -> list[str]:
+    """``init`` or ``check`` each store (object stores first: a log written before the state
+    layer moves its uploaded bytes to ``uploads[url]`` when ``init`` carries it over); -> one
+    line per store."""
     out = []
+    for uri in objects:
+        store = ObjectStore(uri, create=command == "init")
+        out.append(f"object store {store.uri}: {'ready' if command == 'init' else 'ok'}")
     for url in urls:
         if command == "init":
-            out.append(f"state store {init_store(url)}: ready")
+            out.append(f"state store {init_store(url, (uploads or {}).get(url))}: ready")
         else:
             db = Database(url)
             db.close()
             out.append(f"state store {db.url}: ok")
-    for uri in objects:
-        store = ObjectStore(uri, create=command == "init")
-        out.append(f"object store {store.uri}: {'ready' if command == 'init' else 'ok'}")
     return out
 
 
@@ -39,11 +43,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("command", choices=["init", "check"])
     p.add_argument("urls", nargs="*", help="state store URLs (or SQLite paths)")
     p.add_argument("--objects", action="append", default=[], help="object store folder / URI")
+    p.add_argument(
+        "--uploads",
+        default=None,
+        help="init: where an old log's uploaded bytes go (its app's "
+        "object store; only for a file written before the state layer)",
+    )
     a = p.parse_args(argv)
     if not a.urls and not a.objects:
         p.error("name at least one store")
     try:
-        for line in run(a.command, a.urls, a.objects):
+        uploads = {u: a.uploads for u in a.urls} if a.uploads else None
+        for line in run(a.command, a.urls, a.objects, uploads):
             print(line)
     except StateError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -25,13 +25,15 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from mlsd.state import schema
 from mlsd.state.ids import IdPermutation
+from mlsd.state.legacy import copy_legacy, legacy_tables, set_aside
+from mlsd.state.objects import ObjectStore
 from mlsd.state.url import StateError, StoreMissing, StoreUnavailable, StoreURL, parse_url
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,7 @@ class Database:
         self._inode = None
         self._ids: dict[str, IdPermutation] = {}
         self._lock = threading.Lock()
+        self._watch = None  # SQLite: a connection that only ever reads PRAGMA data_version
         if not create:
             self._inode = self._stat()
             self.check()
@@ -144,6 +147,24 @@ class Database:
                     yield conn
         except (OperationalError, InterfaceError) as e:
             raise self.unavailable(e) from e
+
+    def version(self) -> int | None:
+        """A number that changes whenever another connection (any process on this host)
+        commits to the store; None when the backend has no such cheap signal (Postgres). A
+        replica that saw version V and sees V again knows no row arrived, without a query:
+        replaying "after the last row I saw" before every search then costs microseconds."""
+        if not self.is_sqlite:
+            return None
+        with self._lock:
+            if self._watch is None:
+                self._watch = self.engine.raw_connection()  # never writes: sees every commit
+            cur = self._watch.cursor()
+            try:
+                return int(cur.execute("PRAGMA data_version").fetchone()[0])
+            except Exception as e:  # the file is gone or unreadable: say so, don't guess
+                raise self.unavailable(e) from e
+            finally:
+                cur.close()
 
     def insert_ignore(self, table):
         """INSERT ... ON CONFLICT DO NOTHING in this store's dialect."""
@@ -198,23 +219,27 @@ class Database:
             )
 
     def close(self) -> None:
+        with self._lock:
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None
         self.engine.dispose()
 
 
-def init_store(url: str | os.PathLike | StoreURL) -> StoreURL:
+def init_store(
+    url: str | os.PathLike | StoreURL, objects: ObjectStore | str | None = None
+) -> StoreURL:
     """Create the store (and its folder) or migrate it to this schema; idempotent. The one
-    place a store is ever created: ``python -m mlsd.state init URL``."""
+    place a store is ever created: ``python -m mlsd.state init URL``. A file written by the
+    SQLite-only logs before the state layer is carried over (``mlsd.state.legacy``; its
+    uploaded bytes to ``objects``)."""
     store = parse_url(url)
+    old = None
+    if store.kind == "sqlite" and legacy_tables(store.path):
+        old = set_aside(store.path)
     db = Database(store, create=True)
     try:
         with db.write() as c:
-            legacy = _legacy_tables(c)
-            if legacy:
-                raise SchemaMismatch(
-                    f"state store {store} was written by the SQLite-only log (tables "
-                    f"{', '.join(sorted(legacy))}): `python -m mlsd.state migrate-legacy` "
-                    "copies it into the state layer"
-                )
             schema.metadata.create_all(c)
             version = c.execute(
                 select(schema.meta.c.v).where(schema.meta.c.k == "schema_version")
@@ -232,14 +257,10 @@ def init_store(url: str | os.PathLike | StoreURL) -> StoreURL:
         db.close()
     if store.kind == "sqlite":
         os.chmod(store.path, 0o600)  # API key digests, users' events: this user's only
+    if old is not None:
+        db = Database(store)
+        try:
+            copy_legacy(old, db, ObjectStore(objects) if isinstance(objects, str) else objects)
+        finally:
+            db.close()
     return store
-
-
-LEGACY = {"images", "deletions", "videos", "changes", "thumbs", "events", "forgotten",
-          "reviews", "keys"}  # fmt: skip
-
-
-def _legacy_tables(conn: Connection) -> set[str]:
-    if conn.dialect.name != "sqlite":
-        return set()
-    return LEGACY & set(inspect(conn).get_table_names())

@@ -165,11 +165,14 @@ class VideoLog:
         with self.db.write("video_changes") as c:
             # an upload's id is for ever; a catalogue id names another video after a rebuild
             # (the caller checks that its catalogue still has it)
-            if seq is not None and c.execute(
-                select(CHANGES.c.seq).where(
-                    CHANGES.c.video_id == int(video_id), CHANGES.c.kind == "delete"
-                )
-            ).first():
+            if (
+                seq is not None
+                and c.execute(
+                    select(CHANGES.c.seq).where(
+                        CHANGES.c.video_id == int(video_id), CHANGES.c.kind == "delete"
+                    )
+                ).first()
+            ):
                 return False
             c.execute(
                 insert(CHANGES).values(
@@ -297,6 +300,7 @@ class VideoCatalogue:
         self.log = VideoLog(live_log, objects) if live_log else None
         self.folded = int(art.config.get("folded_changes", 0))  # taken in by the catalogue job
         self.seq = self.change_seq = 0
+        self._seen: int | None = None  # the store's version at the last refresh (SQLite)
         self.deleted: set[int] = set()
         self.uris = {d.video_id: d.uri for d in docs}
 
@@ -306,7 +310,11 @@ class VideoCatalogue:
         out = Refresh()
         if self.log is None:
             return out
+        version = self.log.db.version()  # before the read: a later commit shows next time
+        if version is not None and version == self._seen:
+            return out  # nothing was committed since the last refresh: no query at all
         changes, added = self.log.updates(self.change_seq, self.seq)
+        self._seen = version
         for seq, doc, f, p in added:
             self.seq = seq
             if doc.video_id in self.deleted:

@@ -29,6 +29,8 @@ from mlsd.state.schema import vs_deletions as DELETIONS
 from mlsd.state.schema import vs_images as IMAGES
 from mlsd.visual_search.rerank import ImageMeta, RerankConfig, rerank
 
+INSERT = insert(IMAGES)  # one statement object: compiled once, parameters per call
+
 
 @dataclass
 class SearchHit:
@@ -126,13 +128,11 @@ class CatalogueLog:
             with self.db.write("vs_images") as c:
                 if quota:
                     self._check_quota(c, owner)
-                seq = c.execute(
-                    insert(IMAGES).values(
-                        owner=owner, private=bool(private), unsafe=bool(unsafe),
-                        signature=signature, embedding=emb.tobytes(), dim=emb.size,
-                        model_version=model_version, image_key=key, created=time.time(),
-                    )
-                ).inserted_primary_key[0]  # fmt: skip
+                row = {"owner": owner, "private": bool(private), "unsafe": bool(unsafe),
+                       "signature": signature, "embedding": emb.tobytes(), "dim": emb.size,
+                       "model_version": model_version, "image_key": key,
+                       "created": time.time()}  # fmt: skip
+                seq = c.execute(INSERT, row).inserted_primary_key[0]
         except BaseException:
             if key is not None:
                 self.objects.delete(key)  # never acknowledged: nothing may keep it
@@ -279,6 +279,7 @@ class CatalogueIndex:
             )
         self._lock = threading.Lock()
         self._seq = self._del_seq = 0
+        self._seen: int | None = None  # the store's version at the last sync (SQLite)
         self.deleted: set[int] = set()  # tombstoned ids (an HNSW index keeps their vectors)
         self.skipped_other_model = 0
         files = artifact.manifest.get("files", {})
@@ -297,7 +298,11 @@ class CatalogueIndex:
         if self.log is None:
             return 0
         with self._lock:
+            version = self.log.db.version()  # before the read: a later commit shows next time
+            if version is not None and version == self._seen:
+                return 0  # nothing was committed since the last sync: no query at all
             tombstones, rows = self.log.changes(self._del_seq, self._seq)
+            self._seen = version
             added = 0
             for seq, live in rows:
                 self._seq = seq

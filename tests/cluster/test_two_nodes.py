@@ -84,6 +84,7 @@ class Cluster:
     stores: dict  # app -> artifact store
     tokens: dict  # user -> API key
     var: Path  # node A's var/ (node B has its own at the same path)
+    apps: list  # the deployed config's applications (a config replaces every app it omits)
 
 
 @pytest.fixture(scope="module")
@@ -119,10 +120,13 @@ def cluster(servers, tmp_path_factory, tiny_store, rec_store, video_store, harmf
                 + deployments("b", {"TextEncoder": 0.1, "VideoRetriever": 0.05,
                                     "TextSearch": 0.05}),
             }  # fmt: skip
-            rc.deploy([*apps, video])
-            for route in [f"/{r}-{n}" for r in ROUTES.values() for n in ("a", "b")] + ["/video"]:
-                wait_for(lambda route=route: _up(rc, route), 600, f"{route} answering")
-            yield Cluster(rc, state, stores, tokens, var)
+            apps.append(video)
+            rc.deploy(apps)
+            for node in ("a", "b"):  # through both proxies: the head's and node B's own
+                routes = [f"/{r}-{n}" for r in ROUTES.values() for n in ("a", "b")] + ["/video"]
+                for route in routes:
+                    wait_for(lambda r=route, n=node: _up(rc, r, n), 600, f"{route} via {node}")
+            yield Cluster(rc, state, stores, tokens, var, apps)
         finally:
             rc.stop()
 
@@ -141,9 +145,9 @@ def patched_env(values: dict[str, str]):
                 os.environ[k] = v
 
 
-def _up(rc: RayCluster, route: str) -> bool:
+def _up(rc: RayCluster, route: str, node: str = "a") -> bool:
     try:
-        return requests.get(rc.url("a", f"{route}/healthz"), timeout=5).status_code == 200
+        return requests.get(rc.url(node, f"{route}/healthz"), timeout=5).status_code == 200
     except requests.RequestException:
         return False
 
@@ -247,14 +251,18 @@ def test_node_local_sqlite_is_refused_on_two_nodes(cluster):
     args = _args("recommendation", cluster.state, cluster.stores) | {"events_log": local}
     app = _application("recommendation", "a", args)
     app.update(name="rec_local", route_prefix="/rec-local")
-    rc.deploy([app], name="local")
+    rc.deploy([*cluster.apps, app], name="local")  # the others unchanged: left running
 
     def failed():
         s = rc.status().get("rec_local", {})
         return s if s.get("status", "").endswith("DEPLOY_FAILED") else None
 
-    status = wait_for(failed, 180, "the node-local build refused")
+    try:
+        status = wait_for(failed, 180, "the node-local build refused")
+    finally:
+        rc.deploy(cluster.apps)  # rec_local removed
     assert "Ray nodes are alive" in status["message"] and "events_log" in status["message"]
+    assert _up(rc, "/rec-b", "b")  # the apps that were running still are
 
 
 def test_the_head_can_die_while_node_b_serves(cluster):
