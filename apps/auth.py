@@ -41,10 +41,14 @@ from typing import Literal
 from fastapi import HTTPException, Request
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from mlsd.state import ADMIN, Caller, Database, StateError, StoreURL, may_change
 from mlsd.state.schema import auth_keys as KEYS
+
+ACTIVE_KEY = select(KEYS.c.user, KEYS.c.scopes, KEYS.c.digest).where(
+    KEYS.c.key_id == bindparam("key_id"), KEYS.c.revoked.is_(None)
+)
 
 SCOPES = ("search", "write", "review", ADMIN)  # review: the harmful-content review queue
 DEFAULT_KEY_STORE = "var/auth/keys.sqlite"  # a state store URL (mlsd.state), or a path
@@ -184,12 +188,9 @@ class KeyStore:
         if m is None:
             return None
         key_id, secret = m.groups()
-        with self.db.read() as c:
-            row = c.execute(
-                select(KEYS.c.user, KEYS.c.scopes, KEYS.c.digest).where(
-                    KEYS.c.key_id == key_id, KEYS.c.revoked.is_(None)
-                )
-            ).first()
+        with self.db.read() as c:  # every request: the hot statement
+            found = self.db.rows(c, ACTIVE_KEY, {"key_id": key_id})
+        row = found[0] if found else None
         digest = _hash(secret)
         # compare even when the id is unknown, so timing says nothing about which ids exist
         if not hmac.compare_digest(digest, row[2] if row else "0" * 64) or row is None:

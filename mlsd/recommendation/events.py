@@ -16,14 +16,34 @@ import time
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import case, delete, func, insert, select, update
+from sqlalchemy import bindparam, case, delete, func, insert, select, update
 
 from mlsd.state import Database
 from mlsd.state.schema import rec_counts as COUNTS
 from mlsd.state.schema import rec_events as EVENTS
 from mlsd.state.schema import rec_forgotten as FORGOTTEN
 
-INSERT = insert(EVENTS)  # one statement object: compiled once, parameters per call
+# the statements a replica runs per request: built once, parameters per call
+INSERT = insert(EVENTS)
+COUNT = update(COUNTS).values(
+    n=COUNTS.c.n
+    + case(
+        (COUNTS.c.k == "events", bindparam("events")),
+        (COUNTS.c.k == "unknown_user", bindparam("unknown_user")),
+        else_=bindparam("unknown_video"),
+    )
+)
+FOR_USER = (
+    select(EVENTS.c.video_id, EVENTS.c.event, EVENTS.c.rating)
+    .where(EVENTS.c.user_id == bindparam("user_id"))
+    .order_by(EVENTS.c.seq.desc())
+    .limit(bindparam("limit"))
+)
+IS_FORGOTTEN = (
+    select(FORGOTTEN.c.seq)
+    .where(FORGOTTEN.c.user_id == bindparam("user_id"), FORGOTTEN.c.seq > bindparam("after"))
+    .limit(1)
+)
 
 # business rule: how strongly each event says "watched and liked", on the rating scale
 EVENT_STRENGTH = {
@@ -56,16 +76,14 @@ class EventLog:
                    "rating": rating, "timestamp": int(timestamp),
                    "unknown_user": bool(unknown_user), "unknown_video": bool(unknown_video),
                    "created": time.time()}  # fmt: skip
-            seq = c.execute(INSERT, row).inserted_primary_key[0]
+            seq = self.db.insert(c, INSERT, row)
             self._count(c, 1, int(unknown_user), int(unknown_video))
-        return int(seq)
+        return seq
 
-    @staticmethod
-    def _count(c, events: int, unknown_user: int, unknown_video: int) -> None:
-        for k, n in (("events", events), ("unknown_user", unknown_user),
-                     ("unknown_video", unknown_video)):  # fmt: skip
-            if n:
-                c.execute(update(COUNTS).where(COUNTS.c.k == k).values(n=COUNTS.c.n + n))
+    def _count(self, c, events: int, unknown_user: int, unknown_video: int) -> None:
+        """The counters, kept in the same transaction as the rows they count."""
+        self.db.run(c, COUNT, {"events": events, "unknown_user": unknown_user,
+                               "unknown_video": unknown_video})  # fmt: skip
 
     def forget(self, user_id: int, by: str | None = None) -> int:
         """Delete every event of the user and commit a tombstone, in one transaction;
@@ -92,12 +110,8 @@ class EventLog:
         """Was the user's history forgotten after tombstone ``after`` (the last one the
         serving model's training took in)? An indexed lookup: cheap per request."""
         with self.db.read() as c:
-            row = c.execute(
-                select(FORGOTTEN.c.seq)
-                .where(FORGOTTEN.c.user_id == int(user_id), FORGOTTEN.c.seq > after)
-                .limit(1)
-            ).first()
-        return row is not None
+            rows = self.db.rows(c, IS_FORGOTTEN, {"user_id": int(user_id), "after": int(after)})
+        return bool(rows)
 
     def forgotten(self) -> tuple[set[int], int]:
         """(users whose history was forgotten, the last tombstone's sequence number)."""
@@ -110,12 +124,7 @@ class EventLog:
         newest ``limit`` events only, so one request costs the same however long a user's
         history grows."""
         with self.db.read() as c:
-            rows = c.execute(
-                select(EVENTS.c.video_id, EVENTS.c.event, EVENTS.c.rating)
-                .where(EVENTS.c.user_id == int(user_id))
-                .order_by(EVENTS.c.seq.desc())
-                .limit(limit)
-            ).all()[::-1]
+            rows = self.db.rows(c, FOR_USER, {"user_id": int(user_id), "limit": int(limit)})[::-1]
         rows = [r for r in rows if r[1] in WATCH_EVENTS]
         items = np.array([r[0] for r in rows], np.int64)
         strength = np.array(

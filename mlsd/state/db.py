@@ -43,6 +43,9 @@ class SchemaMismatch(StateError):
     """The store was made by another version of this code: ``init`` migrates it."""
 
 
+LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+
+
 def lock_key(log_name: str) -> int:
     """A stable signed 64-bit advisory-lock key per log table."""
     digest = hashlib.sha256(f"mlsd.state:{log_name}".encode()).digest()
@@ -77,10 +80,9 @@ def _engine(store: StoreURL, create: bool) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn):
-            # a write takes the write lock up front: a read-then-write (a quota, an upsert)
-            # never upgrades and deadlocks, and writers commit in the order they started
-            write = conn.get_execution_options().get("mlsd_write", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+            driver = conn.connection.driver_connection
+            if not driver.in_transaction:  # Database.read / write began it already
+                driver.execute("BEGIN")
 
         return engine
     return create_engine(
@@ -104,6 +106,10 @@ class Database:
         self._ids: dict[str, IdPermutation] = {}
         self._lock = threading.Lock()
         self._watch = None  # SQLite: a connection that only ever reads PRAGMA data_version
+        self._local = threading.local()  # SQLite: each thread's own read and write connection
+        self._kept: list[Connection] = []
+        self._compiled: dict[tuple, tuple] = {}
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         if not create:
             self._inode = self._stat()
             self.check()
@@ -123,27 +129,70 @@ class Database:
         return StoreUnavailable(f"state store {self.url} cannot be used: {msg.strip()}")
 
     @contextmanager
-    def read(self) -> Iterator[Connection]:
-        """A read transaction (one snapshot on SQLite)."""
-        try:
-            with self.engine.connect() as conn, conn.begin():
+    def _connection(self, write: bool) -> Iterator[Connection]:
+        """Postgres: a pooled connection (a replica's threads share a few). SQLite: the
+        thread's own, kept open (a file handle: checking one out per call would cost more
+        than the statement, and its page cache stays warm across its reads and writes)."""
+        if not self.is_sqlite:
+            # reads in autocommit: under READ COMMITTED each statement has its own snapshot
+            # anyway, and BEGIN / COMMIT would double a read's round trips
+            engine = self.engine if write else self._autocommit
+            with engine.connect() as conn:
                 yield conn
+            return
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._local.conn = self.engine.connect()
+            with self._lock:
+                self._kept.append(conn)
+        yield conn
+
+    @contextmanager
+    def _sqlite_transaction(self, conn: Connection, begin: str) -> Iterator[Connection]:
+        """SQLite: BEGIN / COMMIT on the driver connection (SQLAlchemy's transaction objects
+        and events cost more than a short transaction here); a statement that goes through
+        SQLAlchemy joins it (its ``begin`` hook sees the driver in a transaction)."""
+        driver = conn.connection.driver_connection
+        driver.execute(begin)
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback() if conn.in_transaction() else driver.rollback()
+            raise
+        conn.commit() if conn.in_transaction() else driver.commit()
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reads, each statement on its own snapshot (no BEGIN / COMMIT
+        round trips: the logs' readers never need two statements to agree, e.g. a deletion
+        erases its row in its tombstone's transaction, so tombstones then rows is safe)."""
+        try:
+            with self._connection(False) as conn:
+                try:
+                    yield conn
+                finally:
+                    if conn.in_transaction():  # one a SQLAlchemy statement began
+                        conn.commit()
         except (OperationalError, InterfaceError) as e:
             raise self.unavailable(e) from e
 
     @contextmanager
     def write(self, *logs: str) -> Iterator[Connection]:
         """A write transaction that may append to ``logs``: appends to one log are serialised,
-        so a reader that has seen seq N has seen every row below N that will ever commit."""
+        so a reader that has seen seq N has seen every row below N that will ever commit.
+        SQLite takes its write lock up front (``BEGIN IMMEDIATE``): a read-then-write (a
+        quota, an upsert) never has to upgrade, and writers commit in the order they began."""
         try:
-            with self.engine.connect() as conn:
-                conn.execution_options(mlsd_write=True)
-                with conn.begin():
-                    if not self.is_sqlite:
-                        for name in sorted(set(logs)):  # one order: no deadlock between logs
-                            conn.execute(
-                                text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key(name)}
-                            )
+            if self.is_sqlite:
+                with (
+                    self._connection(True) as conn,
+                    self._sqlite_transaction(conn, "BEGIN IMMEDIATE"),
+                ):
+                    yield conn
+            else:
+                with self._connection(True) as conn, conn.begin():
+                    for name in sorted(set(logs)):  # one order: no deadlock between logs
+                        conn.execute(LOCK, {"k": lock_key(name)})
                     yield conn
         except (OperationalError, InterfaceError) as e:
             raise self.unavailable(e) from e
@@ -156,15 +205,52 @@ class Database:
         if not self.is_sqlite:
             return None
         with self._lock:
-            if self._watch is None:
-                self._watch = self.engine.raw_connection()  # never writes: sees every commit
-            cur = self._watch.cursor()
+            if self._watch is None:  # never writes, so it sees every commit as another's
+                self._watch_checkout = self.engine.raw_connection()  # held: never pooled
+                self._watch = self._watch_checkout.driver_connection
             try:
-                return int(cur.execute("PRAGMA data_version").fetchone()[0])
+                return int(self._watch.execute("PRAGMA data_version").fetchone()[0])
             except Exception as e:  # the file is gone or unreadable: say so, don't guess
                 raise self.unavailable(e) from e
-            finally:
-                cur.close()
+
+    # -- the hot statements: a replica runs these per request or per search -----------------
+    def _sqlite(self, conn: Connection, stmt, params: dict | None, columns: tuple = ()):
+        """SQLite: run ``stmt`` as SQLAlchemy compiled it (once per statement object and set
+        of inserted ``columns``) on the driver connection, inside ``conn``'s transaction:
+        SQLAlchemy's per-call execution machinery costs more than an indexed SQLite lookup or
+        an append (bench.state_layer). The SQL is still Core's, for this dialect; the values
+        need no conversion for sqlite3."""
+        key = (id(stmt), columns)
+        entry = self._compiled.get(key)
+        if entry is None:
+            kw = {"column_keys": list(columns)} if columns else {}
+            compiled = stmt.compile(dialect=self.engine.dialect, **kw)
+            order = tuple(compiled.positiontup or ())
+            fixed = {k: compiled.binds[k].value for k in order if k in compiled.binds}
+            entry = (stmt, compiled.string, order, fixed)  # the statement kept alive (its id)
+            self._compiled[key] = entry
+        _, sql, order, fixed = entry
+        params = params or {}
+        values = [params[k] if k in params else fixed[k] for k in order]
+        return conn.connection.driver_connection.execute(sql, values)
+
+    def rows(self, conn: Connection, stmt, params: dict | None = None) -> list[tuple]:
+        """The rows of a module-level SELECT (parameters by ``bindparam`` name)."""
+        if self.is_sqlite:
+            return self._sqlite(conn, stmt, params).fetchall()
+        return [tuple(r) for r in conn.execute(stmt, params or {})]
+
+    def insert(self, conn: Connection, stmt, row: dict) -> int:
+        """Insert one row with a module-level INSERT; -> its seq (identity key)."""
+        if self.is_sqlite:
+            return int(self._sqlite(conn, stmt, row, tuple(row)).lastrowid)
+        return int(conn.execute(stmt, row).inserted_primary_key[0])
+
+    def run(self, conn: Connection, stmt, params: dict | None = None) -> int:
+        """A module-level UPDATE / DELETE; -> the rows it changed."""
+        if self.is_sqlite:
+            return self._sqlite(conn, stmt, params).rowcount
+        return conn.execute(stmt, params or {}).rowcount
 
     def insert_ignore(self, table):
         """INSERT ... ON CONFLICT DO NOTHING in this store's dialect."""
@@ -220,9 +306,13 @@ class Database:
 
     def close(self) -> None:
         with self._lock:
+            kept, self._kept = self._kept, []
             if self._watch is not None:
-                self._watch.close()
-                self._watch = None
+                self._watch_checkout.close()
+                self._watch = self._watch_checkout = None
+        for conn in kept:
+            conn.close()
+        self._local = threading.local()
         self.engine.dispose()
 
 

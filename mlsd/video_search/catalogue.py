@@ -26,12 +26,26 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 
 from mlsd.artifacts import Artifact, ArtifactError, ArtifactStore
 from mlsd.state import LIVE_ID_BASE, Caller, Database, ObjectStore, may_see
 from mlsd.state.schema import video_changes as CHANGES
 from mlsd.state.schema import video_uploads as UPLOADS
+
+# the statements replicas run per search or request: built once, parameters per call
+INSERT = insert(UPLOADS)
+UPLOADS_SINCE = (
+    select(UPLOADS.c.seq, UPLOADS.c.doc, UPLOADS.c.feat, UPLOADS.c.prob)
+    .where(UPLOADS.c.seq > bindparam("after"), func.length(UPLOADS.c.feat) > 0)  # 0: deleted
+    .order_by(UPLOADS.c.seq)
+)
+CHANGES_SINCE = (
+    select(CHANGES.c.seq, CHANGES.c.video_id, CHANGES.c.kind, CHANGES.c.fields, CHANGES.c.uri)
+    .where(CHANGES.c.seq > bindparam("after"))
+    .order_by(CHANGES.c.seq)
+)
+THUMB_KEY = select(UPLOADS.c.thumb_key).where(UPLOADS.c.seq == bindparam("seq"))
 
 EDITABLE = ("title", "description", "tags")
 
@@ -140,16 +154,11 @@ class VideoLog:
             key = self.objects.put(ObjectStore.new_key("video_search/thumbs", ".jpg"), thumb)
         fields = {k: v for k, v in asdict(doc).items() if k != "video_id"}
         try:
+            row = {"doc": json.dumps(fields), "feat": np.asarray(feat, np.float32).tobytes(),
+                   "prob": np.asarray(prob, np.float32).tobytes(), "thumb_key": key,
+                   "created": time.time()}  # fmt: skip
             with self.db.write("video_uploads") as c:
-                seq = c.execute(
-                    insert(UPLOADS).values(
-                        doc=json.dumps(fields),
-                        feat=np.asarray(feat, np.float32).tobytes(),
-                        prob=np.asarray(prob, np.float32).tobytes(),
-                        thumb_key=key,
-                        created=time.time(),
-                    )
-                ).inserted_primary_key[0]
+                seq = self.db.insert(c, INSERT, row)
         except BaseException:
             if key is not None:
                 self.objects.delete(key)
@@ -208,20 +217,11 @@ class VideoLog:
         return int(seq)
 
     def _changes_since(self, c, seq: int) -> list[tuple[int, int, str, dict, str]]:
-        rows = c.execute(
-            select(CHANGES.c.seq, CHANGES.c.video_id, CHANGES.c.kind, CHANGES.c.fields,
-                   CHANGES.c.uri)
-            .where(CHANGES.c.seq > seq)
-            .order_by(CHANGES.c.seq)
-        ).all()  # fmt: skip
+        rows = self.db.rows(c, CHANGES_SINCE, {"after": seq})
         return [(int(s), int(v), k, json.loads(f) if f else {}, u or "") for s, v, k, f, u in rows]
 
     def _since(self, c, seq: int) -> list[tuple[int, VideoDoc, np.ndarray, np.ndarray]]:
-        rows = c.execute(  # an empty feat: erased by a deletion
-            select(UPLOADS.c.seq, UPLOADS.c.doc, UPLOADS.c.feat, UPLOADS.c.prob)
-            .where(UPLOADS.c.seq > seq, func.length(UPLOADS.c.feat) > 0)
-            .order_by(UPLOADS.c.seq)
-        ).all()
+        rows = self.db.rows(c, UPLOADS_SINCE, {"after": seq})
         return [
             (
                 int(s),
@@ -252,10 +252,8 @@ class VideoLog:
         if seq is None or self.objects is None:
             return None
         with self.db.read() as c:
-            key = c.execute(
-                select(UPLOADS.c.thumb_key).where(UPLOADS.c.seq == seq)
-            ).scalar_one_or_none()
-        return self.objects.get(key)
+            found = self.db.rows(c, THUMB_KEY, {"seq": seq})
+        return self.objects.get(found[0][0] if found else None)
 
     def check(self) -> None:
         """Raise, naming the store, unless the log and the object store can be used."""

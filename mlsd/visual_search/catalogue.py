@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 
 from mlsd.artifacts import Artifact, ArtifactError, label_version
 from mlsd.index import VectorIndex
@@ -29,7 +29,23 @@ from mlsd.state.schema import vs_deletions as DELETIONS
 from mlsd.state.schema import vs_images as IMAGES
 from mlsd.visual_search.rerank import ImageMeta, RerankConfig, rerank
 
-INSERT = insert(IMAGES)  # one statement object: compiled once, parameters per call
+# the statements a replica runs per request or search: built once, parameters per call
+INSERT = insert(IMAGES)
+SINCE = (
+    select(
+        IMAGES.c.seq, IMAGES.c.owner, IMAGES.c.private, IMAGES.c.unsafe, IMAGES.c.signature,
+        IMAGES.c.embedding, IMAGES.c.model_version,
+    )
+    .where(IMAGES.c.seq > bindparam("after"), IMAGES.c.dim > 0)  # dim 0: erased by a deletion
+    .order_by(IMAGES.c.seq)
+)  # fmt: skip
+DELETIONS_SINCE = (
+    select(DELETIONS.c.seq, DELETIONS.c.image_id)
+    .where(DELETIONS.c.seq > bindparam("after"))
+    .order_by(DELETIONS.c.seq)
+)
+IMAGE_KEY = select(IMAGES.c.image_key).where(IMAGES.c.seq == bindparam("seq"))
+OWNED = select(func.count()).select_from(IMAGES).where(IMAGES.c.owner == bindparam("owner"))
 
 
 @dataclass
@@ -97,9 +113,7 @@ class CatalogueLog:
         return len(old)
 
     def _owned(self, c, owner: str) -> int:
-        return c.execute(
-            select(func.count()).select_from(IMAGES).where(IMAGES.c.owner == owner)
-        ).scalar_one()
+        return self.db.rows(c, OWNED, {"owner": owner})[0][0]
 
     def append(
         self,
@@ -116,9 +130,6 @@ class CatalogueLog:
         if self.retention_s is not None and time.time() - self._pruned > 60:
             self.prune()
         quota = self.max_per_owner is not None and owner is not None
-        if quota:  # before the bytes are written; checked again in the transaction
-            with self.db.read() as c:
-                self._check_quota(c, owner)
         key = None
         if image is not None:
             if self.objects is None:
@@ -132,10 +143,10 @@ class CatalogueLog:
                        "signature": signature, "embedding": emb.tobytes(), "dim": emb.size,
                        "model_version": model_version, "image_key": key,
                        "created": time.time()}  # fmt: skip
-                seq = c.execute(INSERT, row).inserted_primary_key[0]
-        except BaseException:
+                seq = self.db.insert(c, INSERT, row)
+        except BaseException:  # over quota, or the store failed: never acknowledged
             if key is not None:
-                self.objects.delete(key)  # never acknowledged: nothing may keep it
+                self.objects.delete(key)  # so nothing may keep its bytes
             raise
         return self.live_id(int(seq))
 
@@ -145,14 +156,7 @@ class CatalogueLog:
             raise QuotaExceeded(f"{owner} has {n} images, the most one owner may add")
 
     def _since(self, c, seq: int) -> list[tuple[int, LiveImage]]:
-        rows = c.execute(  # dim 0: erased by a deletion
-            select(
-                IMAGES.c.seq, IMAGES.c.owner, IMAGES.c.private, IMAGES.c.unsafe,
-                IMAGES.c.signature, IMAGES.c.embedding, IMAGES.c.model_version,
-            )
-            .where(IMAGES.c.seq > seq, IMAGES.c.dim > 0)
-            .order_by(IMAGES.c.seq)
-        ).all()  # fmt: skip
+        rows = self.db.rows(c, SINCE, {"after": seq})
         out = []
         for s, owner, private, unsafe, sig, emb, version in rows:
             meta = ImageMeta(self.live_id(s), owner, bool(private), bool(unsafe), sig)
@@ -160,11 +164,7 @@ class CatalogueLog:
         return out
 
     def _deletions_since(self, c, seq: int) -> list[tuple[int, int]]:
-        rows = c.execute(
-            select(DELETIONS.c.seq, DELETIONS.c.image_id)
-            .where(DELETIONS.c.seq > seq)
-            .order_by(DELETIONS.c.seq)
-        ).all()
+        rows = self.db.rows(c, DELETIONS_SINCE, {"after": seq})
         return [(int(s), int(i)) for s, i in rows]
 
     def since(self, seq: int) -> list[tuple[int, LiveImage]]:
@@ -218,9 +218,8 @@ class CatalogueLog:
         if seq is None:
             return None
         with self.db.read() as c:
-            key = c.execute(
-                select(IMAGES.c.image_key).where(IMAGES.c.seq == seq)
-            ).scalar_one_or_none()
+            found = self.db.rows(c, IMAGE_KEY, {"seq": seq})
+        key = found[0][0] if found else None
         return self.objects.get(key) if key is not None and self.objects is not None else None
 
     def check(self) -> None:
