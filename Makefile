@@ -143,6 +143,11 @@ test: data ray-token triton-venv browser servers
 screenshots: data ray-token browser
 	MLSD_REQUIRE_BROWSER=1 MLSD_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/browser
 
+# the apps on a real two-node Ray cluster on loopback (node B with its own var/, state in
+# PostgreSQL, bytes in an S3 API server, the GCS in Redis); part of `make test` too
+test-cluster: data ray-token servers
+	MLSD_REQUIRE_SERVERS=1 $(BIN)/python -m pytest tests/cluster --durations=10
+
 # the inner loop: everything but the slow serve / train tests (a few minutes on 2 cores)
 test-fast: data ray-token triton-venv servers
 	MLSD_REQUIRE_SERVERS=1 $(BIN)/python -m pytest -m "not slow"
@@ -163,6 +168,16 @@ serve-triton: triton-venv triton-repository ray-token dev-token
 # every app under a bounded mixed load for 3 minutes, one replica SIGKILLed half way (README)
 soak: artifacts ray-token dev-token
 	$(BIN)/python -m bench.soak
+
+# the state layer's append / replay cost on SQLite and PostgreSQL vs the direct-sqlite3 log
+# it replaced (README "State")
+bench-state: venv servers
+	$(BIN)/python -m bench.state_layer
+
+# every app on both nodes of a two-node cluster, state in PostgreSQL + S3, node B killed
+# half way (README "On a cluster")
+soak-cluster: data ray-token servers
+	$(BIN)/python -m bench.soak_cluster
 
 # the visual-search encoder: Triton (gRPC, HTTP) vs onnxruntime in the replica (README)
 bench-triton: triton-venv artifacts

@@ -80,8 +80,12 @@ class Soak:
         self.acked_events: list[int] = []
         self.added = 0
 
-    def _one(self, s: requests.Session, route: str) -> requests.Response:
-        b, r = self.base, self.rng
+    def send(self, s: requests.Session, route: str) -> requests.Response:
+        """One request of the mix (a cluster soak sends it through a chosen proxy)."""
+        return self._one(s, route, self.base)
+
+    def _one(self, s: requests.Session, route: str, base: str) -> requests.Response:
+        b, r = base, self.rng
         if route == "visual-search search":
             data = r.choice(self.queries)
             return s.post(f"{b}/visual-search/search", params={"k": 10},
@@ -130,7 +134,7 @@ class Soak:
                 route = self.rng.choices(routes, weights)[0]
             t0 = time.perf_counter()
             try:
-                status = self._one(s, route).status_code
+                status = self.send(s, route).status_code
             except requests.RequestException:
                 status = 599  # no answer at all
             ms = (time.perf_counter() - t0) * 1e3
@@ -223,6 +227,7 @@ def stop_serve(proc: subprocess.Popen) -> None:
 def run(a: argparse.Namespace) -> dict:
     cfg = yaml.safe_load((ROOT / a.config).read_text())
     apps = {x["name"]: x for x in cfg["applications"]}
+
     def store(url: str) -> str:  # relative paths are the repository's, as for serve run
         return url if "://" in url else str(ROOT / url)
 

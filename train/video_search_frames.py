@@ -175,7 +175,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--live-log",
         default="var/video_search/videos.sqlite",
-        help="catalogue: the serving log whose edits and deletions the new version takes in",
+        help="catalogue: the serving log whose edits and deletions the new version takes in "
+        "(a state store URL or path; one that cannot be read fails the job; 'none': without)",
     )
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray only")
     return p.parse_args(argv)
@@ -219,7 +220,8 @@ def run(a: argparse.Namespace) -> dict:
 
             meta = json.loads(Path(a.metadata).read_text()) if a.metadata else {}
             version = write_catalogue(
-                ArtifactStore(a.store), a.name, videos, meta, sample, live_log=a.live_log
+                ArtifactStore(a.store), a.name, videos, meta, sample,
+                live_log=None if a.live_log in ("", "none") else a.live_log,
             )
             summary["artifact"] = f"{a.name}/{version}"
     summary["seconds"] = time.perf_counter() - t0

@@ -53,7 +53,7 @@ def test_catalogue_job_then_served_model_embeds_it(ray_session, video_folder, tm
     from train.video_search_frames import parse_args, run
 
     out = run(parse_args(["--input", str(video_folder), "--mode", "catalogue", "--fps", "1",
-                          "--store", str(tmp_path / "store")]))  # fmt: skip
+                          "--store", str(tmp_path / "store"), "--live-log", "none"]))  # fmt: skip
     assert out["embedded"] == 2 and len(out["skipped"]) == 2
     cat = VideoCatalogue(ArtifactStore(tmp_path / "store").load("video_catalogue"))
     ids, feat, prob = cat.arrays()

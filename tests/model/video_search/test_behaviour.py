@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from tests.conftest import new_objects, new_store
+
 
 @pytest.fixture(scope="module")
 def search(video_store):
@@ -85,9 +87,9 @@ def test_a_neutral_upload_is_found_when_the_others_match_only_by_stop_words(
     meta = {Path(demo.docs[int(ids[r])].uri).name: vars(demo.docs[int(ids[r])]) for r in rows}
     videos = [{"path": demo.docs[int(ids[r])].uri, "feat": feat[r], "prob": prob[r]} for r in rows]
     write_catalogue(store, "video_catalogue", videos, meta, {"fps": 1.0})
-    live = str(tmp_path / "videos.sqlite")
+    live, thumbs = new_store(tmp_path / "videos.sqlite"), new_objects(tmp_path / "objects")
     bunny = next(d.uri for d in demo.docs.values() if "bunny" in d.uri.lower())
-    upload = VideoIndexing(VideoLog(live), FrameEncoder(device="cpu")).index(
+    upload = VideoIndexing(VideoLog(live, thumbs), FrameEncoder(device="cpu")).index(
         bunny, {"title": "upload 3"}
     )["video_id"]
 
