@@ -220,7 +220,11 @@ def run(a: argparse.Namespace) -> dict:
 
             meta = json.loads(Path(a.metadata).read_text()) if a.metadata else {}
             version = write_catalogue(
-                ArtifactStore(a.store), a.name, videos, meta, sample,
+                ArtifactStore(a.store),
+                a.name,
+                videos,
+                meta,
+                sample,
                 live_log=None if a.live_log in ("", "none") else a.live_log,
             )
             summary["artifact"] = f"{a.name}/{version}"
