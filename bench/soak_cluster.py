@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -148,6 +149,7 @@ def run(a: argparse.Namespace) -> dict:
             lost = lost_writes(soak, state["db"], state["db"])  # soak.base: node A's proxy
         finally:
             rc.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
     routes = {}
     for route, lat in sorted(soak.lat.items()):
         q = np.percentile(lat, [50, 99])

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -270,6 +271,8 @@ class RayCluster:
                 os.kill(p, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        if not os.environ.get("MLSD_KEEP_CLUSTER_LOGS"):  # else: the nodes' logs stay for a look
+            shutil.rmtree(self.dir, ignore_errors=True)
         return left
 
 

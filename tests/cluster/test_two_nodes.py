@@ -127,6 +127,9 @@ def cluster(servers, tmp_path_factory, tiny_store, rec_store, video_store, harmf
                 for route in routes:
                     wait_for(lambda r=route, n=node: _up(rc, r, n), 600, f"{route} via {node}")
             yield Cluster(rc, state, stores, tokens, var, apps)
+        except BaseException:
+            print(rc.log_tail())  # the nodes' last words, before stop() removes their logs
+            raise
         finally:
             rc.stop()
 
