@@ -15,7 +15,7 @@
 from mlsd.state.access import ADMIN, Caller, access, may_change, may_see
 from mlsd.state.db import Database, SchemaMismatch, init_store
 from mlsd.state.ids import ID_BITS, LIVE_ID_BASE, IdPermutation
-from mlsd.state.objects import ObjectStore, open_objects
+from mlsd.state.objects import ObjectStore
 from mlsd.state.url import (
     StateError,
     StoreMissing,
@@ -29,6 +29,6 @@ from mlsd.state.url import (
 __all__ = [
     "ADMIN", "ID_BITS", "LIVE_ID_BASE", "Caller", "Database", "IdPermutation", "ObjectStore",
     "SchemaMismatch", "StateError", "StoreMissing", "StoreURL", "StoreURLError",
-    "StoreUnavailable", "access", "init_store", "may_change", "may_see", "open_objects",
+    "StoreUnavailable", "access", "init_store", "may_change", "may_see",
     "parse_url", "pin_url",
 ]  # fmt: skip

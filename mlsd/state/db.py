@@ -28,7 +28,6 @@ from contextlib import contextmanager
 from sqlalchemy import Connection, Engine, create_engine, event, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
-from sqlalchemy.pool import NullPool
 
 from mlsd.state import schema
 from mlsd.state.ids import IdPermutation
@@ -88,9 +87,10 @@ def _engine(store: StoreURL, create: bool) -> Engine:
     return create_engine(
         store.with_password(),
         pool_pre_ping=True,  # a dropped connection (failover, restart) is replaced, not served
+        # connections per replica process: replicas x this must fit the server's
+        # max_connections (README "On a cluster")
         pool_size=int(os.environ.get("MLSD_STATE_POOL_SIZE", "5")),
         connect_args={"connect_timeout": 10, "application_name": "mlsd"},
-        poolclass=NullPool if os.environ.get("MLSD_STATE_NULL_POOL") else None,
     )
 
 
@@ -106,7 +106,7 @@ class Database:
         self._ids: dict[str, IdPermutation] = {}
         self._lock = threading.Lock()
         self._watch = None  # SQLite: a connection that only ever reads PRAGMA data_version
-        self._local = threading.local()  # SQLite: each thread's own read and write connection
+        self._local = threading.local()  # SQLite: each thread's own connection
         self._kept: list[Connection] = []
         self._compiled: dict[tuple, tuple] = {}
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")

@@ -19,16 +19,11 @@ import secrets
 
 import fsspec
 
-from mlsd.state.url import StateError, StoreMissing, StoreUnavailable, StoreURLError
+from mlsd.state.url import StoreMissing, StoreUnavailable, StoreURLError
 
 log = logging.getLogger(__name__)
 KEY_RE = re.compile(r"[a-z0-9_]+(/[a-z0-9_]+)*/[0-9a-f]{32}(\.[a-z]{1,8})?")
 LOCAL = ("file", "local")
-
-
-def _is_local(fs) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return any(p in LOCAL for p in protocol)
 
 
 class ObjectStore:
@@ -42,7 +37,7 @@ class ObjectStore:
             self.fs, root = fsspec.core.url_to_fs(raw)
         except (ValueError, ImportError) as e:
             raise StoreURLError(f"object store {raw!r} cannot be opened: {e}") from None
-        self.local = _is_local(self.fs)
+        self.local = is_local_uri(raw)
         self.root = os.path.abspath(root) if self.local else root.rstrip("/")
         self.uri = self.root if self.local else f"{_scheme(self.fs)}://{self.root}"
         if create:
@@ -140,11 +135,3 @@ def is_local_uri(uri: str) -> bool:
 def _scheme(fs) -> str:
     protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     return protocol[0]
-
-
-def open_objects(uri: str | None) -> ObjectStore | None:
-    """An existing object store, or None when none is configured."""
-    return None if uri is None else ObjectStore(uri)
-
-
-__all__ = ["ObjectStore", "StateError", "open_objects"]
