@@ -268,8 +268,8 @@ def build_app(args: BlurringArgs) -> Application:
     a = args.model_copy(deep=True)
     a.artifact_store, a.output_store = pin_local(a.artifact_store), pin_local(a.output_store)
     a.pin_auth()
-    a.open_state()
     a.pin_models(a.store())
+    a.open_state()  # after the artifacts: what the app loads, then where it writes
     detector = Detector.options(user_config=a.model_user_config("Detector")).bind(
         store_uri=a.store_spec(), members=a.detector.members, long_side=a.detector.long_side,
         nms_iou=a.detector.nms_iou, fusion=a.detector.fusion, device=a.device,

@@ -515,11 +515,11 @@ def build_app(args: HarmfulContentArgs) -> Application:
     a = args.model_copy(deep=True)
     a.artifact_store, a.review_queue = pin_local(a.artifact_store), pin_url(a.review_queue)
     a.pin_auth()
-    a.open_state()
     store = a.store()
     shadow = a.pin_models(store)
     art = store.load(a.model.artifact, a.model.version)
     Policy.from_dict({**(art.config.get("policy") or {}), **a.policy})  # bad thresholds: fail now
+    a.open_state()  # after the artifacts: what the app loads, then where it writes
     classifier = HarmClassifier.options(user_config=a.model_user_config("HarmClassifier")).bind(
         store_uri=a.store_spec(), artifact=a.model.artifact, version=a.model.version,
         backend=a.model.backend, device=a.device, server=a.runner_server(a.model),

@@ -334,9 +334,9 @@ def build_app(args: RecommendationArgs) -> Application:
     a = args.model_copy()
     a.artifact_store, a.events_log = pin_local(a.artifact_store), pin_url(a.events_log)
     a.pin_auth()
-    a.open_state()
     store = a.store()
     shadow_ref = a.pin_models(store)
+    a.open_state()  # after the artifacts: what the app loads, then where it writes
 
     def ranking(name: str, ref: ModelRef):
         return Ranking.options(name=name, user_config=a.model_user_config(name)).bind(

@@ -520,10 +520,10 @@ def build_app(args: VideoSearchArgs) -> Application:
     a.artifact_store, a.live_log = pin_local(a.artifact_store), pin_url(a.live_log)
     a.object_store = pin_local(a.object_store)
     a.pin_auth()
-    a.open_state()
     store = a.store()
     shadow_ref = a.pin_models(store)
     a.catalogue = a.catalogue.pin(store, a.artifact_pins)
+    a.open_state()  # after the artifacts: what the app loads, then where it writes
     cat = {"catalogue_artifact": a.catalogue.artifact, "catalogue_version": a.catalogue.version}
 
     def fault(name: str) -> dict:

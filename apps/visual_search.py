@@ -335,9 +335,9 @@ def build_app(args: VisualSearchArgs) -> Application:
     a.artifact_store, a.live_log = pin_local(a.artifact_store), pin_url(a.live_log)
     a.object_store = pin_local(a.object_store)
     a.pin_auth()
-    a.open_state()
     store = a.store()
     shadow_ref = a.pin_models(store)
+    a.open_state()  # after the artifacts: what the app loads, then where it writes
 
     def encoder(name: str, ref: ModelRef):
         return ImageEncoder.options(name=name, user_config=a.model_user_config(name)).bind(
