@@ -43,7 +43,7 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import bindparam, insert, select, update
 
-from mlsd.state import ADMIN, Caller, Database, StateError, StoreURL, may_change
+from mlsd.state import ADMIN, Caller, Log, StateError, may_change
 from mlsd.state.schema import auth_keys as KEYS
 
 ACTIVE_KEY = select(KEYS.c.user, KEYS.c.scopes, KEYS.c.digest).where(
@@ -142,13 +142,9 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-class KeyStore:
+class KeyStore(Log):
     """API keys, hashed, in the state layer (``mlsd.state``: one store every ingress replica
     on every node reads, so a key revoked anywhere is refused everywhere at once)."""
-
-    def __init__(self, store: str | os.PathLike | StoreURL | Database):
-        # an existing store (`python -m mlsd.state init` makes it), or StateError naming it
-        self.db = store if isinstance(store, Database) else Database(store)
 
     @property
     def url(self) -> str:
@@ -196,9 +192,6 @@ class KeyStore:
         if not hmac.compare_digest(digest, row[2] if row else "0" * 64) or row is None:
             return None
         return Identity(row[0], frozenset(row[1].split()), f"key:{key_id}")
-
-    def check(self) -> None:
-        self.db.check()
 
 
 class JWTVerifier:

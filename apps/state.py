@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 import typing
 
 import yaml
 
-from mlsd.state import StateError
-from mlsd.state.__main__ import run
+from mlsd.state.__main__ import report
 
 
 def app_stores(config: dict) -> tuple[list[str], list[str], dict[str, str]]:
@@ -44,13 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     with open(a.config) as f:
         urls, objects, uploads = app_stores(yaml.safe_load(f))
-    try:
-        for line in run(a.command, urls, objects, uploads):
-            print(line)
-    except StateError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return report(a.command, urls, objects, uploads)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import requests
@@ -37,6 +39,7 @@ from PIL import Image
 from mlsd.procs import kill, pids_of
 
 ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 MIX = {  # route -> weight (share of requests)
     "visual-search search": 30, "visual-search add": 8, "recommendations get": 25,
     "recommendations event": 12, "video-search search": 10, "harmful-content post": 8,
@@ -146,6 +149,22 @@ class Soak:
                     self.search_log.append((time.time(), status))
 
 
+def drive(soak: Soak, duration: float, concurrency: int, halfway: Callable[[float], T]):
+    """``concurrency`` callers for ``duration`` seconds; ``halfway(deadline)`` runs half way
+    (the fault) while they go on; -> (seconds of load, its start, what ``halfway`` returned)."""
+    deadline = time.time() + duration
+    threads = [threading.Thread(target=soak.caller, args=(deadline,))
+               for _ in range(concurrency)]  # fmt: skip
+    t_start = time.time()
+    for t in threads:
+        t.start()
+    time.sleep(duration / 2)
+    result = halfway(deadline)
+    for t in threads:
+        t.join()
+    return time.time() - t_start, t_start, result
+
+
 def lost_writes(soak: Soak, images_log: str, events_log: str, sample: int = 20) -> dict:
     """Acknowledged writes missing from the durable logs (and added images not found)."""
     from sqlalchemy import select
@@ -241,33 +260,23 @@ def run(a: argparse.Namespace) -> dict:
         app, dep = a.kill.split(":")
         title = f"ray::ServeReplica:{app}:{dep}"
         victims = pids_of(title)
-        deadline = time.time() + a.duration
-        threads = [threading.Thread(target=soak.caller, args=(deadline,))
-                   for _ in range(a.concurrency)]  # fmt: skip
-        t_start = time.time()
-        for t in threads:
-            t.start()
-        time.sleep(a.duration / 2)
-        killed_at, replaced_at = time.time(), None
-        for pid in victims:
-            kill(pid)
-        while time.time() < deadline and replaced_at is None:
-            if set(pids_of(title)) - set(victims):
-                replaced_at = time.time()
-            time.sleep(0.2)
-        for t in threads:
-            t.join()
-        wall = time.time() - t_start
+
+        def kill_replica(deadline: float) -> tuple[float, float | None]:
+            killed_at, replaced_at = time.time(), None
+            for pid in victims:
+                kill(pid)
+            while time.time() < deadline and replaced_at is None:
+                if set(pids_of(title)) - set(victims):
+                    replaced_at = time.time()
+                time.sleep(0.2)
+            return killed_at, replaced_at
+
+        wall, _, (killed_at, replaced_at) = drive(soak, a.duration, a.concurrency, kill_replica)
         lost = lost_writes(soak, images_log, events_log)
     finally:
         if proc is not None:
             stop_serve(proc)
-    routes = {}
-    for route, lat in sorted(soak.lat.items()):
-        q = np.percentile(lat, [50, 99])
-        routes[route] = {"requests": len(lat), "errors": sum(soak.errors[route].values()),
-                         "errors_by_status": dict(soak.errors[route]),
-                         "p50_ms": float(q[0]), "p99_ms": float(q[1])}  # fmt: skip
+    routes = per_route(soak)
     return {
         "duration_s": wall, "concurrency": a.concurrency, "killed": a.kill,
         "killed_pids": victims, "replacement_up_s": (replaced_at - killed_at)
@@ -277,6 +286,17 @@ def run(a: argparse.Namespace) -> dict:
         "errors": sum(r["errors"] for r in routes.values()),
         "routes": routes, "writes": lost,
     }  # fmt: skip
+
+
+def per_route(soak: Soak) -> dict:
+    """Requests, errors (by status) and p50 / p99 latency of each route of the mix."""
+    routes = {}
+    for route, lat in sorted(soak.lat.items()):
+        q = np.percentile(lat, [50, 99])
+        routes[route] = {"requests": len(lat), "errors": sum(soak.errors[route].values()),
+                         "errors_by_status": dict(soak.errors[route]),
+                         "p50_ms": float(q[0]), "p99_ms": float(q[1])}  # fmt: skip
+    return routes
 
 
 def _table(out: dict) -> str:

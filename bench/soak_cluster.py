@@ -27,15 +27,13 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import requests
 import yaml
 
-from bench.soak import Soak, _table, lost_writes
+from bench.soak import Soak, _table, drive, lost_writes, per_route
 
 ROOT = Path(__file__).resolve().parents[1]
 STORE_FIELDS = ("live_log", "events_log", "review_queue")
@@ -134,28 +132,16 @@ def run(a: argparse.Namespace) -> dict:
                     route = app["route_prefix"]
                     wait_for(lambda r=route, b=base: _up(b + r), 900, f"{route} via {base}")
             soak = ClusterSoak(bases, token, a.seed)
-            deadline = time.time() + a.duration
-            threads = [threading.Thread(target=soak.caller, args=(deadline,))
-                       for _ in range(a.concurrency)]  # fmt: skip
-            t0 = time.time()
-            for t in threads:
-                t.start()
-            time.sleep(a.duration / 2)
-            killed_at = time.time() - t0
-            raylet = rc.kill(rc.worker, "raylet")
-            for t in threads:
-                t.join()
-            wall = time.time() - t0
+            wall, t0, (killed_at, raylet) = drive(
+                soak, a.duration, a.concurrency,
+                lambda _: (time.time(), rc.kill(rc.worker, "raylet")),
+            )  # fmt: skip
+            killed_at -= t0
             lost = lost_writes(soak, state["db"], state["db"])  # soak.base: node A's proxy
         finally:
             rc.stop()
             shutil.rmtree(tmp, ignore_errors=True)
-    routes = {}
-    for route, lat in sorted(soak.lat.items()):
-        q = np.percentile(lat, [50, 99])
-        routes[route] = {"requests": len(lat), "errors": sum(soak.errors[route].values()),
-                         "errors_by_status": dict(soak.errors[route]),
-                         "p50_ms": float(q[0]), "p99_ms": float(q[1])}  # fmt: skip
+    routes = per_route(soak)
     return {
         "duration_s": wall, "concurrency": a.concurrency, "artifacts": store,
         "killed": f"node B's raylet (pid {raylet}) at {killed_at:.0f} s",

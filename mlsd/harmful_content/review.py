@@ -16,7 +16,7 @@ import time
 
 from sqlalchemy import func, select, update
 
-from mlsd.state import Database
+from mlsd.state import Database, Log
 from mlsd.state.schema import hc_reviews as REVIEWS
 
 STATUSES = ("pending", "done")
@@ -35,11 +35,11 @@ class ReviewConflict(ValueError):
     pass
 
 
-class ReviewQueue:
+class ReviewQueue(Log):
     """The one queue every ingress replica on every node writes and every reviewer reads."""
 
     def __init__(self, store: str | Database):
-        self.db = store if isinstance(store, Database) else Database(store)
+        super().__init__(store)
         self.ids = self.db.ids("hc_reviews")
 
     def enqueue(
@@ -129,10 +129,3 @@ class ReviewQueue:
                 select(REVIEWS.c.status, func.count()).group_by(REVIEWS.c.status)
             ).all()
         return {s: int(n) for s, n in rows}
-
-    def check(self) -> None:
-        """Raise, naming the store, unless the queue can be used."""
-        self.db.check()
-
-    def close(self) -> None:
-        self.db.close()

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import bindparam, case, delete, func, insert, select, update
 
-from mlsd.state import Database
+from mlsd.state import Log
 from mlsd.state.schema import rec_counts as COUNTS
 from mlsd.state.schema import rec_events as EVENTS
 from mlsd.state.schema import rec_forgotten as FORGOTTEN
@@ -53,12 +53,9 @@ EVENT_STRENGTH = {
 WATCH_EVENTS = {"watch", "complete", "like", "share", "rate", "dislike"}
 
 
-class EventLog:
+class EventLog(Log):
     """Feedback events and forget-my-history tombstones in the state layer (one store that
     every replica on every node, and the training job, reads)."""
-
-    def __init__(self, store: str | Database):
-        self.db = store if isinstance(store, Database) else Database(store)
 
     def append(
         self,
@@ -152,13 +149,6 @@ class EventLog:
         with self.db.read() as c:
             rows = dict(c.execute(select(COUNTS.c.k, COUNTS.c.n)).all())
         return {k: int(rows.get(k, 0)) for k in ("events", "unknown_user", "unknown_video")}
-
-    def check(self) -> None:
-        """Raise, naming the store, unless the log can be used."""
-        self.db.check()
-
-    def close(self) -> None:
-        self.db.close()
 
     def __len__(self) -> int:
         with self.db.read() as c:

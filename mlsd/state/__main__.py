@@ -38,6 +38,18 @@ def run(
     return out
 
 
+def report(command: str, urls: list[str], objects: list[str], uploads: dict | None = None) -> int:
+    """``run`` for a command line: a line per store; exit 1 with the reason on the first
+    store that cannot be used."""
+    try:
+        for line in run(command, urls, objects, uploads):
+            print(line)
+    except StateError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m mlsd.state", description=__doc__.split("\n")[0])
     p.add_argument("command", choices=["init", "check"])
@@ -52,14 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if not a.urls and not a.objects:
         p.error("name at least one store")
-    try:
-        uploads = {u: a.uploads for u in a.urls} if a.uploads else None
-        for line in run(a.command, a.urls, a.objects, uploads):
-            print(line)
-    except StateError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    uploads = {u: a.uploads for u in a.urls} if a.uploads else None
+    return report(a.command, a.urls, a.objects, uploads)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import numpy as np
 from sqlalchemy import bindparam, func, insert, select, update
 
 from mlsd.artifacts import Artifact, ArtifactError, ArtifactStore
-from mlsd.state import LIVE_ID_BASE, Caller, Database, ObjectStore, may_see
+from mlsd.state import LIVE_ID_BASE, Caller, Database, Log, ObjectStore, may_see
 from mlsd.state.schema import video_changes as CHANGES
 from mlsd.state.schema import video_uploads as UPLOADS
 
@@ -129,14 +129,13 @@ def write_catalogue(
     )
 
 
-class VideoLog:
+class VideoLog(Log):
     """The append-only log of videos added at serving time, their edits and deletions, in the
     state layer (one store every replica on every node reads); thumbnails in the object store.
     """
 
     def __init__(self, store: str | Database, objects: str | ObjectStore | None = None):
-        self.db = store if isinstance(store, Database) else Database(store)
-        self.objects = ObjectStore(objects) if isinstance(objects, str) else objects
+        super().__init__(store, objects)
         self.ids = self.db.ids("video_uploads")
 
     def live_id(self, seq: int) -> int:
@@ -254,15 +253,6 @@ class VideoLog:
         with self.db.read() as c:
             found = self.db.rows(c, THUMB_KEY, {"seq": seq})
         return self.objects.get(found[0][0] if found else None)
-
-    def check(self) -> None:
-        """Raise, naming the store, unless the log and the object store can be used."""
-        self.db.check()
-        if self.objects is not None:
-            self.objects.check()
-
-    def close(self) -> None:
-        self.db.close()
 
 
 @dataclass

@@ -24,7 +24,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 
 from mlsd.artifacts import Artifact, ArtifactError, label_version
 from mlsd.index import VectorIndex
-from mlsd.state import LIVE_ID_BASE, Caller, Database, ObjectStore, may_see
+from mlsd.state import LIVE_ID_BASE, Caller, Database, Log, ObjectStore, may_see
 from mlsd.state.schema import vs_deletions as DELETIONS
 from mlsd.state.schema import vs_images as IMAGES
 from mlsd.visual_search.rerank import ImageMeta, RerankConfig, rerank
@@ -65,7 +65,7 @@ class QuotaExceeded(ValueError):
     """An owner already has as many live images as the catalogue allows one owner."""
 
 
-class CatalogueLog:
+class CatalogueLog(Log):
     """The append-only log of images added at serving time, in the state layer (one store every
     replica on every node reads); the uploaded bytes in the object store, keyed from the row.
 
@@ -81,8 +81,7 @@ class CatalogueLog:
         max_per_owner: int | None = None,
         retention_s: float | None = None,
     ):
-        self.db = store if isinstance(store, Database) else Database(store)
-        self.objects = ObjectStore(objects) if isinstance(objects, str) else objects
+        super().__init__(store, objects)
         self.ids = self.db.ids("vs_images")
         self.max_per_owner, self.retention_s = max_per_owner, retention_s
         self._pruned = 0.0
@@ -221,15 +220,6 @@ class CatalogueLog:
             found = self.db.rows(c, IMAGE_KEY, {"seq": seq})
         key = found[0][0] if found else None
         return self.objects.get(key) if key is not None and self.objects is not None else None
-
-    def check(self) -> None:
-        """Raise, naming the store, unless the log and the object store can be used."""
-        self.db.check()
-        if self.objects is not None:
-            self.objects.check()
-
-    def close(self) -> None:
-        self.db.close()
 
     def __len__(self) -> int:
         with self.db.read() as c:
