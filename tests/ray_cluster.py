@@ -261,7 +261,7 @@ class RayCluster:
                 proc.send_signal(signal.SIGTERM)
         for proc in self._started:
             try:
-                proc.wait(40)
+                proc.wait(10)  # a node drains for up to 30 s: nothing here needs draining
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
