@@ -154,6 +154,10 @@ class ArtifactWriter:
     def path(self, filename: str) -> Path:
         return self.dir / filename
 
+    def abort(self) -> None:
+        """Drop what was staged: nothing of this version reaches the store."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+
     def commit(
         self,
         config: dict | None = None,

@@ -90,6 +90,31 @@ def tiny_store(tmp_path_factory) -> Path:
     return root
 
 
+def real_photos() -> list[np.ndarray]:
+    """Real RGB photos that ship in scikit-image, as (H, W, 3) uint8."""
+    from skimage import data
+
+    return [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
+
+
+def write_photo_folder(root: Path) -> Path:
+    """12 crops of real photos in JPEG, PNG and WebP (some in a sub-folder) and a
+    ``labels.csv`` (file,label): a user's own catalogue in the documented format."""
+    from PIL import Image
+
+    (root / "more").mkdir(parents=True, exist_ok=True)
+    rows = ["file,label"]
+    for i, img in enumerate(real_photos()):
+        h, w = img.shape[:2]
+        for j, (fmt, ext) in enumerate((("JPEG", "jpg"), ("PNG", "png"), ("WEBP", "webp"))):
+            crop = img[j * h // 8 : h - j * h // 8, j * w // 8 : w - j * w // 8]
+            name = f"{'more/' if j == 2 else ''}p{i}_{j}.{ext}"
+            Image.fromarray(crop).save(root / name, format=fmt)
+            rows.append(f"{name},photo{i}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
 def png_bytes(arr: np.ndarray) -> bytes:
     from PIL import Image
 

@@ -28,6 +28,7 @@ from mlsd.blurring import data as bdata
 from mlsd.blurring.augment import AugmentConfig, Augmenter, pad_targets, unpad_targets
 from mlsd.blurring.model import DetectorConfig, build_detector, set_input_scale
 from mlsd.blurring.pipeline import to_tensor, train_step
+from mlsd.data.sources import DataError
 from train.common import add_failure_args
 
 
@@ -120,7 +121,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fpn-channels", type=int, default=96)
     p.add_argument("--max-steps-per-epoch", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="first N examples of each set (tests)")
-    p.add_argument("--data-root", default=None, help="folder holding the data sets")
+    p.add_argument("--data-root", default=None, help="folder holding the demo's data sets")
+    g = p.add_argument_group("your own boxes (README, 'Your own data')")
+    g.add_argument("--boxes", default=None, help="COCO JSON file, or YOLO / VOC folder")
+    g.add_argument("--boxes-format", default="coco", choices=list(bdata.BOX_FORMATS))
+    g.add_argument("--boxes-images", default=None, help="COCO: the photos' folder")
+    g.add_argument(
+        "--class-map", default="face=face,plate=plate,license_plate=plate",
+        help="CLASS=face|plate, comma-separated; other classes are left out",
+    )  # fmt: skip
+    g.add_argument("--max-bad-fraction", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-workers", type=int, default=1)
     p.add_argument("--use-gpu", action="store_true")
@@ -182,13 +192,13 @@ def run(a: argparse.Namespace) -> dict:
 
     from train.common import init_ray, run_config
 
-    faces, plates = bdata.faces("train", a.data_root), bdata.plates("train", a.data_root)
+    faces, plates, source = training_examples(a)
     cfg = DetectorConfig(family=a.family, train_from_block=a.train_from_block,
                          fpn_channels=a.fpn_channels)  # fmt: skip
     if a.export_only:  # e.g. a run stopped early: its last finished epoch becomes a version
         state = torch.load(latest_checkpoint(a.runs_dir, a.run_name), weights_only=True)
         return _export(a, cfg, state["model"], {"epoch": state["epoch"], "partial": True},
-                       a.run_name, None, len(faces), len(plates))  # fmt: skip
+                       a.run_name, None, faces, plates, source)  # fmt: skip
     init_ray(a.num_cpus)
     if a.limit:
         faces, plates = faces[: a.limit], plates[: a.limit]
@@ -238,11 +248,39 @@ def run(a: argparse.Namespace) -> dict:
         state = torch.load(Path(d) / "state.pt", weights_only=True)
     metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
     metrics |= {f"offline_{k}": v for k, v in offline.items()}
-    out = _export(a, cfg, state["model"], metrics, run_name, seconds, len(faces), len(plates))
+    out = _export(a, cfg, state["model"], metrics, run_name, seconds, faces, plates, source)
     return out | {"final": result.metrics}
 
 
-def _export(a, cfg, weights, metrics, run_name, seconds, n_faces, n_plates) -> dict:
+def training_examples(a: argparse.Namespace) -> tuple[list, list, dict]:
+    """(photos with faces or none, photos with plates, what they are): the demo's sets, or
+    the user's ``--boxes`` in COCO / YOLO / VOC, mapped by ``--class-map``; its bad rows are
+    reported in the artifact, and a mostly bad file fails before training starts."""
+    if a.boxes is None:
+        faces, plates = bdata.faces("train", a.data_root), bdata.plates("train", a.data_root)
+        return faces, plates, {
+            "faces": f"face_mask_detection_train (train split, {len(faces)} photos)",
+            "plates": f"openalpr_plates eu+us (train split, {len(plates)} photos)",
+        }  # fmt: skip
+    class_map = bdata.parse_class_map(a.class_map)
+    examples, bad = bdata.read_boxes(a.boxes_format, a.boxes, class_map, a.boxes_images)
+    bad.check(f"{a.boxes_format} boxes {a.boxes}", a.max_bad_fraction)
+    if not examples:
+        raise DataError(f"{a.boxes}: no usable photo")
+    plates = [e for e in examples if (e.labels == bdata.PLATE).any()]
+    faces = [e for e in examples if not (e.labels == bdata.PLATE).any()]
+    n_boxes = {
+        n: int(sum((e.labels == v).sum() for e in examples)) for v, n in bdata.LABELS.items()
+    }
+    return faces, plates, {
+        "boxes": f"{a.boxes_format}:{a.boxes} ({len(examples)} photos)",
+        "class_map": class_map,
+        "boxes_by_class": n_boxes,
+        "input": bad.report(),
+    }  # fmt: skip
+
+
+def _export(a, cfg, weights, metrics, run_name, seconds, faces, plates, source) -> dict:
     from mlsd.artifacts import ArtifactStore
     from mlsd.blurring.artifact import write_detector
     from mlsd.blurring.features import drift_reference
@@ -250,7 +288,7 @@ def _export(a, cfg, weights, metrics, run_name, seconds, n_faces, n_plates) -> d
     model = build_detector(cfg, pretrained=False)
     model.load_state_dict(weights)
     name = a.name or f"blurring_{a.family}"
-    photos = bdata.faces("train", a.data_root)[::4] + bdata.plates("train", a.data_root)[::4]
+    photos = faces[::4] + plates[::4]
     reference = drift_reference((bdata.load_rgb(e.path) for e in photos),
                                 f"{len(photos)} training photos (every 4th)")  # fmt: skip
     version = write_detector(
@@ -258,8 +296,7 @@ def _export(a, cfg, weights, metrics, run_name, seconds, n_faces, n_plates) -> d
         train={"run": run_name, "epochs": a.epochs, "lr": a.lr, "crop": a.crop,
                "batch_size": a.batch_size, "train_seconds": seconds,
                "num_workers": a.num_workers, "use_gpu": a.use_gpu},
-        data={"faces": f"face_mask_detection_train (train split, {n_faces} photos)",
-              "plates": f"openalpr_plates eu+us (train split, {n_plates} photos)"},
+        data=source,
         metrics=metrics, reference=reference,
     )  # fmt: skip
     return {"run": run_name, "train_seconds": seconds, "artifact": f"{name}/{version}"}

@@ -48,23 +48,41 @@ def _limit(posts: list[D.Post], n: int) -> list[D.Post]:
     return out
 
 
+def own_posts(a: argparse.Namespace) -> tuple[list[D.Post], tuple[str, ...], D.BadRows]:
+    """``--posts``: the platform's own labelled posts, the documented format."""
+    heads = a.heads.split(",") if a.heads else None
+    return D.read_posts(a.posts, heads, a.max_bad_fraction)
+
+
+def heads_of(a: argparse.Namespace) -> tuple[str, ...]:
+    """The heads this run trains: the posts file's head columns, or the demo sets'."""
+    return own_posts(a)[1] if a.posts else D.HEADS
+
+
+def split_posts(a: argparse.Namespace, split: str) -> list[D.Post]:
+    if a.posts:
+        return _limit(D.posts_of(own_posts(a)[0], split), a.limit)
+    return _limit(D.all_posts(split, tuple(a.langs), a.data_root), a.limit)
+
+
 def training_posts(a: argparse.Namespace) -> tuple[list[D.Post], int]:
-    """The data sets' training rows (natural or human labels) + the done reviews."""
-    posts = _limit(D.all_posts("train", tuple(a.langs), a.data_root), a.limit)
+    """The training rows (natural or human labels) + the done reviews."""
+    posts = split_posts(a, "train")
+    heads = heads_of(a)
     if a.labels == "natural":  # SYNTHETIC: what user reports would have said of each post
         from mlsd.harmful_content.synthetic import natural_labels
 
-        y, mask = D.label_matrix(posts)
+        y, mask = D.label_matrix(posts, heads)
         noisy = natural_labels(y.ravel(), seed=a.seed).reshape(y.shape)
         for i, p in enumerate(posts):
-            p.labels = {h: int(noisy[i, j]) for j, h in enumerate(D.HEADS) if mask[i, j]}
+            p.labels = {h: int(noisy[i, j]) for j, h in enumerate(heads) if mask[i, j]}
     reviewed = 0
     if a.reviews and a.reviews != "none":  # a queue that cannot be read fails the job
         from mlsd.harmful_content.review import ReviewQueue
 
         q = ReviewQueue(a.reviews)
         for r in q.reviewed():
-            labels = {h: int(v) for h, v in r["labels"].items() if h in D.HEADS}
+            labels = {h: int(v) for h, v in r["labels"].items() if h in heads}
             if labels and r["post"].get("text"):
                 posts.append(D.Post(r["post"]["text"], r["post"].get("lang") or "und", "review",
                                     labels, r["review_id"]))  # fmt: skip
@@ -75,7 +93,7 @@ def training_posts(a: argparse.Namespace) -> tuple[list[D.Post], int]:
 
 def _config(a: argparse.Namespace, text_dim: int, buckets: int) -> M.ClassifierConfig:
     spec = F.FeatureSpec(text_dim=text_dim, ngram_buckets=buckets)
-    return M.ClassifierConfig(heads=D.HEADS, spec=spec, fusion=a.fusion, hidden=a.hidden,
+    return M.ClassifierConfig(heads=heads_of(a), spec=spec, fusion=a.fusion, hidden=a.hidden,
                               dropout=a.dropout, ngram_dropout=a.ngram_dropout,
                               ngram_mode=a.ngram_mode)  # fmt: skip
 
@@ -84,7 +102,7 @@ def _prepare(a: argparse.Namespace, threads: int):
     """Encoder, rows, and the n-gram bag fitted on the training texts (no features yet)."""
     encoder = F.TextEncoder(a.encoder, num_threads=threads)
     train, reviewed = training_posts(a)
-    val = _limit(D.all_posts("val", tuple(a.langs), a.data_root), a.limit)
+    val = split_posts(a, "val")
     bag = F.NgramBag(max_len=a.max_ngrams).fit([p.text for p in train])
     return _config(a, encoder.dim, bag.size), encoder, bag, train, val, reviewed
 
@@ -98,6 +116,10 @@ def _optimizer(model: torch.nn.Module, a) -> torch.optim.Optimizer:
                               {"params": wide, "weight_decay": a["wide_weight_decay"],
                                "lr": a["wide_lr"]},
                               {"params": scale, "weight_decay": 0.0}], lr=a["lr"])  # fmt: skip
+
+
+def _langs(posts: list[D.Post]) -> tuple[str, ...]:
+    return tuple(sorted({p.lang for p in posts}))
 
 
 def _val_score(scores: dict) -> float:
@@ -138,7 +160,7 @@ def train_loop_per_worker(config: dict) -> None:
         loss = P.train_epoch(model, opt, x_tr, y_tr, m_tr, a.batch_size,
                              np.random.default_rng(a.seed * 1000 + epoch),
                              a.focal_gamma)  # fmt: skip
-        scores = P.head_scores(val, cfg.heads, P.predict(inner, x_va), y_va, m_va)
+        scores = P.head_scores(val, cfg.heads, P.predict(inner, x_va), y_va, m_va, _langs(val))
         score = _val_score(scores)
         if score > best:
             best = score
@@ -206,7 +228,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="policy: below remove, people review from this share on",
     )
     p.add_argument("--policy-demote", type=float, default=0.25)  # fmt: skip
-    p.add_argument("--data-root", default=None)
+    p.add_argument("--data-root", default=None, help="the demo's data sets")
+    g = p.add_argument_group("your own posts (README, 'Your own data')")
+    g.add_argument("--posts", default=None, help="CSV / JSONL: post_id, text, [lang, image, "
+                   "split], one column per head (1 / 0 / empty)")  # fmt: skip
+    g.add_argument("--heads", default=None, help="comma-separated head columns (default: all)")
+    g.add_argument("--max-bad-fraction", type=float, default=0.5)
     p.add_argument("--limit", type=int, default=0, help="first N rows of each set (tests)")
     p.add_argument("--cache", default=os.path.abspath("var/cache/harmful_content"))
     p.add_argument("--num-workers", type=int, default=1)
@@ -229,6 +256,10 @@ def run(a: argparse.Namespace) -> dict:
 
     if a.reviews and a.reviews != "none":
         a.reviews = pin_url(a.reviews)  # absolute: Ray Train workers start elsewhere
+    if a.posts:
+        if "://" not in a.posts:
+            a.posts = os.path.abspath(a.posts)
+        own_posts(a)  # a bad file fails here, before any worker starts
     init_ray(a.num_cpus)
     run_name = a.run_name or f"harmful-content-{time.strftime('%Y%m%d-%H%M%S')}"
     opt = {"lr": a.lr, "wide_lr": a.wide_lr, "weight_decay": a.weight_decay,
@@ -271,7 +302,7 @@ def _export(a: argparse.Namespace, state: dict, run_name: str, seconds: float) -
     model.load_state_dict(state["best_model"])
     y_va, m_va = D.label_matrix(val, cfg.heads)
     probs = P.predict(model, x_va)
-    scores = P.head_scores(val, cfg.heads, probs, y_va, m_va)
+    scores = P.head_scores(val, cfg.heads, probs, y_va, m_va, _langs(val))
     policy = _policy(cfg.heads, probs, y_va, m_va, a)
     example = P.take(x_va, np.arange(2))
     version = write_classifier(
@@ -280,7 +311,9 @@ def _export(a: argparse.Namespace, state: dict, run_name: str, seconds: float) -
                "labels": a.labels, "fusion": a.fusion, "ngram_mode": a.ngram_mode,
                "best_val_mean_auroc": state["best"], "num_workers": a.num_workers},
         data={"rows": len(train), "reviewed_rows": reviewed,
-              "sets": "davidson train + mlma en/fr/ar train (+ reviews)",
+              "sets": f"{a.posts} (train split, + reviews)" if a.posts
+              else "davidson train + mlma en/fr/ar train (+ reviews)",
+              "input": own_posts(a)[2].report() if a.posts else None,
               "labels": "SYNTHETIC natural (user reports)" if a.labels == "natural"
               else "human"},
         metrics={"validation": scores}, policy=policy,

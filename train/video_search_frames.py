@@ -25,24 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
+from mlsd.data.sources import list_files
+
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg")
 
 
 def list_videos(src: str) -> list[str]:
     """A folder, an fsspec URI (``s3://bucket/videos``), a glob, or a text file of paths."""
-    import fsspec
-
-    if src.endswith(".txt") and Path(src).is_file():
-        return [ln.strip() for ln in Path(src).read_text().splitlines() if ln.strip()]
-    fs, root = fsspec.core.url_to_fs(src)
-    if fs.isfile(root):
-        paths = [root]
-    elif any(c in root for c in "*?["):
-        paths = fs.glob(root)
-    else:
-        paths = [p for p in fs.find(root) if p.lower().endswith(VIDEO_EXTENSIONS)]
-    proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return sorted(p if proto in ("file", "local") else f"{proto}://{p}" for p in paths)
+    return list_files(src, VIDEO_EXTENSIONS)
 
 
 def _read(path: str):

@@ -37,6 +37,7 @@ from mlsd.visual_search.contrastive import (
 )
 from mlsd.visual_search.model import ConvEncoder, EncoderConfig, build_encoder, trainable_part
 from train.common import add_failure_args
+from train.visual_search_photos import add_photo_args, train_photos
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -156,12 +157,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--positives", default="neighbours", choices=["self", "neighbours", "labels", "clicks"]
     )
     p.add_argument("--clicks", default=None, help="click log .npy/.csv of (query_id, clicked_id)")
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--epochs", type=int, default=None, help="default 6 (demo), 60 (photos)")
+    p.add_argument("--batch-size", type=int, default=None, help="default 512 / 256")
+    p.add_argument("--lr", type=float, default=None, help="default 2e-3 / 1e-3")
     p.add_argument("--temperature", type=float, default=0.2)
     p.add_argument("--neighbour-k", type=int, default=5)
-    p.add_argument("--neighbour-prob", type=float, default=0.7)
+    p.add_argument("--neighbour-prob", type=float, default=None, help="default 0.7 / 0.5")
     p.add_argument("--aug-strength", type=float, default=1.0)
     p.add_argument("--augment", default="batched", choices=["batched", "torchvision"])
     p.add_argument("--refresh-neighbours-every", type=int, default=0)
@@ -186,7 +187,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--torch-threads", type=int, default=0, help="0 = the CPUs Ray assigns each worker"
     )
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray only")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (the demo)")
+    g = p.add_argument_group("your own photos (README, 'Your own data')")
+    add_photo_args(g)
+    g.add_argument("--catalogue", default=None, help="photos to index (default: --images)")
+    g.add_argument("--image-size", type=int, default=224, help="the encoder's input side")
+    g.add_argument("--fit", default="crop", choices=["crop", "pad"])
+    g.add_argument("--views", type=int, default=6, help="augmented views per photo")
+    g.add_argument("--hidden-dim", type=int, default=1024)
     p.add_argument("--store", default="artifacts")
     p.add_argument("--name", default="visual_search")
     p.add_argument("--run-name", default=None, help="re-use to resume from its last checkpoint")
@@ -195,7 +203,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--catalogue-limit", type=int, default=0)
     p.add_argument("--skip-index", action="store_true")
     add_failure_args(p)
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    photos = a.images is not None
+    for key, demo, own in (
+        ("epochs", 6, 60), ("batch_size", 512, 256), ("lr", 2e-3, 1e-3),
+        ("neighbour_prob", 0.7, 0.5),
+    ):  # fmt: skip
+        if getattr(a, key) is None:
+            setattr(a, key, own if photos else demo)
+    return a
 
 
 def load_clicks(path: str | None) -> np.ndarray | None:
@@ -207,6 +223,8 @@ def load_clicks(path: str | None) -> np.ndarray | None:
 
 
 def run(a: argparse.Namespace) -> dict:
+    if a.images is not None:  # a user's own photos
+        return train_photos(a)
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer

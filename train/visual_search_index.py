@@ -11,34 +11,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from mlsd.artifacts import ArtifactStore
 from mlsd.data import fashion_mnist as fm
 from mlsd.index import IndexConfig
-from mlsd.runtime import make_runner
-from mlsd.visual_search.artifact import build_visual_search_artifact
-from mlsd.visual_search.model import EncoderConfig, build_encoder
-from train.common import task_resources
-
-
-class EmbedBatch:
-    """Ray Data batch-inference callable: {"image": (B, C, H, W)} -> {"embedding": (B, D)}.
-
-    Runs the exported ONNX model through the shared runner (onnxruntime is several times
-    faster than eager torch for the EfficientNet part on CPU), on the GPU Ray assigned the
-    actor if any, with as many threads as the actor's CPUs.
-    """
-
-    def __init__(self, onnx_bytes: bytes):
-        gpu_ids, threads = task_resources()
-        self.runner = make_runner("onnx", path=onnx_bytes, num_threads=threads, gpu_ids=gpu_ids)
-
-    def __call__(self, batch: dict) -> dict:
-        return {"id": batch["id"], "embedding": self.runner.run(batch["image"])}
+from mlsd.visual_search.artifact import (
+    build_photo_artifact,
+    build_visual_search_artifact,
+    load_encoder_module,
+)
+from mlsd.visual_search.model import EncoderConfig
+from train.visual_search_photos import EmbedBatch, add_photo_args, embed_photo_rows, photo_source
 
 
 def embed_with_ray_data(images: np.ndarray, onnx_path: Path, batch_size: int = 256) -> np.ndarray:
@@ -67,7 +54,46 @@ def embed_with_ray_data(images: np.ndarray, onnx_path: Path, batch_size: int = 2
     return np.stack([r["embedding"] for r in out]).astype(np.float32)
 
 
-def main(argv: list[str] | None = None) -> None:
+def index_photos(a, store: ArtifactStore, src, model, cfg: EncoderConfig) -> dict:
+    """A photo catalogue (``--images``) indexed with ``src``'s encoder as a new version;
+    photos ``src`` had keep their ids."""
+    import pyarrow.parquet as pq
+
+    source = photo_source(a)
+    previous = {}
+    if "catalogue.parquet" in src.manifest.get("files", {}):
+        t = pq.read_table(src.file("catalogue.parquet")).to_pydict()
+        files = t.get("file", [""] * len(t["image_id"]))  # the demo's versions have none
+        previous = {f: int(i) for f, i in zip(files, t["image_id"], strict=True) if f}
+    t0 = time.perf_counter()
+    version = build_photo_artifact(
+        store,
+        a.name,
+        model,
+        cfg,
+        {**src.config.get("train", {}), "reindexed_from": src.version},
+        source,
+        IndexConfig(kind=a.index_kind, auto_threshold=a.auto_threshold),
+        embed_rows=embed_photo_rows(source, cfg, a),
+        live_log=a.live_log,
+        objects=a.objects,
+        previous_ids=previous,
+        max_bad_fraction=a.max_bad_fraction,
+    )
+    metrics = store.load(a.name, version).manifest["metrics"]
+    return {
+        "artifact": f"{a.name}/{version}",
+        "photos": len(source),
+        "seconds": time.perf_counter() - t0,  # the whole job: export, int8, index, write
+        "embed_seconds": metrics["embed_seconds"],  # the stream: read, decode, embed, store
+        "photos_per_second": metrics["photos_per_second"],
+        "photos_per_second_steady": metrics["photos_per_second_steady"],
+        "input": metrics["input"],
+    }
+
+
+def index_job(argv: list[str] | None = None) -> dict:
+    """The job's work; -> what it prints."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--store", default="artifacts")
     p.add_argument("--name", default="visual_search")
@@ -85,6 +111,9 @@ def main(argv: list[str] | None = None) -> None:
         help="the object store of the log's uploaded bytes (the app's object_store)",
     )
     p.add_argument("--num-cpus", type=int, default=None)
+    p.add_argument("--use-gpu", action="store_true", help="inference actors on GPUs")
+    g = p.add_argument_group("your own photos (README, 'Your own data')")
+    add_photo_args(g)
     a = p.parse_args(argv)
     from train.common import init_ray
 
@@ -92,8 +121,9 @@ def main(argv: list[str] | None = None) -> None:
     store = ArtifactStore(a.store)
     src = store.load(a.name, a.from_version)
     cfg = EncoderConfig.from_dict(src.config["encoder"])
-    model = build_encoder(cfg)
-    model.load_state_dict(torch.load(src.file("encoder.pt"), weights_only=True))
+    model = load_encoder_module(src)
+    if a.images is not None:
+        return index_photos(a, store, src, model, cfg)
     split = fm.load(a.split, a.data_dir)
     version = build_visual_search_artifact(
         store,
@@ -109,7 +139,11 @@ def main(argv: list[str] | None = None) -> None:
         embed=embed_with_ray_data,
         data_info={"catalogue": f"fashion-mnist/{a.split}"},
     )
-    print(json.dumps({"artifact": f"{a.name}/{version}", "store": a.store}))
+    return {"artifact": f"{a.name}/{version}", "store": a.store}
+
+
+def main(argv: list[str] | None = None) -> None:
+    print(json.dumps(index_job(argv), default=str))
 
 
 if __name__ == "__main__":

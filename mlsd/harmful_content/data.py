@@ -13,6 +13,11 @@ as 0). Heads, from the data we have:
 
 The book's violence, nudity and self-harm heads have no offline data and are not built.
 
+A platform's own posts come in one documented format (:func:`read_posts`; README, "Your own
+data"): CSV or JSONL with ``post_id``, ``text``, optional ``lang``, ``image`` (a path or URI)
+and ``split``, and one column per head holding 1 / 0 / empty (unknown). The heads are the
+file's columns, not a fixed list; Davidson and MLMA are adapters to it (:func:`write_posts`).
+
 Splits: Davidson stratified 80/20 by class, ``train_test_split(random_state=42)`` over the
 CSV's row order, validation a stratified tenth of the 80 %; MLMA per language the same,
 stratified by ``hostile``.
@@ -20,10 +25,18 @@ stratified by ``hostile``.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import fsspec
 import numpy as np
+
+from mlsd.data.sources import BadRows, DataError, read_text_capped
 
 DATA_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data"
 SPLITS = ("train", "val", "test")
@@ -129,3 +142,136 @@ def label_matrix(posts: list[Post], heads=HEADS) -> tuple[np.ndarray, np.ndarray
             if h in p.labels:
                 y[i, j], m[i, j] = p.labels[h], True
     return y, m
+
+
+# --- a platform's own posts: the documented format --------------------------------------
+
+POST_COLUMNS = ("post_id", "text", "lang", "image", "split")  # the rest are heads
+LABEL_VALUES = {"1": 1, "0": 0, "": None, "1.0": 1, "0.0": 0, "true": 1, "false": 0}
+MAX_TEXT_CHARS = 20_000
+MAX_POSTS_BYTES = 8 << 30  # 8 GiB: more posts than this: sample or shard them
+HEAD_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def post_split(post_id: str, val: float = 0.1, test: float = 0.1) -> str:
+    """ "train" / "val" / "test" by a hash of the post id (a file without a split column)."""
+    u = zlib.crc32(str(post_id).encode()) % 1000 / 1000
+    return "test" if u >= 1 - test else "val" if u >= 1 - test - val else "train"
+
+
+def _records(path: str) -> tuple[list[str], list[tuple[int, dict]]]:
+    """(columns, [(row number, {column: text})]) of a CSV or JSONL file (by extension)."""
+    lines = read_text_capped(path, max_bytes=MAX_POSTS_BYTES)
+    if not any(ln.strip() for ln in lines):
+        raise DataError(f"{path}: empty file")
+    if path.lower().endswith((".jsonl", ".ndjson")):
+        rows, columns = [], {}
+        for n, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                obj = {"__error__": f"not JSON: {e.msg}"}
+            if not isinstance(obj, dict):
+                obj = {"__error__": "not a JSON object"}
+            columns.update(dict.fromkeys(k for k in obj if k != "__error__"))
+            rows.append((n, obj))
+        return list(columns), rows
+    reader = csv.reader(io.StringIO("\n".join(lines)))
+    header = [h.strip() for h in next(reader)]
+    rows = []
+    for row in reader:
+        if not row:
+            continue
+        n = reader.line_num
+        if len(row) != len(header):
+            rows.append((n, {"__error__": f"{len(row)} fields, the header has {len(header)}"}))
+        else:
+            rows.append((n, dict(zip(header, row, strict=True))))
+    return header, rows
+
+
+def read_posts(
+    path: str, heads: list[str] | None = None, max_bad_fraction: float = 0.5
+) -> tuple[list[Post], tuple[str, ...], BadRows]:
+    """A platform's labelled posts -> (posts, heads, bad rows). ``heads``: the head columns
+    to train (default: every column that is not one of :data:`POST_COLUMNS`). A missing
+    ``post_id`` / ``text`` column, no head column, or a file that is mostly bad is a
+    :class:`DataError`; a bad row (wrong field count, empty or over-long text, a label that
+    is not 1 / 0 / empty, a post id seen before, a bad split) is named and counted."""
+    columns, rows = _records(path)
+    for col in ("post_id", "text"):
+        if col not in columns:
+            raise DataError(f"{path}: no column {col!r} (the columns are {columns[:20]})")
+    found = [c for c in columns if c not in POST_COLUMNS]
+    heads = list(heads) if heads else found
+    for h in heads:
+        if h not in columns:
+            raise DataError(f"{path}: no head column {h!r} (head columns: {found})")
+        if not HEAD_NAME.fullmatch(h):
+            raise DataError(f"{path}: head column {h!r}: lower-case letters, digits, '_'")
+    if not heads:
+        raise DataError(f"{path}: no head column (a column per policy, 1 / 0 / empty)")
+    bad, seen, posts = BadRows(), set(), []
+    for n, rec in rows:
+        bad.total += 1
+        where = f"{path}, row {n}"
+        if "__error__" in rec:
+            bad.add(rec["__error__"], where)
+            continue
+        post_id = str(rec.get("post_id") if rec.get("post_id") is not None else "").strip()
+        text = rec.get("text")
+        if not post_id:
+            bad.add("empty post_id", f"{where}, column 'post_id'")
+            continue
+        if post_id in seen:
+            bad.add(f"duplicate post_id {post_id[:100]!r}", f"{where}, column 'post_id'")
+            continue
+        if not isinstance(text, str) or not text.strip():
+            bad.add("empty text", f"{where}, column 'text'")
+            continue
+        if len(text) > MAX_TEXT_CHARS:
+            bad.add(f"text over {MAX_TEXT_CHARS} characters", f"{where}, column 'text'")
+            continue
+        labels, why = {}, ""
+        for h in heads:
+            raw = rec.get(h)
+            value = LABEL_VALUES.get(str("" if raw is None else raw).strip().lower(), "bad")
+            if value == "bad":
+                why = f"label {str(raw)[:20]!r} is not 1, 0 or empty; column {h!r}"
+                break
+            if value is not None:
+                labels[h] = value
+        if why:
+            bad.add(why, where)
+            continue
+        split = str(rec.get("split") or "").strip() or post_split(post_id)
+        if split not in SPLITS:
+            bad.add(f"split {split[:20]!r} is not train, val or test", f"{where}, column 'split'")
+            continue
+        seen.add(post_id)
+        lang = str(rec.get("lang") or "").strip() or "und"
+        meta = {"post_id": post_id, "split": split}
+        if rec.get("image"):
+            meta["image"] = str(rec["image"])
+        posts.append(Post(text, lang, "posts", labels, n, meta))
+    bad.check(path, max_bad_fraction)
+    return posts, tuple(heads), bad
+
+
+def write_posts(posts: list[Post], path: str | Path, heads=HEADS, split: str | None = None) -> int:
+    """Posts -> the documented CSV (how Davidson and MLMA become adapters to the format):
+    ``post_id`` = source:row, the post's ``split`` if given, one column per head."""
+    with fsspec.open(str(path), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["post_id", "text", "lang", "split", *heads])
+        for p in posts:
+            cells = ["" if p.labels.get(h) is None else str(p.labels[h]) for h in heads]
+            pid = p.meta.get("post_id") or f"{p.source}:{p.lang}:{p.row}"
+            w.writerow([pid, p.text, p.lang, split or p.meta.get("split", ""), *cells])
+    return len(posts)
+
+
+def posts_of(posts: list[Post], split: str) -> list[Post]:
+    return [p for p in posts if p.meta.get("split") == split]

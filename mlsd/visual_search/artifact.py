@@ -1,8 +1,9 @@
 """The visual-search artifact: what serving loads, and how a version is built.
 
 Files: ``encoder.pt`` (state dict), ``encoder.onnx``, ``encoder.int8.onnx``, ``index.faiss``,
-``catalogue.parquet`` (image_id, owner, private, unsafe, signature, label), ``images.npy``
-(the catalogue's pixels by id) and ``live_images.parquet`` (the folded uploads' bytes); images
+``catalogue.parquet`` (image_id, owner, private, unsafe, signature, label, file), the
+catalogue's images (``images.npy``, the demo's small pixels by id, or ``images.parquet``, a
+user's photos' bytes by id) and ``live_images.parquet`` (the folded uploads' bytes); images
 tombstoned in the live log are in none of them. The manifest's
 config holds the encoder, training and index configs, its metrics the catalogue evaluation and
 the ONNX / int8 parity figures.
@@ -11,20 +12,25 @@ the ONNX / int8 parity figures.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
-from mlsd.artifacts import Artifact, ArtifactError, ArtifactStore
+from mlsd.artifacts import Artifact, ArtifactError, ArtifactStore, ArtifactWriter
+from mlsd.data.sources import BadRows, DataError
 from mlsd.drift import REFERENCE_FILE, DriftReference, build_reference
-from mlsd.image import decode_image, dhash, images_to_tensor
+from mlsd.image import InvalidImage, decode_image, dhash, images_to_tensor
 from mlsd.index import IndexConfig, VectorIndex
 from mlsd.runtime import export_onnx, make_runner, quantize_int8
 from mlsd.visual_search.catalogue import CatalogueLog
+from mlsd.visual_search.data import PhotoSource, assign_ids, decode_photo, read_bytes
 from mlsd.visual_search.evaluation import evaluate_embeddings
-from mlsd.visual_search.features import drift_features, to_array
+from mlsd.visual_search.features import drift_features, model_input
 from mlsd.visual_search.model import EncoderConfig, build_encoder
 
 ENCODER_FILES = {"torch": "encoder.pt", "onnx": "encoder.onnx", "onnx-int8": "encoder.int8.onnx"}
@@ -52,19 +58,162 @@ def embed_in_process(images: np.ndarray, onnx_path: Path, batch_size: int = 256)
 
 
 def drift_reference(
-    x: np.ndarray, emb: np.ndarray, ids: np.ndarray, index: VectorIndex, n: int = 5000
+    features: dict[str, np.ndarray],
+    emb: np.ndarray,
+    ids: np.ndarray,
+    index: VectorIndex,
+    n: int = 5000,
 ) -> DriftReference:
-    """The catalogue as drift reference: its images' input features, their embeddings and,
-    as the score a search would get, each image's best match other than itself."""
-    pick = np.random.default_rng(0).permutation(len(x))[:n]
+    """The catalogue as drift reference: its images' input features ((N,) each, see
+    :func:`drift_features`), their embeddings and, as the score a search would get, each
+    image's best match other than itself."""
+    pick = np.random.default_rng(0).permutation(len(emb))[:n]
     scores, found = index.search(emb[pick], 2)  # (n, 2): itself first, usually
     top = np.where(found[:, 0] == ids[pick], scores[:, 1], scores[:, 0])
     return build_reference(
-        features=drift_features(x[pick], np.zeros(len(pick), bool)),
+        features={k: np.asarray(v)[pick] for k, v in features.items()},
         scores={"top1_similarity": top[np.isfinite(top)]},
         embeddings={"image": emb[pick]},
         source=f"{len(pick)} catalogue images (leave-one-out top-1 similarity)",
     )
+
+
+# --- the steps of building a version, shared by the demo's and a user's catalogue ---------
+
+
+def write_encoder(writer: ArtifactWriter, model: torch.nn.Module, example: np.ndarray) -> None:
+    """``encoder.pt`` (state dict) and ``encoder.onnx`` exported on ``example`` (B, C, S, S)."""
+    state = {k: v.cpu() for k, v in model.state_dict().items()}
+    torch.save(state, writer.path("encoder.pt"))
+    export_onnx(model, torch.as_tensor(example[:2]), writer.path("encoder.onnx"))
+
+
+def read_deletions(live_log: str | None, objects: str | None) -> tuple[CatalogueLog | None, set]:
+    """The live log and its tombstoned ids. A configured log that cannot be read fails the job
+    (naming the store): an artifact built without its deletions would bring deleted images
+    back."""
+    logdb = CatalogueLog(live_log, objects) if live_log else None
+    return logdb, (logdb.deleted_ids() if logdb is not None else set())
+
+
+@dataclass
+class Catalogue:
+    """The rows of a version's index, in order: ids, embeddings and metadata columns."""
+
+    ids: list[np.ndarray] = field(default_factory=list)
+    emb: list[np.ndarray] = field(default_factory=list)
+    owners: list[str] = field(default_factory=list)
+    private: list[bool] = field(default_factory=list)
+    unsafe: list[bool] = field(default_factory=list)
+    signatures: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    def add_catalogue(self, ids, emb, signatures, labels, files=None) -> None:
+        """Rows of the catalogue itself (public, owned by "catalogue")."""
+        n = len(ids)
+        self.ids.append(np.asarray(ids, np.int64))
+        self.emb.append(np.asarray(emb, np.float32))
+        self.owners += ["catalogue"] * n
+        self.private += [False] * n
+        self.unsafe += [False] * n
+        self.signatures += list(signatures)
+        self.labels += [int(v) for v in labels]
+        self.files += list(files) if files is not None else [""] * n
+
+    def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.concatenate(self.emb), np.concatenate(self.ids)
+
+    def write(self, path: Path) -> None:
+        ids = np.concatenate(self.ids)
+        pq.write_table(
+            pa.table(
+                {
+                    "image_id": ids,
+                    "owner": self.owners,
+                    "private": self.private,
+                    "unsafe": self.unsafe,
+                    "signature": self.signatures,
+                    "label": self.labels,
+                    "file": self.files,
+                }
+            ),
+            path,
+        )
+
+
+def fold_live_uploads(
+    cat: Catalogue,
+    logdb: CatalogueLog | None,
+    deleted: set,
+    model: torch.nn.Module,
+    cfg: EncoderConfig,
+    path: Path,
+) -> int:
+    """The indexing path of the book: the live log's additions (deleted ones erased) are
+    embedded with this version's encoder and become catalogue rows; their bytes go to
+    ``live_images.parquet`` (GET /images/{id} after the log prunes them). -> how many."""
+    ids, live_bytes = [], []
+    if logdb is not None:
+        for _, live in logdb.since(0):
+            data = logdb.image_bytes(live.meta.image_id)
+            if data is None or live.meta.image_id in deleted:
+                continue
+            x, _ = model_input(decode_image(data, target=cfg.image_size), cfg)
+            with torch.inference_mode():
+                cat.emb.append(model(torch.as_tensor(x[None])).numpy())  # (1, D)
+            cat.ids.append(np.array([live.meta.image_id], np.int64))
+            cat.owners.append(live.meta.owner)
+            cat.private.append(live.meta.private)
+            cat.unsafe.append(live.meta.unsafe)
+            cat.signatures.append(live.meta.signature)
+            cat.labels.append(-1)
+            cat.files.append("")
+            ids.append(live.meta.image_id)
+            live_bytes.append(data)
+        logdb.close()
+    pq.write_table(
+        pa.table(
+            {"image_id": pa.array(ids, pa.int64()), "data": pa.array(live_bytes, pa.binary())}
+        ),
+        path,
+    )
+    return len(ids)
+
+
+def compression_metrics(
+    writer: ArtifactWriter, model: torch.nn.Module, x: np.ndarray, emb: np.ndarray
+) -> dict:
+    """Model compression: static int8 calibrated on catalogue inputs ``x`` (n, C, S, S) whose
+    exported-fp32 embeddings are ``emb`` (n, D); parity of torch, ONNX and int8."""
+    metrics = {}
+    with torch.inference_mode():
+        torch_ref = model(torch.as_tensor(x[:64])).numpy()
+    metrics["onnx_vs_torch_max_abs_diff"] = float(np.abs(emb[:64] - torch_ref).max())
+    calib = [x[i : i + 64] for i in range(0, min(len(x), 1024), 64)]
+    quantize_int8(writer.path("encoder.onnx"), writer.path("encoder.int8.onnx"), calib)
+    sample = x[: min(len(x), 1000)]
+    ref = emb[: len(sample)]
+    for tag, fname in (("onnx", "encoder.onnx"), ("onnx_int8", "encoder.int8.onnx")):
+        out = make_runner("onnx", path=writer.path(fname), device="cpu").run(sample)
+        out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        metrics[f"{tag}_max_abs_diff"] = float(np.abs(out - ref).max())
+        metrics[f"{tag}_mean_cosine"] = float((out * ref).sum(1).mean())
+    return metrics
+
+
+def write_index(
+    writer: ArtifactWriter, cat: Catalogue, index_cfg: IndexConfig, features: dict, n: int
+) -> VectorIndex:
+    """``index.faiss`` over every row, the drift reference over the first ``n`` (the
+    catalogue's own images, whose input ``features`` are given) and ``catalogue.parquet``."""
+    emb, ids = cat.embeddings()
+    index = VectorIndex.build(emb, ids, index_cfg)
+    index.save(writer.path("index.faiss"))
+    ref = drift_reference(features, emb[:n], ids[:n], index)
+    ref.save(writer.path(REFERENCE_FILE))
+    cat.write(writer.path("catalogue.parquet"))
+    return index
 
 
 def build_visual_search_artifact(
@@ -82,106 +231,45 @@ def build_visual_search_artifact(
     extra_metrics: dict | None = None,
     data_info: dict | None = None,
 ) -> str:
-    """Embed + index the catalogue, export ONNX fp32/int8, evaluate, commit a new version.
+    """The demo's catalogue (an in-memory array of small images, Fashion-MNIST): embed +
+    index, fold the live log, export ONNX fp32/int8, evaluate, commit a new version.
 
     ``embed(images, onnx_path)`` embeds the catalogue with the exported model: in process by
     default; the indexing job passes Ray Data batch inference."""
     t0 = time.perf_counter()
     model = model.eval().cpu()
-    state = {k: v.cpu() for k, v in model.state_dict().items()}
     x = images_to_tensor(catalogue_images).numpy()  # (N, C, H, W)
     writer = store.new_version(name)
-    torch.save(state, writer.path("encoder.pt"))
-    export_onnx(model, torch.as_tensor(x[:2]), writer.path("encoder.onnx"))
-    # a configured log that cannot be read fails the job (naming the store): an artifact built
-    # without its deletions would bring deleted images back
-    logdb = CatalogueLog(live_log, objects) if live_log else None
-    deleted = logdb.deleted_ids() if logdb is not None else set()
-    keep = ~np.isin(np.arange(len(x)), np.fromiter(deleted, np.int64, len(deleted)))
-    pixels = np.where(keep[:, None, None], catalogue_images, 0).astype(np.uint8)
-    np.save(writer.path("images.npy"), pixels)  # (N, H, W) by id; deleted ones blank
-    x, catalogue_images = x[keep], catalogue_images[keep]
-    if catalogue_labels is not None:
-        catalogue_labels = np.asarray(catalogue_labels)[keep]
-    emb = (embed or embed_in_process)(x, writer.path("encoder.onnx"))
-    ids = np.flatnonzero(keep).astype(np.int64)
-    owners = ["catalogue"] * len(x)
-    private = [False] * len(x)
-    unsafe = [False] * len(x)
-    signatures = [dhash(img) for img in catalogue_images]
-    labels = [int(v) for v in catalogue_labels] if catalogue_labels is not None else [-1] * len(x)
-    folded, live_bytes = 0, []
-    if logdb is not None:  # the indexing path of the book: fold live adds (deleted ones erased)
-        extra_emb, extra_ids = [], []
-        for _, live in logdb.since(0):
-            data = logdb.image_bytes(live.meta.image_id)
-            if data is None or live.meta.image_id in deleted:
-                continue
-            arr = to_array(
-                decode_image(data, target=encoder_cfg.image_size),
-                encoder_cfg.image_size,
-                encoder_cfg.in_channels,
-            )
-            with torch.inference_mode():
-                extra_emb.append(model(torch.as_tensor(arr[None])).numpy()[0])
-            extra_ids.append(live.meta.image_id)
-            live_bytes.append(data)
-            owners.append(live.meta.owner)
-            private.append(live.meta.private)
-            unsafe.append(live.meta.unsafe)
-            signatures.append(live.meta.signature)
-            labels.append(-1)
-        logdb.close()
-        if extra_ids:
-            emb = np.concatenate([emb, np.stack(extra_emb)])
-            ids = np.concatenate([ids, np.asarray(extra_ids, dtype=np.int64)])
-            folded = len(extra_ids)
-    index = VectorIndex.build(emb, ids, index_cfg)
-    index.save(writer.path("index.faiss"))
-    drift_reference(x, emb[: len(x)], ids[: len(x)], index).save(writer.path(REFERENCE_FILE))
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    folded_ids = ids[len(x) :]
-    pq.write_table(  # the folded uploads' bytes: GET /images/{id} after the log prunes them
-        pa.table({"image_id": folded_ids, "data": pa.array(live_bytes, pa.binary())}),
-        writer.path("live_images.parquet"),
-    )
-    pq.write_table(
-        pa.table(
-            {
-                "image_id": ids,
-                "owner": owners,
-                "private": private,
-                "unsafe": unsafe,
-                "signature": signatures,
-                "label": labels,
-            }
-        ),
-        writer.path("catalogue.parquet"),
-    )
-    metrics: dict = dict(extra_metrics or {})
-    n = len(catalogue_images)
-    if catalogue_labels is not None:
-        metrics["catalogue_eval"] = evaluate_embeddings(emb[:n], np.asarray(catalogue_labels))
-    # model compression: static int8 calibrated on catalogue images; parity with torch
-    with torch.inference_mode():
-        torch_ref = model(torch.as_tensor(x[:64])).numpy()
-    metrics["onnx_vs_torch_max_abs_diff"] = float(np.abs(emb[:64] - torch_ref).max())
-    calib = [x[i : i + 64] for i in range(0, min(len(x), 1024), 64)]
-    quantize_int8(writer.path("encoder.onnx"), writer.path("encoder.int8.onnx"), calib)
-    sample = x[: min(len(x), 1000)]
-    ref = emb[: len(sample)]
-    for tag, fname in (("onnx", "encoder.onnx"), ("onnx_int8", "encoder.int8.onnx")):
-        out = make_runner("onnx", path=writer.path(fname), device="cpu").run(sample)
-        out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        metrics[f"{tag}_max_abs_diff"] = float(np.abs(out - ref).max())
-        metrics[f"{tag}_mean_cosine"] = float((out * ref).sum(1).mean())
-    metrics["index"] = {"kind": index.kind, "size": len(index), "nprobe": index.nprobe}
-    metrics["folded_live_images"] = folded
-    metrics["deleted_left_out"] = len(deleted)
-    metrics["index_seconds"] = time.perf_counter() - t0
-    version = writer.commit(
+    try:
+        write_encoder(writer, model, x)
+        logdb, deleted = read_deletions(live_log, objects)
+        keep = ~np.isin(np.arange(len(x)), np.fromiter(deleted, np.int64, len(deleted)))
+        pixels = np.where(keep[:, None, None], catalogue_images, 0).astype(np.uint8)
+        np.save(writer.path("images.npy"), pixels)  # (N, H, W) by id; deleted ones blank
+        x, catalogue_images = x[keep], catalogue_images[keep]
+        labels = np.full(len(x), -1) if catalogue_labels is None else catalogue_labels[keep]
+        emb = (embed or embed_in_process)(x, writer.path("encoder.onnx"))
+        cat = Catalogue()
+        sigs = [dhash(img) for img in catalogue_images]
+        cat.add_catalogue(np.flatnonzero(keep), emb, sigs, labels)
+        folded = fold_live_uploads(
+            cat, logdb, deleted, model, encoder_cfg, writer.path("live_images.parquet")
+        )
+        index = write_index(
+            writer, cat, index_cfg, drift_features(x, np.zeros(len(x), bool)), len(x)
+        )
+        metrics: dict = dict(extra_metrics or {})
+        if catalogue_labels is not None:
+            metrics["catalogue_eval"] = evaluate_embeddings(emb, np.asarray(labels))
+        metrics.update(compression_metrics(writer, model, x, emb))
+        metrics["index"] = {"kind": index.kind, "size": len(index), "nprobe": index.nprobe}
+        metrics["folded_live_images"] = folded
+        metrics["deleted_left_out"] = len(deleted)
+        metrics["index_seconds"] = time.perf_counter() - t0
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.commit(
         config={
             "encoder": encoder_cfg.to_dict(),
             "train": train_config,
@@ -190,4 +278,194 @@ def build_visual_search_artifact(
         data=data_info or {},
         metrics=metrics,
     )
-    return version
+
+
+def build_photo_artifact(
+    store: ArtifactStore,
+    name: str,
+    model: torch.nn.Module,
+    encoder_cfg: EncoderConfig,
+    train_config: dict,
+    source: PhotoSource,
+    index_cfg: IndexConfig,
+    embed_rows: Callable[[Path], Iterable[dict]] | None = None,
+    live_log: str | None = None,
+    objects: str | None = None,
+    previous_ids: dict[str, int] | None = None,
+    max_bad_fraction: float = 0.5,
+    extra_metrics: dict | None = None,
+    data_info: dict | None = None,
+) -> str:
+    """A user's photo catalogue, streamed: ``embed_rows(onnx_path)`` yields batches (dicts of
+    columns: ``path``, ``embedding`` (B, D), ``stored`` (bytes), ``signature``, ``error`` (""
+    when fine) and the drift features) as Ray Data batch inference produces them (default:
+    :func:`embed_photos_in_process`), so only the embeddings, never the pixels, are held
+    here. Photos keep the ids they had in ``previous_ids``' version; tombstoned ones are
+    left out. A mostly unreadable input fails
+    (:class:`mlsd.data.sources.DataError`) and nothing is written to the store."""
+    t0 = time.perf_counter()
+    model = model.eval().cpu()
+    name_of = {_key(f): n for f, n in zip(source.files, source.names, strict=True)}
+    codes = source.label_codes()
+    label_of = dict(zip(source.names, codes[0].tolist(), strict=True)) if codes is not None else {}
+    all_ids = dict(zip(source.names, assign_ids(source.names, previous_ids).tolist(), strict=True))
+    writer = store.new_version(name)
+    try:
+        sample = np.stack([decode_photo(read_bytes(f), encoder_cfg).x for f in _sample(source)])
+        write_encoder(writer, model, sample)
+        logdb, deleted = read_deletions(live_log, objects)
+        cat, bad = Catalogue(), BadRows()
+        feats: dict[str, list] = {}
+        stored_writer = None
+        embed_rows = embed_rows or (lambda p: embed_photos_in_process(source, p, encoder_cfg))
+        t_embed = time.perf_counter()
+        t_first, n_first = None, 0
+        for batch in embed_rows(writer.path("encoder.onnx")):
+            if t_first is None:  # the pipeline's start-up (actors, model load) ends here
+                t_first, n_first = time.perf_counter(), len(batch["path"])
+            ok = np.array([not e for e in batch["error"]], bool)
+            names = [name_of.get(_key(p), p) for p in batch["path"]]
+            bad.total += len(names)
+            for n, e in zip(names, batch["error"], strict=True):
+                if e:
+                    bad.add(e, f"{source.src}: {n}")
+            ids = np.array([all_ids.get(n, -1) for n in names], np.int64)
+            ok &= (ids >= 0) & ~np.isin(ids, np.fromiter(deleted, np.int64, len(deleted)))
+            if not ok.any():
+                continue
+            sel = np.flatnonzero(ok)
+            cat.add_catalogue(
+                ids[sel],
+                np.asarray(batch["embedding"])[sel],
+                [batch["signature"][i] for i in sel],
+                [label_of.get(names[i], -1) for i in sel],
+                [names[i] for i in sel],
+            )
+            for k in DRIFT_FEATURES:
+                feats.setdefault(k, []).append(np.asarray(batch[k], np.float64)[sel])
+            table = pa.table(
+                {
+                    "image_id": pa.array(ids[sel], pa.int64()),
+                    "data": pa.array([batch["stored"][i] for i in sel], pa.binary()),
+                }
+            )
+            if stored_writer is None:
+                stored_writer = pq.ParquetWriter(writer.path("images.parquet"), table.schema)
+            stored_writer.write_table(table, row_group_size=256)
+        if stored_writer is not None:
+            stored_writer.close()
+        t_end = time.perf_counter()
+        embed_seconds = t_end - t_embed
+        steady = (bad.total - n_first) / (t_end - t_first) if t_end > (t_first or t_end) else 0
+        bad.check(f"photos under {source.src}", max_bad_fraction)
+        n = sum(len(i) for i in cat.ids)
+        if n == 0:
+            raise DataError(f"photos under {source.src}: every photo was deleted or unreadable")
+        emb, ids = cat.embeddings()
+        labels = np.asarray(cat.labels)
+        folded = fold_live_uploads(
+            cat, logdb, deleted, model, encoder_cfg, writer.path("live_images.parquet")
+        )
+        features = {k: np.concatenate(v) for k, v in feats.items()}
+        index = write_index(writer, cat, index_cfg, features, n)
+        metrics: dict = dict(extra_metrics or {})
+        metrics["input"] = bad.report()
+        metrics["embed_seconds"] = embed_seconds  # read, decode, embed, store: the stream
+        metrics["photos_per_second"] = bad.total / embed_seconds
+        metrics["photos_per_second_steady"] = steady  # after the first batch: what scales
+        metrics["labels_input"] = source.bad.report()
+        if codes is not None and (labels >= 0).sum() > 1:
+            lab = labels >= 0
+            metrics["catalogue_eval"] = evaluate_embeddings(emb[lab], labels[lab])
+        with torch.inference_mode():
+            sample_emb = model(torch.as_tensor(sample)).numpy()
+        onnx_emb = make_runner("onnx", path=writer.path("encoder.onnx"), device="cpu").run(sample)
+        metrics["onnx_vs_torch_max_abs_diff"] = float(np.abs(onnx_emb - sample_emb).max())
+        metrics.update(compression_metrics(writer, model, sample, onnx_emb))
+        metrics["index"] = {"kind": index.kind, "size": len(index), "nprobe": index.nprobe}
+        metrics["folded_live_images"] = folded
+        metrics["deleted_left_out"] = len(deleted)
+        metrics["index_seconds"] = time.perf_counter() - t0
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.commit(
+        config={
+            "encoder": encoder_cfg.to_dict(),
+            "train": train_config,
+            "index": index_cfg.to_dict(),
+            "labels": codes[1] if codes is not None else None,
+        },
+        data={"catalogue": source.src, "photos": len(source), **(data_info or {})},
+        metrics=metrics,
+    )
+
+
+DRIFT_FEATURES = (
+    "brightness", "contrast", "edges", "anisotropy", "vertical_balance", "saturation", "flipped",
+)  # fmt: skip
+
+
+def _key(path: str) -> str:
+    """A path as Ray Data's file readers report it (no scheme: ``bucket/key`` for s3)."""
+    return path.split("://", 1)[-1]
+
+
+def _sample(source: PhotoSource, n: int = 64) -> list[str]:
+    """Up to ``n`` readable photos spread over the catalogue: calibration and parity inputs."""
+    step = max(1, len(source.files) // n)
+    out = []
+    for f in source.files[::step]:
+        try:
+            decode_photo(read_bytes(f), EncoderConfig(in_channels=3, image_size=16))
+        except (InvalidImage, OSError):
+            continue
+        out.append(f)
+        if len(out) >= n:
+            break
+    if not out:
+        raise DataError(f"photos under {source.src}: none of them can be decoded")
+    return out
+
+
+def photo_batch(paths: list[str], blobs: list[bytes], cfg: EncoderConfig) -> dict:
+    """Photos' bytes -> the columns :func:`build_photo_artifact` reads, less ``embedding``:
+    ``image`` (B, C, S, S) model inputs (zeros for a bad file, whose ``error`` says why),
+    ``stored`` bytes, ``signature`` and the drift features. Runs in Ray Data tasks."""
+    c, s = cfg.in_channels, cfg.image_size
+    out: dict[str, list] = {"path": [], "image": [], "stored": [], "signature": [], "error": []}
+    stats: dict[str, list] = {k: [] for k in DRIFT_FEATURES}
+    for path, data in zip(paths, blobs, strict=True):
+        try:
+            d = decode_photo(bytes(data), cfg)
+            x, stored, err, st = d.x, d.stored, "", d.stats
+        except InvalidImage as e:
+            x, stored, err, st = np.zeros((c, s, s), np.float32), b"", f"unreadable image: {e}", {}
+        out["path"].append(path)
+        out["image"].append(x)
+        out["stored"].append(stored)
+        out["signature"].append(dhash(x) if not err else "")
+        out["error"].append(err)
+        for k in DRIFT_FEATURES:
+            stats[k].append(st.get(k, 0.0))
+    return {
+        "path": np.array(out["path"], dtype=object),
+        "image": np.stack(out["image"]).astype(np.float32),
+        "stored": np.array(out["stored"], dtype=object),
+        "signature": np.array(out["signature"], dtype=object),
+        "error": np.array(out["error"], dtype=object),
+        **{k: np.array(v, np.float64) for k, v in stats.items()},
+    }
+
+
+def embed_photos_in_process(
+    source: PhotoSource, onnx_path: Path, cfg: EncoderConfig, batch_size: int = 64
+) -> Iterator[dict]:
+    """:func:`build_photo_artifact`'s rows computed in this process (tests, small folders);
+    the indexing job streams the same batches through Ray Data."""
+    runner = make_runner("onnx", path=onnx_path, device="cpu")
+    for i in range(0, len(source.files), batch_size):
+        paths = source.files[i : i + batch_size]
+        batch = photo_batch(paths, [read_bytes(p) for p in paths], cfg)
+        batch["embedding"] = runner.run(batch.pop("image"))
+        yield batch

@@ -27,6 +27,23 @@ def simclr_augment(size: int = 28, strength: float = 1.0):
     )
 
 
+def photo_augment(size: int, strength: float = 1.0):
+    """Views of an RGB photo for an adapted encoder: crop-and-resize and flips, mild colour
+    jitter (hue barely: colour is often what tells two products, or two flowers, apart).
+    Applies to a (C, H, W) float tensor."""
+    from torchvision.transforms import v2
+
+    s = strength
+    jitter = v2.ColorJitter(brightness=0.3 * s, contrast=0.3 * s, saturation=0.2 * s, hue=0.02 * s)
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(size, scale=(max(0.08, 1 - 0.75 * s), 1.0), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomApply([jitter], p=0.8),
+        ]
+    )
+
+
 class BatchAugment:
     """The same SimCLR augmentations as :func:`simclr_augment`, drawn per image but applied to
     a whole (B, C, H, W) batch at once (one ``affine_grid`` + ``grid_sample``), so augmenting

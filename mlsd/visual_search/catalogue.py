@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow.parquet as pq
 from sqlalchemy import bindparam, func, insert, select, update
 
 from mlsd.artifacts import Artifact, ArtifactError, label_version
@@ -237,8 +238,6 @@ class CatalogueIndex:
         max_per_owner: int | None = None,
         retention_s: float | None = None,
     ):
-        import pyarrow.parquet as pq
-
         self.version = artifact.version
         index_path = artifact.file("index.faiss")
         try:
@@ -274,6 +273,7 @@ class CatalogueIndex:
         files = artifact.manifest.get("files", {})
         # the pixels an indexing job kept: catalogue images, and the uploads it folded in
         self._images = artifact.file("images.npy") if "images.npy" in files else None
+        self._photos = artifact.file("images.parquet") if "images.parquet" in files else None
         self._live_images = (
             artifact.file("live_images.parquet") if "live_images.parquet" in files else None
         )
@@ -323,18 +323,19 @@ class CatalogueIndex:
 
     def image(self, image_id: int) -> bytes | np.ndarray | None:
         """The stored pixels: an upload's bytes (the log, else the artifact it was folded
-        into), or a catalogue image's (H, W) uint8 array; None when not kept."""
+        into), a catalogue photo's bytes, or a demo catalogue image's (H, W) uint8 array;
+        None when not kept."""
         image_id = int(image_id)
         if self.log is not None and (data := self.log.image_bytes(image_id)) is not None:
             return data
         if 0 <= image_id < LIVE_ID_BASE and self._images is not None:
             arr = np.load(self._images, mmap_mode="r")  # (N, H, W) uint8
             return np.array(arr[image_id]) if image_id < len(arr) else None
-        if self._live_images is not None:
-            import pyarrow.parquet as pq
-
-            t = pq.read_table(self._live_images, filters=[("image_id", "=", image_id)])
-            return t.column("data")[0].as_py() if t.num_rows else None
+        for path in (self._photos, self._live_images):
+            if path is not None:  # row groups of 256 by id: the filter reads one or two
+                t = pq.read_table(path, filters=[("image_id", "=", image_id)])
+                if t.num_rows:
+                    return t.column("data")[0].as_py()
         return None
 
     def delete(self, image_id: int, deleted_by: str | None) -> bool:

@@ -193,6 +193,25 @@ class PairMaker:
         return self._aug(a), self._aug(p), groups
 
 
+class FeatureViews:
+    """Anchor ids -> (anchor view, positive view, None) for an adapted encoder, whose views
+    are backbone features of augmented crops computed once (``views`` (N, K, D), by Ray
+    Data): each side draws one of its image's K views; positives come from ``sampler``."""
+
+    def __init__(self, views: torch.Tensor, sampler: PositiveSampler, seed: int = 0):
+        self.views, self.sampler = views, sampler
+        self.g = torch.Generator().manual_seed(seed)
+
+    def __call__(self, anchor_ids: np.ndarray, device: torch.device | str = "cpu"):
+        a = torch.as_tensor(np.asarray(anchor_ids, dtype=np.int64))
+        p = torch.as_tensor(self.sampler(a.numpy()))
+        k = self.views.shape[1]
+        k1, k2 = torch.randint(0, k, (2, len(a)), generator=self.g)
+        va = self.views[a, k1].float().to(device)  # (B, D)
+        vp = self.views[p, k2].float().to(device)
+        return va, vp, None
+
+
 @torch.no_grad()
 def embed_all(model: torch.nn.Module, images: torch.Tensor, batch: int = 2048, bf16: bool = False):
     """(N, C, H, W) -> (N, D) float32 numpy embeddings with the model in eval mode."""

@@ -76,3 +76,39 @@ def test_batch_blur_skips_broken_files_and_finished_outputs(ray_session, tmp_pat
         assert c.streams.video[0].frames == 6  # re-encoded, every frame
     again = run(args)
     assert again["written"] == 0 and again["skipped_existing"] == 3
+
+
+def test_training_from_your_own_coco_boxes(ray_session, tmp_path):
+    """README's "Your own data" for blurring: real training photos written out as a COCO
+    file (faces and plates under the user's class names, plus a class the map leaves out),
+    trained through ``--boxes``; the artifact says what it was trained on."""
+    _need_data()
+    from mlsd.artifacts import ArtifactStore
+    from mlsd.blurring import data as D
+    from train.blurring import parse_args, run
+
+    photos = D.faces("train")[:3] + D.plates("train")[:3]
+    cats = [{"id": 1, "name": "person-face"}, {"id": 2, "name": "lp"}, {"id": 3, "name": "car"}]
+    images, anns = [], []
+    for i, e in enumerate(photos):
+        images.append({"id": i, "file_name": str(e.path), "width": e.width, "height": e.height})
+        for (x1, y1, x2, y2), lab in zip(e.boxes.tolist(), e.labels.tolist(), strict=True):
+            anns.append({"image_id": i, "category_id": 1 if lab == D.FACE else 2,
+                         "bbox": [x1, y1, x2 - x1, y2 - y1]})  # fmt: skip
+        anns.append({"image_id": i, "category_id": 3, "bbox": [0, 0, 10, 10]})
+    coco = tmp_path / "boxes.json"
+    coco.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    out = run(
+        parse_args(
+            ["--boxes", str(coco), "--boxes-images", "/", "--class-map",
+             "person-face=face,lp=plate", "--epochs", "1", "--max-steps-per-epoch", "1",
+             "--crop", "256", "--fpn-channels", "32", "--store", str(tmp_path / "store"),
+             "--runs-dir", str(tmp_path / "runs")]
+        )
+    )  # fmt: skip
+    assert np.isfinite(out["final"]["loss"])
+    data = ArtifactStore(tmp_path / "store").load("blurring_fcos").manifest["data"]
+    n_faces = sum(len(e.boxes) for e in photos[:3])
+    assert data["boxes_by_class"] == {"face": n_faces, "plate": 3}
+    assert data["input"]["bad_rows"] == 0
+    assert data["input"]["left_out"] == {"class 'car' (not in the class map)": 6}

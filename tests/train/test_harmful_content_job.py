@@ -50,3 +50,35 @@ def test_job_trains_resumes_and_folds_in_reviews(ray_session, tmp_path):
                          num_threads=1).run(x)  # fmt: skip
     np.testing.assert_allclose(p_onnx, p_torch, atol=1e-5)
     assert p_torch.shape == (1, len(D.HEADS))
+
+
+def test_job_trains_the_heads_of_your_own_posts_file(ray_session, tmp_path):
+    """README's "Your own data" for harmful content: a posts CSV whose head columns are not
+    the demo's (real Davidson tweets relabelled into two policy columns, one of them
+    partially unknown) trains a model with exactly those heads; the bad rows are reported."""
+    from mlsd.harmful_content import data as D
+
+    if not (D.DATA_ROOT / "davidson_hate_offensive").exists():
+        pytest.skip("harmful-content data not under ../shared/data")
+    from mlsd.artifacts import ArtifactStore
+    from train.harmful_content import parse_args, run
+
+    rows = ["post_id,text,split,abuse,slur"]
+    for split in ("train", "val"):
+        for p in D.davidson(split)[:120]:
+            slur = "" if p.row % 3 else str(p.labels["hate"])  # unknown on 2 rows in 3
+            text = p.text.replace('"', "'")
+            rows.append(f'{p.row},"{text}",{split},{p.labels["offensive"]},{slur}')
+    rows.append("bad,a post,train,2,0")  # not a label: counted, not trained on
+    path = tmp_path / "posts.csv"
+    path.write_text("\n".join(rows) + "\n")
+    out = run(parse_args(["--posts", str(path), "--hidden", "32", "--epochs", "1",
+                          "--store", str(tmp_path / "store"), "--reviews", "none",
+                          "--runs-dir", str(tmp_path / "runs"),
+                          "--cache", str(tmp_path / "cache")]))  # fmt: skip
+    art = ArtifactStore(tmp_path / "store").load("harmful_content")
+    assert list(art.config["classifier"]["heads"]) == ["abuse", "slur"]
+    data = art.manifest["data"]
+    assert data["rows"] == 120 and data["input"]["bad_rows"] == 1
+    assert set(art.manifest["metrics"]["validation"]) >= {"abuse/und"}
+    assert np.isfinite(out["best_val_mean_auroc"])

@@ -68,3 +68,43 @@ def test_train_resume_and_index(ray_session, tmp_path):
         "catalogue.parquet",
     ):
         assert art.file(f).exists()
+
+
+def test_your_own_photos_train_index_and_keep_their_ids(ray_session, tmp_path):
+    """README's "Your own data" for visual search, small: a folder of real photos (JPEG, PNG,
+    WebP, one unreadable) -> the photo job trains the head with Ray Train and indexes with
+    Ray Data; re-indexing a changed folder keeps every photo's id."""
+    import pyarrow.parquet as pq
+
+    from mlsd.artifacts import ArtifactStore
+    from tests.conftest import write_photo_folder
+    from train.visual_search import parse_args, run
+    from train.visual_search_index import index_job
+
+    photos = write_photo_folder(tmp_path / "photos")
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 not a photo")
+    store = str(tmp_path / "store")
+    out = run(
+        parse_args(
+            ["--images", str(photos), "--epochs", "2", "--views", "2", "--image-size", "64",
+             "--hidden-dim", "32", "--embed-dim", "16", "--store", store,
+             "--runs-dir", str(tmp_path / "runs")]
+        )
+    )  # fmt: skip
+    assert out["photos_trained_on"] == 12 and out["input"]["bad_rows"] == 1
+    assert out["final"]["epoch"] == 1 and out["final"]["steps"] >= 1
+    art = ArtifactStore(store).load("visual_search")
+    m = art.manifest["metrics"]
+    assert art.config["encoder"]["arch"] == "adapted" and art.config["encoder"]["in_channels"] == 3
+    assert m["input"]["rows"] == 13 and m["input"]["bad_rows"] == 1
+    assert m["index"]["size"] == 12 and "catalogue_eval" in m
+    first = pq.read_table(art.file("catalogue.parquet")).to_pydict()
+    ids = dict(zip(first["file"], first["image_id"], strict=True))
+    (photos / "p0_0.jpg").unlink()
+    (photos / "new.jpg").write_bytes((photos / "p1_0.jpg").read_bytes())
+    again = index_job(["--images", str(photos), "--store", store])
+    assert again["photos"] == 13 and again["input"]["bad_rows"] == 1
+    table = pq.read_table(ArtifactStore(store).load("visual_search").file("catalogue.parquet"))
+    now = dict(zip(table["file"].to_pylist(), table["image_id"].to_pylist(), strict=True))
+    assert {f: now[f] for f in now if f != "new.jpg"} == {f: ids[f] for f in now if f in ids}
+    assert now["new.jpg"] > max(ids.values())  # a new photo gets a new id, never an old one
