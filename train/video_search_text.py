@@ -71,6 +71,29 @@ def frame_features(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, 
     )
 
 
+def pair_features(a: argparse.Namespace):
+    """``--pairs``: every video decoded and embedded once by Ray Data (``--frames`` frames,
+    time-pooled EfficientNet-Lite0 features and class probabilities), one row per pair.
+    -> (feats (N, 1, 1280), probs (N, 1, 1000), captions, input report); a video that cannot
+    be decoded drops its pairs, counted with the reason."""
+    from mlsd.video_search.data import read_pairs
+    from train.video_search_frames import embed_videos
+
+    pairs, bad = read_pairs(a.pairs, a.max_bad_fraction)
+    sample = {"fps": None, "num_frames": a.frames, "size": 224}
+    videos, skipped = embed_videos(sorted({v for v, _ in pairs}), sample, a.embed_actors)
+    by_path = {v["path"]: v for v in videos}
+    why = {s["path"]: s["reason"] for s in skipped}
+    rows = [(by_path[v], c) for v, c in pairs if v in by_path]
+    for v, _ in pairs:
+        if v not in by_path:
+            bad.add(why.get(v, "not decoded"), f"{a.pairs}: video {v[:200]!r}")
+    bad.check(a.pairs, a.max_bad_fraction)
+    feats = np.stack([np.asarray(r["feat"], np.float32) for r, _ in rows])[:, None]
+    probs = np.stack([np.asarray(r["prob"], np.float32) for r, _ in rows])[:, None]
+    return feats, probs, [c for _, c in rows], bad.report()
+
+
 def train_loop_per_worker(config: dict) -> None:
     import ray
     import ray.train
@@ -88,12 +111,18 @@ def train_loop_per_worker(config: dict) -> None:
     losses: list[float] = state["losses"].tolist() if state else []
     model = ray.train.torch.prepare_model(model)
     inner = model.module if hasattr(model, "module") else model
-    sampler = ClipSampler(labels, seed=config["seed"] + rank + start)
+    pairs = labels is None  # a user's (video, caption) pairs: row i of feats goes with caption i
+    sampler = None if pairs else ClipSampler(labels, seed=config["seed"] + rank + start)
+    rng = np.random.default_rng(config["seed"] + rank + start)
     F, P, C = torch.as_tensor(feats), torch.as_tensor(probs), torch.as_tensor(cap_emb)
     window = max(1, min(10, config["steps"] // 4))  # loss averaged over the first / last steps
     for step in range(start, config["steps"]):
-        idx, caps = sampler.sample(config["batch_size"])
-        idx = torch.as_tensor(idx)
+        if pairs:  # feats (N, 1, D): one "frame" per row, the video's pooled features
+            caps = rng.choice(len(feats), min(config["batch_size"], len(feats)), replace=False)
+            idx = torch.as_tensor(caps)
+        else:  # (B, k) images of a SYNTHETIC montage and the caption that describes it
+            idx, caps = sampler.sample(config["batch_size"])
+            idx = torch.as_tensor(idx)
         loss = inner.loss(F[idx].mean(1), P[idx].mean(1), C[torch.as_tensor(caps)])
         opt.zero_grad()
         loss.backward()
@@ -143,7 +172,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="zero-shot: class probabilities ** (1/T); chosen on the dev queries "
         "(bench.video_retrieval_eval)",
     )
-    p.add_argument("--data-dir", default=None, help="Fashion-MNIST folder")
+    p.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (the demo)")
+    g = p.add_argument_group("your own (video, caption) pairs (README, 'Your own data')")
+    g.add_argument("--pairs", default=None, help="CSV / JSONL with video (path / URI), caption")
+    g.add_argument("--frames", type=int, default=8, help="frames sampled per video")
+    g.add_argument("--embed-actors", type=int, default=1)
+    g.add_argument("--max-bad-fraction", type=float, default=0.5)
     p.add_argument("--store", default="artifacts")
     p.add_argument("--name", default="video_text")
     p.add_argument("--version", default=None)
@@ -166,12 +200,18 @@ def run(a: argparse.Namespace) -> dict:
     class_text = class_texts(text, a.prompts)
     model = VideoTextModel(VideoTextConfig(class_temperature=a.class_temperature), class_text)
     final: dict = {}
-    cap_emb = text.encode(all_captions())  # the training texts, and drift's reference
+    captions = all_captions()
+    input_report = None
+    if a.pairs:
+        feats, probs, captions, input_report = pair_features(a)
+        labels = None
+    cap_emb = text.encode(captions)  # the training texts, and drift's reference
     if a.steps > 0:
-        train = fm.load("train", a.data_dir)
-        feats, probs, labels = frame_features(
-            train.images[: a.train_images], train.labels[: a.train_images]
-        )
+        if not a.pairs:
+            train = fm.load("train", a.data_dir)
+            feats, probs, labels = frame_features(
+                train.images[: a.train_images], train.labels[: a.train_images]
+            )
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={
@@ -203,7 +243,7 @@ def run(a: argparse.Namespace) -> dict:
         ArtifactStore(a.store),
         a.name,
         model,
-        reference=(all_captions() + prompts, np.concatenate([cap_emb, text.encode(prompts)])),
+        reference=(list(captions) + prompts, np.concatenate([cap_emb, text.encode(prompts)])),
         config={
             "text_model": a.text_model,
             "kind": "contrastive" if a.steps > 0 else "zero-shot",
@@ -213,9 +253,12 @@ def run(a: argparse.Namespace) -> dict:
             "lr": a.lr,
         },
         data={
-            "train": f"SYNTHETIC clips from fashion-mnist/train[:{a.train_images}]"
-            if a.steps > 0
-            else "none (zero-shot)"
+            "train": "none (zero-shot)"
+            if a.steps <= 0
+            else f"{a.pairs} ({len(captions)} pairs)"
+            if a.pairs
+            else f"SYNTHETIC clips from fashion-mnist/train[:{a.train_images}]",
+            "input": input_report,
         },
         metrics={
             "final_loss": final.get("loss"),

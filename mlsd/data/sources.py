@@ -9,6 +9,9 @@ by file, row and column, the counts go into the job's metrics, and
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +110,44 @@ def _decode(raw: bytes, path: str, lineno: int) -> str:
         return raw.decode("utf-8-sig" if lineno == 1 else "utf-8").rstrip("\r")
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: line {lineno} is not UTF-8 ({e.reason})") from e
+
+
+def read_table(
+    path: str, max_bytes: int = MAX_TABLE_BYTES
+) -> tuple[list[str], list[tuple[int, dict]]]:
+    """(columns, [(row number, {column: value})]) of a CSV (a header row; quoted fields may
+    hold newlines) or a JSONL file (``.jsonl`` / ``.ndjson``: one object a line). A row that
+    cannot be read is ``{"__error__": why}``, for the caller to count; an empty file is a
+    :class:`DataError`."""
+    lines = read_text_capped(path, max_bytes=max_bytes)
+    if not any(ln.strip() for ln in lines):
+        raise DataError(f"{path}: empty file")
+    if path.lower().endswith((".jsonl", ".ndjson")):
+        rows, columns = [], {}
+        for n, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                obj = {"__error__": f"not JSON: {e.msg}"}
+            if not isinstance(obj, dict):
+                obj = {"__error__": "not a JSON object"}
+            columns.update(dict.fromkeys(k for k in obj if k != "__error__"))
+            rows.append((n, obj))
+        return list(columns), rows
+    reader = csv.reader(io.StringIO("\n".join(lines)))
+    header = [h.strip() for h in next(reader)]
+    rows = []
+    for row in reader:
+        if not row:
+            continue
+        n = reader.line_num
+        if len(row) != len(header):
+            rows.append((n, {"__error__": f"{len(row)} fields, the header has {len(header)}"}))
+        else:
+            rows.append((n, dict(zip(header, row, strict=True))))
+    return header, rows
 
 
 @dataclass

@@ -26,8 +26,6 @@ stratified by ``hostile``.
 from __future__ import annotations
 
 import csv
-import io
-import json
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -36,7 +34,7 @@ from pathlib import Path
 import fsspec
 import numpy as np
 
-from mlsd.data.sources import BadRows, DataError, read_text_capped
+from mlsd.data.sources import BadRows, DataError, read_table
 
 DATA_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data"
 SPLITS = ("train", "val", "test")
@@ -159,39 +157,6 @@ def post_split(post_id: str, val: float = 0.1, test: float = 0.1) -> str:
     return "test" if u >= 1 - test else "val" if u >= 1 - test - val else "train"
 
 
-def _records(path: str) -> tuple[list[str], list[tuple[int, dict]]]:
-    """(columns, [(row number, {column: text})]) of a CSV or JSONL file (by extension)."""
-    lines = read_text_capped(path, max_bytes=MAX_POSTS_BYTES)
-    if not any(ln.strip() for ln in lines):
-        raise DataError(f"{path}: empty file")
-    if path.lower().endswith((".jsonl", ".ndjson")):
-        rows, columns = [], {}
-        for n, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                obj = {"__error__": f"not JSON: {e.msg}"}
-            if not isinstance(obj, dict):
-                obj = {"__error__": "not a JSON object"}
-            columns.update(dict.fromkeys(k for k in obj if k != "__error__"))
-            rows.append((n, obj))
-        return list(columns), rows
-    reader = csv.reader(io.StringIO("\n".join(lines)))
-    header = [h.strip() for h in next(reader)]
-    rows = []
-    for row in reader:
-        if not row:
-            continue
-        n = reader.line_num
-        if len(row) != len(header):
-            rows.append((n, {"__error__": f"{len(row)} fields, the header has {len(header)}"}))
-        else:
-            rows.append((n, dict(zip(header, row, strict=True))))
-    return header, rows
-
-
 def read_posts(
     path: str, heads: list[str] | None = None, max_bad_fraction: float = 0.5
 ) -> tuple[list[Post], tuple[str, ...], BadRows]:
@@ -200,7 +165,7 @@ def read_posts(
     ``post_id`` / ``text`` column, no head column, or a file that is mostly bad is a
     :class:`DataError`; a bad row (wrong field count, empty or over-long text, a label that
     is not 1 / 0 / empty, a post id seen before, a bad split) is named and counted."""
-    columns, rows = _records(path)
+    columns, rows = read_table(path, max_bytes=MAX_POSTS_BYTES)
     for col in ("post_id", "text"):
         if col not in columns:
             raise DataError(f"{path}: no column {col!r} (the columns are {columns[:20]})")

@@ -13,15 +13,13 @@ keeps the id it had in the artifact it is re-indexed from (a deletion tombstone 
 
 from __future__ import annotations
 
-import csv
-import io
 import zlib
 from dataclasses import dataclass, field
 
 import fsspec
 import numpy as np
 
-from mlsd.data.sources import BadRows, DataError, list_files, read_text_capped, relative_name
+from mlsd.data.sources import BadRows, DataError, list_files, read_table, relative_name
 from mlsd.image import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -95,26 +93,18 @@ def read_labels(
     """``file,label`` rows -> {file: label}. A missing column or an empty file is a
     :class:`DataError`; a row with the wrong number of fields, a file not in the catalogue,
     or a second row for a file is a bad row (named, counted); an empty label is unlabelled."""
-    lines = read_text_capped(path)
-    rows = list(csv.reader(io.StringIO("\n".join(lines))))
-    if not rows or not any(rows[0]):
-        raise DataError(f"{path}: empty file (expected a header with {file_column!r} and "
-                        f"{label_column!r})")  # fmt: skip
-    header = [h.strip() for h in rows[0]]
+    header, rows = read_table(path)
     for col in (file_column, label_column):
         if col not in header:
             raise DataError(f"{path}: no column {col!r} (the header has {header})")
-    fi, li = header.index(file_column), header.index(label_column)
     out: dict[str, str] = {}
     bad = BadRows()
-    for n, row in enumerate(rows[1:], start=2):
-        if not row:
-            continue
+    for n, rec in rows:
         bad.total += 1
-        if len(row) != len(header):
-            bad.add(f"{len(row)} fields, the header has {len(header)}", f"{path}, row {n}")
+        if "__error__" in rec:
+            bad.add(rec["__error__"], f"{path}, row {n}")
             continue
-        name, label = row[fi].strip(), row[li].strip()
+        name, label = str(rec[file_column]).strip(), str(rec[label_column]).strip()
         where = f"{path}, row {n}, column {file_column!r}"
         if name not in known:
             bad.add(f"unknown file {name[:200]!r} (not among the photos)", where)
