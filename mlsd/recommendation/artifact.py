@@ -148,6 +148,7 @@ def build_recommender_artifact(
     version: str | None = None,
     config_extra: dict | None = None,
     data_info: dict | None = None,
+    extra_files: dict[str, bytes] | None = None,
 ) -> str:
     """Ranker examples -> ranker (``train_fn``, in process by default) -> WALS on the whole
     log -> artifact version. The training job passes Ray Train and Ray WALS here."""
@@ -160,6 +161,8 @@ def build_recommender_artifact(
     cg, tables, history = fit_candidate_generator(ml, ml.ratings, title_emb, settings, fit_wals)
     writer = store.new_version(name, version)
     config = write_recommender(writer, cg, tables, history, model, settings)
+    for fname, body in (extra_files or {}).items():  # e.g. the string id maps of a user's log
+        writer.path(fname).write_bytes(body)
     ranker = Ranker.torch(model.eval(), tables, device="cpu")
     drift_reference(ml.ratings, cg, tables, history, ranker, settings).save(
         writer.path(REFERENCE_FILE)

@@ -7,7 +7,7 @@ watched and liked videos, pooled by the model), and the candidate generator's sc
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +79,7 @@ class RecTables:
     item_ts_indptr: np.ndarray  # (I+1,) the log's timestamps per item, sorted (CSR)
     item_ts: np.ndarray  # (nnz,)
     relevant_min: int = 4
+    genre_names: list[str] = field(default_factory=lambda: list(GENRES))  # the tag columns
 
     def recent_popularity(self, items: np.ndarray, now: int) -> np.ndarray:
         """(n, 2) interactions with each item in the 7 and 30 days before ``now``."""
@@ -113,6 +114,7 @@ class RecTables:
         train: pd.DataFrame,
         title_emb: np.ndarray,
         relevant_min: int = 4,
+        genre_names: list[str] | None = None,
     ) -> RecTables:
         n_items, n_users = ml.n_items, ml.n_users
         items = ml.items.set_index("item_id").reindex(range(n_items))
@@ -137,13 +139,18 @@ class RecTables:
             item_ts_indptr=np.r_[0, np.cumsum(counts)].astype(np.int64),
             item_ts=by_item.timestamp.to_numpy(np.int64),
             relevant_min=relevant_min,
+            genre_names=list(genre_names or ml.genre_names),
         )
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
         arrays = {k: getattr(self, k) for k in self._array_fields()}
         np.savez(folder / "tables.npz", **arrays)
-        meta = {"titles": self.titles, "occupations": self.occupations}
+        meta = {
+            "titles": self.titles,
+            "occupations": self.occupations,
+            "genre_names": self.genre_names,
+        }
         (folder / "tables.json").write_text(json.dumps({**meta, "relevant_min": self.relevant_min}))
 
     @classmethod
