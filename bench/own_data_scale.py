@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--system", default="recommendation", choices=["recommendation", "harmful"])
     p.add_argument("--interactions", type=int, default=10_000_000)
     p.add_argument("--users", type=int, default=1_000_000)
-    p.add_argument("--items", type=int, default=100_000)
+    p.add_argument("--items", type=int, default=20_000)
     p.add_argument("--factors", type=int, default=64)
     p.add_argument("--iterations", type=int, default=2)
     p.add_argument("--repeats", type=int, default=1)

@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
             summary[f"index_{cpus}cpu"] = {**out, "wall_seconds": time.perf_counter() - t0}
             print(
                 f"indexing at {cpus} CPU(s): {out['photos']} photos at {cfg.image_size} px, "
-                f"{rate:.1f} photos/s with start-up, {steady:.1f} after the first batch; "
+                f"{rate:.1f} photos/s with start-up, {steady:.1f} over the second half; "
                 f"1M photos: {1e6 / steady / 3600:.1f} h"
             )
     if a.json:

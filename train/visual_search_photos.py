@@ -241,7 +241,7 @@ def embed_photo_rows(source: PhotoSource, cfg: EncoderConfig, a: argparse.Namesp
             num_cpus=a.cpus_per_actor,
             num_gpus=1 if getattr(a, "use_gpu", False) else 0,
         )
-        yield from ds.iter_batches(batch_size=256, batch_format="numpy")
+        yield from ds.iter_batches(batch_size=64, batch_format="numpy")
 
     return rows
 

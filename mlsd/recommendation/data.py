@@ -64,11 +64,17 @@ def _read(path: str, what: str, required: tuple[str, ...]) -> pd.DataFrame:
 
 def _blank(values: pd.Series) -> pd.Series:
     """Empty cells: "" in a CSV, null in Parquet."""
+    if pd.api.types.is_numeric_dtype(values):  # a typed column (Parquet): no strings to scan
+        return values.isna()
     return values.isna() | values.astype(str).str.strip().eq("")
 
 
 def _times(values: pd.Series) -> pd.Series:
     """Unix seconds or ISO dates -> int seconds; NaN where neither."""
+    if pd.api.types.is_numeric_dtype(values):
+        return values.astype(float)
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return pd.Series(values.dt.as_unit("s").astype("int64"), index=values.index).astype(float)
     s = values.astype(str).str.strip()
     num = pd.to_numeric(s, errors="coerce")
     iso = pd.to_datetime(s.where(num.isna()), errors="coerce", utc=True, format="ISO8601")
@@ -81,6 +87,8 @@ def _times(values: pd.Series) -> pd.Series:
 
 def _ids(values: pd.Series, kind: str) -> tuple[pd.Series, dict[str, int] | None]:
     """Integer ids kept (>= 0), anything else numbered 1..n in sorted order."""
+    if pd.api.types.is_integer_dtype(values) and (values >= 0).all():
+        return values.astype(np.int64), None
     s = values.astype(str).str.strip()
     num = pd.to_numeric(s, errors="coerce")
     if num.notna().all() and (num >= 0).all() and (num == num.round()).all():
