@@ -13,6 +13,7 @@ import csv
 import io
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,6 +151,13 @@ def read_table(
     return header, rows
 
 
+def require_columns(path: str, columns: list[str], needed: tuple[str, ...]) -> None:
+    """A table without one of ``needed`` is a :class:`DataError` naming it and what it has."""
+    for col in needed:
+        if col not in columns:
+            raise DataError(f"{path}: no column {col!r} (the columns are {columns[:20]})")
+
+
 @dataclass
 class BadRows:
     """What a reader skipped: counts by reason, and the first examples, each naming the file,
@@ -172,6 +180,17 @@ class BadRows:
         self.left_out.update(other.left_out)
         room = self.max_examples - len(self.examples)
         self.examples.extend(other.examples[: max(0, room)])
+
+    def readable(self, rows: list[tuple[int, dict]], path: str) -> Iterator[tuple[int, str, dict]]:
+        """:func:`read_table`'s rows, each counted: an unreadable one is recorded here, the
+        others are yielded as (row number, "<path>, row <n>", record)."""
+        for n, rec in rows:
+            self.total += 1
+            where = f"{path}, row {n}"
+            if "__error__" in rec:
+                self.add(rec["__error__"], where)
+                continue
+            yield n, where, rec
 
     @property
     def count(self) -> int:

@@ -34,7 +34,7 @@ from pathlib import Path
 import fsspec
 import numpy as np
 
-from mlsd.data.sources import BadRows, DataError, read_table
+from mlsd.data.sources import BadRows, DataError, read_table, require_columns
 
 DATA_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data"
 SPLITS = ("train", "val", "test")
@@ -166,9 +166,7 @@ def read_posts(
     :class:`DataError`; a bad row (wrong field count, empty or over-long text, a label that
     is not 1 / 0 / empty, a post id seen before, a bad split) is named and counted."""
     columns, rows = read_table(path, max_bytes=MAX_POSTS_BYTES)
-    for col in ("post_id", "text"):
-        if col not in columns:
-            raise DataError(f"{path}: no column {col!r} (the columns are {columns[:20]})")
+    require_columns(path, columns, ("post_id", "text"))
     found = [c for c in columns if c not in POST_COLUMNS]
     heads = list(heads) if heads else found
     for h in heads:
@@ -179,12 +177,7 @@ def read_posts(
     if not heads:
         raise DataError(f"{path}: no head column (a column per policy, 1 / 0 / empty)")
     bad, seen, posts = BadRows(), set(), []
-    for n, rec in rows:
-        bad.total += 1
-        where = f"{path}, row {n}"
-        if "__error__" in rec:
-            bad.add(rec["__error__"], where)
-            continue
+    for n, where, rec in bad.readable(rows, path):
         post_id = str(rec.get("post_id") if rec.get("post_id") is not None else "").strip()
         text = rec.get("text")
         if not post_id:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import posixpath
 
-from mlsd.data.sources import BadRows, DataError, read_table
+from mlsd.data.sources import BadRows, read_table, require_columns
 
 MAX_CAPTION_CHARS = 1000
 
@@ -22,17 +22,10 @@ def read_pairs(path: str, max_bad_fraction: float = 0.5) -> tuple[list[tuple[str
     caption, a caption over :data:`MAX_CAPTION_CHARS`, a row seen before. A table without
     ``video`` and ``caption`` columns, or one that is mostly bad, is a :class:`DataError`."""
     columns, rows = read_table(path)
-    for col in ("video", "caption"):
-        if col not in columns:
-            raise DataError(f"{path}: no column {col!r} (the columns are {columns[:20]})")
+    require_columns(path, columns, ("video", "caption"))
     base = posixpath.dirname(path) if "://" in path else os.path.dirname(os.path.abspath(path))
     bad, seen, out = BadRows(), set(), []
-    for n, rec in rows:
-        bad.total += 1
-        where = f"{path}, row {n}"
-        if "__error__" in rec:
-            bad.add(rec["__error__"], where)
-            continue
+    for _, where, rec in bad.readable(rows, path):
         video = str(rec.get("video") or "").strip()
         caption = " ".join(str(rec.get("caption") or "").split())
         if not video:

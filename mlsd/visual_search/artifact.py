@@ -202,6 +202,15 @@ def compression_metrics(
     return metrics
 
 
+def index_metrics(index: VectorIndex, folded: int, deleted: int, t0: float) -> dict:
+    return {
+        "index": {"kind": index.kind, "size": len(index), "nprobe": index.nprobe},
+        "folded_live_images": folded,
+        "deleted_left_out": deleted,
+        "index_seconds": time.perf_counter() - t0,
+    }
+
+
 def write_index(
     writer: ArtifactWriter, cat: Catalogue, index_cfg: IndexConfig, features: dict, n: int
 ) -> VectorIndex:
@@ -262,10 +271,7 @@ def build_visual_search_artifact(
         if catalogue_labels is not None:
             metrics["catalogue_eval"] = evaluate_embeddings(emb, np.asarray(labels))
         metrics.update(compression_metrics(writer, model, x, emb))
-        metrics["index"] = {"kind": index.kind, "size": len(index), "nprobe": index.nprobe}
-        metrics["folded_live_images"] = folded
-        metrics["deleted_left_out"] = len(deleted)
-        metrics["index_seconds"] = time.perf_counter() - t0
+        metrics.update(index_metrics(index, folded, len(deleted), t0))
     except BaseException:
         writer.abort()
         raise
@@ -375,15 +381,9 @@ def build_photo_artifact(
         if codes is not None and (labels >= 0).sum() > 1:
             lab = labels >= 0
             metrics["catalogue_eval"] = evaluate_embeddings(emb[lab], labels[lab])
-        with torch.inference_mode():
-            sample_emb = model(torch.as_tensor(sample)).numpy()
         onnx_emb = make_runner("onnx", path=writer.path("encoder.onnx"), device="cpu").run(sample)
-        metrics["onnx_vs_torch_max_abs_diff"] = float(np.abs(onnx_emb - sample_emb).max())
         metrics.update(compression_metrics(writer, model, sample, onnx_emb))
-        metrics["index"] = {"kind": index.kind, "size": len(index), "nprobe": index.nprobe}
-        metrics["folded_live_images"] = folded
-        metrics["deleted_left_out"] = len(deleted)
-        metrics["index_seconds"] = time.perf_counter() - t0
+        metrics.update(index_metrics(index, folded, len(deleted), t0))
     except BaseException:
         writer.abort()
         raise

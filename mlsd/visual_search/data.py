@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 import fsspec
 import numpy as np
 
-from mlsd.data.sources import BadRows, DataError, list_files, read_table, relative_name
+from mlsd.data.sources import (
+    BadRows,
+    list_files,
+    read_table,
+    relative_name,
+    require_columns,
+)
 from mlsd.image import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -94,18 +100,12 @@ def read_labels(
     :class:`DataError`; a row with the wrong number of fields, a file not in the catalogue,
     or a second row for a file is a bad row (named, counted); an empty label is unlabelled."""
     header, rows = read_table(path)
-    for col in (file_column, label_column):
-        if col not in header:
-            raise DataError(f"{path}: no column {col!r} (the header has {header})")
+    require_columns(path, header, (file_column, label_column))
     out: dict[str, str] = {}
     bad = BadRows()
-    for n, rec in rows:
-        bad.total += 1
-        if "__error__" in rec:
-            bad.add(rec["__error__"], f"{path}, row {n}")
-            continue
+    for _, row, rec in bad.readable(rows, path):
         name, label = str(rec[file_column]).strip(), str(rec[label_column]).strip()
-        where = f"{path}, row {n}, column {file_column!r}"
+        where = f"{row}, column {file_column!r}"
         if name not in known:
             bad.add(f"unknown file {name[:200]!r} (not among the photos)", where)
         elif name in out:
