@@ -25,6 +25,7 @@ import tempfile
 import time
 
 import numpy as np
+import torch
 
 from mlsd.artifacts import ArtifactError, ArtifactStore
 from mlsd.runtime import make_runner
@@ -54,11 +55,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--skip-train", action="store_true", help="use the store's latest version")
     p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--skip-quality", action="store_true")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     import ray
 
-    from train import visual_search, visual_search_index
+    from train import visual_search
 
     store_dir = a.store or tempfile.mkdtemp(prefix="flowers-store-")
     common = ["--images", a.images, "--labels", a.labels, "--label-column", a.label_column]
@@ -70,23 +72,33 @@ def main(argv: list[str] | None = None) -> None:
         ray.shutdown()
     art = ArtifactStore(store_dir).load("visual_search")
     cfg = EncoderConfig.from_dict(art.config["encoder"])
+    if not a.skip_quality:
+        summary["quality"] = quality(a, art, cfg)
+    if not a.skip_throughput:
+        summary |= throughput(a, store_dir, cfg, common)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(summary, f, indent=2, default=str)
+
+
+def quality(a: argparse.Namespace, art, cfg: EncoderConfig) -> list[dict]:
+    """The representations' table on the evaluation part."""
     src = read_photo_source(a.images, a.labels, a.label_column, subset=a.split)
     labels, _ = src.label_codes()
     x = np.stack([decode_photo(read_bytes(f), cfg).x for f in src.files])  # (N, 3, S, S)
     small = EncoderConfig(in_channels=3, image_size=32, invert="never", fit="crop")
     pixels = np.stack([decode_photo(read_bytes(f), small).x.ravel() for f in src.files])
+    fp32 = make_runner("onnx", path=art.file("encoder.onnx"))
+    int8 = make_runner("onnx", path=art.file("encoder.int8.onnx"))
     rows = [
         ("raw pixels (32 px RGB, centre crop)", pixels - pixels.mean(0)),
-        (f"EfficientNet-Lite0 (ImageNet, frozen), {cfg.image_size} px", None),
-        (f"trained on the train split [{art.version}]", "encoder.onnx"),
-        ("the same, int8 ONNX (compressed)", "encoder.int8.onnx"),
+        (
+            f"EfficientNet-Lite0 (ImageNet, frozen), {cfg.image_size} px",
+            efficientnet_embeddings(torch.as_tensor(x)),
+        ),
+        (f"trained on the train split [{art.version}]", _embed(fp32, x)),
+        ("the same, int8 ONNX (compressed)", _embed(int8, x)),
     ]
-    import torch
-
-    rows[1] = (rows[1][0], efficientnet_embeddings(torch.as_tensor(x)))
-    for i in (2, 3):
-        runner = make_runner("onnx", path=art.file(rows[i][1]))
-        rows[i] = (rows[i][0], _embed(runner, x))
     try:
         demo = ArtifactStore(a.demo_store).load("visual_search")
         dcfg = EncoderConfig.from_dict(demo.config["encoder"])
@@ -106,24 +118,30 @@ def main(argv: list[str] | None = None) -> None:
     print("| --- |" + " --- |" * len(COLUMNS))
     for r in results:
         print(f"| {r['representation']} | " + " | ".join(f"{r[c]:.3f}" for c in COLUMNS) + " |")
-    summary["quality"] = results
-    if not a.skip_throughput:
-        for cpus in (1, 2):
-            args = [*common, "--store", store_dir, "--num-cpus", str(cpus)]  # every photo
-            args += ["--embed-actors", str(cpus)]  # decode + embed: one actor per CPU
-            t0 = time.perf_counter()
-            out = visual_search_index.index_job(args)
-            ray.shutdown()
-            rate, steady = out["photos_per_second"], out["photos_per_second_steady"]
-            summary[f"index_{cpus}cpu"] = {**out, "wall_seconds": time.perf_counter() - t0}
-            print(
-                f"indexing at {cpus} CPU(s): {out['photos']} photos at {cfg.image_size} px, "
-                f"{rate:.1f} photos/s with start-up, {steady:.1f} over the second half; "
-                f"1M photos: {1e6 / steady / 3600:.1f} h"
-            )
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(summary, f, indent=2, default=str)
+    return results
+
+
+def throughput(a: argparse.Namespace, store_dir: str, cfg: EncoderConfig, common) -> dict:
+    """The indexing job at 1 and 2 CPUs on every photo of the folder."""
+    import ray
+
+    from train import visual_search_index
+
+    summary = {}
+    for cpus in (1, 2):
+        args = [*common, "--store", store_dir, "--num-cpus", str(cpus)]  # every photo
+        args += ["--embed-actors", str(cpus)]  # decode + embed: one actor per CPU
+        t0 = time.perf_counter()
+        out = visual_search_index.index_job(args)
+        ray.shutdown()
+        rate, steady = out["photos_per_second"], out["photos_per_second_steady"]
+        summary[f"index_{cpus}cpu"] = {**out, "wall_seconds": time.perf_counter() - t0}
+        print(
+            f"indexing at {cpus} CPU(s): {out['photos']} photos at {cfg.image_size} px, "
+            f"{rate:.1f} photos/s with start-up, {steady:.1f} over the second half; "
+            f"1M photos: {1e6 / steady / 3600:.1f} h"
+        )
+    return summary
 
 
 if __name__ == "__main__":

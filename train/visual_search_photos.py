@@ -96,14 +96,15 @@ def _decode(batch: dict, cfg: dict) -> dict:
     return photo_batch(list(batch["path"]), list(batch["bytes"]), EncoderConfig.from_dict(cfg))
 
 
-def photo_dataset(files: list[str], cfg: EncoderConfig, batch_size: int = 32):
+def photo_dataset(files: list[str], cfg: EncoderConfig, batch_size: int = 32, read_tasks: int = 4):
     """Ray Data: photo files -> decoded model inputs (``photo_batch``'s columns), in tasks."""
     import ray
 
-    blocks = max(1, min(200, len(files) // batch_size))
-    ds = ray.data.read_binary_files(  # reading is I/O: no CPU reserved (decoding is not)
-        files, include_paths=True, override_num_blocks=blocks, ray_remote_args={"num_cpus": 0}
-    )
+    blocks = max(1, min(200, len(files) // (8 * batch_size)))
+    ds = ray.data.read_binary_files(  # reading is I/O: no CPU reserved (decoding is not), and
+        files, include_paths=True, override_num_blocks=blocks,  # few at once: each read task
+        ray_remote_args={"num_cpus": 0}, concurrency=read_tasks,  # is a worker process
+    )  # fmt: skip
     return ds.map_batches(_decode, fn_kwargs={"cfg": cfg.to_dict()}, batch_size=batch_size)
 
 
