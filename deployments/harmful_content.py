@@ -11,6 +11,7 @@ from ray import serve
 
 from deployments.common import Batched, inject_fault, replica_resources
 from mlsd.artifacts import ArtifactStore
+from mlsd.harmful_content.features import image_input
 from mlsd.harmful_content.pipeline import HarmScorer
 
 
@@ -73,11 +74,7 @@ class ImageFeatures(Batched):
         self.runner.run(np.zeros((1, 3, 224, 224), np.float32))  # warm up
 
     def _prepare(self, data: bytes) -> np.ndarray:
-        from mlsd.image import decode_image
-
-        img = decode_image(data, self.max_bytes, self.max_pixels, target=224)
-        img = img.convert("RGB").resize((224, 224))
-        return np.asarray(img, np.float32).transpose(2, 0, 1) / 255.0  # (3, 224, 224)
+        return image_input(data, self.max_bytes, self.max_pixels)  # (3, 224, 224)
 
     async def prepare(self, data: bytes) -> np.ndarray:
         return await asyncio.to_thread(self._prepare, data)

@@ -91,8 +91,14 @@ def training_posts(a: argparse.Namespace) -> tuple[list[D.Post], int]:
     return posts, reviewed
 
 
-def _config(a: argparse.Namespace, text_dim: int, buckets: int) -> M.ClassifierConfig:
-    spec = F.FeatureSpec(text_dim=text_dim, ngram_buckets=buckets)
+def _config(
+    a: argparse.Namespace, text_dim: int, buckets: int, images: bool = False
+) -> M.ClassifierConfig:
+    """``images``: the posts carry images, so the model gets the image input (early fusion
+    with the text, as serving feeds it)."""
+    spec = F.FeatureSpec(
+        text_dim=text_dim, ngram_buckets=buckets, image_dim=F.IMAGE_DIM if images else 0
+    )
     return M.ClassifierConfig(heads=heads_of(a), spec=spec, fusion=a.fusion, hidden=a.hidden,
                               dropout=a.dropout, ngram_dropout=a.ngram_dropout,
                               ngram_mode=a.ngram_mode)  # fmt: skip
@@ -104,7 +110,8 @@ def _prepare(a: argparse.Namespace, threads: int):
     train, reviewed = training_posts(a)
     val = split_posts(a, "val")
     bag = F.NgramBag(max_len=a.max_ngrams).fit([p.text for p in train])
-    return _config(a, encoder.dim, bag.size), encoder, bag, train, val, reviewed
+    images = any(p.meta.get("image") for p in train)
+    return _config(a, encoder.dim, bag.size, images), encoder, bag, train, val, reviewed
 
 
 def _optimizer(model: torch.nn.Module, a) -> torch.optim.Optimizer:

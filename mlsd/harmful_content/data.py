@@ -26,6 +26,7 @@ stratified by ``hostile``.
 from __future__ import annotations
 
 import csv
+import os
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -176,6 +177,7 @@ def read_posts(
             raise DataError(f"{path}: head column {h!r}: lower-case letters, digits, '_'")
     if not heads:
         raise DataError(f"{path}: no head column (a column per policy, 1 / 0 / empty)")
+    base = path.rsplit("/", 1)[0] if "://" in path else os.path.dirname(os.path.abspath(path))
     bad, seen, posts = BadRows(), set(), []
     for n, where, rec in bad.readable(rows, path):
         post_id = str(rec.get("post_id") if rec.get("post_id") is not None else "").strip()
@@ -211,8 +213,9 @@ def read_posts(
         seen.add(post_id)
         lang = str(rec.get("lang") or "").strip() or "und"
         meta = {"post_id": post_id, "split": split}
-        if rec.get("image"):
-            meta["image"] = str(rec["image"])
+        if rec.get("image"):  # a path relative to the posts file, or a URI
+            image = str(rec["image"]).strip()
+            meta["image"] = image if "://" in image or image.startswith("/") else f"{base}/{image}"
         posts.append(Post(text, lang, "posts", labels, n, meta))
     bad.check(path, max_bad_fraction)
     return posts, tuple(heads), bad

@@ -190,6 +190,55 @@ def assemble(
     return out
 
 
+IMAGE_SIZE = 224  # the shared backbone's input side
+IMAGE_DIM = 1280  # its pooled feature size
+
+
+def image_input(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
+    """A post's image bytes -> the shared ImageNet backbone's input (3, 224, 224) in [0, 1];
+    :class:`mlsd.image.InvalidImage` for anything that is not a usable image. Serving
+    (``deployments.harmful_content.ImageFeatures``) and training prepare images alike."""
+    from mlsd.image import decode_image
+
+    img = decode_image(data, max_bytes, max_pixels, target=IMAGE_SIZE)
+    img = img.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE))
+    return np.asarray(img, np.float32).transpose(2, 0, 1) / 255.0  # (3, 224, 224)
+
+
+def image_vectors(
+    images: Sequence[str | None],
+    max_bytes: int = 20 << 20,
+    max_pixels: int = 40_000_000,
+    batch_size: int = 32,
+) -> tuple[list[np.ndarray | None], dict[int, str]]:
+    """Posts' image paths / URIs (None: no image) -> each post's (1, 1280) backbone vector or
+    None, and {index: why} for the images that could not be read (the post keeps its text)."""
+    import fsspec
+
+    from mlsd.backbones import EfficientNetLite0Encoder
+    from mlsd.image import InvalidImage
+    from mlsd.runtime import make_runner
+
+    runner = make_runner("torch", model=EfficientNetLite0Encoder().eval(), device="cpu")
+    out: list[np.ndarray | None] = [None] * len(images)
+    failed: dict[int, str] = {}
+    todo = []
+    for i, uri in enumerate(images):
+        if not uri:
+            continue
+        try:
+            with fsspec.open(uri, "rb") as f:
+                todo.append((i, image_input(f.read(max_bytes + 1), max_bytes, max_pixels)))
+        except (InvalidImage, OSError) as e:
+            failed[i] = f"unreadable image {str(uri)[:200]!r}: {e}"
+    for s in range(0, len(todo), batch_size):
+        chunk = todo[s : s + batch_size]
+        vecs = runner.run(np.stack([x for _, x in chunk]))  # (B, 1280)
+        for (i, _), v in zip(chunk, vecs, strict=True):
+            out[i] = v[None]
+    return out, failed
+
+
 class NgramBag:
     """The lexical side of the text, fastText-style: word 1-2 grams and char 2-5 grams (within
     word boundaries) hashed into fixed buckets, TF-IDF weighted (sublinear tf, idf from the

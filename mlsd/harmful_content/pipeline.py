@@ -113,11 +113,18 @@ def fit_lexical(model: nn.Module, bag, texts, y: np.ndarray, mask: np.ndarray,
 
 
 def featurize(posts, encoder, bag, spec, cache=None) -> dict[str, np.ndarray]:
-    """Posts (text only: the data sets carry no media) -> the model's named inputs."""
-    from mlsd.harmful_content.features import assemble, encode_cached
+    """Posts -> the model's named inputs: the text, and a post's image (``meta["image"]``, a
+    path or URI: the shared backbone's vector) when the model has an image input. An image
+    that cannot be read leaves that post text-only."""
+    from mlsd.harmful_content.features import assemble, encode_cached, image_vectors
 
     texts = [p.text for p in posts]
-    return assemble(spec, encode_cached(encoder, texts, cache)) | bag.transform(texts)
+    images = None
+    if spec.image_dim:
+        images, _ = image_vectors([p.meta.get("image") for p in posts])
+    return assemble(spec, encode_cached(encoder, texts, cache), images=images) | bag.transform(
+        texts
+    )
 
 
 def head_scores(posts, heads, probs: np.ndarray, y: np.ndarray, mask: np.ndarray,

@@ -55,21 +55,27 @@ def test_job_trains_resumes_and_folds_in_reviews(ray_session, tmp_path):
 def test_job_trains_the_heads_of_your_own_posts_file(ray_session, tmp_path):
     """README's "Your own data" for harmful content: a posts CSV whose head columns are not
     the demo's (real Davidson tweets relabelled into two policy columns, one of them
-    partially unknown) trains a model with exactly those heads; the bad rows are reported."""
+    partially unknown; some posts with a real photo, one with a missing one) trains a model
+    with exactly those heads and an image input; the bad rows are reported."""
     from mlsd.harmful_content import data as D
 
     if not (D.DATA_ROOT / "davidson_hate_offensive").exists():
         pytest.skip("harmful-content data not under ../shared/data")
     from mlsd.artifacts import ArtifactStore
+    from tests.conftest import write_photo_folder
     from train.harmful_content import parse_args, run
 
-    rows = ["post_id,text,split,abuse,slur"]
+    write_photo_folder(tmp_path / "photos")  # real photos: some posts carry one
+    photos = sorted(p.name for p in (tmp_path / "photos").glob("*.jpg"))
+    rows = ["post_id,text,split,image,abuse,slur"]
     for split in ("train", "val"):
-        for p in D.davidson(split)[:120]:
+        for k, p in enumerate(D.davidson(split)[:120]):
             slur = "" if p.row % 3 else str(p.labels["hate"])  # unknown on 2 rows in 3
             text = p.text.replace('"', "'")
-            rows.append(f'{p.row},"{text}",{split},{p.labels["offensive"]},{slur}')
-    rows.append("bad,a post,train,2,0")  # not a label: counted, not trained on
+            image = f"photos/{photos[k % len(photos)]}" if k % 30 == 0 else ""
+            image = "photos/missing.jpg" if k == 1 else image  # unreadable: text only
+            rows.append(f'{p.row},"{text}",{split},{image},{p.labels["offensive"]},{slur}')
+    rows.append("bad,a post,train,,2,0")  # not a label: counted, not trained on
     path = tmp_path / "posts.csv"
     path.write_text("\n".join(rows) + "\n")
     out = run(parse_args(["--posts", str(path), "--hidden", "32", "--epochs", "1",
@@ -78,6 +84,7 @@ def test_job_trains_the_heads_of_your_own_posts_file(ray_session, tmp_path):
                           "--cache", str(tmp_path / "cache")]))  # fmt: skip
     art = ArtifactStore(tmp_path / "store").load("harmful_content")
     assert list(art.config["classifier"]["heads"]) == ["abuse", "slur"]
+    assert art.config["classifier"]["spec"]["image_dim"] == 1280  # the posts' images train
     data = art.manifest["data"]
     assert data["rows"] == 120 and data["input"]["bad_rows"] == 1
     assert set(art.manifest["metrics"]["validation"]) >= {"abuse/und"}

@@ -106,3 +106,22 @@ def test_the_demo_sets_round_trip_through_the_format(tmp_path):
     assert heads == D.HEADS and bad.count == 0
     assert [(p.text, p.lang, p.labels) for p in back] == [(p.text, p.lang, p.labels) for p in train]
     assert {p.meta["split"] for p in back} == {"train"}
+
+
+def test_a_posts_image_is_read_relative_to_the_file_and_embedded(tmp_path):
+    from PIL import Image
+
+    from mlsd.harmful_content.features import IMAGE_DIM, image_vectors
+    from tests.conftest import real_photos
+
+    (tmp_path / "img").mkdir()
+    Image.fromarray(real_photos()[1]).save(tmp_path / "img" / "coffee.jpg")
+    path = tmp_path / "posts.csv"
+    path.write_text(
+        "post_id,text,image,spam\n1,look,img/coffee.jpg,0\n2,gone,img/none.jpg,1\n3,plain,,0\n"
+    )
+    posts, _, _ = read_posts(str(path))
+    assert posts[0].meta["image"] == f"{tmp_path}/img/coffee.jpg" and "image" not in posts[2].meta
+    vecs, failed = image_vectors([p.meta.get("image") for p in posts])
+    assert vecs[0].shape == (1, IMAGE_DIM) and vecs[1] is None and vecs[2] is None
+    assert list(failed) == [1] and "none.jpg" in failed[1]
