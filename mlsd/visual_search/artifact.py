@@ -317,7 +317,7 @@ def build_photo_artifact(
     all_ids = dict(zip(source.names, assign_ids(source.names, previous_ids).tolist(), strict=True))
     writer = store.new_version(name)
     try:
-        sample = np.stack([decode_photo(read_bytes(f), encoder_cfg).x for f in _sample(source)])
+        sample = _sample(source, encoder_cfg)  # (n, C, S, S)
         write_encoder(writer, model, sample)
         logdb, deleted = read_deletions(live_log, objects)
         cat, bad = Catalogue(), BadRows()
@@ -425,21 +425,21 @@ def _key(path: str) -> str:
     return path.split("://", 1)[-1]
 
 
-def _sample(source: PhotoSource, n: int = 64) -> list[str]:
-    """Up to ``n`` readable photos spread over the catalogue: calibration and parity inputs."""
+def _sample(source: PhotoSource, cfg: EncoderConfig, n: int = 64) -> np.ndarray:
+    """(n, C, S, S) model inputs of up to ``n`` readable photos spread over the catalogue:
+    the export example, int8 calibration and parity inputs."""
     step = max(1, len(source.files) // n)
     out = []
     for f in source.files[::step]:
         try:
-            decode_photo(read_bytes(f), EncoderConfig(in_channels=3, image_size=16))
+            out.append(decode_photo(read_bytes(f), cfg).x)
         except (InvalidImage, OSError):
             continue
-        out.append(f)
         if len(out) >= n:
             break
     if not out:
         raise DataError(f"photos under {source.src}: none of them can be decoded")
-    return out
+    return np.stack(out)
 
 
 def photo_batch(paths: list[str], blobs: list[bytes], cfg: EncoderConfig) -> dict:
