@@ -158,6 +158,15 @@ class ArtifactWriter:
         """Drop what was staged: nothing of this version reaches the store."""
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def __enter__(self) -> ArtifactWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """Leaving the block by an exception drops the staged files (a committed version has
+        none left): a failed job writes nothing to the store."""
+        if exc_type is not None:
+            self.abort()
+
     def commit(
         self,
         config: dict | None = None,

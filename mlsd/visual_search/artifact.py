@@ -248,8 +248,7 @@ def build_visual_search_artifact(
     t0 = time.perf_counter()
     model = model.eval().cpu()
     x = images_to_tensor(catalogue_images).numpy()  # (N, C, H, W)
-    writer = store.new_version(name)
-    try:
+    with store.new_version(name) as writer:
         write_encoder(writer, model, x)
         logdb, deleted = read_deletions(live_log, objects)
         keep = ~np.isin(np.arange(len(x)), np.fromiter(deleted, np.int64, len(deleted)))
@@ -272,18 +271,15 @@ def build_visual_search_artifact(
             metrics["catalogue_eval"] = evaluate_embeddings(emb, np.asarray(labels))
         metrics.update(compression_metrics(writer, model, x, emb))
         metrics.update(index_metrics(index, folded, len(deleted), t0))
-    except BaseException:
-        writer.abort()
-        raise
-    return writer.commit(
-        config={
-            "encoder": encoder_cfg.to_dict(),
-            "train": train_config,
-            "index": index_cfg.to_dict(),
-        },
-        data=data_info or {},
-        metrics=metrics,
-    )
+        return writer.commit(
+            config={
+                "encoder": encoder_cfg.to_dict(),
+                "train": train_config,
+                "index": index_cfg.to_dict(),
+            },
+            data=data_info or {},
+            metrics=metrics,
+        )
 
 
 def build_photo_artifact(
@@ -315,8 +311,7 @@ def build_photo_artifact(
     codes = source.label_codes()
     label_of = dict(zip(source.names, codes[0].tolist(), strict=True)) if codes is not None else {}
     all_ids = dict(zip(source.names, assign_ids(source.names, previous_ids).tolist(), strict=True))
-    writer = store.new_version(name)
-    try:
+    with store.new_version(name) as writer:
         sample = _sample(source, encoder_cfg)  # (n, C, S, S)
         write_encoder(writer, model, sample)
         logdb, deleted = read_deletions(live_log, objects)
@@ -384,19 +379,16 @@ def build_photo_artifact(
         onnx_emb = make_runner("onnx", path=writer.path("encoder.onnx"), device="cpu").run(sample)
         metrics.update(compression_metrics(writer, model, sample, onnx_emb))
         metrics.update(index_metrics(index, folded, len(deleted), t0))
-    except BaseException:
-        writer.abort()
-        raise
-    return writer.commit(
-        config={
-            "encoder": encoder_cfg.to_dict(),
-            "train": train_config,
-            "index": index_cfg.to_dict(),
-            "labels": codes[1] if codes is not None else None,
-        },
-        data={"catalogue": source.src, "photos": len(source), **(data_info or {})},
-        metrics=metrics,
-    )
+        return writer.commit(
+            config={
+                "encoder": encoder_cfg.to_dict(),
+                "train": train_config,
+                "index": index_cfg.to_dict(),
+                "labels": codes[1] if codes is not None else None,
+            },
+            data={"catalogue": source.src, "photos": len(source), **(data_info or {})},
+            metrics=metrics,
+        )
 
 
 DRIFT_FEATURES = (
