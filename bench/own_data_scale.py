@@ -92,11 +92,7 @@ def recommendation(a: argparse.Namespace, work: str) -> dict:
 def harmful(a: argparse.Namespace, work: str) -> dict:
     from mlsd.harmful_content import data as D
 
-    base = []
-    for split in D.SPLITS:
-        for p in D.all_posts(split):
-            p.meta["split"] = split
-            base.append(p)
+    base = D.demo_posts()
     posts = []
     for r in range(-(-a.posts // len(base))):
         for p in base:

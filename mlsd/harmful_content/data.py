@@ -132,6 +132,17 @@ def all_posts(split: str = "train", langs=LANGS, root: str | Path | None = None)
     return posts
 
 
+def demo_posts(root: str | Path | None = None) -> list[Post]:
+    """Every post of the demo sets, each with its fixed split in ``meta["split"]``: what
+    :func:`write_posts` writes out as the demo's posts file."""
+    posts = []
+    for split in SPLITS:
+        for p in all_posts(split, root=root):
+            p.meta["split"] = split
+            posts.append(p)
+    return posts
+
+
 def label_matrix(posts: list[Post], heads=HEADS) -> tuple[np.ndarray, np.ndarray]:
     """(N, H) float32 labels and (N, H) bool mask: which heads each post carries."""
     y = np.zeros((len(posts), len(heads)), np.float32)
