@@ -17,6 +17,8 @@ re-running with the same ``--run-name`` resumes. The best model is written as an
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import os
 import tempfile
@@ -49,9 +51,14 @@ def _limit(posts: list[D.Post], n: int) -> list[D.Post]:
 
 
 def own_posts(a: argparse.Namespace) -> tuple[list[D.Post], tuple[str, ...], D.BadRows]:
-    """``--posts``: the platform's own labelled posts, the documented format."""
-    heads = a.heads.split(",") if a.heads else None
-    return D.read_posts(a.posts, heads, a.max_bad_fraction)
+    """``--posts``: the platform's own labelled posts, the documented format (read once per
+    process: the heads, both splits and the report all come from it)."""
+    return _read_posts(a.posts, a.heads, a.max_bad_fraction)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_posts(path: str, heads: str | None, max_bad_fraction: float):
+    return D.read_posts(path, heads.split(",") if heads else None, max_bad_fraction)
 
 
 def heads_of(a: argparse.Namespace) -> tuple[str, ...]:
@@ -74,8 +81,11 @@ def training_posts(a: argparse.Namespace) -> tuple[list[D.Post], int]:
 
         y, mask = D.label_matrix(posts, heads)
         noisy = natural_labels(y.ravel(), seed=a.seed).reshape(y.shape)
-        for i, p in enumerate(posts):
-            p.labels = {h: int(noisy[i, j]) for j, h in enumerate(heads) if mask[i, j]}
+        posts = [  # new rows: the posts read (and cached) stay as the file says
+            dataclasses.replace(p, labels={h: int(noisy[i, j]) for j, h in enumerate(heads)
+                                           if mask[i, j]})
+            for i, p in enumerate(posts)
+        ]  # fmt: skip
     reviewed = 0
     if a.reviews and a.reviews != "none":  # a queue that cannot be read fails the job
         from mlsd.harmful_content.review import ReviewQueue

@@ -85,7 +85,7 @@ def _times(values: pd.Series) -> pd.Series:
     return out
 
 
-def _ids(values: pd.Series, kind: str) -> tuple[pd.Series, dict[str, int] | None]:
+def _ids(values: pd.Series) -> tuple[pd.Series, dict[str, int] | None]:
     """Integer ids kept (>= 0), anything else numbered 1..n in sorted order."""
     if pd.api.types.is_integer_dtype(values) and (values >= 0).all():
         return values.astype(np.int64), None
@@ -138,8 +138,8 @@ def read_interactions(
         given = ~_blank(df["value"])
         value = pd.to_numeric(df["value"].where(given), errors="coerce")
         flag(given & (value.isna() | (value < 1) | (value > 5)), "value not in 1..5", "value")
-    user, user_map = _ids(df["user_id"], "user")
-    item, item_map = _ids(df["item_id"], "item")
+    user, user_map = _ids(df["user_id"])
+    item, item_map = _ids(df["item_id"])
     items_df = None
     if items is not None:
         items_df = _read(items, "items", ("item_id",))
