@@ -37,8 +37,9 @@ from deployments.drift import DriftTap
 from deployments.metrics import stage
 from deployments.recommendation import CandidateGeneration, Ranking
 from deployments.shadow import ShadowComparator, ShadowMirror
-from mlsd.recommendation.artifact import load_tables
+from mlsd.recommendation.artifact import load_platform_ids, load_tables
 from mlsd.recommendation.events import EVENT_STRENGTH, EventLog
+from mlsd.recommendation.ids import MAX_KEY_CHARS, IdMap, ParsedId, UnknownIdForm
 from mlsd.recommendation.pipeline import (
     UserCandidates,
     event_drift,
@@ -48,7 +49,6 @@ from mlsd.recommendation.pipeline import (
 from mlsd.recommendation.rerank import RecRerankConfig
 from mlsd.state import pin_url
 
-MAX_ID = 2**31 - 1
 MAX_TS = 4_102_444_800  # 2100-01-01: later timestamps are an error, not the future
 
 
@@ -74,14 +74,23 @@ class RecommendationArgs(AppArgs):
         return {**dbs, "events_log": self.events_log}, objects
 
 
+# a platform's id: a JSON integer or string (the artifact says which the deployment takes;
+# mlsd.recommendation.ids)
+PlatformId = (
+    Annotated[StrictInt, Field(ge=0, le=2**62 - 1)]
+    | Annotated[str, Field(min_length=1, max_length=MAX_KEY_CHARS)]
+)
+ID_DOC = "the platform's id (MovieLens's integers in the demo; your log's own ids otherwise)"
+
+
 class Item(BaseModel):
-    video_id: int
+    video_id: int | str
     title: str
     score: float
 
 
 class CatalogueVideo(BaseModel):
-    video_id: int
+    video_id: int | str
     title: str
     year: int | None
     genres: list[str]
@@ -90,7 +99,7 @@ class CatalogueVideo(BaseModel):
 
 
 class HistoryDeleted(BaseModel):
-    user_id: int
+    user_id: int | str
     events_removed: int = Field(description="logged events deleted by this call")
     forgotten: bool = Field(
         True, description="recommendations no longer use the history (until they log more)"
@@ -106,8 +115,8 @@ class Recommendations(BaseModel):
 class Event(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    user_id: Annotated[StrictInt, Field(ge=0, le=MAX_ID)]
-    video_id: Annotated[StrictInt, Field(ge=0, le=MAX_ID)]
+    user_id: PlatformId = Field(description=ID_DOC)
+    video_id: PlatformId = Field(description=ID_DOC)
     event: str = Field(description=f"one of: {', '.join(sorted(EVENT_STRENGTH))}")
     timestamp: Annotated[StrictInt, Field(ge=0, le=MAX_TS, description="Unix seconds")]
     rating: float | None = Field(None, ge=1, le=5, description="explicit rating, if any")
@@ -162,6 +171,7 @@ class RecommendationIngress:
         self.auth = setup_edge(api, self.args, 64 * 1024)
         art = self.args.store().load(self.args.model.artifact, self.args.model.version)
         self.tables = load_tables(art)
+        self.ids = load_platform_ids(art)
         self.model_version = self.args.model.label
         self.shadow_model = self.args.shadow_model()
         self.rerank_cfg = RecRerankConfig(**self.args.rerank)
@@ -181,6 +191,21 @@ class RecommendationIngress:
         if self.log is not None:
             self.log.check()
 
+    @staticmethod
+    def _id(ids: IdMap, value: int | str, field: str | None = None) -> ParsedId:
+        """A platform's id from a request (path or body) -> the model's and the log's ids;
+        422 naming the field for an id this deployment cannot take."""
+        try:
+            return ids.parse(value)
+        except UnknownIdForm as e:
+            raise HTTPException(422, f"{field}: {e}" if field else str(e)) from None
+
+    def _known_user(self, user: ParsedId) -> bool:
+        """In the model's id map, or (integer ids) a user of MovieLens's tables."""
+        if self.ids.users.mapped:
+            return user.model >= 0
+        return self.tables.is_known_user(user.model)
+
     def _final(self, cands: UserCandidates, scores, k: int, now: int):
         return final_ranking(cands, scores, k, now, self.tables, self.rerank_cfg)
 
@@ -197,7 +222,7 @@ class RecommendationIngress:
     async def recommend(
         self,
         request: Request,
-        user_id: int = Path(ge=0, le=MAX_ID, description="user id (MovieLens user id)"),
+        user_id: str = Path(max_length=MAX_KEY_CHARS, description=ID_DOC),
         k: int = Query(10, ge=1, le=1_000, description="number of videos"),
         at: int | None = Query(
             None, ge=0, le=MAX_TS, description="request time, Unix seconds (default: now)"
@@ -205,14 +230,17 @@ class RecommendationIngress:
         caller: Identity = Depends(require("search")),
     ) -> Recommendations:
         reject_unknown_query(request, {"k", "at"})
-        caller.acting_as(str(user_id))  # a user's recommendations reveal their history
+        user = self._id(self.ids.users, user_id)
+        caller.acting_as(user.key)  # a user's recommendations reveal their history
         if k > self.args.max_k:
             raise HTTPException(422, f"k={k} is over the maximum of {self.args.max_k}")
         t0 = time.perf_counter()
         now = int(time.time()) if at is None else at
         with stage("candidate_generation"):
             cands: UserCandidates = await retry_once(
-                lambda: self.candidates.generate.remote(user_id, max(self.args.n_candidates, k)),
+                lambda: self.candidates.generate.remote(
+                    user.model, max(self.args.n_candidates, k), user.log
+                ),
                 "candidate generation",
             )
         req = cands.rank_request(now)  # None: cold start, the popularity order is final
@@ -228,7 +256,11 @@ class RecommendationIngress:
             self.mirror.maybe_mirror((cands, req, k, now), items.tolist(), ms)
         return Recommendations(
             items=[
-                Item(video_id=int(i), title=self.tables.titles[int(i)], score=float(s))
+                Item(
+                    video_id=self.ids.videos.public(i),
+                    title=self.tables.titles[int(i)],
+                    score=float(s),
+                )  # fmt: skip
                 for i, s in zip(items, final, strict=True)
             ],
             model_version=self.model_version,
@@ -244,17 +276,19 @@ class RecommendationIngress:
     async def record_event(
         self, event: Event, caller: Identity = Depends(require("write"))
     ) -> EventAck:
-        caller.acting_as(str(event.user_id))  # feedback only for oneself (admin: anyone)
+        user = self._id(self.ids.users, event.user_id, "user_id")
+        video = self._id(self.ids.videos, event.video_id, "video_id")
+        caller.acting_as(user.key)  # feedback only for oneself (admin: anyone)
         if self.log is None:
             raise HTTPException(403, "this deployment does not record events (events_log off)")
-        unknown_video = not self.tables.is_known_video(event.video_id)
-        unknown_user = not self.tables.is_known_user(event.user_id)
+        unknown_video = not self.tables.is_known_video(video.model)
+        unknown_user = not self._known_user(user)
         with stage("event_log"):  # durable once this returns
             event_id = await asyncio.to_thread(
-                self.log.append, event.user_id, event.video_id, event.event, event.timestamp,
+                self.log.append, user.log, video.log, event.event, event.timestamp,
                 event.rating, unknown_user, unknown_video,
             )  # fmt: skip
-        self.drift.observe(**event_drift(self.tables, event.user_id, event.video_id))
+        self.drift.observe(**event_drift(self.tables, user.model, video.model))
         return EventAck(event_id=event_id, unknown_user=unknown_user, unknown_video=unknown_video)
 
     @api.get(
@@ -266,15 +300,16 @@ class RecommendationIngress:
     async def get_video(
         self,
         request: Request,
-        video_id: int = Path(ge=0, le=MAX_ID),
+        video_id: str = Path(max_length=MAX_KEY_CHARS, description=ID_DOC),
         caller: Identity = Depends(require("search")),
     ) -> CatalogueVideo:
         reject_unknown_query(request, set())
         t = self.tables
+        video_id = self._id(self.ids.videos, video_id).model
         if not t.is_known_video(video_id):
             raise HTTPException(404, "no video with this id")
         return CatalogueVideo(
-            video_id=video_id,
+            video_id=self.ids.videos.public(video_id),
             title=t.titles[video_id],
             year=int(t.year[video_id]) or None,
             genres=[g for g, on in zip(t.genre_names, t.genres[video_id], strict=True) if on > 0],
@@ -290,16 +325,18 @@ class RecommendationIngress:
     async def delete_history(
         self,
         request: Request,
-        user_id: int = Path(ge=0, le=MAX_ID),
+        user_id: str = Path(max_length=MAX_KEY_CHARS, description=ID_DOC),
         caller: Identity = Depends(require("write")),
     ) -> HistoryDeleted:
         reject_unknown_query(request, set())
-        caller.acting_as(str(user_id))  # one's own history (admin: anyone's)
+        user = self._id(self.ids.users, user_id)
+        caller.acting_as(user.key)  # one's own history (admin: anyone's)
         if self.log is None:
             raise HTTPException(403, "this deployment keeps no event log (events_log off)")
         with stage("forget_history"):  # one transaction: events deleted + tombstone
-            removed = await asyncio.to_thread(self.log.forget, user_id, caller.user)
-        return HistoryDeleted(user_id=user_id, events_removed=removed)
+            removed = await asyncio.to_thread(self.log.forget, user.log, caller.user)
+        public = int(user.key) if self.ids.users.integer else user.key
+        return HistoryDeleted(user_id=public, events_removed=removed)
 
     @api.get("/healthz", response_model=Liveness, summary="Liveness (open, reveals nothing)")
     async def healthz(self) -> Liveness:

@@ -11,7 +11,7 @@ from ray import serve
 
 from deployments.common import Batched, inject_fault, replica_resources
 from mlsd.artifacts import ArtifactStore
-from mlsd.recommendation.artifact import load_ranker, load_recommender
+from mlsd.recommendation.artifact import load_platform_ids, load_ranker, load_recommender
 from mlsd.recommendation.events import EventLog
 from mlsd.recommendation.features import RankRequest
 from mlsd.recommendation.pipeline import UserCandidates, generate_candidates
@@ -27,21 +27,26 @@ class CandidateGeneration:
         replica_resources()  # faiss's threads follow this replica's CPUs
         art = ArtifactStore.open(store_uri).load(artifact, version)
         self.rec = load_recommender(art)
+        self.ids = load_platform_ids(art)  # the log keeps platform ids' hashes when mapped
         self.forgotten_upto = int(art.config.get("forgotten_upto", 0))  # trained without them
         self.log = EventLog(events_log) if events_log else None
 
-    def _generate(self, user_id: int, n: int) -> UserCandidates:
+    def _generate(self, user_id: int, n: int, log_user: int) -> UserCandidates:
         logged, forgotten = None, False
         if self.log is not None:
-            logged = self.log.for_user(user_id)
-            forgotten = self.log.is_forgotten(user_id, self.forgotten_upto)
+            items, strength = self.log.for_user(log_user)
+            logged = self.ids.videos.model_ids_of_log(items), strength
+            forgotten = self.log.is_forgotten(log_user, self.forgotten_upto)
         return generate_candidates(
             self.rec.cg, self.rec.history, user_id, n, logged, forgotten=forgotten
         )
 
-    async def generate(self, user_id: int, n: int) -> UserCandidates:
-        """Top-n candidates + the user's watch history (training log + logged events)."""
-        return await asyncio.to_thread(self._generate, user_id, n)
+    async def generate(self, user_id: int, n: int, log_user: int | None = None) -> UserCandidates:
+        """Top-n candidates + the user's watch history (training log + logged events).
+        ``user_id``: the model's id (-1: unknown); ``log_user``: the event log's id for them
+        (:mod:`mlsd.recommendation.ids`; default ``user_id``)."""
+        log_user = user_id if log_user is None else log_user
+        return await asyncio.to_thread(self._generate, user_id, n, log_user)
 
     def check_health(self) -> None:
         """Serve's health check: a replica whose event log is unreadable takes no traffic."""

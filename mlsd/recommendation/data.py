@@ -13,8 +13,9 @@ Format (README, "Your own data"), CSV or Parquet, local or any fsspec URI:
 
 The result is the same in-memory interaction log MovieLens 100K's own reader gives
 (:class:`mlsd.data.movielens.MovieLens`), so training and evaluation do not know where it came
-from. Integer ids are kept (the API's ``user_id`` / ``video_id`` are the file's); string ids
-are numbered 1..n in sorted order and the map is returned (and written to the artifact). The
+from. Dense integer ids are kept; string ids (and integers too sparse to index tables by) are
+numbered 1..n and the map is returned and written to the artifact, so the API takes and gives
+the platform's own ids (:mod:`mlsd.recommendation.ids`). The
 model has a fixed width of :data:`GENRES` tag columns: tags that are MovieLens's genres keep
 its columns; otherwise the most frequent tags take them (their names go to the artifact).
 """
@@ -29,6 +30,7 @@ import pandas as pd
 from mlsd.data.movielens import GENRES, MovieLens, _finish_items
 from mlsd.data.sources import BadRows, DataError
 from mlsd.recommendation.events import EVENT_STRENGTH, WATCH_EVENTS
+from mlsd.recommendation.ids import id_maps_json
 
 
 @dataclass
@@ -37,8 +39,13 @@ class OwnLog:
 
     ml: MovieLens
     tag_names: list[str]  # the names of the GENRES-wide tag columns, in order
-    id_maps: dict[str, dict[str, int]] = field(default_factory=dict)  # string id -> int
+    id_maps: dict[str, dict[str, int]] = field(default_factory=dict)  # platform id -> model's
     bad: BadRows = field(default_factory=BadRows)
+    integer_ids: dict[str, bool] = field(default_factory=dict)  # per kind: integer ids?
+
+    def id_maps_json(self) -> bytes:
+        """The artifact's ``id_maps.json`` (serving reads it: :mod:`mlsd.recommendation.ids`)."""
+        return id_maps_json(self.id_maps, self.integer_ids)
 
 
 def _read(path: str, what: str, required: tuple[str, ...]) -> pd.DataFrame:
@@ -85,17 +92,36 @@ def _times(values: pd.Series) -> pd.Series:
     return out
 
 
-def _ids(values: pd.Series) -> tuple[pd.Series, dict[str, int] | None]:
-    """Integer ids kept (>= 0), anything else numbered 1..n in sorted order."""
+def _ids(values: pd.Series) -> tuple[pd.Series, dict[str, int] | None, bool]:
+    """-> (the model's ids, the map or None, were the platform's ids integers?). Integer ids
+    are kept when they are dense enough to index the model's tables by (the largest under
+    4 x their number + 1,000: a table 10^9 rows long for a few users would not fit in memory);
+    anything else is numbered 1..n in sorted order (integers numerically)."""
     if pd.api.types.is_integer_dtype(values) and (values >= 0).all():
-        return values.astype(np.int64), None
+        num = values.astype(np.int64)
+    else:
+        s = values.astype(str).str.strip()
+        num = pd.to_numeric(s, errors="coerce")
+        if not (num.notna().all() and (num >= 0).all() and (num == num.round()).all()):
+            names = sorted(set(s[s != ""]))
+            mapping = {n: i + 1 for i, n in enumerate(names)}
+            return s.map(mapping).fillna(-1).astype(np.int64), mapping, False
+        num = num.astype(np.int64)
+    distinct = np.unique(num.to_numpy())
+    if len(distinct) == 0 or distinct[-1] < 4 * len(distinct) + 1000:
+        return num, None, True
+    mapping = {str(int(v)): i + 1 for i, v in enumerate(distinct)}
+    return pd.Series(np.searchsorted(distinct, num.to_numpy()) + 1, index=num.index), mapping, True
+
+
+def _map_ids(values: pd.Series, mapping: dict[str, int] | None, integer: bool) -> pd.Series:
+    """A side table's ids (items, users) through the log's map; NaN where it has none."""
     s = values.astype(str).str.strip()
-    num = pd.to_numeric(s, errors="coerce")
-    if num.notna().all() and (num >= 0).all() and (num == num.round()).all():
-        return num.astype(np.int64), None
-    names = sorted(set(s[s != ""]))
-    mapping = {n: i + 1 for i, n in enumerate(names)}
-    return s.map(mapping).fillna(-1).astype(np.int64), mapping
+    if mapping is None:
+        return pd.to_numeric(s, errors="coerce")
+    if integer:  # "007" and 7 are the same id
+        s = pd.to_numeric(s, errors="coerce").map(lambda v: str(int(v)) if v == v else "")
+    return s.map(mapping)
 
 
 def read_interactions(
@@ -138,8 +164,8 @@ def read_interactions(
         given = ~_blank(df["value"])
         value = pd.to_numeric(df["value"].where(given), errors="coerce")
         flag(given & (value.isna() | (value < 1) | (value > 5)), "value not in 1..5", "value")
-    user, user_map = _ids(df["user_id"])
-    item, item_map = _ids(df["item_id"])
+    user, user_map, user_int = _ids(df["user_id"])
+    item, item_map, item_int = _ids(df["item_id"])
     items_df = None
     if items is not None:
         items_df = _read(items, "items", ("item_id",))
@@ -166,24 +192,29 @@ def read_interactions(
         {"user_id": user[keep], "item_id": item[keep], "rating": rating[keep],
          "timestamp": ts[keep]}
     ).astype(np.int64).reset_index(drop=True)  # fmt: skip
-    items_table, tag_names = _items(items_df, item_map, ratings)
-    users_table = _users(users, user_map, ratings)
+    items_table, tag_names = _items(items_df, item_map, item_int, ratings)
+    users_table = _users(users, user_map, user_int, ratings)
     maps = {k: v for k, v in (("user_id", user_map), ("item_id", item_map)) if v is not None}
     ml = MovieLens(ratings, items_table, users_table, tag_names)
-    return OwnLog(ml, tag_names, maps, bad)
+    return OwnLog(ml, tag_names, maps, bad, {"user_id": user_int, "item_id": item_int})
 
 
 def _items(
-    df: pd.DataFrame | None, item_map: dict | None, ratings: pd.DataFrame
+    df: pd.DataFrame | None, item_map: dict | None, integer: bool, ratings: pd.DataFrame
 ) -> tuple[pd.DataFrame, list[str]]:
     """The items table in MovieLens's layout: title, release date, the tag columns."""
-    if df is None:
-        ids = np.unique(ratings.item_id)
-        df = pd.DataFrame({"item_id": ids.astype(str)})
-    ids = df["item_id"].astype(str).str.strip()
-    df = df.assign(
-        item_id=ids.map(item_map) if item_map else pd.to_numeric(ids, errors="coerce")
-    ).dropna(subset=["item_id"])
+    if df is None:  # only the log: its items, named by their ids
+        df = pd.DataFrame({"item_id": np.unique(ratings.item_id)})
+        back = {v: k for k, v in (item_map or {}).items()}
+        df["title"] = df.item_id.map(back) if item_map else df.item_id.astype(str)
+    else:
+        key = df["item_id"].astype(str).str.strip()
+        df = df.assign(item_id=_map_ids(df["item_id"], item_map, integer))
+        if "title" not in df:
+            df["title"] = key
+        blank = _blank(df["title"])  # an item needs a name: its id when the table has none
+        df["title"] = df["title"].where(~blank, key)
+        df = df.dropna(subset=["item_id"])
     df["item_id"] = df["item_id"].astype(np.int64)
     df = df.drop_duplicates("item_id")
     tags = (
@@ -217,7 +248,9 @@ def _items(
     return _finish_items(pd.concat([base, out], axis=1)), names
 
 
-def _users(path: str | None, user_map: dict | None, ratings: pd.DataFrame) -> pd.DataFrame:
+def _users(
+    path: str | None, user_map: dict | None, integer: bool, ratings: pd.DataFrame
+) -> pd.DataFrame:
     """The users table in MovieLens's layout; users without a row get unknown demographics."""
     cols = ["user_id", "age", "gender", "occupation", "zip_code"]
     if path is None:
@@ -225,10 +258,7 @@ def _users(path: str | None, user_map: dict | None, ratings: pd.DataFrame) -> pd
         return pd.DataFrame({"user_id": ids, "age": 0, "gender": "", "occupation": "",
                              "zip_code": ""})[cols]  # fmt: skip
     df = _read(path, "users", ("user_id",))
-    ids = df["user_id"].astype(str).str.strip()
-    df = df.assign(
-        user_id=ids.map(user_map) if user_map else pd.to_numeric(ids, errors="coerce")
-    ).dropna(subset=["user_id"])
+    df = df.assign(user_id=_map_ids(df["user_id"], user_map, integer)).dropna(subset=["user_id"])
     for c, default in (("age", "0"), ("gender", ""), ("occupation", ""), ("zip_code", "")):
         df[c] = df[c].fillna(default).astype(str) if c in df else default
     df["age"] = pd.to_numeric(df["age"], errors="coerce").fillna(0).astype(np.int64)

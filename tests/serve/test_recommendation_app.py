@@ -347,3 +347,75 @@ def test_catalogue_entry_and_forgetting_a_history(app_url, keys, serve_instance,
         assert body["strategy"] == "fold_in" and 50 not in [i["video_id"] for i in body["items"]]
     finally:
         serve.delete("rec_forget")
+
+
+@pytest.fixture(scope="module")
+def own_ids_url(serve_instance, tmp_path_factory):
+    """A model trained on a log whose users and videos have the platform's own string ids
+    (MovieLens's first 200 users as "u<id>", movies as "m<id>", no items table's titles for
+    half of them), served with an event log."""
+    from ray import serve
+
+    from apps.recommendation import RecommendationArgs, build_app
+    from mlsd.artifacts import ArtifactStore
+    from mlsd.data.movielens import load_movielens
+    from mlsd.recommendation.artifact import build_recommender_artifact
+    from mlsd.recommendation.data import read_interactions
+    from mlsd.recommendation.mf import WALSConfig
+    from mlsd.recommendation.pipeline import RankerTrainConfig, RecSettings
+
+    tmp = tmp_path_factory.mktemp("rec_own_ids")
+    ml = load_movielens()
+    r = ml.ratings[ml.ratings.user_id <= 200]
+    lines = ["user_id,item_id,timestamp,event,value"]
+    lines += [f"u{u},m{i},{t},rate,{v}" for u, i, v, t in r.itertuples(index=False)]
+    (tmp / "log.csv").write_text("\n".join(lines) + "\n")
+    own = read_interactions(str(tmp / "log.csv"))
+    emb = np.random.default_rng(0).normal(size=(own.ml.n_items, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    settings = RecSettings(
+        wals=WALSConfig(factors=8, iterations=3, reg=0.05, seed=0),
+        n_candidates=30,
+        ranker=RankerTrainConfig(epochs=1, seed=0),
+    )
+    build_recommender_artifact(
+        ArtifactStore(tmp / "store"), "recommendation", own.ml, emb, settings, version="v1",
+        extra_files={"id_maps.json": own.id_maps_json()},
+    )  # fmt: skip
+    events = new_store(tmp / "events.db")
+    args = RecommendationArgs(artifact_store=str(tmp / "store"), events_log=events)
+    serve.run(build_app(args), name="rec_own_ids", route_prefix="/rec-own-ids")
+    yield f"{serve_instance}/rec-own-ids", r
+    serve.delete("rec_own_ids")
+
+
+def test_the_platforms_own_ids_in_and_out(own_ids_url):
+    """README's "Your own data": a model trained on string ids is asked and answers in them;
+    a user it never saw logs events under their own id, gets fold-in candidates from them
+    and has them forgotten; ids of the wrong form are a 422 naming the field."""
+    url, r = own_ids_url
+    body = api.get(f"{url}/users/u1", params={"k": 10}, timeout=30).json()
+    assert body["strategy"] == "personal", body
+    ids = [it["video_id"] for it in body["items"]]
+    assert len(ids) == 10 and all(isinstance(i, str) and i.startswith("m") for i in ids)
+    assert not set(ids) & {f"m{i}" for i in r[r.user_id == 1].item_id}  # watched: dropped
+    v = api.get(f"{url}/videos/m50", timeout=30).json()
+    assert v["video_id"] == "m50" and v["title"] and v["interactions"] > 0
+    assert api.get(f"{url}/videos/50", timeout=30).status_code == 404  # an id of another form
+    assert api.get(f"{url}/users/newbie", timeout=30).json()["strategy"] == "popular"
+    ev = {"user_id": "newbie", "video_id": "m50", "event": "like", "timestamp": 893_000_000}
+    ack = api.post(f"{url}/events", json=ev, timeout=30)
+    assert ack.status_code == 201 and ack.json()["unknown_user"], ack.text
+    assert not ack.json()["unknown_video"]
+    odd = {**ev, "video_id": "not-in-the-catalogue"}
+    assert api.post(f"{url}/events", json=odd, timeout=30).json()["unknown_video"]
+    body = api.get(f"{url}/users/newbie", timeout=30).json()
+    assert body["strategy"] == "fold_in" and "m50" not in [i["video_id"] for i in body["items"]]
+    gone = api.delete(f"{url}/users/newbie/history", timeout=30).json()
+    assert gone == {"user_id": "newbie", "events_removed": 2, "forgotten": True}
+    assert api.get(f"{url}/users/newbie", timeout=30).json()["strategy"] == "popular"
+    for bad in ({**ev, "user_id": ""}, {**ev, "video_id": "x" * 129}, {**ev, "user_id": 1.5}):
+        out = api.post(f"{url}/events", json=bad, timeout=30)
+        assert out.status_code == 422 and out.json()["detail"], bad
+    assert api.get(f"{url}/users/{'x' * 129}", timeout=30).status_code == 422
+    assert api.get(f"{url}/health", timeout=30).json()["events"]["events"] == 0

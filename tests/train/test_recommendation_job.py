@@ -100,6 +100,8 @@ def test_job_trains_on_your_own_log_with_string_ids(ray_session, tmp_path):
     assert data["ratings"] == len(r) and data["input"]["bad_rows"] == 1
     assert data["input"]["left_out"] == {"skip events (not watch-like: no interaction)": 1}
     maps = json.loads(art.file("id_maps.json").read_text())
+    assert maps["user_id"]["type"] == "str"
+    maps = {k: m["ids"] for k, m in maps.items()}
     assert maps["user_id"]["u1"] >= 1 and len(maps["user_id"]) == r.user_id.nunique()
     rec = load_recommender(art)
     u1 = maps["user_id"]["u1"]
