@@ -192,6 +192,7 @@ eval: artifacts
 	$(BIN)/python -m bench.cranfield_eval
 	$(BIN)/python -m bench.video_retrieval_eval
 	$(BIN)/python -m bench.harmful_content_eval --threads 2
+	$(BIN)/python -m bench.harmful_policy --threads 2 --store $(STORE)
 
 clean:
 	rm -rf var

@@ -78,6 +78,15 @@ class JWTArgs(BaseModel):
     leeway_s: float = Field(30.0, ge=0, description="clock skew allowed on exp / nbf")
 
 
+class IdentityLimit(BaseModel):
+    """One identity's write rate (a service's), instead of the per-person default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    writes_per_minute: float = Field(gt=0)
+    write_burst: int = Field(ge=1)
+
+
 class AuthArgs(BaseModel):
     """``auth:`` of an app: where API keys live and, optionally, a JWT issuer."""
 
@@ -91,6 +100,11 @@ class AuthArgs(BaseModel):
     jwt: JWTArgs | None = None
     writes_per_minute: float = Field(600.0, gt=0, description="per identity, per ingress replica")
     write_burst: int = Field(60, ge=1, description="writes an identity may make at once")
+    identity_limits: dict[str, IdentityLimit] = Field(
+        default_factory=dict,
+        description="identity -> its own write rate: a platform's backend scores every post "
+        "with one service identity, which the per-person rate would throttle",
+    )
 
 
 AuthConfig = AuthArgs | Literal["none"]
@@ -250,7 +264,12 @@ class Authenticator:
         if not self.open:
             self.keys = KeyStore(config.key_store)
             self.jwt = JWTVerifier(config.jwt) if config.jwt else None
-            self.limiter = RateLimiter(config.writes_per_minute / 60.0, config.write_burst)
+            self.limiter = RateLimiter(
+                config.writes_per_minute / 60.0,
+                config.write_burst,
+                overrides={who: (lim.writes_per_minute / 60.0, lim.write_burst)
+                           for who, lim in config.identity_limits.items()},
+            )  # fmt: skip
 
     def check(self) -> None:
         """Raise, naming the store, unless the key store can be read (a health check)."""
@@ -283,18 +302,26 @@ class Authenticator:
 class RateLimiter:
     """Token bucket per identity (in one replica's memory; N replicas admit N x the rate)."""
 
-    def __init__(self, rate_per_s: float, burst: int, max_keys: int = 100_000):
+    def __init__(
+        self,
+        rate_per_s: float,
+        burst: int,
+        max_keys: int = 100_000,
+        overrides: dict[str, tuple[float, int]] | None = None,
+    ):
         self.rate, self.burst, self.max_keys = rate_per_s, float(burst), max_keys
+        self.overrides = {who: (r, float(b)) for who, (r, b) in (overrides or {}).items()}
         self.buckets: dict[str, tuple[float, float]] = {}
 
     def take(self, who: str, now: float | None = None) -> float:
         """0 if admitted, else the seconds until a token is due."""
         now = time.monotonic() if now is None else now
-        level, t = self.buckets.get(who, (self.burst, now))
-        level = min(self.burst, level + (now - t) * self.rate)
+        rate, burst = self.overrides.get(who, (self.rate, self.burst))
+        level, t = self.buckets.get(who, (burst, now))
+        level = min(burst, level + (now - t) * rate)
         if level < 1.0:
             self.buckets[who] = (level, now)
-            return (1.0 - level) / self.rate
+            return (1.0 - level) / rate
         if len(self.buckets) >= self.max_keys and who not in self.buckets:
             self.buckets.clear()  # bounded memory; a reset only ever admits more
         self.buckets[who] = (level - 1.0, now)

@@ -42,6 +42,7 @@ from deployments.drift import DriftTap
 from deployments.harmful_content import HarmClassifier, ImageFeatures
 from deployments.metrics import stage
 from deployments.shadow import ShadowComparator, ShadowMirror
+from mlsd.harmful_content.artifact import load_policy
 from mlsd.harmful_content.features import (
     DEVICES,
     GENDERS,
@@ -50,7 +51,8 @@ from mlsd.harmful_content.features import (
     score_drift,
     text_drift,
 )
-from mlsd.harmful_content.policy import Policy
+from mlsd.harmful_content.model import ClassifierConfig
+from mlsd.harmful_content.policy import Policy, PolicyReport, PolicyTargets, language_rule
 from mlsd.harmful_content.review import ReviewConflict, ReviewNotFound, ReviewQueue
 from mlsd.image import DEFAULT_MAX_PIXELS, InvalidImage, decode_image
 from mlsd.state import pin_url
@@ -60,6 +62,22 @@ logger = logging.getLogger("ray.serve")
 MAX_COUNT = 10**13  # more reactions or followers than people on Earth x 1000: not a real post
 DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
 MAX_JSON_BYTES = 512 * 1024
+
+
+class PolicyTargetsArgs(BaseModel):
+    """:class:`mlsd.harmful_content.policy.PolicyTargets` as configuration."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prevalence: float = Field(0.05, gt=0, lt=1, description="share of posts that are harmful")
+    head_prevalence: dict[str, float] = Field(default_factory=dict)
+    removal_precision: float = Field(0.9, gt=0, lt=1)
+    review_capacity: float = Field(0.05, gt=0, lt=1, description="share of posts reviewable")
+    review_min: float = Field(0.2, gt=0, lt=1)
+    demote: float | None = Field(None, gt=0, le=1)
+
+    def targets(self) -> PolicyTargets:
+        return PolicyTargets(**self.model_dump())
 
 
 class HarmfulContentArgs(AppArgs):
@@ -73,10 +91,19 @@ class HarmfulContentArgs(AppArgs):
         description="state store of the human-review queue (mlsd.state): a path / sqlite:/// "
         "URL on one node, postgresql+psycopg://user@host/db on a cluster",
     )
+    policy_targets: PolicyTargetsArgs = Field(
+        default_factory=lambda: PolicyTargetsArgs(),
+        description="the platform the policy is fitted for (run-time: user_config)",
+    )
     policy: dict[str, dict[str, float]] = Field(
         default_factory=dict,
-        description="per-head {remove, review, demote} thresholds over the artifact's own "
-        "(tuned on validation); key 'default' for heads not named",
+        description="per-head {remove, review, demote} thresholds on the platform's "
+        "probability scale over the fitted ones; key 'default' for heads not named",
+    )
+    unseen_language: Literal["score", "review"] = Field(
+        "score",
+        description="a post whose lang the model was not trained on: 'score' it (the "
+        "multilingual encoder transfers in part) or send it to 'review'; the answer says which",
     )
     max_text_chars: int = Field(10_000, ge=1, le=1_000_000)
     max_comments: int = Field(50, ge=0, le=1000)
@@ -89,6 +116,14 @@ class HarmfulContentArgs(AppArgs):
     )
     score_timeout_s: float = Field(10.0, gt=0)
     device: str = Field("auto", description="classifier's device: auto (the replica's GPU) | cpu")
+
+    def ingress_user_config(self) -> dict:
+        """The policy's targets are run-time tunables: a new capacity refits, no restart."""
+        return {
+            **super().ingress_user_config(),
+            "policy_targets": self.policy_targets.model_dump(),
+            "unseen_language": self.unseen_language,
+        }
 
     def max_body(self) -> int:
         return MAX_JSON_BYTES + self.max_images * self.max_image_bytes + limits.MULTIPART_SLACK
@@ -153,6 +188,9 @@ class Decision(BaseModel):
     reasons: list[str] = Field(description="the heads that asked for the action, surest first")
     scores: dict[str, float]
     review_id: int | None = Field(None, description="set when the post went to human review")
+    notes: list[str] = Field(
+        default_factory=list, description="what the decision rests on beyond the scores"
+    )
     unused_inputs: list[str] = Field(
         default_factory=list, description="inputs this model version has no place for"
     )
@@ -185,6 +223,18 @@ class Health(BaseModel):
     heads: list[str]
     inputs: list[str]
     reviews: dict[str, int]
+    languages: list[str] = Field(description="the languages the model was trained on")
+
+
+class PolicyOut(BaseModel):
+    targets: dict | None = Field(description="None: an artifact without validation scores")
+    review_threshold: float | None
+    expected: dict | None = Field(
+        description="on validation posts reweighted to the prevalence: benign_allowed, "
+        "removal_precision, review share, ..."
+    )
+    heads: dict = Field(description="per head: thresholds, calibration, what it drives")
+    notes: list[str]
 
 
 POST_BODY = {
@@ -239,11 +289,37 @@ class HarmfulContentIngress:
         self.shadow_classifier, self.comparator = shadow_classifier, comparator
         self.mirror = ShadowMirror.maybe(self._run_shadow, comparator, self.args.shadow)
         self.drift = DriftTap(monitor)
-        self.info: dict | None = None
+        store = self.args.store()
+        self.art = store.load(self.args.model.artifact, self.args.model.version)
+        cfg = ClassifierConfig.from_dict(self.art.config["classifier"])
+        self.heads, self.image_dim = list(cfg.heads), cfg.spec.image_dim
+        self.inputs = sorted(cfg.spec.modalities())
+        self.languages = sorted(self.art.config.get("languages") or [])
+        self.shadow_art = None
+        if (ref := self.args.shadow_model()) is not None:
+            self.shadow_art = store.load(ref.artifact, ref.version)
+            self.shadow_heads = list(self.shadow_art.config["classifier"]["heads"])
+        self._fit_policy(self.args.policy_targets)
+
+    def _fit_policy(self, targets: PolicyTargetsArgs) -> None:
+        """The served policy (and the shadow's) for the platform's targets: fitted once here
+        and again when ``reconfigure`` brings new targets."""
+        self.policy, self.policy_report = load_policy(self.art, targets.targets(), self.args.policy)
         self.shadow_policy: Policy | None = None
+        if self.shadow_art is not None:
+            self.shadow_policy = load_policy(self.shadow_art, targets.targets(), self.args.policy)[
+                0
+            ]
 
     def reconfigure(self, config: dict) -> None:
         apply_ingress_config(self.mirror, config)
+        if config.get("unseen_language"):
+            self.args.unseen_language = config["unseen_language"]
+        if config.get("policy_targets") is not None:
+            targets = PolicyTargetsArgs(**config["policy_targets"])
+            if targets != self.args.policy_targets:
+                self._fit_policy(targets)
+                self.args.policy_targets = targets
 
     def check_health(self) -> None:
         """Serve's health check: no traffic while the key store or the review queue is missing
@@ -257,14 +333,6 @@ class HarmfulContentIngress:
             metrics.review_queue(await asyncio.to_thread(self.queue.counts))
         except Exception:
             logger.exception("could not read the review queue's size")
-
-    async def _model_info(self) -> dict:
-        """Heads, inputs and tuned thresholds of the served model (asked once)."""
-        if self.info is None:
-            info = await retry_once(lambda: self.classifier.info.remote(), "model info")
-            self.policy = Policy.from_dict({**info["policy"], **self.args.policy})
-            self.info = info
-        return self.info
 
     # -- parsing --------------------------------------------------------------------------------
     async def _parse(self, request: Request) -> tuple[PostIn, list[bytes]]:
@@ -360,11 +428,11 @@ class HarmfulContentIngress:
             out.append(await asyncio.to_thread(self._read_uri, uri))
         return out
 
-    async def _image_vectors(self, data: list[bytes], info: dict) -> list | None:
+    async def _image_vectors(self, data: list[bytes]) -> list | None:
         """Backbone vectors when the model takes images; otherwise the images are still
         decoded (a non-image is a 4xx whatever the model) and reported unused."""
         try:
-            if info["image_dim"] and self.images is not None:
+            if self.image_dim and self.images is not None:
                 return list(await asyncio.gather(*(self.images.encode.remote(b) for b in data)))
             for b in data:
                 await asyncio.to_thread(decode_image, b, self.args.max_image_bytes,
@@ -382,10 +450,9 @@ class HarmfulContentIngress:
         reject_unknown_query(request, set())
         post, uploads = await self._parse(request)
         features = self._clean(post, len(uploads))
-        info = await self._model_info()
         data = await self._image_bytes(post, uploads)
         with stage("image_features"):
-            vectors = await self._image_vectors(data, info) if data else None
+            vectors = await self._image_vectors(data) if data else None
         unused = ["images"] if data and vectors is None else []
         if vectors:
             features["images"] = vectors
@@ -400,9 +467,11 @@ class HarmfulContentIngress:
         except Exception:
             raise HTTPException(503, "scoring failed; retry the post") from None
         ms = (time.perf_counter() - t0) * 1e3
-        scores = {h: round(float(p), 6) for h, p in zip(info["heads"], probs, strict=True)}
-        self.drift.observe(**text_drift(features["text"]), **score_drift(info["heads"], probs))
-        decision = self.policy.decide(scores)
+        raw = {h: float(p) for h, p in zip(self.heads, probs, strict=True)}
+        self.drift.observe(**text_drift(features["text"]), **score_drift(self.heads, probs))
+        decision = self.policy.decide(raw)
+        notes = language_rule(decision, post.lang, self.languages, self.args.unseen_language)
+        scores = {h: round(q, 6) for h, q in decision.scores.items()}
         post_id = post.post_id or uuid.uuid4().hex
         review_id = None
         if decision.action == "review":  # committed before the answer: nothing accepted is lost
@@ -420,7 +489,7 @@ class HarmfulContentIngress:
         if self.mirror is not None:
             self.mirror.maybe_mirror(features, self._summary(decision, self.policy), ms)
         return Decision(post_id=post_id, action=decision.action, reasons=decision.reasons,
-                        scores=scores, review_id=review_id, unused_inputs=unused,
+                        scores=scores, review_id=review_id, notes=notes, unused_inputs=unused,
                         model_version=self.model_version)  # fmt: skip
 
     @staticmethod
@@ -431,10 +500,6 @@ class HarmfulContentIngress:
         return {"action": decision.action, "flagged": flagged, "heads": list(decision.scores)}
 
     async def _run_shadow(self, features: dict) -> dict:
-        if self.shadow_policy is None:
-            info = await self.shadow_classifier.info.remote()
-            self.shadow_heads = info["heads"]
-            self.shadow_policy = Policy.from_dict({**info["policy"], **self.args.policy})
         probs = await self.shadow_classifier.score.remote(features)
         scores = {h: float(p) for h, p in zip(self.shadow_heads, probs, strict=True)}
         return self._summary(self.shadow_policy.decide(scores), self.shadow_policy)
@@ -467,7 +532,7 @@ class HarmfulContentIngress:
         self, body: ReviewIn, review_id: int = Path(ge=0),
         caller: Identity = Depends(require("review")),
     ) -> Review:  # fmt: skip
-        heads = (await self._model_info())["heads"]
+        heads = self.heads
         unknown = sorted(set(body.labels) - set(heads))
         if unknown or not body.labels:
             extra = f"; unknown: {', '.join(unknown)}" if unknown else ""
@@ -505,10 +570,25 @@ class HarmfulContentIngress:
 
     @api.get("/health", response_model=Health, summary="Detailed health (admin)")
     async def health(self, caller: Identity = Depends(require("admin"))) -> Health:
-        info = await self._model_info()
         counts = await asyncio.to_thread(self.queue.counts)
-        return Health(status="ok", model_version=self.model_version, heads=info["heads"],
-                      inputs=info["modalities"], reviews=counts)  # fmt: skip
+        return Health(status="ok", model_version=self.model_version, heads=self.heads,
+                      inputs=self.inputs, reviews=counts, languages=self.languages)  # fmt: skip
+
+    @api.get("/policy", response_model=PolicyOut,
+             summary="The served policy: targets, thresholds, what it expects (admin)")  # fmt: skip
+    async def policy_info(self, caller: Identity = Depends(require("admin"))) -> PolicyOut:
+        r: PolicyReport | None = self.policy_report
+        heads = {h: {"thresholds": vars(t)} for h, t in self.policy.heads.items()}
+        for h, c in self.policy.calibration.items():
+            heads.setdefault(h, {})["calibration"] = vars(c)
+        for h, info in (r.heads if r else {}).items():
+            heads.setdefault(h, {}).update(info)
+        notes = r.notes if r else ["this model version has no validation scores: its tuned "
+                                   "thresholds serve on raw probabilities (retrain to fit a "
+                                   "platform's policy)"]  # fmt: skip
+        return PolicyOut(targets=r.targets if r else None,
+                         review_threshold=r.review_threshold if r else None,
+                         expected=r.expected if r else None, heads=heads, notes=notes)  # fmt: skip
 
 
 def build_app(args: HarmfulContentArgs) -> Application:
@@ -518,7 +598,7 @@ def build_app(args: HarmfulContentArgs) -> Application:
     store = a.store()
     shadow = a.pin_models(store)
     art = store.load(a.model.artifact, a.model.version)
-    Policy.from_dict({**(art.config.get("policy") or {}), **a.policy})  # bad thresholds: fail now
+    load_policy(art, a.policy_targets.targets(), a.policy)  # bad thresholds: fail now
     a.open_state()  # after the artifacts: what the app loads, then where it writes
     classifier = HarmClassifier.options(user_config=a.model_user_config("HarmClassifier")).bind(
         store_uri=a.store_spec(), artifact=a.model.artifact, version=a.model.version,

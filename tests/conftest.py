@@ -361,6 +361,7 @@ def build_tiny_harmful(store_root: Path, rows: int = 60, image_dim: int = 1280,
     from mlsd.harmful_content import model as M
     from mlsd.harmful_content import pipeline as P
     from mlsd.harmful_content.artifact import write_classifier
+    from mlsd.harmful_content.policy import ValidationScores
 
     if not (D.DATA_ROOT / "davidson_hate_offensive").exists():
         pytest.skip("harmful-content data not under ../shared/data")
@@ -379,11 +380,15 @@ def build_tiny_harmful(store_root: Path, rows: int = 60, image_dim: int = 1280,
     opt = torch.optim.AdamW(model.parameters(), 3e-3)
     for ep in range(epochs):
         P.train_epoch(model, opt, x, y, m, 64, np.random.default_rng(ep))
+    probs = P.predict(model, x)
     return write_classifier(
         ArtifactStore(store_root), "harmful_content", model, cfg, P.take(x, np.arange(2)),
         F.USE_M3, bag, train={"epochs": epochs}, data={"rows": len(posts), "note": "tests"},
         metrics={}, reference=F.drift_reference([p.text for p in posts], cfg.heads,
-                                                P.predict(model, x), "tests: training rows"),
+                                                probs, "tests: training rows"),
+        # tests only: the training rows stand in for validation (the platform policy's fit)
+        validation=ValidationScores(list(cfg.heads), probs, np.where(m, y, np.nan)),
+        languages={p.lang for p in posts},
     )  # fmt: skip
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import os
 import tempfile
@@ -32,6 +31,7 @@ from mlsd.harmful_content import data as D
 from mlsd.harmful_content import features as F
 from mlsd.harmful_content import model as M
 from mlsd.harmful_content import pipeline as P
+from mlsd.harmful_content.policy import ValidationScores
 from mlsd.state import pin_url
 from train.common import add_failure_args
 
@@ -53,12 +53,7 @@ def _limit(posts: list[D.Post], n: int) -> list[D.Post]:
 def own_posts(a: argparse.Namespace) -> tuple[list[D.Post], tuple[str, ...], D.BadRows]:
     """``--posts``: the platform's own labelled posts, the documented format (read once per
     process: the heads, both splits and the report all come from it)."""
-    return _read_posts(a.posts, a.heads, a.max_bad_fraction)
-
-
-@functools.lru_cache(maxsize=2)
-def _read_posts(path: str, heads: str | None, max_bad_fraction: float):
-    return D.read_posts(path, heads.split(",") if heads else None, max_bad_fraction)
+    return D.read_posts_once(a.posts, a.heads, a.max_bad_fraction)
 
 
 def heads_of(a: argparse.Namespace) -> tuple[str, ...]:
@@ -336,6 +331,8 @@ def _export(a: argparse.Namespace, state: dict, run_name: str, seconds: float) -
         metrics={"validation": scores}, policy=policy,
         reference=drift_reference([p.text for p in val], cfg.heads, probs,
                                   f"{len(val)} validation posts"),
+        validation=ValidationScores(list(cfg.heads), probs, np.where(m_va, y_va, np.nan)),
+        languages={p.lang for p in train},
     )  # fmt: skip
     return {"run": run_name, "train_seconds": seconds, "artifact": f"{a.name}/{version}",
             "reviewed_rows": reviewed, "best_val_mean_auroc": state["best"]}  # fmt: skip

@@ -11,6 +11,16 @@ from torch import nn
 
 from mlsd.artifacts import Artifact, ArtifactStore
 from mlsd.harmful_content.model import ClassifierConfig, build_classifier
+from mlsd.harmful_content.policy import (
+    HeadPolicy,
+    Policy,
+    PolicyReport,
+    PolicyTargets,
+    ValidationScores,
+    fit_platform_policy,
+)
+
+VALIDATION_FILE = "validation_scores.npz"
 
 
 class Probabilities(nn.Module):
@@ -38,10 +48,14 @@ def export_classifier(model: nn.Module, example: dict[str, np.ndarray], path) ->
 def write_classifier(store: ArtifactStore, name: str, model: nn.Module, cfg: ClassifierConfig,
                      example: dict[str, np.ndarray], encoder: str, bag, train: dict,
                      data: dict, metrics: dict, policy: dict | None = None,
-                     reference=None) -> str:  # fmt: skip
-    """Weights, ONNX, the n-gram bag's idf (``bag``: a fitted NgramBag or None), config and
-    ``reference`` (``mlsd.drift.DriftReference`` of the validation posts), if any."""
+                     reference=None, validation=None, languages=None) -> str:  # fmt: skip
+    """Weights, ONNX, the n-gram bag's idf (``bag``: a fitted NgramBag or None), config,
+    ``reference`` (``mlsd.drift.DriftReference`` of the validation posts), if any, and
+    ``validation`` (:class:`mlsd.harmful_content.policy.ValidationScores`: serving fits the
+    platform's policy on it); ``languages``: those the training posts are in."""
     w = store.new_version(name)
+    if validation is not None:
+        validation.save(w.path(VALIDATION_FILE))
     if reference is not None:
         from mlsd.drift import REFERENCE_FILE
 
@@ -52,8 +66,40 @@ def write_classifier(store: ArtifactStore, name: str, model: nn.Module, cfg: Cla
         np.save(w.path("ngram_idf.npy"), bag.idf)
     return w.commit(config={"classifier": cfg.to_dict(), "text_encoder": encoder,
                             "ngram_bag": bag.state() if bag is not None else None,
-                            "policy": policy or {}, "train": train},
+                            "policy": policy or {}, "train": train,
+                            "languages": sorted(languages or [])},
                     data=data, metrics=metrics)  # fmt: skip
+
+
+def load_validation(art: Artifact) -> ValidationScores | None:
+    """The validation scores the platform policy is fitted on (None: an artifact from before
+    they were kept; its tuned thresholds serve as they are)."""
+    if VALIDATION_FILE not in art.manifest.get("files", {}):
+        return None
+    return ValidationScores.load(art.file(VALIDATION_FILE))
+
+
+def load_policy(
+    art: Artifact, targets: PolicyTargets, overrides: dict | None = None
+) -> tuple[Policy, PolicyReport | None]:
+    """The served policy of a classifier artifact: fitted to the platform's ``targets`` on
+    the artifact's validation scores, with any head's thresholds in ``overrides`` (on the
+    platform's probability scale) over the fitted ones. An artifact without validation scores
+    serves its tuned thresholds on raw probabilities (report None). Bad thresholds raise
+    ``ValueError``."""
+    overrides = dict(overrides or {})
+    val = load_validation(art)
+    if val is None:
+        return Policy.from_dict({**(art.config.get("policy") or {}), **overrides}), None
+    policy, report = fit_platform_policy(val, targets)
+    default = overrides.pop("default", None)
+    for h in policy.heads:
+        if h in overrides or default is not None:
+            policy.heads[h] = HeadPolicy(**(overrides.get(h) or default))
+    unknown = sorted(set(overrides) - set(policy.heads))
+    if unknown:
+        raise ValueError(f"policy overrides name heads the model does not have: {unknown}")
+    return policy, report
 
 
 def load_bag(art: Artifact):

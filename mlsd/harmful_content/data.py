@@ -26,6 +26,7 @@ stratified by ``hostile``.
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import re
 import zlib
@@ -230,6 +231,14 @@ def read_posts(
         posts.append(Post(text, lang, "posts", labels, n, meta))
     bad.check(path, max_bad_fraction)
     return posts, tuple(heads), bad
+
+
+@functools.lru_cache(maxsize=2)
+def read_posts_once(path: str, heads: str | None, max_bad_fraction: float = 0.5):
+    """:func:`read_posts` once per process (a job reads the heads, each split and the report
+    from one file). Here, not in the job's module: a job run as ``python -m`` is ``__main__``,
+    which Ray's workers cannot import a cached function from. ``heads``: comma-separated."""
+    return read_posts(path, heads.split(",") if heads else None, max_bad_fraction)
 
 
 def write_posts(posts: list[Post], path: str | Path, heads=HEADS, split: str | None = None) -> int:

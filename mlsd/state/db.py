@@ -107,7 +107,7 @@ class Database:
         self._lock = threading.Lock()
         self._watch = None  # SQLite: a connection that only ever reads PRAGMA data_version
         self._local = threading.local()  # SQLite: each thread's own connection
-        self._kept: list[Connection] = []
+        self._kept: list[tuple[threading.Thread, Connection]] = []  # SQLite: per thread
         self._compiled: dict[tuple, tuple] = {}
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         if not create:
@@ -142,10 +142,21 @@ class Database:
             return
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed or conn.invalidated:
+            self._release_dead_threads()
             conn = self._local.conn = self.engine.connect()
             with self._lock:
-                self._kept.append(conn)
+                self._kept.append((threading.current_thread(), conn))
         yield conn
+
+    def _release_dead_threads(self) -> None:
+        """Give back the connections of threads that have ended (a server that runs each
+        request on a fresh thread would otherwise hold one per thread it ever ran, until the
+        pool is exhausted)."""
+        with self._lock:
+            dead = [c for t, c in self._kept if not t.is_alive()]
+            self._kept = [(t, c) for t, c in self._kept if t.is_alive()]
+        for c in dead:
+            c.close()
 
     @contextmanager
     def _sqlite_transaction(self, conn: Connection, begin: str) -> Iterator[Connection]:
@@ -310,7 +321,7 @@ class Database:
             if self._watch is not None:
                 self._watch_checkout.close()
                 self._watch = self._watch_checkout = None
-        for conn in kept:
+        for _, conn in kept:
             conn.close()
         self._local = threading.local()
         self.engine.dispose()

@@ -247,3 +247,25 @@ def test_review_queue_depth_is_a_metric(app):
 
     lines = scrape({"ray_mlsd_review_queue_depth"})["ray_mlsd_review_queue_depth"]
     assert any('status="pending"' in ln for ln in lines), lines
+
+
+def test_the_policy_is_fitted_for_the_platform_and_says_what_it_rests_on(app):
+    """GET /policy (admin): the targets, each head's calibration and thresholds (the
+    configured override over the fitted ones), what it expects at the prevalence; a post in a
+    language the model was not trained on is scored and the answer says so."""
+    url = app[0]
+    r = api.get(f"{url}/policy", timeout=30)
+    assert r.status_code == 200, r.text
+    pol = r.json()
+    assert pol["targets"]["prevalence"] == 0.05 and pol["targets"]["review_capacity"] == 0.05
+    assert 0 <= pol["expected"]["benign_allowed"] <= 1
+    hate = pol["heads"]["hate"]
+    assert hate["thresholds"] == {"remove": 1.0, "review": 0.0, "demote": 0.0}  # REVIEW_ALL
+    assert {"a", "b", "base_rate"} <= set(hate["calibration"])
+    assert as_user(None).get(f"{url}/policy", timeout=30).status_code == 401
+    de = _post(url, {"text": "Das ist ein ganz normaler Beitrag", "lang": "de"}).json()
+    assert any("'de' is not one the model was trained on" in n for n in de["notes"]), de
+    en = _post(url, {"text": "an ordinary post", "lang": "en"}).json()
+    assert en["notes"] == []
+    h = api.get(f"{url}/health", timeout=30).json()
+    assert set(h["languages"]) == {"ar", "en", "fr"}

@@ -3,6 +3,12 @@ review queue's human labels into the next model's training rows."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
 import numpy as np
 import pytest
 
@@ -89,3 +95,30 @@ def test_job_trains_the_heads_of_your_own_posts_file(ray_session, tmp_path):
     assert data["rows"] == 120 and data["input"]["bad_rows"] == 1
     assert set(art.manifest["metrics"]["validation"]) >= {"abuse/und"}
     assert np.isfinite(out["best_val_mean_auroc"])
+
+
+def test_the_job_runs_as_ray_job_submit_runs_it(tmp_path):
+    """``python -m train.harmful_content``: the job's module is ``__main__`` there, and every
+    object the training loop reaches must still be importable on Ray's workers (a cached
+    reader defined in the job once broke this while every in-process test passed)."""
+    from mlsd.harmful_content import data as D
+
+    if not (D.DATA_ROOT / "davidson_hate_offensive").exists():
+        pytest.skip("harmful-content data not under ../shared/data")
+    rows = ["post_id,text,split,abuse"]
+    for split in ("train", "val"):
+        rows += [f'{p.row},"{p.text.replace(chr(34), chr(39))}",{split},{p.labels["offensive"]}'
+                 for p in D.davidson(split)[:60]]  # fmt: skip
+    (tmp_path / "posts.csv").write_text("\n".join(rows) + "\n")
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must be short
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_ADDRESS": ""}
+    out = subprocess.run(
+        [sys.executable, "-m", "train.harmful_content", "--posts", str(tmp_path / "posts.csv"),
+         "--hidden", "16", "--epochs", "1", "--num-cpus", "1", "--cpus-per-worker", "1",
+         "--store", str(tmp_path / "store"), "--reviews", "none",
+         "--runs-dir", str(tmp_path / "runs"), "--cache", str(tmp_path / "cache")],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert '"artifact": "harmful_content/' in out.stdout

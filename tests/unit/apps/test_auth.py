@@ -118,6 +118,23 @@ def test_writes_are_rate_limited_per_identity(tmp_path):
     assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
 
 
+def test_a_service_identity_has_its_own_configured_rate(tmp_path):
+    """A platform's backend scores every post as one identity: it gets the rate configured
+    for it (auth.identity_limits), a person keeps the default."""
+    store = str(init_store(tmp_path / "keys.sqlite"))
+    feed, person = KeyStore(store).create("feed", "write"), KeyStore(store).create("p", "write")
+    args = AuthArgs(
+        key_store=str(store),
+        writes_per_minute=1,
+        write_burst=2,
+        identity_limits={"feed": {"writes_per_minute": 60_000, "write_burst": 500}},
+    )
+    client = _app(args, tmp_path)
+    hf, hp = {"Authorization": f"Bearer {feed}"}, {"Authorization": f"Bearer {person}"}
+    assert all(client.post("/write", headers=hf).status_code == 200 for _ in range(100))
+    assert [client.post("/write", headers=hp).status_code for _ in range(3)] == [200, 200, 429]
+
+
 def test_rate_limiter_refills():
     lim = RateLimiter(rate_per_s=1.0, burst=1)
     assert lim.take("x", now=0.0) == 0.0 and lim.take("x", now=0.1) > 0

@@ -268,3 +268,28 @@ def test_time_is_the_apps_clock(state_url):
     with log.db.read() as c:
         created = c.execute(select(vs_images.c.created)).scalar_one()
     assert before <= created <= time.time()
+
+
+def test_threads_that_end_give_their_connections_back(tmp_path):
+    """SQLite keeps a connection per thread; a server that runs each request on a fresh
+    thread (Starlette's test client, a recycling pool) must not exhaust the pool (15)."""
+    db = Database(init_store(tmp_path / "s.db"))
+    errors = []
+
+    def read():
+        try:
+            with db.read() as c:
+                c.exec_driver_sql("select 1").all()
+        except Exception as e:  # noqa: BLE001 - the failure is what the test reports
+            errors.append(e)
+
+    stuck = 0
+    for _ in range(40):  # one after another: each thread ends before the next begins
+        t = threading.Thread(target=read, daemon=True)
+        t.start()
+        t.join(timeout=5)  # a read takes milliseconds; one waiting on an exhausted pool hangs
+        if t.is_alive():
+            stuck += 1
+            break
+    assert stuck == 0 and errors == []
+    db.close()
