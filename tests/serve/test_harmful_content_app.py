@@ -234,12 +234,22 @@ def test_health_docs_and_shadow_agreement_per_head(app):
 
 
 def test_drift_report_follows_posts_and_scores(app):
+    """Posts in a script the training posts rarely use (Arabic, where Davidson and MLMA are
+    mostly Latin) move the Latin-letter share away from the reference: the report says so."""
     url = app[0]
+    sent = 0
+    while sent < 60:
+        r = _post(url, {"text": f"هذا منشور عادي عن الطقس رقم {sent}", "lang": "ar"})
+        if r.status_code == 429:  # the write limiter: wait for a token
+            time.sleep(float(r.headers.get("retry-after", "1")) or 1.0)
+            continue
+        assert r.status_code == 200, r.text
+        sent += 1
     rep = api.get(f"{url}/drift", timeout=30).json()
-    assert rep["enabled"] and rep["observed"] > 0, rep
-    assert {"latin_share", "score_hate"} <= set(rep["rolling"]["streams"]) | set(
-        rep["rolling"]["untested"]
-    )
+    assert rep["enabled"] and rep["observed"] >= 60, rep
+    latin = rep["rolling"]["streams"]["latin_share"]
+    assert latin["reference_mean"] > 0.5 and latin["mean"] < 0.5, latin
+    assert latin["moved"] and "latin_share" in rep["rolling"]["moved"]
 
 
 def test_review_queue_depth_is_a_metric(app):

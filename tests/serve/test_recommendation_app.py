@@ -294,12 +294,16 @@ def test_missing_or_corrupt_artifact_is_a_clear_startup_error(serve_instance, re
 
 
 def test_drift_report_follows_requests_and_events(app_url):
+    """A wave of users the model never saw (a campaign brings new sign-ups) moves the share
+    of requests served personally away from the training log's: the report says so."""
     url, _ = app_url
+    for user in range(900_000, 900_060):
+        assert api.get(f"{url}/users/{user}", params={"k": 5}, timeout=30).status_code == 200
     rep = api.get(f"{url}/drift", timeout=30).json()
-    assert rep["enabled"] and rep["observed"] > 0, rep
-    assert rep["reference"]["features"]["event_known_user"] > 0
-    assert set(rep["rolling"]["streams"]) <= set(rep["reference"]["features"]) | {
-        "top1_score", "event_video"}  # fmt: skip
+    assert rep["enabled"] and rep["observed"] >= 60, rep
+    personal = rep["rolling"]["streams"]["request_personal"]
+    assert personal["reference_mean"] > 0.9 and personal["mean"] < 0.6, personal
+    assert personal["moved"] and "request_personal" in rep["rolling"]["moved"]
 
 
 def test_catalogue_entry_and_forgetting_a_history(app_url, keys, serve_instance, rec_store):

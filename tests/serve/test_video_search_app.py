@@ -195,6 +195,10 @@ def test_shadow_compares(app_url):
             break
         time.sleep(0.5)
     assert rep["completed"] >= 3 and rep["errors"] == 0
+    # v1 and v2 are the same zero-shot model: the shadow ranks every query as the primary does
+    assert rep["comparison"] == "overlap@k" and rep["k"] == 10
+    assert rep["mean_score"] == rep["min_score"] == 1.0, rep
+    assert rep["shadow_latency_ms"]["p50"] > 0 and rep["primary_latency_ms"]["p50"] > 0
 
 
 @pytest.mark.parametrize("broken", ["TextSearch", "VideoRetriever", "TextEncoder"])

@@ -30,16 +30,28 @@ def test_png_and_jpeg_of_one_image_give_the_same_top1(pipeline):
         assert png[0].image_id == jpg[0].image_id == i
 
 
-def test_near_duplicates_are_shown_once(pipeline):
+def test_near_duplicates_are_shown_once(tiny_store, tmp_path):
     """The reranker's near-duplicate rule: a catalogue image and its exact copy added live are
-    one result, not two."""
-    import numpy as np
+    one result, not two (and with the rule off, the copy does come back: the test sees it)."""
+    from mlsd.artifacts import ArtifactStore
+    from mlsd.visual_search.catalogue import CatalogueIndex
+    from mlsd.visual_search.pipeline import ImageEncoderModel, search_pipeline
+    from mlsd.visual_search.rerank import RerankConfig
+    from tests.conftest import new_objects, new_store
 
-    from mlsd.visual_search.pipeline import search_pipeline
-
-    encoder, catalogue = pipeline
+    art = ArtifactStore(tiny_store).load("visual_search")
+    encoder = ImageEncoderModel(art, "onnx", device="cpu")
+    catalogue = CatalogueIndex(art, new_store(tmp_path / "live.db"), new_objects(tmp_path / "o"))
     images, _ = catalogue_images(1)
-    hits = search_pipeline(encoder, catalogue, png_bytes(images[0]), k=10)
-    assert len({h.image_id for h in hits}) == len(hits) == 10
-    scores = np.array([h.score for h in hits])
-    assert (np.diff(scores) <= 1e-6).all()  # best first
+    data = png_bytes(images[0])
+    x, signature = encoder.preprocess(data)
+    copy = catalogue.add(encoder.encode(x[None])[0], art.version, None, False, False, signature,
+                         data)  # fmt: skip
+    hits = search_pipeline(encoder, catalogue, data, k=10)
+    ids = [h.image_id for h in hits]
+    assert len(set(ids)) == len(ids) == 10 and len({0, copy} & set(ids)) == 1, ids
+    off = search_pipeline(encoder, catalogue, data, k=10,
+                          rerank_cfg=RerankConfig(near_duplicate_bits=-1))  # fmt: skip
+    assert {0, copy} <= {h.image_id for h in off}
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)  # best first

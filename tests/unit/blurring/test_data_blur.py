@@ -114,8 +114,12 @@ def test_each_family_trains_a_step_and_detects(family):
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     images = [torch.rand(3, 128, 128) for _ in range(2)]
     targets = [{"boxes": torch.tensor([[10.0, 10, 40, 44]]), "labels": torch.tensor([1])}] * 2
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in trainable]
     logs = train_step(model, opt, images, targets)
     assert np.isfinite(logs["loss"]) and len(logs) >= 3  # classification + box terms
+    moved = sum(not torch.equal(a, p.detach()) for a, p in zip(before, trainable, strict=True))
+    assert moved > len(trainable) // 2  # the step updated the weights (heads and backbone)
     from mlsd.blurring.pipeline import detect_torch
 
     (det,) = detect_torch(model, [np.zeros((90, 120, 3), np.uint8)], long_side=128)

@@ -173,6 +173,12 @@ def test_the_ngram_bag_weights_like_tfidf_and_feeds_the_model():
     word = (ids[0] > 0) & (ids[0] <= bag.word_buckets)
     assert np.linalg.norm(w[0][word]) == pytest.approx(1.0, rel=1e-5)  # each part unit-length
     assert np.linalg.norm(w[0][ids[0] > bag.word_buckets]) == pytest.approx(1.0, rel=1e-5)
+    # TF-IDF: a word in one training text ("sat") weighs more than one in two ("the")
+    words, _ = bag._vectorizers()
+    row = bag.transform(["the sat"])
+    weight = dict(zip(row["ngram_ids"][0].tolist(), row["ngram_weights"][0].tolist(), strict=True))
+    sat, the = (int(words.transform([t]).indices[0]) + 1 for t in ("sat", "the"))
+    assert weight[sat] > weight[the] * 1.1
     spec = F.FeatureSpec(text_dim=4, ngram_buckets=bag.size)
     x = F.assemble(spec, np.zeros((3, 4), np.float32)) | out
     model = M.build_classifier(M.ClassifierConfig(heads=("h",), spec=spec))

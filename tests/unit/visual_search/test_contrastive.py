@@ -38,5 +38,32 @@ def test_pair_maker_batched_and_torchvision():
     for mode in ("batched", "torchvision"):
         v1, v2, g = PairMaker(imgs, s, augment=mode)(np.arange(4))
         assert v1.shape == (4, 1, 28, 28) and v2.shape == v1.shape and g is None
+        # two independent augmentations of each image: the views differ, pixels stay valid
+        assert not torch.equal(v1, v2) and not torch.equal(v1, imgs[:4])
+        assert v1.min() >= 0 and v1.max() <= 1
     with pytest.raises(ValueError):
         PairMaker(imgs, s, augment="nope")
+
+
+class _Unaugmented(PairMaker):
+    """The pairing alone: views are the images themselves."""
+
+    def _aug(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def test_pairs_are_the_anchor_and_its_sampled_positive():
+    """Each row pairs the anchor image with the positive its sampler chose: the same image
+    (self), an image of the same label (labels), the clicked partner (clicks)."""
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    imgs = torch.arange(8, dtype=torch.float32).view(8, 1, 1, 1).expand(8, 1, 4, 4) / 8
+    anchors = np.arange(8)
+    v1, v2, _ = _Unaugmented(imgs, PositiveSampler("self", 8))(anchors)
+    assert torch.equal(v1, imgs) and torch.equal(v2, imgs)
+    v1, v2, _ = _Unaugmented(imgs, PositiveSampler("labels", 8, labels=labels))(anchors)
+    partner = (v2[:, 0, 0, 0] * 8).round().long().numpy()
+    assert torch.equal(v1, imgs) and (labels[partner] == labels).all()
+    assert (partner != anchors).any()  # other images of the label, not only itself
+    clicks = PositiveSampler("clicks", 8, clicks=np.array([[2, 7]]))
+    _, v2, _ = _Unaugmented(imgs, clicks)(np.array([2, 7, 3]))
+    assert (v2[:, 0, 0, 0] * 8).round().long().tolist() == [7, 2, 3]
