@@ -10,16 +10,17 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Literal, TypeVar
+from typing import ClassVar, Literal, TypeVar
 
 from fastapi import FastAPI, HTTPException, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException
 
 from apps.auth import AuthArgs, AuthConfig, Authenticator, check_bind, serve_hosts
 from deployments.shadow import ShadowMirror, ShadowTraffic
 from mlsd.artifacts import ArtifactStore, model_label
+from mlsd.runtime import BACKEND_NAMES
 from mlsd.state import Database, ObjectStore, parse_url, pin_url
 from mlsd.state.objects import is_local_uri
 
@@ -171,6 +172,21 @@ class AppArgs(BaseModel):
         description="serve from a file-backed store (SQLite, a local folder) while more than "
         "one Ray node is alive: each node would keep its own state. Off: such a build fails",
     )
+
+    # the runner backends this app's model is served by (mlsd.runtime.load_runner's table)
+    backends: ClassVar[tuple[str, ...]] = BACKEND_NAMES
+
+    @model_validator(mode="after")
+    def _served_backends(self) -> AppArgs:
+        """A backend the app cannot serve fails the build, naming the ones it can (never a
+        replica that fails to start, or one that ignores the backend it reports)."""
+        model = self.model if isinstance(self.model, ModelRef) else None
+        shadow = getattr(self.shadow, "backend", None) if self.shadow is not None else None
+        for where, backend in (("model.backend", model and model.backend),
+                               ("shadow.backend", shadow)):  # fmt: skip
+            if backend is not None and backend not in self.backends:
+                raise ValueError(f"{where} {backend!r}: this app serves {', '.join(self.backends)}")
+        return self
 
     def stores(self) -> tuple[dict[str, str | None], dict[str, str | None]]:
         """(state store URLs, object store URIs) by field: everything the app writes, its API

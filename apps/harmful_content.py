@@ -42,7 +42,7 @@ from deployments.drift import DriftTap
 from deployments.harmful_content import HarmClassifier, ImageFeatures
 from deployments.metrics import stage
 from deployments.shadow import ShadowComparator, ShadowMirror
-from mlsd.harmful_content.artifact import load_policy
+from mlsd.harmful_content.artifact import CLASSIFIER_FILES, load_policy
 from mlsd.harmful_content.features import (
     DEVICES,
     GENDERS,
@@ -82,6 +82,8 @@ class PolicyTargetsArgs(BaseModel):
 
 class HarmfulContentArgs(AppArgs):
     """Builder arguments (``args:`` in serve_config.yaml)."""
+
+    backends = tuple(CLASSIFIER_FILES)
 
     model: ModelRef = Field(
         default_factory=lambda: ModelRef(artifact="harmful_content", backend="onnx")

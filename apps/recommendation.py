@@ -37,7 +37,7 @@ from deployments.drift import DriftTap
 from deployments.metrics import stage
 from deployments.recommendation import CandidateGeneration, Ranking
 from deployments.shadow import ShadowComparator, ShadowMirror
-from mlsd.recommendation.artifact import load_platform_ids, load_tables
+from mlsd.recommendation.artifact import RANKER_FILES, load_platform_ids, load_tables
 from mlsd.recommendation.events import EVENT_STRENGTH, EventLog
 from mlsd.recommendation.ids import MAX_KEY_CHARS, IdMap, ParsedId, UnknownIdForm
 from mlsd.recommendation.pipeline import (
@@ -54,6 +54,8 @@ MAX_TS = 4_102_444_800  # 2100-01-01: later timestamps are an error, not the fut
 
 class RecommendationArgs(AppArgs):
     """Builder arguments (``args:`` in serve_config.yaml)."""
+
+    backends = tuple(RANKER_FILES)
 
     model: ModelRef = Field(
         default_factory=lambda: ModelRef(artifact="recommendation"),

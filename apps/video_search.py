@@ -69,6 +69,8 @@ PUBLIC_ERRORS = {
 class VideoSearchArgs(AppArgs):
     """Builder arguments (``args:`` in serve_config.yaml)."""
 
+    backends = ("torch",)  # the query encoder runs in torch only
+
     model: ModelRef = Field(
         default_factory=lambda: ModelRef(artifact="video_text_zeroshot"),
         description="text-video model artifact (the query encoder's text head + video space)",

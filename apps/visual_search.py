@@ -47,6 +47,7 @@ from mlsd.image import (
     stored_image,
 )
 from mlsd.state import pin_url
+from mlsd.visual_search.artifact import ENCODER_FILES
 from mlsd.visual_search.catalogue import QuotaExceeded
 from mlsd.visual_search.features import ImagePreprocessor
 from mlsd.visual_search.model import EncoderConfig
@@ -55,6 +56,8 @@ from mlsd.visual_search.pipeline import drift_observation
 
 class VisualSearchArgs(AppArgs):
     """Builder arguments (``args:`` in serve_config.yaml)."""
+
+    backends = tuple(ENCODER_FILES)
 
     model: ModelRef = Field(
         default_factory=lambda: ModelRef(artifact="visual_search"),

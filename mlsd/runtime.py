@@ -483,6 +483,44 @@ def make_runner(
     )
 
 
+BACKEND_NAMES = ("torch", "onnx", "onnx-int8", "triton", "triton-int8")
+
+
+class HasFiles(Protocol):
+    def file(self, name: str) -> os.PathLike: ...
+
+
+def load_runner(
+    artifact: HasFiles,
+    backend: str,
+    files: Mapping[str, str],
+    torch_module: Callable[[], torch.nn.Module],
+    *,
+    device: str = "auto",
+    num_threads: int | None = None,
+    gpu_ids: Sequence | None = None,
+    server: Mapping | None = None,
+    what: str = "model",
+) -> ModelRunner:
+    """The one model loader: an artifact's model behind the runner ``backend`` names.
+
+    ``files`` is the system's table of the backends it serves, each with the artifact file it
+    runs (``torch``: the module's weights, which ``torch_module`` loads; ``onnx`` /
+    ``onnx-int8``: the exported graph; ``triton`` / ``triton-int8``: the graph a Triton server
+    serves, reached through ``server``). A backend outside the table is a ``ValueError`` naming
+    the ones it has: an app checks it at build time, never inside a replica."""
+    if backend not in files:
+        raise ValueError(
+            f"{what} backend {backend!r} is not one this system serves: {', '.join(files)}"
+        )
+    if backend.startswith("triton"):
+        return make_runner("triton", server=server)
+    common = {"device": device, "num_threads": num_threads, "gpu_ids": gpu_ids}
+    if backend == "torch":
+        return make_runner("torch", model=torch_module(), **common)
+    return make_runner("onnx", path=artifact.file(files[backend]), **common)
+
+
 def warm_up(runner: ModelRunner, example: Inputs) -> np.ndarray:
     """One inference at start-up, so the first request does not pay for lazy initialisation."""
     return runner.run(example)

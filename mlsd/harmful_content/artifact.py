@@ -21,6 +21,10 @@ from mlsd.harmful_content.policy import (
 )
 
 VALIDATION_FILE = "validation_scores.npz"
+# the backends the classifier is served by, each with the artifact file it runs (no int8:
+# the classifier's n-gram tables do not quantise; see README)
+CLASSIFIER_FILES = {"torch": "classifier.pt", "onnx": "classifier.onnx",
+                    "triton": "classifier.onnx"}  # fmt: skip
 
 
 class Probabilities(nn.Module):

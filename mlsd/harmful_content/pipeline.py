@@ -155,9 +155,14 @@ class HarmScorer:
     def __init__(self, art, backend: str = "onnx", device: str = "cpu",
                  num_threads: int | None = None, gpu_ids=None,
                  encoder=None, server: dict | None = None):  # fmt: skip
-        from mlsd.harmful_content.artifact import load_bag, load_classifier
+        from mlsd.harmful_content.artifact import (
+            CLASSIFIER_FILES,
+            Probabilities,
+            load_bag,
+            load_classifier,
+        )
         from mlsd.harmful_content.features import TextEncoder
-        from mlsd.runtime import make_runner
+        from mlsd.runtime import load_runner
 
         self.art = art
         model, self.cfg = load_classifier(art, None)  # the runner places it
@@ -169,16 +174,10 @@ class HarmScorer:
         if self.encoder.dim != self.spec.text_dim:
             raise ValueError(f"text encoder {name!r} gives {self.encoder.dim}-d vectors; the "
                              f"classifier expects {self.spec.text_dim}")  # fmt: skip
-        if backend == "onnx":
-            self.runner = make_runner("onnx", path=art.file("classifier.onnx"), device=device,
-                                      num_threads=num_threads, gpu_ids=gpu_ids)  # fmt: skip
-        elif backend == "triton":  # the classifier's ONNX file on a Triton server
-            self.runner = make_runner("triton", server=server)
-        else:
-            from mlsd.harmful_content.artifact import Probabilities
-
-            self.runner = make_runner(backend, model=Probabilities(model), device=device,
-                                      num_threads=num_threads, gpu_ids=gpu_ids)  # fmt: skip
+        self.runner = load_runner(
+            art, backend, CLASSIFIER_FILES, lambda: Probabilities(model), device=device,
+            num_threads=num_threads, gpu_ids=gpu_ids, server=server, what="classifier",
+        )  # fmt: skip
         self.device = self.runner.device
         self.score([{"text": "warm up"}])
 

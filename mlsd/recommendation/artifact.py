@@ -34,7 +34,7 @@ from mlsd.recommendation.pipeline import (
     ranker_examples,
     train_ranker,
 )
-from mlsd.runtime import export_onnx, make_runner
+from mlsd.runtime import export_onnx, load_runner
 
 TrainFn = Callable[[RankerExamples, RankerTrainConfig], tuple[RankingModel, dict]]
 FILES = ["factors.npz", "history.npz", "tables.npz", "tables.json", "ranker.pt", "ranker.onnx"]
@@ -104,14 +104,13 @@ def load_tables(art: Artifact) -> RecTables:
 def load_ranker(art: Artifact, backend: str = "torch", **runner_kw) -> Ranker:
     """What the ranking service runs: the model behind the runner ``backend`` (torch: the
     state dict; onnx: the exported graph), with the feature tables."""
-    if backend not in RANKER_FILES:
-        raise ValueError(f"ranker backend must be one of {sorted(RANKER_FILES)}")
-    if backend == "torch":
-        return Ranker.torch(*load_ranking_model(art), **runner_kw)
-    tables = load_tables(art)
-    if "ranker.onnx" not in art.manifest.get("files", {}):
+    if backend == "onnx" and "ranker.onnx" not in art.manifest.get("files", {}):
         raise ArtifactError(f"artifact {art.name}/{art.version} has no ranker.onnx; rebuild it")
-    return Ranker(make_runner("onnx", path=art.file("ranker.onnx"), **runner_kw), tables)
+    tables = load_tables(art)
+    runner = load_runner(
+        art, backend, RANKER_FILES, lambda: load_ranking_model(art)[0], what="ranker", **runner_kw
+    )
+    return Ranker(runner, tables)
 
 
 def load_ranking_model(art: Artifact) -> tuple[RankingModel, RecTables]:

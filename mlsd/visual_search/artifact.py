@@ -33,7 +33,9 @@ from mlsd.visual_search.evaluation import evaluate_embeddings
 from mlsd.visual_search.features import drift_features, model_input
 from mlsd.visual_search.model import EncoderConfig, build_encoder
 
-ENCODER_FILES = {"torch": "encoder.pt", "onnx": "encoder.onnx", "onnx-int8": "encoder.int8.onnx"}
+# the backends the encoder is served by, each with the artifact file it runs
+ENCODER_FILES = {"torch": "encoder.pt", "onnx": "encoder.onnx", "onnx-int8": "encoder.int8.onnx",
+                 "triton": "encoder.onnx", "triton-int8": "encoder.int8.onnx"}  # fmt: skip
 Embed = Callable[[np.ndarray, Path], np.ndarray]
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from mlsd.artifacts import Artifact
 from mlsd.image import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
-from mlsd.runtime import arun, make_runner, warm_up
+from mlsd.runtime import arun, load_runner, warm_up
 from mlsd.visual_search.artifact import ENCODER_FILES, load_encoder_module
 from mlsd.visual_search.catalogue import CatalogueIndex, SearchHit
 from mlsd.visual_search.features import ImagePreprocessor
@@ -39,23 +39,15 @@ class ImageEncoderModel:
     ):
         """``server``: where a ``triton`` / ``triton-int8`` backend's model runs
         (:class:`mlsd.runtime.TritonRunner` arguments)."""
-        triton = backend.startswith("triton")
-        if not triton and backend not in ENCODER_FILES:
-            raise ValueError(
-                f"encoder backend must be one of {sorted(ENCODER_FILES)} or triton, triton-int8"
-            )
         self.cfg = EncoderConfig.from_dict(artifact.config.get("encoder", {}))
         self.backend = backend
         self.version = f"{artifact.name}/{artifact.version}:{backend}"
         self.preprocess = ImagePreprocessor(self.cfg, max_bytes, max_pixels)
-        common = {"device": device, "num_threads": num_threads, "gpu_ids": gpu_ids}
-        if triton:
-            self.runner = make_runner("triton", server=server)
-        elif backend == "torch":
-            self.runner = make_runner("torch", model=load_encoder_module(artifact), **common)
-        else:
-            path = artifact.file(ENCODER_FILES[backend])
-            self.runner = make_runner("onnx", path=path, **common)
+        self.runner = load_runner(
+            artifact, backend, ENCODER_FILES, lambda: load_encoder_module(artifact),
+            device=device, num_threads=num_threads, gpu_ids=gpu_ids, server=server,
+            what="encoder",
+        )  # fmt: skip
         self.device = self.runner.device
         c, s = self.cfg.in_channels, self.cfg.image_size
         warm_up(self.runner, np.zeros((1, c, s, s), np.float32))
