@@ -136,7 +136,7 @@ servers:
 	  { echo "install postgresql and redis-server (Debian) for the state and cluster tests"; exit 1; }
 	@ls /usr/lib/postgresql/*/bin/postgres && redis-server --version
 
-test: data ray-token triton-venv browser servers
+test: lint data ray-token triton-venv browser servers
 	MLSD_REQUIRE_BROWSER=1 MLSD_REQUIRE_SERVERS=1 $(BIN)/python -m pytest --durations=25  # the slowest 25, to keep the suite inside CI's time
 
 # README's screenshots of the pages: the browser tests, saving one per page

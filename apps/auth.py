@@ -172,10 +172,15 @@ class KeyStore(Log):
         with self.db.write() as c:
             c.execute(
                 insert(KEYS).values(
-                    key_id=key_id, user=user, scopes=" ".join(sorted(scope_set)),
-                    digest=_hash(secret), created=time.time(), revoked=None, note=note,
+                    key_id=key_id,
+                    user=user,
+                    scopes=" ".join(sorted(scope_set)),
+                    digest=_hash(secret),
+                    created=time.time(),
+                    revoked=None,
+                    note=note,
                 )
-            )  # fmt: skip
+            )
         return f"mlsd_{key_id}_{secret}"
 
     def revoke(self, key_id: str) -> bool:
@@ -267,9 +272,11 @@ class Authenticator:
             self.limiter = RateLimiter(
                 config.writes_per_minute / 60.0,
                 config.write_burst,
-                overrides={who: (lim.writes_per_minute / 60.0, lim.write_burst)
-                           for who, lim in config.identity_limits.items()},
-            )  # fmt: skip
+                overrides={
+                    who: (lim.writes_per_minute / 60.0, lim.write_burst)
+                    for who, lim in config.identity_limits.items()
+                },
+            )
 
     def check(self) -> None:
         """Raise, naming the store, unless the key store can be read (a health check)."""

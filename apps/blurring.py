@@ -167,9 +167,12 @@ class BlurringIngress:
         self.model_version = self.args.detector.label()
         self.shadow_detector, self.comparator = shadow_detector, comparator
         self.mirror = ShadowMirror.maybe(self._run_shadow, comparator, self.args.shadow)
-        self.drift = DriftTap(monitor, "drift monitoring is off in this app's config"
-                              if self.args.drift is None else "no detector of ours is served "
-                              "(the reference is in our detector's artifact)")  # fmt: skip
+        self.drift = DriftTap(
+            monitor,
+            "drift monitoring is off in this app's config"
+            if self.args.drift is None
+            else "no detector of ours is served (the reference is in our detector's artifact)",
+        )
 
     def reconfigure(self, config: dict) -> None:
         apply_ingress_config(self.mirror, config)
@@ -187,8 +190,13 @@ class BlurringIngress:
     async def _run_shadow(self, image) -> list[list[float]]:
         return self._rows(await self.shadow_detector.detect.remote(image))
 
-    @api.post("/images", response_model=BlurResponse, status_code=201, openapi_extra=IMAGE_FORM,
-              summary="Blur every face and plate of an image; store the blurred copy")  # fmt: skip
+    @api.post(
+        "/images",
+        response_model=BlurResponse,
+        status_code=201,
+        openapi_extra=IMAGE_FORM,
+        summary="Blur every face and plate of an image; store the blurred copy",
+    )
     async def blur_image(
         self, request: Request, caller: Identity = Depends(require("write"))
     ) -> BlurResponse:
@@ -221,17 +229,28 @@ class BlurringIngress:
             Box(label=LABELS[int(lab)], score=float(s), box=[round(float(v), 1) for v in b])
             for b, s, lab in zip(det.boxes, det.scores, det.labels, strict=True)
         ]
-        meta = {"owner": caller.user, "created": time.time(), "model_version": self.model_version,
-                "boxes": [b.model_dump() for b in boxes]}  # fmt: skip
+        meta = {
+            "owner": caller.user,
+            "created": time.time(),
+            "model_version": self.model_version,
+            "boxes": [b.model_dump() for b in boxes],
+        }
         original = data if self.args.store_originals else None
         with stage("store"):
             await asyncio.to_thread(self.store.put, image_id, jpeg, meta, original)
-        return BlurResponse(image_id=image_id, boxes=boxes, url=f"images/{image_id}",
-                            model_version=self.model_version)  # fmt: skip
+        return BlurResponse(
+            image_id=image_id,
+            boxes=boxes,
+            url=f"images/{image_id}",
+            model_version=self.model_version,
+        )
 
-    @api.get("/images/{image_id}", response_class=Response,
-             responses={200: {"content": {"image/jpeg": {}}}},
-             summary="The blurred JPEG (its uploader, or admin)")  # fmt: skip
+    @api.get(
+        "/images/{image_id}",
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}},
+        summary="The blurred JPEG (its uploader, or admin)",
+    )
     async def get_image(
         self,
         image_id: str = Path(pattern=r"^[0-9a-f]{32}$", description="from POST /images"),
@@ -260,8 +279,9 @@ class BlurringIngress:
 
     @api.get("/health", response_model=Health, summary="Detailed health (admin)")
     async def health(self, caller: Identity = Depends(require("admin"))) -> Health:
-        return Health(status="ok", model_version=self.model_version,
-                      output_store=self.args.output_store)  # fmt: skip
+        return Health(
+            status="ok", model_version=self.model_version, output_store=self.args.output_store
+        )
 
 
 def build_app(args: BlurringArgs) -> Application:
@@ -271,11 +291,14 @@ def build_app(args: BlurringArgs) -> Application:
     a.pin_models(a.store())
     a.open_state()  # after the artifacts: what the app loads, then where it writes
     detector = Detector.options(user_config=a.model_user_config("Detector")).bind(
-        store_uri=a.store_spec(), members=a.detector.members, long_side=a.detector.long_side,
-        nms_iou=a.detector.nms_iou, fusion=a.detector.fusion, device=a.device,
-    )  # fmt: skip
-    preprocess = Preprocess.bind(max_bytes=a.max_upload_bytes, max_pixels=a.max_pixels,
-                                 blur=a.blur)  # fmt: skip
+        store_uri=a.store_spec(),
+        members=a.detector.members,
+        long_side=a.detector.long_side,
+        nms_iou=a.detector.nms_iou,
+        fusion=a.detector.fusion,
+        device=a.device,
+    )
+    preprocess = Preprocess.bind(max_bytes=a.max_upload_bytes, max_pixels=a.max_pixels, blur=a.blur)
     shadow = {}
     if a.shadow is not None:
         d = a.shadow.detector
@@ -289,7 +312,7 @@ def build_app(args: BlurringArgs) -> Application:
                 nms_iou=d.nms_iou,
                 fusion=d.fusion,
                 device=a.device,
-            ),  # fmt: skip
+            ),
             "comparator": ShadowComparator.bind("box_f1", 0.5),
         }
     ours = [m for m in a.detector.members if m.get("kind") == "torch"]  # holds the reference
@@ -299,5 +322,6 @@ def build_app(args: BlurringArgs) -> Application:
         ref = ArtifactRef(artifact=first["artifact"], version=first.get("version", "latest"))
         monitor = a.drift_monitor(ref)
     ingress = BlurringIngress.options(user_config=a.ingress_user_config())
-    return ingress.bind(a.ingress_args(), preprocess=preprocess, detector=detector,
-                        monitor=monitor, **shadow)  # fmt: skip
+    return ingress.bind(
+        a.ingress_args(), preprocess=preprocess, detector=detector, monitor=monitor, **shadow
+    )

@@ -182,8 +182,10 @@ class AppArgs(BaseModel):
         replica that fails to start, or one that ignores the backend it reports)."""
         model = self.model if isinstance(self.model, ModelRef) else None
         shadow = getattr(self.shadow, "backend", None) if self.shadow is not None else None
-        for where, backend in (("model.backend", model and model.backend),
-                               ("shadow.backend", shadow)):  # fmt: skip
+        for where, backend in (
+            ("model.backend", model and model.backend),
+            ("shadow.backend", shadow),
+        ):
             if backend is not None and backend not in self.backends:
                 raise ValueError(f"{where} {backend!r}: this app serves {', '.join(self.backends)}")
         return self
@@ -358,8 +360,14 @@ def render_page(page: str, root: str) -> str:
         f'<a href="{href}"{" class=here" if p == page else ""}>{name}</a>'
         for p, (href, name) in PAGE_NAV.items()
     )
-    fields = {"TITLE": title, "PAGE": page, "NAV": nav, "BODY": body.strip(),
-              "SCRIPT": script + tail.strip(), "ROOT": root}  # fmt: skip
+    fields = {
+        "TITLE": title,
+        "PAGE": page,
+        "NAV": nav,
+        "BODY": body.strip(),
+        "SCRIPT": script + tail.strip(),
+        "ROOT": root,
+    }
     for k, v in fields.items():  # ROOT last: the body and script use it too
         layout = layout.replace("{{" + k + "}}", v)
     return layout

@@ -175,7 +175,7 @@ class PostIn(BaseModel):
         pattern=r"^[A-Za-z0-9._:-]{1,128}$",
         description="the platform's id (a retry with it is one post)",
     )
-    text: str = Field("", description="post text, any language")  # fmt: skip
+    text: str = Field("", description="post text, any language")
     lang: str | None = Field(None, pattern=r"^[a-z]{2,3}$", description="ISO 639 code, if known")
     comments: list[str] = Field(default_factory=list)
     image_urls: list[str] = Field(default_factory=list, description="under an allowed prefix")
@@ -342,8 +342,11 @@ class HarmfulContentIngress:
         if ctype.startswith("multipart/form-data"):
             return await self._parse_multipart(request)
         if not ctype.startswith("application/json"):
-            raise HTTPException(415, "send application/json, or multipart/form-data with a "
-                                     "'post' field and 'image' files")  # fmt: skip
+            raise HTTPException(
+                415,
+                "send application/json, or multipart/form-data with a "
+                "'post' field and 'image' files",
+            )
         body = await request.body()
         if len(body) > MAX_JSON_BYTES:
             raise HTTPException(413, f"a JSON post is at most {MAX_JSON_BYTES} bytes")
@@ -361,9 +364,11 @@ class HarmfulContentIngress:
         from starlette.formparsers import MultiPartException
 
         try:
-            form = await request.form(max_files=self.args.max_images,
-                                      max_fields=self.args.max_images + 1,
-                                      max_part_size=MAX_JSON_BYTES)  # fmt: skip
+            form = await request.form(
+                max_files=self.args.max_images,
+                max_fields=self.args.max_images + 1,
+                max_part_size=MAX_JSON_BYTES,
+            )
         except MultiPartException as e:
             raise HTTPException(400, f"malformed multipart body: {e.message}") from None
         unknown = sorted(set(form.keys()) - {"post", "image"})
@@ -400,9 +405,13 @@ class HarmfulContentIngress:
         if not text and not n_images and not post.image_urls:
             raise HTTPException(422, "a post needs text or an image")
         dump = lambda m: m.model_dump(exclude_none=True) if m is not None else None  # noqa: E731
-        return {"text": text, "comments": [c for c in comments if c],
-                "reactions": dump(post.reactions), "author": dump(post.author),
-                "context": dump(post.context)}  # fmt: skip
+        return {
+            "text": text,
+            "comments": [c for c in comments if c],
+            "reactions": dump(post.reactions),
+            "author": dump(post.author),
+            "context": dump(post.context),
+        }
 
     def _read_uri(self, uri: str) -> bytes:
         import fsspec
@@ -437,15 +446,20 @@ class HarmfulContentIngress:
             if self.image_dim and self.images is not None:
                 return list(await asyncio.gather(*(self.images.encode.remote(b) for b in data)))
             for b in data:
-                await asyncio.to_thread(decode_image, b, self.args.max_image_bytes,
-                                        self.args.max_pixels, 224)  # fmt: skip
+                await asyncio.to_thread(
+                    decode_image, b, self.args.max_image_bytes, self.args.max_pixels, 224
+                )
         except InvalidImage as e:
             raise HTTPException(e.status, str(e)) from None
         return None
 
     # -- routes ---------------------------------------------------------------------------------
-    @api.post("/posts", response_model=Decision, openapi_extra=POST_BODY,
-              summary="Score a new post for every harm; decide what happens to it")  # fmt: skip
+    @api.post(
+        "/posts",
+        response_model=Decision,
+        openapi_extra=POST_BODY,
+        summary="Score a new post for every harm; decide what happens to it",
+    )
     async def score_post(
         self, request: Request, caller: Identity = Depends(require("write"))
     ) -> Decision:
@@ -461,9 +475,12 @@ class HarmfulContentIngress:
         t0 = time.perf_counter()
         try:
             with stage("classification"):
-                probs = await asyncio.wait_for(retry_once(  # scoring is idempotent
-                    lambda: self.classifier.score.remote(features), "classification"),
-                                               self.args.score_timeout_s)  # fmt: skip
+                probs = await asyncio.wait_for(
+                    retry_once(  # scoring is idempotent
+                        lambda: self.classifier.score.remote(features), "classification"
+                    ),
+                    self.args.score_timeout_s,
+                )
         except TimeoutError:
             raise HTTPException(503, "scoring timed out; retry the post") from None
         except Exception:
@@ -477,28 +494,48 @@ class HarmfulContentIngress:
         post_id = post.post_id or uuid.uuid4().hex
         review_id = None
         if decision.action == "review":  # committed before the answer: nothing accepted is lost
-            stored = {"post_id": post_id, "owner": caller.user, "lang": post.lang,
-                      "image_urls": post.image_urls, "images_uploaded": len(uploads),
-                      **{k: v for k, v in features.items() if k != "images"}}  # fmt: skip
+            stored = {
+                "post_id": post_id,
+                "owner": caller.user,
+                "lang": post.lang,
+                "image_urls": post.image_urls,
+                "images_uploaded": len(uploads),
+                **{k: v for k, v in features.items() if k != "images"},
+            }
             try:
                 with stage("review_queue"):
                     review_id = await asyncio.to_thread(
-                        self.queue.enqueue, f"{caller.user}/{post_id}", stored, scores,
-                        decision.reasons, self.model_version)  # fmt: skip
+                        self.queue.enqueue,
+                        f"{caller.user}/{post_id}",
+                        stored,
+                        scores,
+                        decision.reasons,
+                        self.model_version,
+                    )
             except Exception:
                 raise HTTPException(503, "review queue unavailable; retry the post") from None
             await self._queue_depth()
         if self.mirror is not None:
             self.mirror.maybe_mirror(features, self._summary(decision, self.policy), ms)
-        return Decision(post_id=post_id, action=decision.action, reasons=decision.reasons,
-                        scores=scores, review_id=review_id, notes=notes, unused_inputs=unused,
-                        model_version=self.model_version)  # fmt: skip
+        return Decision(
+            post_id=post_id,
+            action=decision.action,
+            reasons=decision.reasons,
+            scores=scores,
+            review_id=review_id,
+            notes=notes,
+            unused_inputs=unused,
+            model_version=self.model_version,
+        )
 
     @staticmethod
     def _summary(decision, policy: Policy) -> dict:
         """What the shadow comparison needs: the action and the heads that object at all."""
-        flagged = [h for h, p in decision.scores.items()
-                   if policy.heads.get(h, policy.default).action(p) != "allow"]  # fmt: skip
+        flagged = [
+            h
+            for h, p in decision.scores.items()
+            if policy.heads.get(h, policy.default).action(p) != "allow"
+        ]
         return {"action": decision.action, "flagged": flagged, "heads": list(decision.scores)}
 
     async def _run_shadow(self, features: dict) -> dict:
@@ -506,8 +543,11 @@ class HarmfulContentIngress:
         scores = {h: float(p) for h, p in zip(self.shadow_heads, probs, strict=True)}
         return self._summary(self.shadow_policy.decide(scores), self.shadow_policy)
 
-    @api.get("/reviews", response_model=list[Review],
-             summary="The human-review queue, oldest first (reviewers)")  # fmt: skip
+    @api.get(
+        "/reviews",
+        response_model=list[Review],
+        summary="The human-review queue, oldest first (reviewers)",
+    )
     async def reviews(
         self,
         request: Request,
@@ -520,20 +560,26 @@ class HarmfulContentIngress:
         return [Review(**{**r, "post_id": r["post"].get("post_id", r["post_id"])}) for r in rows]
 
     @api.get("/reviews/{review_id}", response_model=Review, summary="One review (reviewers)")
-    async def review(self, review_id: int = Path(ge=0),
-                     caller: Identity = Depends(require("review"))) -> Review:  # fmt: skip
+    async def review(
+        self, review_id: int = Path(ge=0), caller: Identity = Depends(require("review"))
+    ) -> Review:
         try:
             r = await asyncio.to_thread(self.queue.get, review_id)
         except ReviewNotFound:
             raise HTTPException(404, "no such review") from None
         return Review(**{**r, "post_id": r["post"].get("post_id", r["post_id"])})
 
-    @api.post("/reviews/{review_id}", response_model=Review,
-              summary="A reviewer's labels for a queued post (idempotent)")  # fmt: skip
+    @api.post(
+        "/reviews/{review_id}",
+        response_model=Review,
+        summary="A reviewer's labels for a queued post (idempotent)",
+    )
     async def submit_review(
-        self, body: ReviewIn, review_id: int = Path(ge=0),
+        self,
+        body: ReviewIn,
+        review_id: int = Path(ge=0),
         caller: Identity = Depends(require("review")),
-    ) -> Review:  # fmt: skip
+    ) -> Review:
         heads = self.heads
         unknown = sorted(set(body.labels) - set(heads))
         if unknown or not body.labels:
@@ -562,8 +608,10 @@ class HarmfulContentIngress:
         if done:
             report["action_agreement"] = report.get("mean_score")
             report["head_agreement"] = {
-                k.split("/", 1)[1]: 1 - v / done for k, v in totals.items()
-                if k.startswith("disagree/")}  # fmt: skip
+                k.split("/", 1)[1]: 1 - v / done
+                for k, v in totals.items()
+                if k.startswith("disagree/")
+            }
         return report
 
     @api.get("/healthz", response_model=Liveness, summary="Liveness (open, reveals nothing)")
@@ -573,11 +621,20 @@ class HarmfulContentIngress:
     @api.get("/health", response_model=Health, summary="Detailed health (admin)")
     async def health(self, caller: Identity = Depends(require("admin"))) -> Health:
         counts = await asyncio.to_thread(self.queue.counts)
-        return Health(status="ok", model_version=self.model_version, heads=self.heads,
-                      inputs=self.inputs, reviews=counts, languages=self.languages)  # fmt: skip
+        return Health(
+            status="ok",
+            model_version=self.model_version,
+            heads=self.heads,
+            inputs=self.inputs,
+            reviews=counts,
+            languages=self.languages,
+        )
 
-    @api.get("/policy", response_model=PolicyOut,
-             summary="The served policy: targets, thresholds, what it expects (admin)")  # fmt: skip
+    @api.get(
+        "/policy",
+        response_model=PolicyOut,
+        summary="The served policy: targets, thresholds, what it expects (admin)",
+    )
     async def policy_info(self, caller: Identity = Depends(require("admin"))) -> PolicyOut:
         r: PolicyReport | None = self.policy_report
         heads = {h: {"thresholds": vars(t)} for h, t in self.policy.heads.items()}
@@ -585,12 +642,22 @@ class HarmfulContentIngress:
             heads.setdefault(h, {})["calibration"] = vars(c)
         for h, info in (r.heads if r else {}).items():
             heads.setdefault(h, {}).update(info)
-        notes = r.notes if r else ["this model version has no validation scores: its tuned "
-                                   "thresholds serve on raw probabilities (retrain to fit a "
-                                   "platform's policy)"]  # fmt: skip
-        return PolicyOut(targets=r.targets if r else None,
-                         review_threshold=r.review_threshold if r else None,
-                         expected=r.expected if r else None, heads=heads, notes=notes)  # fmt: skip
+        notes = (
+            r.notes
+            if r
+            else [
+                "this model version has no validation scores: its tuned "
+                "thresholds serve on raw probabilities (retrain to fit a "
+                "platform's policy)"
+            ]
+        )
+        return PolicyOut(
+            targets=r.targets if r else None,
+            review_threshold=r.review_threshold if r else None,
+            expected=r.expected if r else None,
+            heads=heads,
+            notes=notes,
+        )
 
 
 def build_app(args: HarmfulContentArgs) -> Application:
@@ -603,9 +670,13 @@ def build_app(args: HarmfulContentArgs) -> Application:
     load_policy(art, a.policy_targets.targets(), a.policy)  # bad thresholds: fail now
     a.open_state()  # after the artifacts: what the app loads, then where it writes
     classifier = HarmClassifier.options(user_config=a.model_user_config("HarmClassifier")).bind(
-        store_uri=a.store_spec(), artifact=a.model.artifact, version=a.model.version,
-        backend=a.model.backend, device=a.device, server=a.runner_server(a.model),
-    )  # fmt: skip
+        store_uri=a.store_spec(),
+        artifact=a.model.artifact,
+        version=a.model.version,
+        backend=a.model.backend,
+        device=a.device,
+        server=a.runner_server(a.model),
+    )
     extra: dict = {}
     needs_images = art.config["classifier"]["spec"].get("image_dim", 0)
     if shadow is not None:
@@ -613,14 +684,18 @@ def build_app(args: HarmfulContentArgs) -> Application:
         needs_images = needs_images or s_art.config["classifier"]["spec"].get("image_dim", 0)
         extra["shadow_classifier"] = HarmClassifier.options(
             name="ShadowHarmClassifier", user_config=a.model_user_config("ShadowHarmClassifier")
-        ).bind(store_uri=a.store_spec(), artifact=shadow.artifact, version=shadow.version,
-               backend=shadow.backend, device=a.device,
-               server=a.runner_server(shadow))  # fmt: skip
+        ).bind(
+            store_uri=a.store_spec(),
+            artifact=shadow.artifact,
+            version=shadow.version,
+            backend=shadow.backend,
+            device=a.device,
+            server=a.runner_server(shadow),
+        )
         extra["comparator"] = ShadowComparator.bind("head_agreement", 0)
     if needs_images:
         extra["images"] = ImageFeatures.options(
             user_config=a.model_user_config("ImageFeatures")
         ).bind(max_bytes=a.max_image_bytes, max_pixels=a.max_pixels, device=a.device)
     ingress = HarmfulContentIngress.options(user_config=a.ingress_user_config())
-    return ingress.bind(a.ingress_args(), classifier=classifier, monitor=a.drift_monitor(),
-                        **extra)  # fmt: skip
+    return ingress.bind(a.ingress_args(), classifier=classifier, monitor=a.drift_monitor(), **extra)

@@ -262,7 +262,7 @@ class RecommendationIngress:
                     video_id=self.ids.videos.public(i),
                     title=self.tables.titles[int(i)],
                     score=float(s),
-                )  # fmt: skip
+                )
                 for i, s in zip(items, final, strict=True)
             ],
             model_version=self.model_version,
@@ -287,9 +287,15 @@ class RecommendationIngress:
         unknown_user = not self._known_user(user)
         with stage("event_log"):  # durable once this returns
             event_id = await asyncio.to_thread(
-                self.log.append, user.log, video.log, event.event, event.timestamp,
-                event.rating, unknown_user, unknown_video,
-            )  # fmt: skip
+                self.log.append,
+                user.log,
+                video.log,
+                event.event,
+                event.timestamp,
+                event.rating,
+                unknown_user,
+                unknown_video,
+            )
         self.drift.observe(**event_drift(self.tables, user.model, video.model))
         return EventAck(event_id=event_id, unknown_user=unknown_user, unknown_video=unknown_video)
 
@@ -382,9 +388,11 @@ def build_app(args: RecommendationArgs) -> Application:
         )
 
     candidates = CandidateGeneration.bind(
-        store_uri=a.store_spec(), artifact=a.model.artifact, version=a.model.version,
+        store_uri=a.store_spec(),
+        artifact=a.model.artifact,
+        version=a.model.version,
         events_log=a.events_log,
-    )  # fmt: skip
+    )
     shadow = {}
     if (ref := shadow_ref) is not None:
         shadow = {
@@ -393,6 +401,9 @@ def build_app(args: RecommendationArgs) -> Application:
         }
     ingress = RecommendationIngress.options(user_config=a.ingress_user_config())
     return ingress.bind(
-        a.ingress_args(), candidates=candidates, ranking=ranking("Ranking", a.model),
-        monitor=a.drift_monitor(), **shadow,
-    )  # fmt: skip
+        a.ingress_args(),
+        candidates=candidates,
+        ranking=ranking("Ranking", a.model),
+        monitor=a.drift_monitor(),
+        **shadow,
+    )

@@ -101,11 +101,14 @@ class VideoSearchArgs(AppArgs):
     rerank: dict = Field(default_factory=dict, description="VideoRerankConfig fields")
     sample: dict = Field(
         default_factory=lambda: {
-            "fps": 1.0, "size": 224, "max_frames": 32, "max_duration_s": 1800.0,
+            "fps": 1.0,
+            "size": 224,
+            "max_frames": 32,
+            "max_duration_s": 1800.0,
             "max_decode_s": 60.0,
         },
         description="frame sampling and decode caps of uploads (mlsd.video.SampleConfig)",
-    )  # fmt: skip
+    )
     index_timeout_s: float = Field(120.0, gt=0, description="answer 504 after this long")
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1)
     allowed_uri_prefixes: list[str] = Field(
@@ -208,10 +211,15 @@ NOT_FOUND = "no video with this id"  # unknown, deleted, or private to someone e
 
 def _info(d: VideoDoc, root: str) -> VideoInfo:
     return VideoInfo(
-        video_id=d.video_id, title=d.title, description=d.description, tags=d.tags,
-        duration=d.duration, published=d.published, owner=d.owner,
+        video_id=d.video_id,
+        title=d.title,
+        description=d.description,
+        tags=d.tags,
+        duration=d.duration,
+        published=d.published,
+        owner=d.owner,
         thumbnail_url=f"{root}/videos/{d.video_id}/thumbnail",
-    )  # fmt: skip
+    )
 
 
 def _clean_query(q: str, max_chars: int) -> str:
@@ -335,7 +343,7 @@ class VideoSearchIngress:
                     score=f.score,
                     sources=f.sources,
                     thumbnail_url=f"{root}/videos/{f.doc_id}/thumbnail",
-                )  # fmt: skip
+                )
                 for f, d in kept
             ],
             model_version=self.model_version,
@@ -538,9 +546,13 @@ def build_app(args: VideoSearchArgs) -> Application:
 
     def retriever(name: str, ref: ModelRef):
         return VideoRetriever.options(name=name, user_config=fault(name)).bind(
-            store_uri=a.store_spec(), artifact=ref.artifact, version=ref.version,
-            live_log=a.live_log, object_store=a.object_store, **cat,
-        )  # fmt: skip
+            store_uri=a.store_spec(),
+            artifact=ref.artifact,
+            version=ref.version,
+            live_log=a.live_log,
+            object_store=a.object_store,
+            **cat,
+        )
 
     text = TextSearch.options(user_config=fault("TextSearch")).bind(
         store_uri=a.store_spec(), live_log=a.live_log, language=a.text_language, **cat

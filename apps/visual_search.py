@@ -256,9 +256,14 @@ class VisualSearchIngress:
         try:
             with stage("index"):  # durable once this returns
                 image_id = await self.retriever.add.remote(
-                    emb, self.model_version, owner=owner, private=private, unsafe=False,
-                    signature=signature, image=data,
-                )  # fmt: skip
+                    emb,
+                    self.model_version,
+                    owner=owner,
+                    private=private,
+                    unsafe=False,
+                    signature=signature,
+                    image=data,
+                )
         except QuotaExceeded:
             raise HTTPException(429, "this owner's image quota is full") from None
         return AddResponse(image_id=image_id, model_version=self.model_version)
@@ -344,18 +349,24 @@ def build_app(args: VisualSearchArgs) -> Application:
 
     def encoder(name: str, ref: ModelRef):
         return ImageEncoder.options(name=name, user_config=a.model_user_config(name)).bind(
-            store_uri=a.store_spec(), **ref.model_dump(), device=a.device,
+            store_uri=a.store_spec(),
+            **ref.model_dump(),
+            device=a.device,
             server=a.runner_server(ref),
-        )  # fmt: skip
+        )
 
     def retriever(name: str, ref: ModelRef):
         return Retriever.options(name=name).bind(
-            store_uri=a.store_spec(), artifact=ref.artifact, version=ref.version,
-            live_log=a.live_log, object_store=a.object_store, rerank=a.rerank,
+            store_uri=a.store_spec(),
+            artifact=ref.artifact,
+            version=ref.version,
+            live_log=a.live_log,
+            object_store=a.object_store,
+            rerank=a.rerank,
             overfetch=a.overfetch,
             max_per_owner=a.max_images_per_owner,
             retention_s=a.image_retention_days * 86400 if a.image_retention_days else None,
-        )  # fmt: skip
+        )
 
     primary = retriever("Retriever", a.model)
     shadow = {}
@@ -368,6 +379,9 @@ def build_app(args: VisualSearchArgs) -> Application:
         }
     ingress = VisualSearchIngress.options(user_config=a.ingress_user_config())
     return ingress.bind(
-        a.ingress_args(), encoder=encoder("ImageEncoder", a.model), retriever=primary,
-        monitor=a.drift_monitor(), **shadow,
-    )  # fmt: skip
+        a.ingress_args(),
+        encoder=encoder("ImageEncoder", a.model),
+        retriever=primary,
+        monitor=a.drift_monitor(),
+        **shadow,
+    )

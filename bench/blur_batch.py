@@ -64,29 +64,48 @@ def main(argv: list[str] | None = None) -> dict:
         t, _ = _time(pin + [deface, str(out), "--thresh", "0.2"])
         rows[f"deface, {cpus} CPU"] = (t, None)
         env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
-        job = [sys.executable, "-m", "train.blur_batch", "--input", str(src),
-               "--num-cpus", str(cpus), "--detector-actors", str(cpus),
-               "--cpus-per-actor", "1", "--stages", "fused",
-               "--store", str(Path(a.store).resolve())]  # fmt: skip
-        configs = [("CenterFace", [{"kind": "centerface", "threshold": 0.2}]),
-                   ("CenterFace+YuNet", PACKAGED_UNION)]  # fmt: skip
+        job = [
+            sys.executable,
+            "-m",
+            "train.blur_batch",
+            "--input",
+            str(src),
+            "--num-cpus",
+            str(cpus),
+            "--detector-actors",
+            str(cpus),
+            "--cpus-per-actor",
+            "1",
+            "--stages",
+            "fused",
+            "--store",
+            str(Path(a.store).resolve()),
+        ]
+        configs = [
+            ("CenterFace", [{"kind": "centerface", "threshold": 0.2}]),
+            ("CenterFace+YuNet", PACKAGED_UNION),
+        ]
         if (Path(a.store) / "blurring_fcos" / "LATEST").exists():
             configs.append(("served: ours+CenterFace+YuNet", SERVED_MEMBERS))
         for name, members in configs:
             out = work / f"ours{cpus}-{name}"
-            t, stdout = _time(pin + job + ["--output", str(out), "--detector",
-                                           json.dumps(members)], env)  # fmt: skip
+            t, stdout = _time(
+                pin + job + ["--output", str(out), "--detector", json.dumps(members)], env
+            )
             pipeline = json.loads(stdout[stdout.index("{") :])["seconds"]
             rows[f"ours (Ray Data, {name}), {cpus} CPU"] = (t, pipeline)
     print(f"{n} images at long side 1024; wall time with start-up (and without: Ray Data only)")
     base = rows["deface, 1 CPU"][0]
     for k, (t, pipe) in rows.items():
         extra = f"  pipeline {pipe:6.1f} s = {n / pipe:5.2f} images/s" if pipe else ""
-        print(f"  {k:56s} {t:7.1f} s  {n / t:6.2f} images/s  ({base / t:4.2f}x deface 1 CPU)"
-              + extra)  # fmt: skip
+        print(
+            f"  {k:56s} {t:7.1f} s  {n / t:6.2f} images/s  ({base / t:4.2f}x deface 1 CPU)" + extra
+        )
     shutil.rmtree(work, ignore_errors=True)
-    return {k: {"seconds": t, "pipeline_seconds": p, "images_per_s": n / t}
-            for k, (t, p) in rows.items()}  # fmt: skip
+    return {
+        k: {"seconds": t, "pipeline_seconds": p, "images_per_s": n / t}
+        for k, (t, p) in rows.items()
+    }
 
 
 if __name__ == "__main__":

@@ -40,8 +40,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", default="var/bench/blurring_eval.json")
     p.add_argument("--threads", type=int, default=0, help="0 = this process's CPUs")
     p.add_argument("--union", nargs="*", default=[], help="plates: detectors to union")
-    p.add_argument("--fusion", nargs="*", default=["nms", "enclose"],
-                   help="how ensembles merge overlapping boxes (each is a row)")  # fmt: skip
+    p.add_argument(
+        "--fusion",
+        nargs="*",
+        default=["nms", "enclose"],
+        help="how ensembles merge overlapping boxes (each is a row)",
+    )
     a = p.parse_args(argv)
 
     import torch
@@ -84,21 +88,24 @@ def main(argv: list[str] | None = None) -> dict:
         if cls == "face":
             thresholds["centerface@0.2"] = 0.2
             results["centerface@0.2"], speed["centerface@0.2"] = (
-                results["centerface"], speed["centerface"],
-            )  # fmt: skip
+                results["centerface"],
+                speed["centerface"],
+            )
         # ensembles: members' thresholds chosen jointly on validation (union, then fusion); the
         # union's test detections come from the members' own, so no detector runs twice
         combos = [tuple(a.union)] if a.union else []
         if cls == "face":
             # ours joins the packaged union: the first --ours only (each 3-way search is
             # exhaustive; the others are rows for the comparison)
-            combos = [("centerface", "yunet")] + [(o, "centerface", "yunet") for o in a.ours[:1]
-                                                  if o in dets]  # fmt: skip
+            combos = [("centerface", "yunet")] + [
+                (o, "centerface", "yunet") for o in a.ours[:1] if o in dets
+            ]
         for combo, fusion in ((c, f) for c in combos for f in a.fusion):
             if not all(c in results for c in combo):
                 continue
-            ts, vstats = E.choose_ensemble_thresholds([val_results[c] for c in combo], label,
-                                                      max_fp, fusion=fusion)  # fmt: skip
+            ts, vstats = E.choose_ensemble_thresholds(
+                [val_results[c] for c in combo], label, max_fp, fusion=fusion
+            )
             n = "∪".join(f"{c}@{t:.2f}" for c, t in zip(combo, ts, strict=True)) + f" ({fusion})"
             results[n] = E.union_results([results[c] for c in combo], ts, fusion=fusion)
             speed[n] = 1.0 / sum(1.0 / speed[c] for c in combo)
@@ -114,30 +121,42 @@ def main(argv: list[str] | None = None) -> dict:
         served = max(within, key=lambda n: within[n]["coverage"]) if within else None
         report.setdefault("served", {})[cls] = served
         report["thresholds"][cls] = thresholds
-        print(f"\n{cls}s: {len(test)} test images, {sum(len(e.boxes) for e in test)} boxes; "
-              f"thresholds from validation at <= {max_fp} FP/image")  # fmt: skip
-        head = f" {'detector':56s} {'thr':>5s} {'AP50':>6s} {'AP.5:.95':>8s} {'cover':>6s} " \
-               f"{'FP/img':>6s} {'area':>6s} {'img/s':>6s}"  # fmt: skip
+        print(
+            f"\n{cls}s: {len(test)} test images, {sum(len(e.boxes) for e in test)} boxes; "
+            f"thresholds from validation at <= {max_fp} FP/image"
+        )
+        head = (
+            f" {'detector':56s} {'thr':>5s} {'AP50':>6s} {'AP.5:.95':>8s} {'cover':>6s} "
+            f"{'FP/img':>6s} {'area':>6s} {'img/s':>6s}"
+        )
         if cls == "face":
             head += "  AP50 <16 16-32 >=32   cover <16 16-32 >=32"
         print(head)
         for n, res in results.items():
             row = E.evaluate(res, label, thresholds[n], buckets=cls == "face")
-            row |= {"detector": n, "class": cls, "threshold": thresholds[n],
-                    "images_per_s": speed[n]}  # fmt: skip
+            row |= {
+                "detector": n,
+                "class": cls,
+                "threshold": thresholds[n],
+                "images_per_s": speed[n],
+            }
             report["rows"].append(row)
             mark = "*" if n == served else " "
-            line = (f"{mark}{n:56s} {thresholds[n]:5.2f} {_fmt(row['ap50'])} "
-                    f"{_fmt(row['ap50_95'])}  "
-                    f"{_fmt(row['coverage'])} {row['fp_per_image']:6.2f} "
-                    f"{row['blurred_area']:6.3f} {speed[n]:6.2f}")  # fmt: skip
+            line = (
+                f"{mark}{n:56s} {thresholds[n]:5.2f} {_fmt(row['ap50'])} "
+                f"{_fmt(row['ap50_95'])}  "
+                f"{_fmt(row['coverage'])} {row['fp_per_image']:6.2f} "
+                f"{row['blurred_area']:6.3f} {speed[n]:6.2f}"
+            )
             if cls == "face":
                 line += "  " + " ".join(_fmt(row[f"ap50[{b}]"]) for b in E.SIZE_BUCKETS)
                 line += "  " + " ".join(_fmt(row[f"coverage[{b}]"]) for b in E.SIZE_BUCKETS)
             print(line)
         if cls == "face":
-            g = {b: next(r for r in report["rows"] if r["class"] == "face")[f"gt[{b}]"]
-                 for b in E.SIZE_BUCKETS}  # fmt: skip
+            g = {
+                b: next(r for r in report["rows"] if r["class"] == "face")[f"gt[{b}]"]
+                for b in E.SIZE_BUCKETS
+            }
             print(f"face boxes per size bucket (sqrt(w*h) at long side 1024): {g}")
         print(f"* served: best validation coverage at <= {max_fp} FP/image ({served})")
         if a.plots:

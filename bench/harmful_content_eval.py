@@ -57,9 +57,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--ours", default="harmful_content")
     p.add_argument("--transfer", default="harmful_content_en", help="an English-only model")
     p.add_argument("--encoders", nargs="*", default=[F.USE_M3], help="frozen vectors + LR")
-    p.add_argument("--variants", nargs="*", default=[],
-                   help="more of our artifacts (natural labels, late fusion, focal loss, ...) "
-                        "scored on the same rows, beside --ours")  # fmt: skip
+    p.add_argument(
+        "--variants",
+        nargs="*",
+        default=[],
+        help="more of our artifacts (natural labels, late fusion, focal loss, ...) "
+        "scored on the same rows, beside --ours",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--plots", default="docs/plots")
     p.add_argument("--out", default="var/bench/harmful_content_eval.json")
@@ -73,13 +77,18 @@ def main(argv: list[str] | None = None) -> dict:
     encoders = {n: F.TextEncoder(n, num_threads=a.threads) for n in a.encoders}
     cache = "var/cache/harmful_content"
     report: dict = {"ours": ours_name, "rows": []}
-    zero = {k: {"profanity_check": E.profanity_check_scores([q.text for q in v]),
-                **{f"hatesonar_{h}": s for h, s in
-                   E.hatesonar_scores([q.text for q in v]).items()}}
-            for k, v in tests.items()}  # fmt: skip
+    zero = {
+        k: {
+            "profanity_check": E.profanity_check_scores([q.text for q in v]),
+            **{f"hatesonar_{h}": s for h, s in E.hatesonar_scores([q.text for q in v]).items()},
+        }
+        for k, v in tests.items()
+    }
     print(f"harmful content, test rows; ours = {ours_name}\n")
-    print(f"{'head/lang':18s} {'scorer':28s} {'n':>5s} {'pos':>5s} {'AUROC':>6s} {'AUPRC':>6s} "
-          f"{'min.AUPRC':>9s}")  # fmt: skip
+    print(
+        f"{'head/lang':18s} {'scorer':28s} {'n':>5s} {'pos':>5s} {'AUROC':>6s} {'AUPRC':>6s} "
+        f"{'min.AUPRC':>9s}"
+    )
     for head, lang in MAIN:
         key = key_of.get((head, lang), lang)
         tr_text, tr_y, _ = _rows(train[key], head)
@@ -102,8 +111,11 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{row['auroc']:6.3f} {row['auprc']:6.3f} {row['minority_auprc']:9.3f}"
             )
         if a.plots:
-            E.plot_curves({n: (te_y, s) for n, s in scorers.items()}, f"{head} / {lang}",
-                          Path(a.plots) / f"harmful_{head}_{lang}.png")  # fmt: skip
+            E.plot_curves(
+                {n: (te_y, s) for n, s in scorers.items()},
+                f"{head} / {lang}",
+                Path(a.plots) / f"harmful_{head}_{lang}.png",
+            )
         print()
     # ours on every head it has (the MLMA hostility types too)
     print("ours, every head:")
@@ -129,8 +141,10 @@ def main(argv: list[str] | None = None) -> dict:
             row = E.scores_row(te_y, probs[:, heads.index(head)])
             cells[f"{head}/{lang}"] = row
         report.setdefault("variants", {})[label] = cells
-        print(f"  {label:44s} " + "  ".join(f"{k} {r['auroc']:.3f}/{r['minority_auprc']:.3f}"
-                                           for k, r in cells.items()))  # fmt: skip
+        print(
+            f"  {label:44s} "
+            + "  ".join(f"{k} {r['auroc']:.3f}/{r['minority_auprc']:.3f}" for k, r in cells.items())
+        )
     # cross-lingual transfer: English-only training, French / Arabic test
     try:
         en_only, en_name = _ours(a.store, a.transfer, tests, a.threads)
@@ -139,14 +153,17 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\ntransfer en -> fr / ar (hostile, AUROC); English-only model: {en_name}")
     tr_text, tr_y, _ = _rows(train["en"], "hostile")
     tfidf = E.TfidfLR().fit(tr_text, tr_y)
-    lrs = {n: E.EmbeddingLR(n).fit(F.encode_cached(enc, tr_text, cache), tr_y)
-           for n, enc in encoders.items()}  # fmt: skip
+    lrs = {
+        n: E.EmbeddingLR(n).fit(F.encode_cached(enc, tr_text, cache), tr_y)
+        for n, enc in encoders.items()
+    }
     for lang in ("fr", "ar"):
         te_text, te_y, _ = _rows(tests[lang], "hostile")
         res = {"tfidf + LR (en)": E.auroc(te_y, tfidf.score(te_text))}
         for n, lr in lrs.items():
-            res[f"{n} + LR (en)"] = E.auroc(te_y, lr.score(F.encode_cached(encoders[n], te_text,
-                                                                           cache)))  # fmt: skip
+            res[f"{n} + LR (en)"] = E.auroc(
+                te_y, lr.score(F.encode_cached(encoders[n], te_text, cache))
+            )
         if en_only is not None:
             probs, heads = en_only[lang]
             res[f"ours ({a.transfer})"] = E.auroc(te_y, probs[:, heads.index("hostile")])

@@ -28,12 +28,14 @@ from mlsd.harmful_content import pipeline as P
 from mlsd.harmful_content import synthetic as S
 
 
-def fit(fusion: str, train: S.MemeSet, epochs: int, hidden: int, seed: int,
-        modality_dropout: float) -> torch.nn.Module:  # fmt: skip
+def fit(
+    fusion: str, train: S.MemeSet, epochs: int, hidden: int, seed: int, modality_dropout: float
+) -> torch.nn.Module:
     torch.manual_seed(seed)
     spec = F.FeatureSpec(text_dim=train.text.shape[1], image_dim=train.image.shape[1])
-    cfg = M.ClassifierConfig(heads=("meme",), spec=spec, fusion=fusion, hidden=hidden,
-                             modality_dropout=modality_dropout)  # fmt: skip
+    cfg = M.ClassifierConfig(
+        heads=("meme",), spec=spec, fusion=fusion, hidden=hidden, modality_dropout=modality_dropout
+    )
     model = M.build_classifier(cfg)
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     x = F.assemble(spec, train.text, images=[v[None] for v in train.image])
@@ -68,23 +70,36 @@ def main(argv: list[str] | None = None) -> dict:
         for fusion in ("early", "late"):
             s = P.predict(fit(fusion, train, a.epochs, a.hidden, seed, a.modality_dropout), xt)
             s = s[:, 0]
-            row = {"fusion": fusion, "seed": seed, "auroc": E.auroc(test.y, s),
-                   "auprc": E.auprc(test.y, s),
-                   "auroc_combination_only": E.auroc(test.y[combo], s[combo])}  # fmt: skip
+            row = {
+                "fusion": fusion,
+                "seed": seed,
+                "auroc": E.auroc(test.y, s),
+                "auprc": E.auprc(test.y, s),
+                "auroc_combination_only": E.auroc(test.y[combo], s[combo]),
+            }
             rows.append(row)
-            print(f"{fusion:6s} {seed:4d} {row['auroc']:6.3f} {row['auprc']:6.3f} "
-                  f"{row['auroc_combination_only']:17.3f}")  # fmt: skip
+            print(
+                f"{fusion:6s} {seed:4d} {row['auroc']:6.3f} {row['auprc']:6.3f} "
+                f"{row['auroc_combination_only']:17.3f}"
+            )
     summary = {}
     for fusion in ("early", "late"):
         r = [x for x in rows if x["fusion"] == fusion]
-        summary[fusion] = {k: float(np.mean([x[k] for x in r]))
-                           for k in ("auroc", "auprc", "auroc_combination_only")}  # fmt: skip
+        summary[fusion] = {
+            k: float(np.mean([x[k] for x in r]))
+            for k in ("auroc", "auprc", "auroc_combination_only")
+        }
         print(
             f"{fusion:6s} mean AUROC {summary[fusion]['auroc']:.3f} "
             f"(combination-only rows {summary[fusion]['auroc_combination_only']:.3f})"
         )
-    report = {"kind": S.SYNTHETIC, "args": vars(a), "rows": rows, "mean": summary,
-              "seconds": time.perf_counter() - t0}  # fmt: skip
+    report = {
+        "kind": S.SYNTHETIC,
+        "args": vars(a),
+        "rows": rows,
+        "mean": summary,
+        "seconds": time.perf_counter() - t0,
+    }
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(report, indent=2))
     return report

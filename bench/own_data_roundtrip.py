@@ -50,8 +50,18 @@ def harmful(a: argparse.Namespace, work: str) -> dict:
     posts = D.demo_posts()
     csv_path = os.path.join(work, "demo_posts.csv")
     D.write_posts(posts, csv_path)
-    common = ["--epochs", str(a.epochs), "--reviews", "none", "--store", f"{work}/store",
-              "--runs-dir", f"{work}/runs", "--num-cpus", "2"]  # fmt: skip
+    common = [
+        "--epochs",
+        str(a.epochs),
+        "--reviews",
+        "none",
+        "--store",
+        f"{work}/store",
+        "--runs-dir",
+        f"{work}/runs",
+        "--num-cpus",
+        "2",
+    ]
     out = {"posts_csv": csv_path, "rows": len(posts)}
     for name, extra in (("readers", []), ("generic", ["--posts", csv_path])):
         out[name] = run(parse_args([*common, "--name", f"hc_{name}", *extra]))

@@ -103,9 +103,25 @@ def harmful(a: argparse.Namespace, work: str) -> dict:
             posts.append(D.Post(text, p.lang, p.source, p.labels, p.row, meta))
     path = os.path.join(work, "posts.csv")
     D.write_posts(posts, path)
-    cmd = [sys.executable, "-m", "train.harmful_content", "--posts", path, "--epochs",
-           str(a.epochs), "--reviews", "none", "--store", f"{work}/store", "--runs-dir",
-           f"{work}/runs", "--cache", f"{work}/cache", "--num-cpus", "2"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "train.harmful_content",
+        "--posts",
+        path,
+        "--epochs",
+        str(a.epochs),
+        "--reviews",
+        "none",
+        "--store",
+        f"{work}/store",
+        "--runs-dir",
+        f"{work}/runs",
+        "--cache",
+        f"{work}/cache",
+        "--num-cpus",
+        "2",
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0

@@ -91,26 +91,36 @@ class Soak:
         b, r = base, self.rng
         if route == "visual-search search":
             data = r.choice(self.queries)
-            return s.post(f"{b}/visual-search/search", params={"k": 10},
-                          files={"image": ("q.png", data)}, timeout=120)  # fmt: skip
+            return s.post(
+                f"{b}/visual-search/search",
+                params={"k": 10},
+                files={"image": ("q.png", data)},
+                timeout=120,
+            )
         if route == "visual-search add":
             with self.lock:
                 self.added += 1
                 img = self.new_images[self.added % len(self.new_images)].copy()
             img[0, : self.added % 28] = 255  # unique bytes (and a distinct near-duplicate hash)
             data = _png(img)
-            resp = s.post(f"{b}/visual-search/images", files={"image": ("a.png", data)},
-                          timeout=120)  # fmt: skip
+            resp = s.post(
+                f"{b}/visual-search/images", files={"image": ("a.png", data)}, timeout=120
+            )
             if resp.status_code == 200:
                 with self.lock:
                     self.acked_images.append((resp.json()["image_id"], data))
             return resp
         if route == "recommendations get":
-            return s.get(f"{b}/recommendations/users/{r.randint(1, 943)}", params={"k": 10},
-                         timeout=120)  # fmt: skip
+            return s.get(
+                f"{b}/recommendations/users/{r.randint(1, 943)}", params={"k": 10}, timeout=120
+            )
         if route == "recommendations event":
-            ev = {"user_id": r.randint(1, 943), "video_id": r.randint(1, 1682), "event": "watch",
-                  "timestamp": int(time.time())}  # fmt: skip
+            ev = {
+                "user_id": r.randint(1, 943),
+                "video_id": r.randint(1, 1682),
+                "event": "watch",
+                "timestamp": int(time.time()),
+            }
             resp = s.post(f"{b}/recommendations/events", json=ev, timeout=120)
             if resp.status_code == 201:
                 with self.lock:
@@ -119,13 +129,18 @@ class Soak:
         if route == "video-search search":
             return s.get(f"{b}/video-search/search", params={"q": r.choice(QUERIES)}, timeout=120)
         if route == "harmful-content post":
-            return s.post(f"{b}/harmful-content/posts", json={"text": r.choice(self.posts)},
-                          timeout=120)  # fmt: skip
+            return s.post(
+                f"{b}/harmful-content/posts", json={"text": r.choice(self.posts)}, timeout=120
+            )
         if route == "blurring image":
-            return s.post(f"{b}/blurring/images", files={"image": ("p.jpg", r.choice(self.photos))},
-                          timeout=120)  # fmt: skip
-        app = r.choice(["visual-search", "recommendations", "video-search", "blurring",
-                        "harmful-content"])  # fmt: skip
+            return s.post(
+                f"{b}/blurring/images",
+                files={"image": ("p.jpg", r.choice(self.photos))},
+                timeout=120,
+            )
+        app = r.choice(
+            ["visual-search", "recommendations", "video-search", "blurring", "harmful-content"]
+        )
         return s.get(f"{b}/{app}/healthz", timeout=120)
 
     def caller(self, deadline: float) -> None:
@@ -153,8 +168,7 @@ def drive(soak: Soak, duration: float, concurrency: int, halfway: Callable[[floa
     """``concurrency`` callers for ``duration`` seconds; ``halfway(deadline)`` runs half way
     (the fault) while they go on; -> (seconds of load, its start, what ``halfway`` returned)."""
     deadline = time.time() + duration
-    threads = [threading.Thread(target=soak.caller, args=(deadline,))
-               for _ in range(concurrency)]  # fmt: skip
+    threads = [threading.Thread(target=soak.caller, args=(deadline,)) for _ in range(concurrency)]
     t_start = time.time()
     for t in threads:
         t.start()
@@ -185,14 +199,23 @@ def lost_writes(soak: Soak, images_log: str, events_log: str, sample: int = 20) 
     s = requests.Session()
     s.headers.update(soak.headers)
     not_found = 0
-    for image_id, data in random.Random(1).sample(soak.acked_images,
-                                                  min(sample, len(soak.acked_images))):  # fmt: skip
-        hits = s.post(f"{soak.base}/visual-search/search", params={"k": 5},
-                      files={"image": ("q.png", data)}, timeout=120).json()["results"]  # fmt: skip
+    for image_id, data in random.Random(1).sample(
+        soak.acked_images, min(sample, len(soak.acked_images))
+    ):
+        hits = s.post(
+            f"{soak.base}/visual-search/search",
+            params={"k": 5},
+            files={"image": ("q.png", data)},
+            timeout=120,
+        ).json()["results"]
         not_found += image_id not in [h["image_id"] for h in hits]
-    return {"acked_images": len(soak.acked_images), "acked_events": len(soak.acked_events),
-            "lost_images": len(lost_images), "lost_events": len(lost_events),
-            "sampled_images_not_found_by_search": not_found}  # fmt: skip
+    return {
+        "acked_images": len(soak.acked_images),
+        "acked_events": len(soak.acked_events),
+        "lost_images": len(lost_images),
+        "lost_events": len(lost_events),
+        "sampled_images_not_found_by_search": not_found,
+    }
 
 
 def recovery_s(log: list[tuple[float, int]], killed_at: float, replaced_at: float | None) -> float:
@@ -210,17 +233,21 @@ def start_serve(config: str, base: str, timeout: float) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
     env.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "apps.limits:proxy_middlewares")
     serve = str(Path(sys.executable).with_name("serve"))  # the venv's Serve CLI
-    proc = subprocess.Popen([serve, "run", config], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [serve, "run", config],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     apps = ["visual-search", "recommendations", "video-search", "blurring", "harmful-content"]
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"serve run exited with {proc.returncode}")
         try:
-            if all(requests.get(f"{base}/{a}/healthz", timeout=5).status_code == 200
-                   for a in apps):  # fmt: skip
+            if all(requests.get(f"{base}/{a}/healthz", timeout=5).status_code == 200 for a in apps):
                 return proc
         except requests.RequestException:
             pass
@@ -278,14 +305,17 @@ def run(a: argparse.Namespace) -> dict:
             stop_serve(proc)
     routes = per_route(soak)
     return {
-        "duration_s": wall, "concurrency": a.concurrency, "killed": a.kill,
-        "killed_pids": victims, "replacement_up_s": (replaced_at - killed_at)
-        if replaced_at else None,
+        "duration_s": wall,
+        "concurrency": a.concurrency,
+        "killed": a.kill,
+        "killed_pids": victims,
+        "replacement_up_s": (replaced_at - killed_at) if replaced_at else None,
         "recovery_s": recovery_s(soak.search_log, killed_at, replaced_at),
         "requests": sum(r["requests"] for r in routes.values()),
         "errors": sum(r["errors"] for r in routes.values()),
-        "routes": routes, "writes": lost,
-    }  # fmt: skip
+        "routes": routes,
+        "writes": lost,
+    }
 
 
 def per_route(soak: Soak) -> dict:
@@ -293,17 +323,22 @@ def per_route(soak: Soak) -> dict:
     routes = {}
     for route, lat in sorted(soak.lat.items()):
         q = np.percentile(lat, [50, 99])
-        routes[route] = {"requests": len(lat), "errors": sum(soak.errors[route].values()),
-                         "errors_by_status": dict(soak.errors[route]),
-                         "p50_ms": float(q[0]), "p99_ms": float(q[1])}  # fmt: skip
+        routes[route] = {
+            "requests": len(lat),
+            "errors": sum(soak.errors[route].values()),
+            "errors_by_status": dict(soak.errors[route]),
+            "p50_ms": float(q[0]),
+            "p99_ms": float(q[1]),
+        }
     return routes
 
 
 def _table(out: dict) -> str:
     lines = ["| route | requests | errors | p50 ms | p99 ms |", "|---|---|---|---|---|"]
     for route, r in out["routes"].items():
-        lines.append(f"| {route} | {r['requests']} | {r['errors']} | {r['p50_ms']:.0f} | "
-                     f"{r['p99_ms']:.0f} |")  # fmt: skip
+        lines.append(
+            f"| {route} | {r['requests']} | {r['errors']} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -316,8 +351,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--token", default="var/auth/dev-token")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--startup-timeout", type=float, default=600.0)
-    p.add_argument("--no-start", dest="start", action="store_false",
-                   help="use the Serve already running on the config's port")  # fmt: skip
+    p.add_argument(
+        "--no-start",
+        dest="start",
+        action="store_false",
+        help="use the Serve already running on the config's port",
+    )
     return p.parse_args(argv)
 
 

@@ -133,9 +133,11 @@ def run(a: argparse.Namespace) -> dict:
                     wait_for(lambda r=route, b=base: _up(b + r), 900, f"{route} via {base}")
             soak = ClusterSoak(bases, token, a.seed)
             wall, t0, (killed_at, raylet) = drive(
-                soak, a.duration, a.concurrency,
+                soak,
+                a.duration,
+                a.concurrency,
                 lambda _: (time.time(), rc.kill(rc.worker, "raylet")),
-            )  # fmt: skip
+            )
             killed_at -= t0
             lost = lost_writes(soak, state["db"], state["db"])  # soak.base: node A's proxy
         finally:
@@ -143,13 +145,16 @@ def run(a: argparse.Namespace) -> dict:
             shutil.rmtree(tmp, ignore_errors=True)
     routes = per_route(soak)
     return {
-        "duration_s": wall, "concurrency": a.concurrency, "artifacts": store,
+        "duration_s": wall,
+        "concurrency": a.concurrency,
+        "artifacts": store,
         "killed": f"node B's raylet (pid {raylet}) at {killed_at:.0f} s",
         "rerouted_by_balancer": soak.rerouted,
         "requests": sum(r["requests"] for r in routes.values()),
         "errors": sum(r["errors"] for r in routes.values()),
-        "routes": routes, "writes": lost,
-    }  # fmt: skip
+        "routes": routes,
+        "writes": lost,
+    }
 
 
 def _up(url: str) -> bool:

@@ -48,9 +48,12 @@ def anchor_module(folder: Path):
 
     def show(path: str) -> str:
         return subprocess.run(
-            ["git", "show", f"{ANCHOR_COMMIT}:{path}"], cwd=ROOT, check=True,
-            capture_output=True, text=True,
-        ).stdout  # fmt: skip
+            ["git", "show", f"{ANCHOR_COMMIT}:{path}"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
 
     (folder / "durable_before.py").write_text(show("mlsd/durable.py"))
     src = show("mlsd/visual_search/catalogue.py").replace(
@@ -122,8 +125,15 @@ class Layer:
 
         from mlsd.state.schema import vs_images
 
-        row = {"owner": "a", "private": False, "unsafe": False, "embedding": emb.tobytes(),
-               "dim": DIM, "model_version": "m", "created": time.time()}  # fmt: skip
+        row = {
+            "owner": "a",
+            "private": False,
+            "unsafe": False,
+            "embedding": emb.tobytes(),
+            "dim": DIM,
+            "model_version": "m",
+            "created": time.time(),
+        }
         with self.log.db.write("vs_images") as c:
             c.execute(insert(vs_images), [row] * n)
         if not self.log.db.is_sqlite:  # a bulk load, then its statistics (autovacuum would)
@@ -152,8 +162,9 @@ def per_call_us(n: int, fn) -> float:
 
 def measure(backend, appends: int, rows: list[int], emb, image: bytes) -> dict:
     out = {"append_rows_s": per_second(appends, lambda: backend.append(emb))}
-    out["append_4kb_upload_rows_s"] = per_second(max(appends // 4, 50),
-                                                 lambda: backend.append(emb, image))  # fmt: skip
+    out["append_4kb_upload_rows_s"] = per_second(
+        max(appends // 4, 50), lambda: backend.append(emb, image)
+    )
     have = appends + max(appends // 4, 50)
     for n in rows:
         backend.fill(n - have, emb)
@@ -192,8 +203,13 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="mlsd-bench-") as tmp:
         folder = Path(tmp)
         backends = [Before(anchor_module(folder), folder)]
-        backends.append(Layer("state: SQLite", str(init_store(folder / "new.sqlite")),
-                              ObjectStore(folder / "objects", create=True).uri))  # fmt: skip
+        backends.append(
+            Layer(
+                "state: SQLite",
+                str(init_store(folder / "new.sqlite")),
+                ObjectStore(folder / "objects", create=True).uri,
+            )
+        )
         pg = None
         if not a.no_postgres:
             sys.path.insert(0, str(ROOT))
@@ -201,8 +217,9 @@ def main(argv: list[str] | None = None) -> dict:
 
             pg = PostgresServer(fsync=True).start()
             url = str(init_store(pg.create_database("bench")))
-            backends.append(Layer("state: PostgreSQL", url,
-                                  ObjectStore(folder / "pg_objects", create=True).uri))  # fmt: skip
+            backends.append(
+                Layer("state: PostgreSQL", url, ObjectStore(folder / "pg_objects", create=True).uri)
+            )
         try:
             for b in backends:
                 results[b.name] = measure(b, a.appends, rows, emb, image)

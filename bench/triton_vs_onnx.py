@@ -49,10 +49,14 @@ async def _load(runner, inputs: list[np.ndarray], concurrency: int, name: str) -
 
 def _ratios(rows: list[dict], anchor: dict) -> list[dict]:
     return [
-        {**r, "p50_x": r["p50_ms"] / anchor["p50_ms"], "p99_x": r["p99_ms"] / anchor["p99_ms"],
-         "rps_x": r["rps"] / anchor["rps"]}
+        {
+            **r,
+            "p50_x": r["p50_ms"] / anchor["p50_ms"],
+            "p99_x": r["p99_ms"] / anchor["p99_ms"],
+            "rps_x": r["rps"] / anchor["rps"],
+        }
         for r in rows
-    ]  # fmt: skip
+    ]
 
 
 async def _compare(setups: dict, tag: str, singles, batches, a) -> list[dict]:
@@ -92,11 +96,18 @@ def run(a: argparse.Namespace) -> dict:
             ref = local.run(x)
             setups = {"onnxruntime in replica": local}
             for proto, url in (("grpc", server.grpc_url), ("http", server.http_url)):
-                setups[f"triton {proto}"] = make_runner("triton", server={
-                    "url": url, "protocol": proto, "model_name": art.name,
-                    "model_version": str(TRITON_VERSIONS["triton" if tag == "fp32"
-                                                         else "triton-int8"]),
-                    "expect": {"artifact": f"{art.name}/{art.version}"}})  # fmt: skip
+                setups[f"triton {proto}"] = make_runner(
+                    "triton",
+                    server={
+                        "url": url,
+                        "protocol": proto,
+                        "model_name": art.name,
+                        "model_version": str(
+                            TRITON_VERSIONS["triton" if tag == "fp32" else "triton-int8"]
+                        ),
+                        "expect": {"artifact": f"{art.name}/{art.version}"},
+                    },
+                )
             rows += asyncio.run(_compare(setups, tag, singles, batches, a))
             for name, runner in setups.items():
                 if name.startswith("triton"):
@@ -114,8 +125,10 @@ def run(a: argparse.Namespace) -> dict:
 
 
 def _table(out: dict) -> str:
-    lines = ["| encoder | request | setup | p50 ms | p99 ms | req/s | p50 x | p99 x | req/s x |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| encoder | request | setup | p50 ms | p99 ms | req/s | p50 x | p99 x | req/s x |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in out["rows"]:
         lines.append(
             f"| {r['encoder']} | {r['request']} | {r['setup'].rsplit(' ', 1)[0]} | "

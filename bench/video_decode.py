@@ -69,8 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         paths = make_files(max(a.counts), tmp)
         os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-        ray.init(address="local", num_cpus=a.num_cpus, include_dashboard=False,
-                 log_to_driver=False)  # fmt: skip
+        ray.init(address="local", num_cpus=a.num_cpus, include_dashboard=False, log_to_driver=False)
         ray.data.DataContext.get_current().enable_progress_bars = False
         for n in sorted(a.counts):
             sub = paths[:n]
@@ -86,8 +85,10 @@ def main(argv: list[str] | None = None) -> None:
                 "ratio_warm": (f_warm / t_warm) / (f_single / t_single),
             }
             if f_cold:
-                row.update(ray_cold_fps=f_cold / t_cold,
-                           ratio_cold=(f_cold / t_cold) / (f_single / t_single))  # fmt: skip
+                row.update(
+                    ray_cold_fps=f_cold / t_cold,
+                    ratio_cold=(f_cold / t_cold) / (f_single / t_single),
+                )
             rows.append(row)
             print(json.dumps(row), flush=True)
         ray.shutdown()
@@ -96,8 +97,11 @@ def main(argv: list[str] | None = None) -> None:
     print("\n| videos | frames | single-process PyAV frames/s | Ray Data warm frames/s | ratio |")
     print("| --- | --- | --- | --- | --- |")
     for r in rows:
-        cold = (f" (cold {r['ray_cold_fps']:.0f}, {r['ratio_cold']:.2f}x)"
-                if "ray_cold_fps" in r else "")  # fmt: skip
+        cold = (
+            f" (cold {r['ray_cold_fps']:.0f}, {r['ratio_cold']:.2f}x)"
+            if "ray_cold_fps" in r
+            else ""
+        )
         print(
             f"| {r['videos']} | {r['frames']} | {r['single_fps']:.0f} | {r['ray_warm_fps']:.0f}"
             f"{cold} | {r['ratio_warm']:.2f}x |"

@@ -132,8 +132,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nchosen on dev: {best}")
 
     sim = similarities(models[best], q_emb, clips.feats, clips.probs)
-    sim_before = similarities(models["zero-shot, one prompt (before)"], q_emb, clips.feats,
-                              clips.probs)  # fmt: skip
+    sim_before = similarities(
+        models["zero-shot, one prompt (before)"], q_emb, clips.feats, clips.probs
+    )
     dev: dict[str, dict[str, float]] = {}  # candidate -> catalogue -> margin over both branches
     table = []
     for mode in MODES:

@@ -46,14 +46,21 @@ class Detector(Batched):
 
     batch_method = "detect_batch"
 
-    def __init__(self, store_uri: str | dict, members: list[dict], long_side: int = 1024,
-                 nms_iou: float = 0.5, fusion: str = "enclose",
-                 device: str = "auto"):  # fmt: skip
+    def __init__(
+        self,
+        store_uri: str | dict,
+        members: list[dict],
+        long_side: int = 1024,
+        nms_iou: float = 0.5,
+        fusion: str = "enclose",
+        device: str = "auto",
+    ):
         res = replica_resources(device)
         self.device = res.device
         store = ArtifactStore.open(store_uri)
-        self.detector = build_backend(members, store, res.device, res.threads, res.gpu_ids,
-                                      nms_iou, fusion)  # fmt: skip
+        self.detector = build_backend(
+            members, store, res.device, res.threads, res.gpu_ids, nms_iou, fusion
+        )
         self.long_side = long_side
         self.detector(np.zeros((64, 64, 3), np.uint8))  # warm up
 

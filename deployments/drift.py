@@ -28,8 +28,9 @@ class DriftMonitor:
         """The reference is the served model's artifact's (none in it: the report says so)."""
         art = ArtifactStore.open(store_uri).load(artifact, version)
         self.label = f"{artifact}/{version}"
-        self.monitor = Monitor(load_reference(art), DriftThresholds(**thresholds),
-                               on_drift=self._alarm)  # fmt: skip
+        self.monitor = Monitor(
+            load_reference(art), DriftThresholds(**thresholds), on_drift=self._alarm
+        )
 
     def _alarm(self, judged: dict) -> None:
         moved = {n: judged["streams"][n] for n in judged["moved"]}
@@ -37,8 +38,9 @@ class DriftMonitor:
             f"{n} (p={r['p_value']:.2g}" + (f", psi={r['psi']:.2f})" if "psi" in r else ")")
             for n, r in moved.items()
         )
-        log.warning("drift: %s, observations %d-%d moved: %s", self.label, *judged["window"],
-                    detail)  # fmt: skip
+        log.warning(
+            "drift: %s, observations %d-%d moved: %s", self.label, *judged["window"], detail
+        )
 
     async def observe(self, values: dict[str, Any]) -> None:
         judged = await asyncio.to_thread(self.monitor.observe, **values)  # a window's tests

@@ -23,23 +23,35 @@ class HarmClassifier(Batched):
 
     batch_method = "score_batch"
 
-    def __init__(self, store_uri: str | dict, artifact: str, version: str, backend: str = "onnx",
-                 device: str = "auto", server: dict | None = None):  # fmt: skip
+    def __init__(
+        self,
+        store_uri: str | dict,
+        artifact: str,
+        version: str,
+        backend: str = "onnx",
+        device: str = "auto",
+        server: dict | None = None,
+    ):
         """``server``: the Triton server a ``triton`` backend's classifier runs on (the text
         encoder and n-gram bag stay in the replica)."""
         res = replica_resources(device)
         art = ArtifactStore.open(store_uri).load(artifact, version)
-        self.scorer = HarmScorer(art, backend, res.device, res.threads, res.gpu_ids,
-                                 server=server)  # warmed  # fmt: skip
+        self.scorer = HarmScorer(
+            art, backend, res.device, res.threads, res.gpu_ids, server=server
+        )  # warmed
         self.device = self.scorer.device
         self.version = art.version
 
     def info(self) -> dict:
         """What the ingress needs to know of the model: heads, inputs, tuned policy."""
-        return {"heads": self.scorer.heads, "modalities": sorted(self.scorer.spec.modalities()),
-                "image_dim": self.scorer.spec.image_dim,
-                "policy": self.scorer.art.config.get("policy") or {},
-                "version": self.version, "device": self.device}  # fmt: skip
+        return {
+            "heads": self.scorer.heads,
+            "modalities": sorted(self.scorer.spec.modalities()),
+            "image_dim": self.scorer.spec.image_dim,
+            "policy": self.scorer.art.config.get("policy") or {},
+            "version": self.version,
+            "device": self.device,
+        }
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def score_batch(self, posts: list[dict]) -> list[list[float]]:
@@ -67,9 +79,13 @@ class ImageFeatures(Batched):
 
         res = replica_resources(device)
         self.max_bytes, self.max_pixels = max_bytes, max_pixels
-        self.runner = make_runner("torch", model=EfficientNetLite0Encoder().eval(),
-                                  device=res.device, num_threads=res.threads,
-                                  gpu_ids=res.gpu_ids)  # fmt: skip
+        self.runner = make_runner(
+            "torch",
+            model=EfficientNetLite0Encoder().eval(),
+            device=res.device,
+            num_threads=res.threads,
+            gpu_ids=res.gpu_ids,
+        )
         self.device = self.runner.device
         self.runner.run(np.zeros((1, 3, 224, 224), np.float32))  # warm up
 

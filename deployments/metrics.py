@@ -66,38 +66,69 @@ def stage(name: str) -> Iterator[None]:
     try:
         yield
     finally:
-        _record("histogram", "mlsd_stage_latency_ms", "latency of one request stage, ms",
-                (time.perf_counter() - t0) * 1e3, stage=name)  # fmt: skip
+        _record(
+            "histogram",
+            "mlsd_stage_latency_ms",
+            "latency of one request stage, ms",
+            (time.perf_counter() - t0) * 1e3,
+            stage=name,
+        )
 
 
 def rejected(status: int) -> None:
     if 400 <= status < 500 or status == 503:
-        _record("counter", "mlsd_rejected_inputs", "requests answered 4xx (or 503), by reason",
-                1, reason=REASONS.get(status, f"http_{status}"))  # fmt: skip
+        _record(
+            "counter",
+            "mlsd_rejected_inputs",
+            "requests answered 4xx (or 503), by reason",
+            1,
+            reason=REASONS.get(status, f"http_{status}"),
+        )
 
 
 def shadow_outcome(outcome: str, agreement: float | None = None) -> None:
-    _record("counter", "mlsd_shadow_outcomes", "mirrored requests by outcome", 1,
-            outcome=outcome)  # fmt: skip
+    _record("counter", "mlsd_shadow_outcomes", "mirrored requests by outcome", 1, outcome=outcome)
     if agreement is not None:
-        _record("gauge", "mlsd_shadow_agreement", "running mean shadow-vs-primary agreement",
-                agreement)  # fmt: skip
+        _record(
+            "gauge", "mlsd_shadow_agreement", "running mean shadow-vs-primary agreement", agreement
+        )
 
 
 def drift_window(judged: dict) -> None:
     """A judged drift window: its verdict, each stream's statistics and whether it moved."""
-    _record("counter", "mlsd_drift_windows", "judged drift windows", 1,
-            drifted=str(judged["drifted"]).lower())  # fmt: skip
+    _record(
+        "counter",
+        "mlsd_drift_windows",
+        "judged drift windows",
+        1,
+        drifted=str(judged["drifted"]).lower(),
+    )
     for stream, r in judged["streams"].items():
         for stat in ("psi", "ks", "mmd2", "p_value"):
             if stat in r:
-                _record("gauge", "mlsd_drift_statistic", "last judged window's statistic",
-                        float(r[stat]), stream=stream, statistic=stat)  # fmt: skip
-        _record("gauge", "mlsd_drift_moved", "1 if the stream moved in the last judged window",
-                float(r["moved"]), stream=stream)  # fmt: skip
+                _record(
+                    "gauge",
+                    "mlsd_drift_statistic",
+                    "last judged window's statistic",
+                    float(r[stat]),
+                    stream=stream,
+                    statistic=stat,
+                )
+        _record(
+            "gauge",
+            "mlsd_drift_moved",
+            "1 if the stream moved in the last judged window",
+            float(r["moved"]),
+            stream=stream,
+        )
 
 
 def review_queue(counts: dict[str, int]) -> None:
     for status, n in counts.items():
-        _record("gauge", "mlsd_review_queue_depth", "human-review queue, by status", float(n),
-                status=status)  # fmt: skip
+        _record(
+            "gauge",
+            "mlsd_review_queue_depth",
+            "human-review queue, by status",
+            float(n),
+            status=status,
+        )

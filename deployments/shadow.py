@@ -48,8 +48,11 @@ class ShadowComparator:
 
     def record(self, **outcome: Any) -> None:
         self.stats.record(**outcome)
-        kind = "timeout" if outcome.get("timed_out") else (
-            "error" if outcome.get("error") is not None else "completed")  # fmt: skip
+        kind = (
+            "timeout"
+            if outcome.get("timed_out")
+            else ("error" if outcome.get("error") is not None else "completed")
+        )
         metrics.shadow_outcome(kind, self.stats.mean_score())
 
     def skip(self) -> None:

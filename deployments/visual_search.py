@@ -36,9 +36,13 @@ class ImageEncoder(Batched):
         res = replica_resources(device)
         art = ArtifactStore.open(store_uri).load(artifact, version)
         self.model = ImageEncoderModel(
-            art, backend=backend, num_threads=res.threads, device=device, gpu_ids=res.gpu_ids,
+            art,
+            backend=backend,
+            num_threads=res.threads,
+            device=device,
+            gpu_ids=res.gpu_ids,
             server=server,
-        )  # warmed up  # fmt: skip
+        )  # warmed up
         self.device = self.model.device
 
     def version(self) -> str:

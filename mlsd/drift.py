@@ -156,8 +156,10 @@ class DriftReference:
         }
 
     def save(self, path: str | Path) -> Path:
-        body = {"source": self.source, **{k: {n: asdict(s) for n, s in getattr(self, k).items()}
-                                          for k in KINDS}}  # fmt: skip
+        body = {
+            "source": self.source,
+            **{k: {n: asdict(s) for n, s in getattr(self, k).items()} for k in KINDS},
+        }
         Path(path).write_text(json.dumps(body))
         return Path(path)
 
@@ -345,16 +347,21 @@ class DriftMonitor:
                     self.ignored += 1
                     continue
                 if self._kinds[name] == "embeddings":
-                    self._live[name].extend(np.asarray(value, np.float32).reshape(
-                        -1, len(self.reference.embeddings[name].mean)))  # fmt: skip
+                    self._live[name].extend(
+                        np.asarray(value, np.float32).reshape(
+                            -1, len(self.reference.embeddings[name].mean)
+                        )
+                    )
                 else:
                     self._live[name].extend(np.atleast_1d(np.asarray(value, np.float64)).ravel())
             if self.observed % self.t.window:
                 return None
             snapshot = self._snapshot()
             start = self.observed - self.t.window
-        judged = {"window": [start, self.observed], **compare(
-            self.reference, snapshot, self.t, self._rng)}  # fmt: skip
+        judged = {
+            "window": [start, self.observed],
+            **compare(self.reference, snapshot, self.t, self._rng),
+        }
         with self._lock:
             self.windows.append(judged)
             self.drifted_windows += judged["drifted"]

@@ -284,10 +284,15 @@ def main(argv: list[str] | None = None) -> None:
         n, _, v = ref.partition("/")
         art = store.load(n, v or "latest")
         folder = export_artifact(
-            art, a.repository, variant=a.variant, kind=a.kind, instances=a.instances,
-            max_batch_size=a.max_batch_size, max_queue_delay_us=a.max_queue_delay_us,
+            art,
+            a.repository,
+            variant=a.variant,
+            kind=a.kind,
+            instances=a.instances,
+            max_batch_size=a.max_batch_size,
+            max_queue_delay_us=a.max_queue_delay_us,
             intra_op_threads=a.intra_op_threads,
-        )  # fmt: skip
+        )
         print(f"{art.name}/{art.version} -> {folder} ({a.variant})")
 
 

@@ -52,8 +52,11 @@ def box_agreement(primary: Sequence, shadow: Sequence, k: float = 0.5) -> dict[s
             used[j] = True
             matched += 1
     f1 = 2 * matched / (len(a) + len(b))
-    return {"score": f1, "primary_only": float(len(a) - matched),
-            "shadow_only": float(len(b) - matched)}  # fmt: skip
+    return {
+        "score": f1,
+        "primary_only": float(len(a) - matched),
+        "shadow_only": float(len(b) - matched),
+    }
 
 
 def head_agreement(primary: dict, shadow: dict, k: float = 0) -> dict[str, float]:

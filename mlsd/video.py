@@ -246,8 +246,9 @@ def decode_sampled(src, cfg: SampleConfig | None = None) -> SampledVideo:
                 if j >= len(targets):
                     break
         except av.error.FFmpegError as e:
-            raise VideoError("truncated", f"decoding stopped after {len(frames)} frames: {e}",
-                             name) from None  # fmt: skip
+            raise VideoError(
+                "truncated", f"decoding stopped after {len(frames)} frames: {e}", name
+            ) from None
         if j < len(targets) and last is not None and (not times or times[-1] != last.time):
             # duration metadata a little past the last frame: the last frame stands in
             frames.append(_resize_crop(last, cfg.size))

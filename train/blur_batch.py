@@ -52,8 +52,13 @@ def list_inputs(input_uri: str, output_uri: str) -> tuple[list[dict], int]:
         if out_fs.exists(out):
             skipped += 1
             continue
-        rows.append({"input": fs.unstrip_protocol(path), "output": out_fs.unstrip_protocol(out),
-                     "kind": kind})  # fmt: skip
+        rows.append(
+            {
+                "input": fs.unstrip_protocol(path),
+                "output": out_fs.unstrip_protocol(out),
+                "kind": kind,
+            }
+        )
     return rows, skipped
 
 
@@ -78,8 +83,9 @@ def read_image(row: dict, max_pixels: int) -> dict:
 class DetectActor:
     """Holds the detector (built once per actor, on its GPU if it has one)."""
 
-    def __init__(self, members: list, store: str, long_side: int, blur: dict,
-                 fusion: str = "enclose"):  # fmt: skip
+    def __init__(
+        self, members: list, store: str, long_side: int, blur: dict, fusion: str = "enclose"
+    ):
         from mlsd.artifacts import ArtifactStore
         from mlsd.blurring.backends import build_backend
         from mlsd.blurring.blur import BlurConfig
@@ -87,8 +93,9 @@ class DetectActor:
 
         gpu_ids, threads = task_resources()
         device = "cuda" if gpu_ids else "cpu"
-        self.detector = build_backend(members, ArtifactStore(store), device, threads, gpu_ids,
-                                      fusion=fusion)  # fmt: skip
+        self.detector = build_backend(
+            members, ArtifactStore(store), device, threads, gpu_ids, fusion=fusion
+        )
         self.long_side, self.blur, self.blur_spec = long_side, BlurConfig(**blur), blur
 
     def _detect(self, image):
@@ -134,8 +141,15 @@ class DetectActor:
 class FusedActor(DetectActor):
     """``--stages fused``: a batch of files read, detected, blurred and written in one actor."""
 
-    def __init__(self, members: list, store: str, long_side: int, blur: dict,
-                 fusion: str = "enclose", max_pixels: int = 100_000_000):  # fmt: skip
+    def __init__(
+        self,
+        members: list,
+        store: str,
+        long_side: int,
+        blur: dict,
+        fusion: str = "enclose",
+        max_pixels: int = 100_000_000,
+    ):
         super().__init__(members, store, long_side, blur, fusion)
         self.max_pixels = max_pixels
 
@@ -143,8 +157,7 @@ class FusedActor(DetectActor):
         out: dict[str, list] = {k: [] for k in ("input", "output", "kind", "error", "boxes")}
         for i in range(len(batch["input"])):
             row = {k: batch[k][i] for k in ("input", "output", "kind")}
-            done = blur_and_write(self.detect_row(read_image(row, self.max_pixels)),
-                                  self.blur_spec)  # fmt: skip
+            done = blur_and_write(self.detect_row(read_image(row, self.max_pixels)), self.blur_spec)
             for k in out:
                 out[k].append(done[k])
         return out
@@ -158,8 +171,13 @@ def blur_and_write(row: dict, blur: dict) -> dict:
     from mlsd.blurring.blur import blur as do_blur
     from mlsd.blurring.pipeline import Detections
 
-    result = {"input": row["input"], "output": row["output"], "kind": row["kind"],
-              "error": row["error"], "boxes": int(len(row["boxes"]))}  # fmt: skip
+    result = {
+        "input": row["input"],
+        "output": row["output"],
+        "kind": row["kind"],
+        "error": row["error"],
+        "boxes": int(len(row["boxes"])),
+    }
     if row["kind"] == "video" or row["error"]:
         return result
     det = Detections(row["boxes"], np.ones(len(row["boxes"]), np.float32), row["labels"])
@@ -175,9 +193,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--input", required=True)
     p.add_argument("--output", required=True)
-    p.add_argument("--detector", default=json.dumps(DEFAULT_MEMBERS),
-                   help="JSON list of detector members (default: what /blurring serves; "
-                        "needs the blurring_fcos artifact)")  # fmt: skip
+    p.add_argument(
+        "--detector",
+        default=json.dumps(DEFAULT_MEMBERS),
+        help="JSON list of detector members (default: what /blurring serves; "
+        "needs the blurring_fcos artifact)",
+    )
     p.add_argument("--fusion", default="enclose", choices=["nms", "wbf", "enclose"])
     p.add_argument("--store", default="artifacts")
     p.add_argument("--long-side", type=int, default=1024)
@@ -185,8 +206,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cpus-per-actor", type=float, default=1.0)
     p.add_argument("--gpus-per-actor", type=float, default=0.0)
     p.add_argument("--max-pixels", type=int, default=100_000_000)
-    p.add_argument("--stages", choices=["auto", "fused", "split"], default="auto",
-                   help="auto: split with --gpus-per-actor, fused without")  # fmt: skip
+    p.add_argument(
+        "--stages",
+        choices=["auto", "fused", "split"],
+        default="auto",
+        help="auto: split with --gpus-per-actor, fused without",
+    )
     p.add_argument("--batch-size", type=int, default=8, help="files per actor call (fused)")
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray only")
     return p.parse_args(argv)
@@ -203,17 +228,28 @@ def run(a: argparse.Namespace) -> dict:
     results = []
     if rows:
         blur_cfg: dict = {}
-        actor = {"members": json.loads(a.detector), "store": a.store, "long_side": a.long_side,
-                 "blur": blur_cfg, "fusion": a.fusion}  # fmt: skip
-        pool = {"concurrency": a.detector_actors, "num_cpus": a.cpus_per_actor,
-                "num_gpus": a.gpus_per_actor or None}  # fmt: skip
+        actor = {
+            "members": json.loads(a.detector),
+            "store": a.store,
+            "long_side": a.long_side,
+            "blur": blur_cfg,
+            "fusion": a.fusion,
+        }
+        pool = {
+            "concurrency": a.detector_actors,
+            "num_cpus": a.cpus_per_actor,
+            "num_gpus": a.gpus_per_actor or None,
+        }
         stages = a.stages if a.stages != "auto" else ("split" if a.gpus_per_actor else "fused")
         if stages == "fused":
             blocks = max(1, min(len(rows) // a.batch_size, 4 * a.detector_actors))
             ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), blocks)).map_batches(
-                FusedActor, batch_size=a.batch_size, batch_format="numpy",
-                fn_constructor_kwargs=actor | {"max_pixels": a.max_pixels}, **pool,
-            )  # fmt: skip
+                FusedActor,
+                batch_size=a.batch_size,
+                batch_format="numpy",
+                fn_constructor_kwargs=actor | {"max_pixels": a.max_pixels},
+                **pool,
+            )
         else:
             ds = (
                 ray.data.from_items(rows, override_num_blocks=min(len(rows), 64))
@@ -225,9 +261,14 @@ def run(a: argparse.Namespace) -> dict:
     seconds = time.perf_counter() - t0
     failed = [{"input": r["input"], "reason": r["error"]} for r in results if r["error"]]
     done = [r for r in results if not r["error"]]
-    return {"written": len(done), "skipped_existing": skipped, "failed": failed,
-            "boxes": int(sum(r["boxes"] for r in done)), "seconds": seconds,
-            "files_per_s": len(done) / seconds if seconds else 0.0}  # fmt: skip
+    return {
+        "written": len(done),
+        "skipped_existing": skipped,
+        "failed": failed,
+        "boxes": int(sum(r["boxes"] for r in done)),
+        "seconds": seconds,
+        "files_per_s": len(done) / seconds if seconds else 0.0,
+    }
 
 
 def main(argv=None) -> None:

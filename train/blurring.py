@@ -40,8 +40,9 @@ class AugmentBatch:
 
     def __call__(self, batch: dict) -> dict:
         imgs, boxes, labels = [], [], []
-        for path, b, lab, n in zip(batch["path"], batch["boxes"], batch["labels"],
-                                   batch["n"], strict=True):  # fmt: skip
+        for path, b, lab, n in zip(
+            batch["path"], batch["boxes"], batch["labels"], batch["n"], strict=True
+        ):
             im, bx, lb = self.aug(bdata.load_rgb(path), b[:n], lab[:n])
             pb, pl = pad_targets(bx, lb)
             imgs.append(im)
@@ -77,9 +78,12 @@ def train_loop_per_worker(config: dict) -> None:
     if state:
         start = state["epoch"] + 1
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=config["lr"], total_steps=max(1, epochs * steps), pct_start=0.1,
+        opt,
+        max_lr=config["lr"],
+        total_steps=max(1, epochs * steps),
+        pct_start=0.1,
         last_epoch=start * steps - 1,
-    )  # fmt: skip
+    )
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
     shard = ray.train.get_dataset_shard("train")
@@ -96,16 +100,22 @@ def train_loop_per_worker(config: dict) -> None:
             ]
             logs.append(train_step(model, opt, images, targets))
             sched.step()
-        metrics = {"epoch": epoch, "resumed_from_epoch": start, "steps": len(logs),
-                   "epoch_seconds": time.perf_counter() - t0}  # fmt: skip
+        metrics = {
+            "epoch": epoch,
+            "resumed_from_epoch": start,
+            "steps": len(logs),
+            "epoch_seconds": time.perf_counter() - t0,
+        }
         for k in logs[0] if logs else ():
             metrics[k] = float(np.mean([x[k] for x in logs]))
         with tempfile.TemporaryDirectory() as d:
             checkpoint = None
             if ray.train.get_context().get_world_rank() == 0:
                 inner = model.module if hasattr(model, "module") else model
-                torch.save({"model": inner.state_dict(), "optimizer": opt.state_dict(),
-                            "epoch": epoch}, Path(d) / "state.pt")  # fmt: skip
+                torch.save(
+                    {"model": inner.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch},
+                    Path(d) / "state.pt",
+                )
                 checkpoint = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=checkpoint)
 
@@ -127,9 +137,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--boxes-format", default="coco", choices=list(bdata.BOX_FORMATS))
     g.add_argument("--boxes-images", default=None, help="COCO: the photos' folder")
     g.add_argument(
-        "--class-map", default="face=face,plate=plate,license_plate=plate",
+        "--class-map",
+        default="face=face,plate=plate,license_plate=plate",
         help="CLASS=face|plate, comma-separated; other classes are left out",
-    )  # fmt: skip
+    )
     g.add_argument("--max-bad-fraction", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-workers", type=int, default=1)
@@ -173,13 +184,17 @@ def offline_crops(ds, a: argparse.Namespace, n_rows: int):
         (out / "_done").write_text("ok")
     stored = sum(p.stat().st_size for p in out.glob("*.parquet"))
     read = ray.data.read_parquet(str(out)).randomize_block_order(seed=a.seed)
-    return read, {"seconds": time.perf_counter() - t0, "bytes": stored,
-                  "crops": n_rows * a.offline_copies}  # fmt: skip
+    return read, {
+        "seconds": time.perf_counter() - t0,
+        "bytes": stored,
+        "crops": n_rows * a.offline_copies,
+    }
 
 
 def latest_checkpoint(runs_dir: str, run_name: str) -> Path:
-    found = sorted(Path(runs_dir, run_name).glob("checkpoint_*/state.pt"),
-                   key=lambda p: p.stat().st_mtime)  # fmt: skip
+    found = sorted(
+        Path(runs_dir, run_name).glob("checkpoint_*/state.pt"), key=lambda p: p.stat().st_mtime
+    )
     if not found:
         raise FileNotFoundError(f"no checkpoint of run {run_name!r} under {runs_dir}")
     return found[-1]
@@ -193,12 +208,22 @@ def run(a: argparse.Namespace) -> dict:
     from train.common import init_ray, run_config
 
     faces, plates, source = training_examples(a)
-    cfg = DetectorConfig(family=a.family, train_from_block=a.train_from_block,
-                         fpn_channels=a.fpn_channels)  # fmt: skip
+    cfg = DetectorConfig(
+        family=a.family, train_from_block=a.train_from_block, fpn_channels=a.fpn_channels
+    )
     if a.export_only:  # e.g. a run stopped early: its last finished epoch becomes a version
         state = torch.load(latest_checkpoint(a.runs_dir, a.run_name), weights_only=True)
-        return _export(a, cfg, state["model"], {"epoch": state["epoch"], "partial": True},
-                       a.run_name, None, faces, plates, source)  # fmt: skip
+        return _export(
+            a,
+            cfg,
+            state["model"],
+            {"epoch": state["epoch"], "partial": True},
+            a.run_name,
+            None,
+            faces,
+            plates,
+            source,
+        )
     init_ray(a.num_cpus)
     if a.limit:
         faces, plates = faces[: a.limit], plates[: a.limit]
@@ -213,7 +238,7 @@ def run(a: argparse.Namespace) -> dict:
             batch_size=8,
             concurrency=1,
             num_cpus=0.5,
-        )  # fmt: skip
+        )
     )
     offline = {}
     if a.augment == "offline":  # the book's trade-off: augment once, store, train from storage
@@ -232,12 +257,12 @@ def run(a: argparse.Namespace) -> dict:
             "crop": a.crop,
             "seed": a.seed,
             "steps_per_epoch": steps,
-        },  # fmt: skip
+        },
         scaling_config=ray.train.ScalingConfig(
             num_workers=a.num_workers,
             use_gpu=a.use_gpu,
             resources_per_worker={"CPU": a.cpus_per_worker},
-        ),  # fmt: skip
+        ),
         run_config=run_config(run_name, a.runs_dir, a.max_failures),
         datasets={"train": ds},
     )
@@ -258,10 +283,14 @@ def training_examples(a: argparse.Namespace) -> tuple[list, list, dict]:
     reported in the artifact, and a mostly bad file fails before training starts."""
     if a.boxes is None:
         faces, plates = bdata.faces("train", a.data_root), bdata.plates("train", a.data_root)
-        return faces, plates, {
-            "faces": f"face_mask_detection_train (train split, {len(faces)} photos)",
-            "plates": f"openalpr_plates eu+us (train split, {len(plates)} photos)",
-        }  # fmt: skip
+        return (
+            faces,
+            plates,
+            {
+                "faces": f"face_mask_detection_train (train split, {len(faces)} photos)",
+                "plates": f"openalpr_plates eu+us (train split, {len(plates)} photos)",
+            },
+        )
     class_map = bdata.parse_class_map(a.class_map)
     examples, bad = bdata.read_boxes(a.boxes_format, a.boxes, class_map, a.boxes_images)
     bad.check(f"{a.boxes_format} boxes {a.boxes}", a.max_bad_fraction)
@@ -272,12 +301,16 @@ def training_examples(a: argparse.Namespace) -> tuple[list, list, dict]:
     n_boxes = {
         n: int(sum((e.labels == v).sum() for e in examples)) for v, n in bdata.LABELS.items()
     }
-    return faces, plates, {
-        "boxes": f"{a.boxes_format}:{a.boxes} ({len(examples)} photos)",
-        "class_map": class_map,
-        "boxes_by_class": n_boxes,
-        "input": bad.report(),
-    }  # fmt: skip
+    return (
+        faces,
+        plates,
+        {
+            "boxes": f"{a.boxes_format}:{a.boxes} ({len(examples)} photos)",
+            "class_map": class_map,
+            "boxes_by_class": n_boxes,
+            "input": bad.report(),
+        },
+    )
 
 
 def _export(a, cfg, weights, metrics, run_name, seconds, faces, plates, source) -> dict:
@@ -289,16 +322,28 @@ def _export(a, cfg, weights, metrics, run_name, seconds, faces, plates, source) 
     model.load_state_dict(weights)
     name = a.name or f"blurring_{a.family}"
     photos = faces[::4] + plates[::4]
-    reference = drift_reference((bdata.load_rgb(e.path) for e in photos),
-                                f"{len(photos)} training photos (every 4th)")  # fmt: skip
+    reference = drift_reference(
+        (bdata.load_rgb(e.path) for e in photos), f"{len(photos)} training photos (every 4th)"
+    )
     version = write_detector(
-        ArtifactStore(a.store), name, model, cfg,
-        train={"run": run_name, "epochs": a.epochs, "lr": a.lr, "crop": a.crop,
-               "batch_size": a.batch_size, "train_seconds": seconds,
-               "num_workers": a.num_workers, "use_gpu": a.use_gpu},
+        ArtifactStore(a.store),
+        name,
+        model,
+        cfg,
+        train={
+            "run": run_name,
+            "epochs": a.epochs,
+            "lr": a.lr,
+            "crop": a.crop,
+            "batch_size": a.batch_size,
+            "train_seconds": seconds,
+            "num_workers": a.num_workers,
+            "use_gpu": a.use_gpu,
+        },
         data=source,
-        metrics=metrics, reference=reference,
-    )  # fmt: skip
+        metrics=metrics,
+        reference=reference,
+    )
     return {"run": run_name, "train_seconds": seconds, "artifact": f"{name}/{version}"}
 
 

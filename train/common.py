@@ -55,9 +55,11 @@ def add_failure_args(p) -> None:
     """``--max-failures``: how many lost workers a run survives (each restart resumes from the
     last checkpoint)."""
     p.add_argument(
-        "--max-failures", type=int, default=3, help="worker failures a run survives, each "
-        "resumed from the last checkpoint",
-    )  # fmt: skip
+        "--max-failures",
+        type=int,
+        default=3,
+        help="worker failures a run survives, each resumed from the last checkpoint",
+    )
 
 
 def run_config(name: str, storage_path: str, max_failures: int = 3, num_to_keep: int = 2):

@@ -77,10 +77,11 @@ def training_posts(a: argparse.Namespace) -> tuple[list[D.Post], int]:
         y, mask = D.label_matrix(posts, heads)
         noisy = natural_labels(y.ravel(), seed=a.seed).reshape(y.shape)
         posts = [  # new rows: the posts read (and cached) stay as the file says
-            dataclasses.replace(p, labels={h: int(noisy[i, j]) for j, h in enumerate(heads)
-                                           if mask[i, j]})
+            dataclasses.replace(
+                p, labels={h: int(noisy[i, j]) for j, h in enumerate(heads) if mask[i, j]}
+            )
             for i, p in enumerate(posts)
-        ]  # fmt: skip
+        ]
     reviewed = 0
     if a.reviews and a.reviews != "none":  # a queue that cannot be read fails the job
         from mlsd.harmful_content.review import ReviewQueue
@@ -89,8 +90,15 @@ def training_posts(a: argparse.Namespace) -> tuple[list[D.Post], int]:
         for r in q.reviewed():
             labels = {h: int(v) for h, v in r["labels"].items() if h in heads}
             if labels and r["post"].get("text"):
-                posts.append(D.Post(r["post"]["text"], r["post"].get("lang") or "und", "review",
-                                    labels, r["review_id"]))  # fmt: skip
+                posts.append(
+                    D.Post(
+                        r["post"]["text"],
+                        r["post"].get("lang") or "und",
+                        "review",
+                        labels,
+                        r["review_id"],
+                    )
+                )
                 reviewed += 1
         q.close()
     return posts, reviewed
@@ -104,9 +112,15 @@ def _config(
     spec = F.FeatureSpec(
         text_dim=text_dim, ngram_buckets=buckets, image_dim=F.IMAGE_DIM if images else 0
     )
-    return M.ClassifierConfig(heads=heads_of(a), spec=spec, fusion=a.fusion, hidden=a.hidden,
-                              dropout=a.dropout, ngram_dropout=a.ngram_dropout,
-                              ngram_mode=a.ngram_mode)  # fmt: skip
+    return M.ClassifierConfig(
+        heads=heads_of(a),
+        spec=spec,
+        fusion=a.fusion,
+        hidden=a.hidden,
+        dropout=a.dropout,
+        ngram_dropout=a.ngram_dropout,
+        ngram_mode=a.ngram_mode,
+    )
 
 
 def _prepare(a: argparse.Namespace, threads: int):
@@ -124,10 +138,14 @@ def _optimizer(model: torch.nn.Module, a) -> torch.optim.Optimizer:
     wide = [p for n, p in named if ".wide." in f".{n}" and not n.endswith("scale")]
     scale = [p for n, p in named if n.endswith("wide.scale")]  # stacked: trust in the LR
     rest = [p for n, p in named if ".wide." not in f".{n}"]
-    return torch.optim.AdamW([{"params": rest, "weight_decay": a["weight_decay"]},
-                              {"params": wide, "weight_decay": a["wide_weight_decay"],
-                               "lr": a["wide_lr"]},
-                              {"params": scale, "weight_decay": 0.0}], lr=a["lr"])  # fmt: skip
+    return torch.optim.AdamW(
+        [
+            {"params": rest, "weight_decay": a["weight_decay"]},
+            {"params": wide, "weight_decay": a["wide_weight_decay"], "lr": a["wide_lr"]},
+            {"params": scale, "weight_decay": 0.0},
+        ],
+        lr=a["lr"],
+    )
 
 
 def _langs(posts: list[D.Post]) -> tuple[str, ...]:
@@ -154,8 +172,9 @@ def train_loop_per_worker(config: dict) -> None:
     y_va, m_va = D.label_matrix(val, cfg.heads)
     model = M.build_classifier(cfg)
     if cfg.ngram_mode == "stacked":  # the lexical LRs first; the network trains on their OOF
-        x_tr["lexical"] = P.fit_lexical(model, bag, [p.text for p in train], y_tr, m_tr,
-                                        seed=a.seed, n_jobs=threads)  # fmt: skip
+        x_tr["lexical"] = P.fit_lexical(
+            model, bag, [p.text for p in train], y_tr, m_tr, seed=a.seed, n_jobs=threads
+        )
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     mine = np.arange(rank, len(train), world)  # each worker its share of the rows
@@ -169,22 +188,42 @@ def train_loop_per_worker(config: dict) -> None:
     inner = model.module if hasattr(model, "module") else model
     for epoch in range(start, a.epochs):
         t0 = time.perf_counter()
-        loss = P.train_epoch(model, opt, x_tr, y_tr, m_tr, a.batch_size,
-                             np.random.default_rng(a.seed * 1000 + epoch),
-                             a.focal_gamma)  # fmt: skip
+        loss = P.train_epoch(
+            model,
+            opt,
+            x_tr,
+            y_tr,
+            m_tr,
+            a.batch_size,
+            np.random.default_rng(a.seed * 1000 + epoch),
+            a.focal_gamma,
+        )
         scores = P.head_scores(val, cfg.heads, P.predict(inner, x_va), y_va, m_va, _langs(val))
         score = _val_score(scores)
         if score > best:
             best = score
             best_state = {k: v.detach().clone() for k, v in inner.state_dict().items()}
-        metrics = {"epoch": epoch, "loss": loss, "val_mean_auroc": score, "best": best,
-                   "epoch_seconds": time.perf_counter() - t0}  # fmt: skip
+        metrics = {
+            "epoch": epoch,
+            "loss": loss,
+            "val_mean_auroc": score,
+            "best": best,
+            "epoch_seconds": time.perf_counter() - t0,
+        }
         with tempfile.TemporaryDirectory() as d:
             checkpoint = None
             if rank == 0:
-                torch.save({"model": inner.state_dict(), "optimizer": opt.state_dict(),
-                            "epoch": epoch, "best": best, "best_model": best_state,
-                            "val": scores}, Path(d) / "state.pt")  # fmt: skip
+                torch.save(
+                    {
+                        "model": inner.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "epoch": epoch,
+                        "best": best,
+                        "best_model": best_state,
+                        "val": scores,
+                    },
+                    Path(d) / "state.pt",
+                )
                 checkpoint = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=checkpoint)
 
@@ -192,9 +231,12 @@ def train_loop_per_worker(config: dict) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--encoder", default=F.USE_M3,
-                   help=f"{F.USE_M3} | {F.E5_SMALL} | a transformers name (hub: "
-                        f"{F.HUB_DEFAULT}) | offline:all-MiniLM-L6-v2")  # fmt: skip
+    p.add_argument(
+        "--encoder",
+        default=F.USE_M3,
+        help=f"{F.USE_M3} | {F.E5_SMALL} | a transformers name (hub: "
+        f"{F.HUB_DEFAULT}) | offline:all-MiniLM-L6-v2",
+    )
     p.add_argument("--fusion", default="early", choices=["early", "late"])
     p.add_argument(
         "--ngram-mode",
@@ -239,11 +281,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.5,
         help="policy: below remove, people review from this share on",
     )
-    p.add_argument("--policy-demote", type=float, default=0.25)  # fmt: skip
+    p.add_argument("--policy-demote", type=float, default=0.25)
     p.add_argument("--data-root", default=None, help="the demo's data sets")
     g = p.add_argument_group("your own posts (README, 'Your own data')")
-    g.add_argument("--posts", default=None, help="CSV / JSONL: post_id, text, [lang, image, "
-                   "split], one column per head (1 / 0 / empty)")  # fmt: skip
+    g.add_argument(
+        "--posts",
+        default=None,
+        help="CSV / JSONL: post_id, text, [lang, image, "
+        "split], one column per head (1 / 0 / empty)",
+    )
     g.add_argument("--heads", default=None, help="comma-separated head columns (default: all)")
     g.add_argument("--max-bad-fraction", type=float, default=0.5)
     p.add_argument("--limit", type=int, default=0, help="first N rows of each set (tests)")
@@ -274,15 +320,22 @@ def run(a: argparse.Namespace) -> dict:
         own_posts(a)  # a bad file fails here, before any worker starts
     init_ray(a.num_cpus)
     run_name = a.run_name or f"harmful-content-{time.strftime('%Y%m%d-%H%M%S')}"
-    opt = {"lr": a.lr, "wide_lr": a.wide_lr, "weight_decay": a.weight_decay,
-           "wide_weight_decay": a.wide_weight_decay}  # fmt: skip
+    opt = {
+        "lr": a.lr,
+        "wide_lr": a.wide_lr,
+        "weight_decay": a.weight_decay,
+        "wide_weight_decay": a.wide_weight_decay,
+    }
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"args": vars(a), "opt": opt},
-        scaling_config=ray.train.ScalingConfig(num_workers=a.num_workers, use_gpu=a.use_gpu,
-                                               resources_per_worker={"CPU": a.cpus_per_worker}),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=a.num_workers,
+            use_gpu=a.use_gpu,
+            resources_per_worker={"CPU": a.cpus_per_worker},
+        ),
         run_config=run_config(run_name, a.runs_dir, a.max_failures),
-    )  # fmt: skip
+    )
     t0 = time.perf_counter()
     result = trainer.fit()
     seconds = time.perf_counter() - t0
@@ -297,10 +350,18 @@ def _policy(heads, probs, y, mask, a) -> dict:
 
     from mlsd.harmful_content.policy import thresholds_from_validation
 
-    return {h: asdict(thresholds_from_validation(y[mask[:, j], j], probs[mask[:, j], j],
-                                                 a.policy_remove, a.policy_review,
-                                                 a.policy_demote))
-            for j, h in enumerate(heads)}  # fmt: skip
+    return {
+        h: asdict(
+            thresholds_from_validation(
+                y[mask[:, j], j],
+                probs[mask[:, j], j],
+                a.policy_remove,
+                a.policy_review,
+                a.policy_demote,
+            )
+        )
+        for j, h in enumerate(heads)
+    }
 
 
 def _export(a: argparse.Namespace, state: dict, run_name: str, seconds: float) -> dict:
@@ -318,24 +379,47 @@ def _export(a: argparse.Namespace, state: dict, run_name: str, seconds: float) -
     policy = _policy(cfg.heads, probs, y_va, m_va, a)
     example = P.take(x_va, np.arange(2))
     version = write_classifier(
-        ArtifactStore(a.store), a.name, model, cfg, example, a.encoder, bag,
-        train={"run": run_name, "epochs": a.epochs, "train_seconds": seconds,
-               "labels": a.labels, "fusion": a.fusion, "ngram_mode": a.ngram_mode,
-               "best_val_mean_auroc": state["best"], "num_workers": a.num_workers},
-        data={"rows": len(train), "reviewed_rows": reviewed,
-              "sets": f"{a.posts} (train split, + reviews)" if a.posts
-              else "davidson train + mlma en/fr/ar train (+ reviews)",
-              "input": own_posts(a)[2].report() if a.posts else None,
-              "labels": "SYNTHETIC natural (user reports)" if a.labels == "natural"
-              else "human"},
-        metrics={"validation": scores}, policy=policy,
-        reference=drift_reference([p.text for p in val], cfg.heads, probs,
-                                  f"{len(val)} validation posts"),
+        ArtifactStore(a.store),
+        a.name,
+        model,
+        cfg,
+        example,
+        a.encoder,
+        bag,
+        train={
+            "run": run_name,
+            "epochs": a.epochs,
+            "train_seconds": seconds,
+            "labels": a.labels,
+            "fusion": a.fusion,
+            "ngram_mode": a.ngram_mode,
+            "best_val_mean_auroc": state["best"],
+            "num_workers": a.num_workers,
+        },
+        data={
+            "rows": len(train),
+            "reviewed_rows": reviewed,
+            "sets": f"{a.posts} (train split, + reviews)"
+            if a.posts
+            else "davidson train + mlma en/fr/ar train (+ reviews)",
+            "input": own_posts(a)[2].report() if a.posts else None,
+            "labels": "SYNTHETIC natural (user reports)" if a.labels == "natural" else "human",
+        },
+        metrics={"validation": scores},
+        policy=policy,
+        reference=drift_reference(
+            [p.text for p in val], cfg.heads, probs, f"{len(val)} validation posts"
+        ),
         validation=ValidationScores(list(cfg.heads), probs, np.where(m_va, y_va, np.nan)),
         languages={p.lang for p in train},
-    )  # fmt: skip
-    return {"run": run_name, "train_seconds": seconds, "artifact": f"{a.name}/{version}",
-            "reviewed_rows": reviewed, "best_val_mean_auroc": state["best"]}  # fmt: skip
+    )
+    return {
+        "run": run_name,
+        "train_seconds": seconds,
+        "artifact": f"{a.name}/{version}",
+        "reviewed_rows": reviewed,
+        "best_val_mean_auroc": state["best"],
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

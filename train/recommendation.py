@@ -64,8 +64,11 @@ def train_loop_per_worker(config: dict) -> None:
     for epoch in range(start, cfg.epochs):
         model.train()
         total, n = 0.0, 0
-        for ids in shard.iter_batches(batch_size=cfg.users_per_batch, local_shuffle_buffer_size=256,
-                                      local_shuffle_seed=cfg.seed + epoch):  # fmt: skip
+        for ids in shard.iter_batches(
+            batch_size=cfg.users_per_batch,
+            local_shuffle_buffer_size=256,
+            local_shuffle_seed=cfg.seed + epoch,
+        ):
             for batch, labels in batches(ex, np.asarray(ids["id"]), cfg.users_per_batch):
                 loss = ranker_loss(model, batch, labels, cfg.listwise)
                 opt.zero_grad()
@@ -77,8 +80,10 @@ def train_loop_per_worker(config: dict) -> None:
             checkpoint = None
             if ray.train.get_context().get_world_rank() == 0:
                 inner = model.module if hasattr(model, "module") else model
-                torch.save({"model": inner.state_dict(), "optimizer": opt.state_dict(),
-                            "epoch": epoch}, Path(d) / "state.pt")  # fmt: skip
+                torch.save(
+                    {"model": inner.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch},
+                    Path(d) / "state.pt",
+                )
                 checkpoint = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=checkpoint)
 
@@ -116,7 +121,7 @@ def train_ranker_on_ray(
             runs_dir or os.path.abspath("var/ray_results"),
             max_failures,
             num_to_keep=1,
-        ),  # fmt: skip
+        ),
         datasets={"train": ds},
     )
     result = trainer.fit()
@@ -165,10 +170,13 @@ def with_logged_events(
     known = ev.user_id.isin(ml.users.user_id) & ev.item_id.isin(ml.items.item_id)
     ratings = pd.concat([base, ev[known]], ignore_index=True)
     info = {
-        "logged_events": int(len(ev)), "logged_used": int(known.sum()), **flags,
-        "forgotten_users": len(forgotten), "forgotten_ratings": int(len(ml.ratings) - len(base)),
+        "logged_events": int(len(ev)),
+        "logged_used": int(known.sum()),
+        **flags,
+        "forgotten_users": len(forgotten),
+        "forgotten_ratings": int(len(ml.ratings) - len(base)),
         "forgotten_upto": upto,
-    }  # fmt: skip
+    }
     return MovieLens(ratings, ml.items, ml.users, ml.genre_names), info
 
 
@@ -185,8 +193,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", default=None, help="GroupLens ml-100k folder (default: packaged)")
     g = p.add_argument_group("your own interaction log (README, 'Your own data')")
-    g.add_argument("--interactions", default=None, help="CSV / Parquet: user_id, item_id, "
-                   "timestamp, [event, value]")  # fmt: skip
+    g.add_argument(
+        "--interactions",
+        default=None,
+        help="CSV / Parquet: user_id, item_id, timestamp, [event, value]",
+    )
     g.add_argument("--items", default=None, help="CSV / Parquet: item_id, [title, tags, ...]")
     g.add_argument("--users", default=None, help="CSV / Parquet: user_id, [age, gender, ...]")
     g.add_argument("--max-bad-fraction", type=float, default=0.5)
@@ -243,8 +254,9 @@ def run(a: argparse.Namespace) -> dict:
     emb = title_embeddings(ml, a.text_model)
 
     def train_fn(ex, cfg):
-        return train_ranker_on_ray(ex, cfg, a.num_workers, a.use_gpu, a.cpus_per_worker,
-                                   a.runs_dir, a.max_failures)  # fmt: skip
+        return train_ranker_on_ray(
+            ex, cfg, a.num_workers, a.use_gpu, a.cpus_per_worker, a.runs_dir, a.max_failures
+        )
 
     version = build_recommender_artifact(
         ArtifactStore(a.store),

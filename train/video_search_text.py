@@ -133,9 +133,15 @@ def train_loop_per_worker(config: dict) -> None:
             with tempfile.TemporaryDirectory() as d:
                 ckpt = None
                 if rank == 0:
-                    torch.save({"model": inner.state_dict(), "optimizer": opt.state_dict(),
-                                "step": step, "losses": torch.tensor(losses)},
-                               Path(d) / "state.pt")  # fmt: skip
+                    torch.save(
+                        {
+                            "model": inner.state_dict(),
+                            "optimizer": opt.state_dict(),
+                            "step": step,
+                            "losses": torch.tensor(losses),
+                        },
+                        Path(d) / "state.pt",
+                    )
                     ckpt = ray.train.Checkpoint.from_directory(d)
                 metrics = {
                     "step": step,

@@ -206,9 +206,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a = p.parse_args(argv)
     photos = a.images is not None
     for key, demo, own in (
-        ("epochs", 6, 60), ("batch_size", 512, 256), ("lr", 2e-3, 1e-3),
+        ("epochs", 6, 60),
+        ("batch_size", 512, 256),
+        ("lr", 2e-3, 1e-3),
         ("neighbour_prob", 0.7, 0.5),
-    ):  # fmt: skip
+    ):
         if getattr(a, key) is None:
             setattr(a, key, own if photos else demo)
     return a

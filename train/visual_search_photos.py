@@ -72,24 +72,31 @@ def add_photo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", default="auto", help="file,label CSV (auto: labels.csv beside)")
     p.add_argument("--label-column", default="label")
     p.add_argument(
-        "--subset", default=None, choices=["train", "val", "test"],
+        "--subset",
+        default=None,
+        choices=["train", "val", "test"],
         help="keep one part of the photos' fixed hash split (60/20/20 by file name)",
-    )  # fmt: skip
+    )
     p.add_argument("--max-bad-fraction", type=float, default=0.5)
     p.add_argument("--batch-size-infer", type=int, default=64)
     p.add_argument("--embed-actors", type=int, default=1, help="Ray Data inference actors")
     p.add_argument(
-        "--cpus-per-actor", type=float, default=1.0,
+        "--cpus-per-actor",
+        type=float,
+        default=1.0,
         help="CPUs each inference actor reserves (at 1, decoding runs in the same actor)",
-    )  # fmt: skip
+    )
 
 
 def photo_source(a: argparse.Namespace, images: str | None = None) -> PhotoSource:
     labels = None if a.labels in ("none", "") else a.labels
     return read_photo_source(
-        images or a.images, labels, a.label_column, subset=a.subset,
+        images or a.images,
+        labels,
+        a.label_column,
+        subset=a.subset,
         max_bad_fraction=a.max_bad_fraction,
-    )  # fmt: skip
+    )
 
 
 def _decode(batch: dict, cfg: dict) -> dict:
@@ -102,9 +109,12 @@ def photo_dataset(files: list[str], cfg: EncoderConfig, batch_size: int = 32, re
 
     blocks = max(1, min(200, len(files) // (8 * batch_size)))
     ds = ray.data.read_binary_files(  # reading is I/O: no CPU reserved (decoding is not), and
-        files, include_paths=True, override_num_blocks=blocks,  # few at once: each read task
-        ray_remote_args={"num_cpus": 0}, concurrency=read_tasks,  # is a worker process
-    )  # fmt: skip
+        files,
+        include_paths=True,
+        override_num_blocks=blocks,  # few at once: each read task
+        ray_remote_args={"num_cpus": 0},
+        concurrency=read_tasks,  # is a worker process
+    )
     return ds.map_batches(_decode, fn_kwargs={"cfg": cfg.to_dict()}, batch_size=batch_size)
 
 
@@ -189,9 +199,12 @@ def train_head_per_worker(config: dict) -> None:
     views, neighbours = ray.get(config["data_ref"])
     rank = ray.train.get_context().get_world_rank()
     sampler = PositiveSampler(
-        cc.positives, len(views), neighbours=neighbours, neighbour_prob=cc.neighbour_prob,
+        cc.positives,
+        len(views),
+        neighbours=neighbours,
+        neighbour_prob=cc.neighbour_prob,
         seed=cc.seed + rank,
-    )  # fmt: skip
+    )
     pairs = FeatureViews(torch.as_tensor(views), sampler, seed=cc.seed + rank)
     head = ProjectionHead(EncoderConfig.from_dict(config["encoder"]))
     opt = torch.optim.AdamW(head.parameters(), lr=cc.lr, weight_decay=cc.weight_decay)
@@ -259,20 +272,31 @@ def train_photos(a: argparse.Namespace) -> dict:
     init_ray(a.num_cpus)
     source = photo_source(a)
     cfg = EncoderConfig(
-        arch="adapted", in_channels=3, image_size=a.image_size, invert="never", fit=a.fit,
-        embed_dim=a.embed_dim, hidden_dim=a.hidden_dim,
-    )  # fmt: skip
+        arch="adapted",
+        in_channels=3,
+        image_size=a.image_size,
+        invert="never",
+        fit=a.fit,
+        embed_dim=a.embed_dim,
+        hidden_dim=a.hidden_dim,
+    )
     t0 = time.perf_counter()
     clean, views, bad = view_features(source, cfg, a)
     feature_seconds = time.perf_counter() - t0
     positives = "neighbours" if a.positives == "neighbours" else "self"
     neighbours = nearest_neighbours(clean.astype(np.float32), a.neighbour_k, pca_dim=0)
     cc = ContrastiveConfig(
-        positives=positives, epochs=a.epochs, batch_size=min(a.batch_size, len(views)),
-        lr=a.lr, temperature=a.temperature, neighbour_k=a.neighbour_k,
-        neighbour_prob=a.neighbour_prob, max_steps_per_epoch=a.max_steps_per_epoch,
-        seed=a.seed, bf16=False,
-    )  # fmt: skip
+        positives=positives,
+        epochs=a.epochs,
+        batch_size=min(a.batch_size, len(views)),
+        lr=a.lr,
+        temperature=a.temperature,
+        neighbour_k=a.neighbour_k,
+        neighbour_prob=a.neighbour_prob,
+        max_steps_per_epoch=a.max_steps_per_epoch,
+        seed=a.seed,
+        bf16=False,
+    )
     run_name = a.run_name or f"visual_search-photos-{time.strftime('%Y%m%d-%H%M%S')}"
     trainer = TorchTrainer(
         train_head_per_worker,

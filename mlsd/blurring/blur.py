@@ -35,13 +35,15 @@ def _blurred(roi: np.ndarray, cfg: BlurConfig) -> np.ndarray:
     h, w = roi.shape[:2]
     if cfg.method == "pixelate":
         per = max(1, cfg.pixels) / max(1, min(h, w))  # blocks per pixel
-        small = cv2.resize(roi, (max(1, round(w * per)), max(1, round(h * per))),
-                           interpolation=cv2.INTER_AREA)  # fmt: skip
+        small = cv2.resize(
+            roi, (max(1, round(w * per)), max(1, round(h * per))), interpolation=cv2.INTER_AREA
+        )
         return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
     sigma = max(1.0, cfg.strength * min(h, w))
     if sigma <= 4.0:
-        return cv2.GaussianBlur(roi, (0, 0), sigmaX=sigma, sigmaY=sigma,
-                                borderType=cv2.BORDER_REFLECT)  # fmt: skip
+        return cv2.GaussianBlur(
+            roi, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT
+        )
     # a wide Gaussian costs O(area x sigma): blur a copy shrunk so sigma is 3 px (area
     # averaging first), then enlarge it back - the same removal of detail at a fraction of
     # the cost (a face box's sigma is half its side: 12 ms a box at full size)

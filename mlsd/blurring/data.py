@@ -119,9 +119,10 @@ def read_openalpr(folder: str | Path) -> list[Example]:
         boxes = _clip(np.array([[x, y, x + bw, y + bh]], np.float32), w, h)
         text = parts[5] if len(parts) > 5 else ""
         out.append(
-            Example(path, boxes, np.full(len(boxes), PLATE, np.int64), w, h, "openalpr",
-                    {"text": text})
-        )  # fmt: skip
+            Example(
+                path, boxes, np.full(len(boxes), PLATE, np.int64), w, h, "openalpr", {"text": text}
+            )
+        )
     return sorted(out, key=lambda e: e.path.name)
 
 
@@ -137,12 +138,15 @@ def read_dlib(xml: str | Path) -> list[Example]:
         with Image.open(path) as im:
             w, h = im.size
         boxes = [
-            [float(b.get("left")), float(b.get("top")),
-             float(b.get("left")) + float(b.get("width")),
-             float(b.get("top")) + float(b.get("height"))]
+            [
+                float(b.get("left")),
+                float(b.get("top")),
+                float(b.get("left")) + float(b.get("width")),
+                float(b.get("top")) + float(b.get("height")),
+            ]
             for b in img.iter("box")
             if b.get("ignore") != "1"
-        ]  # fmt: skip
+        ]
         boxes = _clip(np.array(boxes, np.float32), w, h)
         out.append(Example(path, boxes, np.full(len(boxes), FACE, np.int64), w, h, "dlib"))
     return out
@@ -290,8 +294,9 @@ def read_coco(
             bad.add(f"unknown image_id {a.get('image_id')!r}", f"{where}, column 'image_id'")
             continue
         if a.get("category_id") not in cats:
-            bad.add(f"unknown category_id {a.get('category_id')!r}", f"{where}, column "
-                    "'category_id'")  # fmt: skip
+            bad.add(
+                f"unknown category_id {a.get('category_id')!r}", f"{where}, column 'category_id'"
+            )
             continue
         target = class_map.get(cats[a["category_id"]])
         if target is None or a.get("iscrowd"):

@@ -158,9 +158,14 @@ def blur_mask(boxes: np.ndarray, w: int, h: int, enlarge_by: float = 1.2) -> np.
     return mask
 
 
-def coverage_stats(results: list[ImageResult], threshold, min_cover: float = 0.8,
-                   enlarge_by: float = 1.2, label: int | None = None,
-                   bucket: tuple | None = None) -> dict:  # fmt: skip
+def coverage_stats(
+    results: list[ImageResult],
+    threshold,
+    min_cover: float = 0.8,
+    enlarge_by: float = 1.2,
+    label: int | None = None,
+    bucket: tuple | None = None,
+) -> dict:
     """Blur coverage, FP/image and blurred area at the served threshold (a float or a
     per-class dict); ``label`` / ``bucket`` restrict which ground truth is counted."""
     covered = total = fps = 0
@@ -180,8 +185,14 @@ def coverage_stats(results: list[ImageResult], threshold, min_cover: float = 0.8
         for lab in np.unique(det.labels) if label is None else [label]:
             d = det.labels == lab
             gt = r.gt_boxes[r.gt_labels == lab]
-            m = _match(det.boxes[d], det.scores[d], gt, 0.5, np.zeros(len(gt), bool),
-                       np.zeros(int(d.sum()), bool))  # fmt: skip
+            m = _match(
+                det.boxes[d],
+                det.scores[d],
+                gt,
+                0.5,
+                np.zeros(len(gt), bool),
+                np.zeros(int(d.sum()), bool),
+            )
             fps += int(sum(x is False for x in m))
     n = max(len(results), 1)
     return {
@@ -200,8 +211,11 @@ class Report:
 
 def evaluate(results: list[ImageResult], label: int, threshold, buckets: bool = True) -> dict:
     """One detector, one class: the evaluation's row (and its size buckets)."""
-    row = {"ap50": ap(results, label), "ap50_95": ap_range(results, label),
-           **coverage_stats(results, threshold, label=label)}  # fmt: skip
+    row = {
+        "ap50": ap(results, label),
+        "ap50_95": ap_range(results, label),
+        **coverage_stats(results, threshold, label=label),
+    }
     if buckets:
         for name, b in SIZE_BUCKETS.items():
             cov = coverage_stats(results, threshold, label=label, bucket=b)
@@ -211,8 +225,9 @@ def evaluate(results: list[ImageResult], label: int, threshold, buckets: bool = 
     return row
 
 
-def choose_threshold(results: list[ImageResult], label: int, max_fp_per_image: float = 5.0,
-                     grid=None) -> float:  # fmt: skip
+def choose_threshold(
+    results: list[ImageResult], label: int, max_fp_per_image: float = 5.0, grid=None
+) -> float:
     """The served threshold from validation: the lowest score threshold whose FP/image stays
     within the bound (so coverage is as high as that bound allows)."""
     grid = np.round(np.arange(0.05, 0.96, 0.05), 2) if grid is None else grid
@@ -247,8 +262,12 @@ def run_detector(detector, images) -> tuple[list[ImageResult], float]:
     return results, len(images) / max(time.perf_counter() - t0, 1e-9)
 
 
-def union_results(member_results: list[list[ImageResult]], thresholds, nms_iou: float = 0.5,
-                  fusion: str = "enclose") -> list[ImageResult]:  # fmt: skip
+def union_results(
+    member_results: list[list[ImageResult]],
+    thresholds,
+    nms_iou: float = 0.5,
+    fusion: str = "enclose",
+) -> list[ImageResult]:
     """What an ensemble would have found: members' detections (computed once) cut at
     ``thresholds``, joined per image and fused - without running the detectors again."""
     from mlsd.blurring.backends import fuse

@@ -101,33 +101,50 @@ def build_detector(cfg: DetectorConfig, pretrained: bool = True) -> nn.Module:
     body = backbone(cfg, pretrained)
     levels = len(cfg.anchor_sizes)
     common = dict(
-        min_size=cfg.max_size, max_size=cfg.max_size,
-        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
-    )  # fmt: skip
+        min_size=cfg.max_size,
+        max_size=cfg.max_size,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    )
     if cfg.family == "fcos":
         anchors = AnchorGenerator(tuple((s,) for s in cfg.anchor_sizes), ((1.0,),) * levels)
         return FCOS(
-            body, cfg.num_classes, anchor_generator=anchors, score_thresh=cfg.score_thresh,
-            nms_thresh=cfg.nms_thresh, detections_per_img=cfg.detections_per_img,
-            topk_candidates=1000, **common,
-        )  # fmt: skip
+            body,
+            cfg.num_classes,
+            anchor_generator=anchors,
+            score_thresh=cfg.score_thresh,
+            nms_thresh=cfg.nms_thresh,
+            detections_per_img=cfg.detections_per_img,
+            topk_candidates=1000,
+            **common,
+        )
     sizes = tuple((s, int(s * 1.26), int(s * 1.59)) for s in cfg.anchor_sizes)
     anchors = AnchorGenerator(sizes, (cfg.aspect_ratios,) * levels)
     if cfg.family == "retinanet":
         return RetinaNet(
-            body, cfg.num_classes, anchor_generator=anchors, score_thresh=cfg.score_thresh,
-            nms_thresh=cfg.nms_thresh, detections_per_img=cfg.detections_per_img, **common,
-        )  # fmt: skip
+            body,
+            cfg.num_classes,
+            anchor_generator=anchors,
+            score_thresh=cfg.score_thresh,
+            nms_thresh=cfg.nms_thresh,
+            detections_per_img=cfg.detections_per_img,
+            **common,
+        )
     rpn_anchors = AnchorGenerator(
         tuple((s, s * 2) for s in cfg.anchor_sizes), (cfg.aspect_ratios,) * levels
     )
     return FasterRCNN(
-        body, cfg.num_classes, rpn_anchor_generator=rpn_anchors,
+        body,
+        cfg.num_classes,
+        rpn_anchor_generator=rpn_anchors,
         box_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=7, sampling_ratio=2),
-        box_score_thresh=cfg.score_thresh, box_nms_thresh=cfg.nms_thresh,
-        box_detections_per_img=cfg.detections_per_img, rpn_pre_nms_top_n_test=2000,
-        rpn_post_nms_top_n_test=1000, **common,
-    )  # fmt: skip
+        box_score_thresh=cfg.score_thresh,
+        box_nms_thresh=cfg.nms_thresh,
+        box_detections_per_img=cfg.detections_per_img,
+        rpn_pre_nms_top_n_test=2000,
+        rpn_post_nms_top_n_test=1000,
+        **common,
+    )
 
 
 def set_input_scale(model: nn.Module, max_size: int) -> None:

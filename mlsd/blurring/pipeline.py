@@ -34,14 +34,17 @@ class Detections:
         """One set from several (members of an ensemble, tiles, recent video frames)."""
         if not parts:
             return Detections.empty()
-        return Detections(np.concatenate([p.boxes for p in parts]),
-                          np.concatenate([p.scores for p in parts]),
-                          np.concatenate([p.labels for p in parts]))  # fmt: skip
+        return Detections(
+            np.concatenate([p.boxes for p in parts]),
+            np.concatenate([p.scores for p in parts]),
+            np.concatenate([p.labels for p in parts]),
+        )
 
     @staticmethod
     def empty() -> Detections:
-        return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
-                          np.zeros(0, np.int64))  # fmt: skip
+        return Detections(
+            np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+        )
 
 
 def train_step(
@@ -92,8 +95,11 @@ def resize(image: np.ndarray, s: float) -> np.ndarray:
     import cv2
 
     h, w = image.shape[:2]
-    return cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))),
-                      interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)  # fmt: skip
+    return cv2.resize(
+        image,
+        (max(1, round(w * s)), max(1, round(h * s))),
+        interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR,
+    )
 
 
 def tiles(h: int, w: int, size: int, overlap: int) -> list[tuple[int, int, int, int]]:
@@ -134,8 +140,9 @@ def detect_image(
     for x1, y1, x2, y2 in tiles(sh, sw, long_side, overlap):
         d = detector(scaled[y1:y2, x1:x2])
         if len(d):
-            parts.append(Detections(d.boxes + np.array([x1, y1, x1, y1], np.float32),
-                                    d.scores, d.labels))  # fmt: skip
+            parts.append(
+                Detections(d.boxes + np.array([x1, y1, x1, y1], np.float32), d.scores, d.labels)
+            )
     if not parts:
         return Detections.empty()
     from mlsd.blurring.backends import nms

@@ -45,14 +45,27 @@ def export_classifier(model: nn.Module, example: dict[str, np.ndarray], path) ->
     tensors = {k: torch.as_tensor(v) for k, v in example.items()}
     # batch axis everywhere; the n-gram bag's length varies with the batch's longest text
     dynamic = {k: [0, 1] if k.startswith("ngram_") else [0] for k in tensors}
-    return export_onnx(Probabilities(model).eval(), tensors, path, output_name="probabilities",
-                       dynamic=dynamic)  # fmt: skip
+    return export_onnx(
+        Probabilities(model).eval(), tensors, path, output_name="probabilities", dynamic=dynamic
+    )
 
 
-def write_classifier(store: ArtifactStore, name: str, model: nn.Module, cfg: ClassifierConfig,
-                     example: dict[str, np.ndarray], encoder: str, bag, train: dict,
-                     data: dict, metrics: dict, policy: dict | None = None,
-                     reference=None, validation=None, languages=None) -> str:  # fmt: skip
+def write_classifier(
+    store: ArtifactStore,
+    name: str,
+    model: nn.Module,
+    cfg: ClassifierConfig,
+    example: dict[str, np.ndarray],
+    encoder: str,
+    bag,
+    train: dict,
+    data: dict,
+    metrics: dict,
+    policy: dict | None = None,
+    reference=None,
+    validation=None,
+    languages=None,
+) -> str:
     """Weights, ONNX, the n-gram bag's idf (``bag``: a fitted NgramBag or None), config,
     ``reference`` (``mlsd.drift.DriftReference`` of the validation posts), if any, and
     ``validation`` (:class:`mlsd.harmful_content.policy.ValidationScores`: serving fits the
@@ -68,11 +81,18 @@ def write_classifier(store: ArtifactStore, name: str, model: nn.Module, cfg: Cla
     export_classifier(model, example, w.path("classifier.onnx"))
     if bag is not None:
         np.save(w.path("ngram_idf.npy"), bag.idf)
-    return w.commit(config={"classifier": cfg.to_dict(), "text_encoder": encoder,
-                            "ngram_bag": bag.state() if bag is not None else None,
-                            "policy": policy or {}, "train": train,
-                            "languages": sorted(languages or [])},
-                    data=data, metrics=metrics)  # fmt: skip
+    return w.commit(
+        config={
+            "classifier": cfg.to_dict(),
+            "text_encoder": encoder,
+            "ngram_bag": bag.state() if bag is not None else None,
+            "policy": policy or {},
+            "train": train,
+            "languages": sorted(languages or []),
+        },
+        data=data,
+        metrics=metrics,
+    )
 
 
 def load_validation(art: Artifact) -> ValidationScores | None:

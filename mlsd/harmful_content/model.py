@@ -85,7 +85,8 @@ class _Inputs(nn.Module):
             self.ngrams = nn.Embedding(cfg.spec.ngram_buckets, cfg.ngram_dim, padding_idx=0)
             nn.init.normal_(self.ngrams.weight, std=0.1)
             self.mods = {"text": self.mods["text"], "ngrams": cfg.ngram_dim} | {
-                k: v for k, v in self.mods.items() if k != "text"}  # fmt: skip
+                k: v for k, v in self.mods.items() if k != "text"
+            }
 
     def dims(self) -> dict[str, int]:
         d = {m: n + (0 if m in ("text", "ngrams") else 1) for m, n in self.mods.items()}
@@ -189,9 +190,13 @@ class LateFusionClassifier(nn.Module):
         self.inputs = _Inputs(cfg)
         h = len(cfg.heads)
         self.towers = nn.ModuleDict(
-            {m: nn.Sequential(_mlp(d, cfg.hidden, cfg.depth, cfg.dropout), nn.Linear(cfg.hidden, h))
-             for m, d in self.inputs.dims().items()}
-        )  # fmt: skip
+            {
+                m: nn.Sequential(
+                    _mlp(d, cfg.hidden, cfg.depth, cfg.dropout), nn.Linear(cfg.hidden, h)
+                )
+                for m, d in self.inputs.dims().items()
+            }
+        )
         self.wide = _wide(cfg)
 
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -38,9 +38,13 @@ def train_epoch(
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
         xb = to_tensors(take(x, idx), device)
-        loss, _ = multitask_loss(model(xb), torch.as_tensor(y[idx], device=device),
-                                 torch.as_tensor(mask[idx], device=device), focal_gamma,
-                                 pos_weight)  # fmt: skip
+        loss, _ = multitask_loss(
+            model(xb),
+            torch.as_tensor(y[idx], device=device),
+            torch.as_tensor(mask[idx], device=device),
+            focal_gamma,
+            pos_weight,
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -54,22 +58,36 @@ def predict(model: nn.Module, x: dict[str, np.ndarray], batch_size: int = 1024) 
     model.eval()
     device = next(model.parameters()).device
     n = len(next(iter(x.values())))
-    out = [torch.sigmoid(model(to_tensors(take(x, np.arange(s, min(s + batch_size, n))),
-                                          device))).cpu().numpy()
-           for s in range(0, n, batch_size)]  # fmt: skip
+    out = [
+        torch.sigmoid(model(to_tensors(take(x, np.arange(s, min(s + batch_size, n))), device)))
+        .cpu()
+        .numpy()
+        for s in range(0, n, batch_size)
+    ]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
 def _held_out_logits(x, y: np.ndarray, c: float, fit_idx, held) -> np.ndarray:
     from sklearn.linear_model import LogisticRegression
 
-    return LogisticRegression(C=c, max_iter=2000).fit(x[fit_idx], y[fit_idx]).decision_function(
-        x[held])  # fmt: skip
+    return (
+        LogisticRegression(C=c, max_iter=2000)
+        .fit(x[fit_idx], y[fit_idx])
+        .decision_function(x[held])
+    )
 
 
-def fit_lexical(model: nn.Module, bag, texts, y: np.ndarray, mask: np.ndarray,
-                cs=(0.25, 1.0, 4.0, 16.0), folds: int = 5, seed: int = 0,
-                n_jobs: int = 1) -> np.ndarray:  # fmt: skip
+def fit_lexical(
+    model: nn.Module,
+    bag,
+    texts,
+    y: np.ndarray,
+    mask: np.ndarray,
+    cs=(0.25, 1.0, 4.0, 16.0),
+    folds: int = 5,
+    seed: int = 0,
+    n_jobs: int = 1,
+) -> np.ndarray:
     """The stacked wide path: per head, a logistic regression over the TF-IDF n-gram bag of
     the rows carrying that head (C by ``folds``-fold CV on AUROC), written into the model's
     frozen wide table + bias; returns every row's out-of-fold logits at the chosen C (N, H):
@@ -94,7 +112,8 @@ def fit_lexical(model: nn.Module, bag, texts, y: np.ndarray, mask: np.ndarray,
 
         xj = x[rows]
         got = Parallel(n_jobs=n_jobs, prefer="threads")(
-            delayed(_held_out_logits)(xj, yj, c, f, h) for c in cs for f, h in splits)  # fmt: skip
+            delayed(_held_out_logits)(xj, yj, c, f, h) for c in cs for f, h in splits
+        )
         for k, c in enumerate(cs):
             held_out = np.zeros(len(rows), np.float32)
             for (_, held), logits in zip(splits, got[k * folds : (k + 1) * folds], strict=True):
@@ -127,8 +146,9 @@ def featurize(posts, encoder, bag, spec, cache=None) -> dict[str, np.ndarray]:
     )
 
 
-def head_scores(posts, heads, probs: np.ndarray, y: np.ndarray, mask: np.ndarray,
-                langs=("en", "fr", "ar")) -> dict[str, dict]:  # fmt: skip
+def head_scores(
+    posts, heads, probs: np.ndarray, y: np.ndarray, mask: np.ndarray, langs=("en", "fr", "ar")
+) -> dict[str, dict]:
     """Per head and language (where that head has both classes there): the evaluation row."""
     from mlsd.harmful_content.evaluation import scores_row
 
@@ -152,9 +172,16 @@ class HarmScorer:
     (dicts of :mod:`mlsd.harmful_content.features`). Inputs the model was not built with are
     reported by :meth:`unused`, never silently mixed in."""
 
-    def __init__(self, art, backend: str = "onnx", device: str = "cpu",
-                 num_threads: int | None = None, gpu_ids=None,
-                 encoder=None, server: dict | None = None):  # fmt: skip
+    def __init__(
+        self,
+        art,
+        backend: str = "onnx",
+        device: str = "cpu",
+        num_threads: int | None = None,
+        gpu_ids=None,
+        encoder=None,
+        server: dict | None = None,
+    ):
         from mlsd.harmful_content.artifact import (
             CLASSIFIER_FILES,
             Probabilities,
@@ -172,20 +199,32 @@ class HarmScorer:
         name = art.config["text_encoder"]
         self.encoder = encoder if encoder is not None else TextEncoder(name, num_threads, device)
         if self.encoder.dim != self.spec.text_dim:
-            raise ValueError(f"text encoder {name!r} gives {self.encoder.dim}-d vectors; the "
-                             f"classifier expects {self.spec.text_dim}")  # fmt: skip
+            raise ValueError(
+                f"text encoder {name!r} gives {self.encoder.dim}-d vectors; the "
+                f"classifier expects {self.spec.text_dim}"
+            )
         self.runner = load_runner(
-            art, backend, CLASSIFIER_FILES, lambda: Probabilities(model), device=device,
-            num_threads=num_threads, gpu_ids=gpu_ids, server=server, what="classifier",
-        )  # fmt: skip
+            art,
+            backend,
+            CLASSIFIER_FILES,
+            lambda: Probabilities(model),
+            device=device,
+            num_threads=num_threads,
+            gpu_ids=gpu_ids,
+            server=server,
+            what="classifier",
+        )
         self.device = self.runner.device
         self.score([{"text": "warm up"}])
 
     def unused(self, post: dict) -> list[str]:
         """The inputs of ``post`` this model has no place for."""
         mods = self.spec.modalities()
-        return [k for k, m in (("images", "image"), ("videos", "video"))
-                if post.get(k) and m not in mods]  # fmt: skip
+        return [
+            k
+            for k, m in (("images", "image"), ("videos", "video"))
+            if post.get(k) and m not in mods
+        ]
 
     def features(self, posts: list[dict]) -> dict[str, np.ndarray]:
         from mlsd.harmful_content.features import assemble
@@ -201,12 +240,21 @@ class HarmScorer:
             s += len(cs)
 
         def media(key):
-            return [np.concatenate([np.atleast_2d(v) for v in p[key]]) if p.get(key) else None
-                    for p in posts]  # fmt: skip
+            return [
+                np.concatenate([np.atleast_2d(v) for v in p[key]]) if p.get(key) else None
+                for p in posts
+            ]
 
-        x = assemble(self.spec, text, pooled, media("images"), media("videos"),
-                     [p.get("reactions") for p in posts], [p.get("author") for p in posts],
-                     [p.get("context") for p in posts])  # fmt: skip
+        x = assemble(
+            self.spec,
+            text,
+            pooled,
+            media("images"),
+            media("videos"),
+            [p.get("reactions") for p in posts],
+            [p.get("author") for p in posts],
+            [p.get("context") for p in posts],
+        )
         if self.bag is not None:
             x |= self.bag.transform(texts)
         return x

@@ -103,9 +103,11 @@ class Policy:
         q = self.platform_scores(scores)
         per = {h: self.heads.get(h, self.default).action(p) for h, p in q.items()}
         worst = max(per.values(), key=ACTIONS.index, default="allow")
-        reasons = [] if worst == "allow" else sorted(
-            (h for h, a in per.items() if a == worst), key=lambda h: -q[h]
-        )  # fmt: skip
+        reasons = (
+            []
+            if worst == "allow"
+            else sorted((h for h, a in per.items() if a == worst), key=lambda h: -q[h])
+        )
         return Decision(worst, reasons, q)
 
     def to_dict(self) -> dict:

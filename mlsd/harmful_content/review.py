@@ -51,21 +51,33 @@ class ReviewQueue(Log):
         with self.db.write("hc_reviews") as c:
             c.execute(
                 self.db.insert_ignore(REVIEWS).values(
-                    post_key=post_id, post=json.dumps(post), scores=json.dumps(scores),
-                    reasons=json.dumps(reasons), model=model, created=time.time(),
+                    post_key=post_id,
+                    post=json.dumps(post),
+                    scores=json.dumps(scores),
+                    reasons=json.dumps(reasons),
+                    model=model,
+                    created=time.time(),
                     status="pending",
                 )
-            )  # fmt: skip
+            )
             seq = c.execute(select(REVIEWS.c.seq).where(REVIEWS.c.post_key == post_id)).scalar_one()
         return self.ids.live_id(int(seq))
 
     def _row(self, r) -> dict:
         seq, post_id, post, scores, reasons, model, created, status, labels, reviewer, rt = r
-        return {"review_id": self.ids.live_id(seq), "post_id": post_id,
-                "post": json.loads(post), "scores": json.loads(scores),
-                "reasons": json.loads(reasons), "model": model, "created": created,
-                "status": status, "labels": json.loads(labels) if labels else None,
-                "reviewer": reviewer, "reviewed": rt}  # fmt: skip
+        return {
+            "review_id": self.ids.live_id(seq),
+            "post_id": post_id,
+            "post": json.loads(post),
+            "scores": json.loads(scores),
+            "reasons": json.loads(reasons),
+            "model": model,
+            "created": created,
+            "status": status,
+            "labels": json.loads(labels) if labels else None,
+            "reviewer": reviewer,
+            "reviewed": rt,
+        }
 
     def list(self, status: str = "pending", limit: int = 50, after: int = 0) -> list[dict]:
         if status not in STATUSES:
@@ -109,9 +121,13 @@ class ReviewQueue(Log):
                 c.execute(
                     update(REVIEWS)
                     .where(REVIEWS.c.seq == seq)
-                    .values(status="done", labels=json.dumps(clean), reviewer=reviewer,
-                            reviewed=time.time())
-                )  # fmt: skip
+                    .values(
+                        status="done",
+                        labels=json.dumps(clean),
+                        reviewer=reviewer,
+                        reviewed=time.time(),
+                    )
+                )
         return self.get(review_id)
 
     def reviewed(self) -> list[dict]:

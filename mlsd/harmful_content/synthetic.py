@@ -33,9 +33,16 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
-def meme_set(n: int, text_dim: int = 512, image_dim: int = 64, topics: int = 8,
-             text_only_harmful: int = 1, noise: float = 0.25, seed: int = 0,
-             prototypes_seed: int = 1234) -> MemeSet:  # fmt: skip
+def meme_set(
+    n: int,
+    text_dim: int = 512,
+    image_dim: int = 64,
+    topics: int = 8,
+    text_only_harmful: int = 1,
+    noise: float = 0.25,
+    seed: int = 0,
+    prototypes_seed: int = 1234,
+) -> MemeSet:
     """``n`` synthetic posts. Pairs are harmful where ``(text_topic + image_topic)`` is odd
     (so every topic is harmful with half of the others: no marginal signal), plus the last
     ``text_only_harmful`` caption topics, harmful with any image. The topic prototypes come
@@ -51,8 +58,9 @@ def meme_set(n: int, text_dim: int = 512, image_dim: int = 64, topics: int = 8,
     return MemeSet(text, image, y.astype(np.float32), tt, it)
 
 
-def natural_labels(y: np.ndarray, seed: int = 0, report_rate: float = 0.6,
-                   false_report_rate: float = 0.05) -> np.ndarray:  # fmt: skip
+def natural_labels(
+    y: np.ndarray, seed: int = 0, report_rate: float = 0.6, false_report_rate: float = 0.05
+) -> np.ndarray:
     """SYNTHETIC natural labels from human labels ``y`` (0 / 1): a harmful post is reported
     (label 1) with probability ``report_rate`` (many harmful posts are never reported); a
     benign one is reported anyway with probability ``false_report_rate`` (disagreement,

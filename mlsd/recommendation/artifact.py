@@ -52,9 +52,13 @@ class Recommender:
 
 
 def write_recommender(
-    writer: ArtifactWriter, cg: CandidateGenerator, tables: RecTables, history: History,
-    model: RankingModel, settings: RecSettings,
-) -> dict:  # fmt: skip
+    writer: ArtifactWriter,
+    cg: CandidateGenerator,
+    tables: RecTables,
+    history: History,
+    model: RankingModel,
+    settings: RecSettings,
+) -> dict:
     """Stage the files; returns the manifest config to commit with."""
     np.savez(
         writer.path("factors.npz"),
@@ -66,15 +70,20 @@ def write_recommender(
     )
     np.savez(
         writer.path("history.npz"),
-        indptr=history.indptr, items=history.items, ratings=history.ratings, ts=history.ts,
-    )  # fmt: skip
+        indptr=history.indptr,
+        items=history.items,
+        ratings=history.ratings,
+        ts=history.ts,
+    )
     tables.save(writer.dir)
     torch.save(model.state_dict(), writer.path("ranker.pt"))
     example = build_batch(tables, example_requests(tables))
     export_onnx(
-        model.eval(), {n: example[n] for n in RANKER_INPUTS}, writer.path("ranker.onnx"),
+        model.eval(),
+        {n: example[n] for n in RANKER_INPUTS},
+        writer.path("ranker.onnx"),
         output_name="logit",
-    )  # fmt: skip
+    )
     return {"settings": settings.to_dict(), "ranker": model.cfg.to_dict()}
 
 
@@ -136,9 +145,15 @@ def load_recommender(art: Artifact) -> Recommender:
         with np.load(art.file("history.npz")) as h:
             history = History(h["indptr"], h["items"], h["ratings"], h["ts"])
         cg = CandidateGenerator(
-            fac["user_factors"], fac["item_factors"], fac["catalogue"], tables, fac["demo_pop"],
-            fac["trained_users"], settings.wals.reg, settings.wals.alpha,
-        )  # fmt: skip
+            fac["user_factors"],
+            fac["item_factors"],
+            fac["catalogue"],
+            tables,
+            fac["demo_pop"],
+            fac["trained_users"],
+            settings.wals.reg,
+            settings.wals.alpha,
+        )
     except ArtifactError:
         raise
     except (KeyError, TypeError, ValueError, OSError, EOFError) as e:

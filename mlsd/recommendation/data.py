@@ -188,10 +188,18 @@ def read_interactions(
     keep = ok & watched
     strength = event.map(EVENT_STRENGTH).astype(float)
     rating = value.fillna(strength).round().clip(1, 5)
-    ratings = pd.DataFrame(
-        {"user_id": user[keep], "item_id": item[keep], "rating": rating[keep],
-         "timestamp": ts[keep]}
-    ).astype(np.int64).reset_index(drop=True)  # fmt: skip
+    ratings = (
+        pd.DataFrame(
+            {
+                "user_id": user[keep],
+                "item_id": item[keep],
+                "rating": rating[keep],
+                "timestamp": ts[keep],
+            }
+        )
+        .astype(np.int64)
+        .reset_index(drop=True)
+    )
     items_table, tag_names = _items(items_df, item_map, item_int, ratings)
     users_table = _users(users, user_map, user_int, ratings)
     maps = {k: v for k, v in (("user_id", user_map), ("item_id", item_map)) if v is not None}
@@ -218,10 +226,13 @@ def _items(
     df["item_id"] = df["item_id"].astype(np.int64)
     df = df.drop_duplicates("item_id")
     tags = (
-        df["tags"].fillna("").astype(str).map(lambda t: [x.strip() for x in t.split("|")
-                                                         if x.strip()])
-        if "tags" in df else pd.Series([[]] * len(df), index=df.index)
-    )  # fmt: skip
+        df["tags"]
+        .fillna("")
+        .astype(str)
+        .map(lambda t: [x.strip() for x in t.split("|") if x.strip()])
+        if "tags" in df
+        else pd.Series([[]] * len(df), index=df.index)
+    )
     seen = pd.Series([t for ts in tags for t in ts]).value_counts()
     if len(seen) and set(seen.index) <= set(GENRES):
         names = list(GENRES)  # MovieLens's own genres keep their columns
@@ -255,8 +266,9 @@ def _users(
     cols = ["user_id", "age", "gender", "occupation", "zip_code"]
     if path is None:
         ids = np.unique(ratings.user_id)
-        return pd.DataFrame({"user_id": ids, "age": 0, "gender": "", "occupation": "",
-                             "zip_code": ""})[cols]  # fmt: skip
+        return pd.DataFrame(
+            {"user_id": ids, "age": 0, "gender": "", "occupation": "", "zip_code": ""}
+        )[cols]
     df = _read(path, "users", ("user_id",))
     df = df.assign(user_id=_map_ids(df["user_id"], user_map, integer)).dropna(subset=["user_id"])
     for c, default in (("age", "0"), ("gender", ""), ("occupation", ""), ("zip_code", "")):
@@ -275,12 +287,25 @@ def write_movielens(ml: MovieLens, folder: str) -> dict[str, str]:
     fs.makedirs(root, exist_ok=True)
     paths = {k: f"{folder.rstrip('/')}/{k}.csv" for k in ("interactions", "items", "users")}
     r = ml.ratings
-    inter = pd.DataFrame({"user_id": r.user_id, "item_id": r.item_id, "timestamp": r.timestamp,
-                          "event": "rate", "value": r.rating})  # fmt: skip
+    inter = pd.DataFrame(
+        {
+            "user_id": r.user_id,
+            "item_id": r.item_id,
+            "timestamp": r.timestamp,
+            "event": "rate",
+            "value": r.rating,
+        }
+    )
     it = ml.items
     tags = it[GENRES].apply(lambda row: "|".join(g for g in GENRES if row[g]), axis=1)
-    items = pd.DataFrame({"item_id": it.item_id, "title": it.title, "tags": tags,
-                          "release_ts": it.release_ts.where(it.year > 0)})  # fmt: skip
+    items = pd.DataFrame(
+        {
+            "item_id": it.item_id,
+            "title": it.title,
+            "tags": tags,
+            "release_ts": it.release_ts.where(it.year > 0),
+        }
+    )
     for key, table in (("interactions", inter), ("items", items), ("users", ml.users)):
         with fsspec.open(paths[key], "w") as f:
             table.to_csv(f, index=False)

@@ -69,18 +69,27 @@ class EventLog(Log):
     ) -> int:
         """Commit one event; returns its sequence number (the acknowledgement)."""
         with self.db.write("rec_events") as c:
-            row = {"user_id": int(user_id), "video_id": int(video_id), "event": event,
-                   "rating": rating, "timestamp": int(timestamp),
-                   "unknown_user": bool(unknown_user), "unknown_video": bool(unknown_video),
-                   "created": time.time()}  # fmt: skip
+            row = {
+                "user_id": int(user_id),
+                "video_id": int(video_id),
+                "event": event,
+                "rating": rating,
+                "timestamp": int(timestamp),
+                "unknown_user": bool(unknown_user),
+                "unknown_video": bool(unknown_video),
+                "created": time.time(),
+            }
             seq = self.db.insert(c, INSERT, row)
             self._count(c, 1, int(unknown_user), int(unknown_video))
         return seq
 
     def _count(self, c, events: int, unknown_user: int, unknown_video: int) -> None:
         """The counters, kept in the same transaction as the rows they count."""
-        self.db.run(c, COUNT, {"events": events, "unknown_user": unknown_user,
-                               "unknown_video": unknown_video})  # fmt: skip
+        self.db.run(
+            c,
+            COUNT,
+            {"events": events, "unknown_user": unknown_user, "unknown_video": unknown_video},
+        )
 
     def forget(self, user_id: int, by: str | None = None) -> int:
         """Delete every event of the user and commit a tombstone, in one transaction;
@@ -97,10 +106,12 @@ class EventLog(Log):
             self._count(c, -int(n), -int(u), -int(v))
             c.execute(
                 insert(FORGOTTEN).values(
-                    user_id=int(user_id), events_removed=int(n), forgotten_by=by,
+                    user_id=int(user_id),
+                    events_removed=int(n),
+                    forgotten_by=by,
                     created=time.time(),
                 )
-            )  # fmt: skip
+            )
         return int(n)
 
     def is_forgotten(self, user_id: int, after: int = 0) -> bool:
@@ -134,9 +145,12 @@ class EventLog(Log):
         """Watch-like events as rating rows (user_id, item_id, rating, timestamp) for training;
         an explicit rating wins over the event's default strength."""
         q = select(
-            EVENTS.c.user_id, EVENTS.c.video_id.label("item_id"), EVENTS.c.event,
-            EVENTS.c.rating, EVENTS.c.timestamp,
-        )  # fmt: skip
+            EVENTS.c.user_id,
+            EVENTS.c.video_id.label("item_id"),
+            EVENTS.c.event,
+            EVENTS.c.rating,
+            EVENTS.c.timestamp,
+        )
         with self.db.read() as c:
             df = pd.DataFrame(c.execute(q).all(), columns=list(q.selected_columns.keys()))
         df = df[df.event.isin(WATCH_EVENTS)]

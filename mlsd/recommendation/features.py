@@ -163,9 +163,18 @@ class RecTables:
     @staticmethod
     def _array_fields() -> list[str]:
         return [
-            "genres", "year", "release_ts", "title_emb", "popularity",
-            "age_bucket", "gender", "occupation", "zip", "item_ts_indptr", "item_ts",
-        ]  # fmt: skip
+            "genres",
+            "year",
+            "release_ts",
+            "title_emb",
+            "popularity",
+            "age_bucket",
+            "gender",
+            "occupation",
+            "zip",
+            "item_ts_indptr",
+            "item_ts",
+        ]
 
     def user_cats(self, user: int) -> tuple[int, int, int, int]:
         """(age bucket, gender, occupation, zip region); unknown users get the 'unknown' rows."""

@@ -125,8 +125,9 @@ class PlatformIds:
             if m is None:
                 maps[kind] = IdMap()
             elif "ids" in m and isinstance(m["ids"], dict):
-                maps[kind] = IdMap({str(k): int(v) for k, v in m["ids"].items()},
-                                   m.get("type") == "int")  # fmt: skip
+                maps[kind] = IdMap(
+                    {str(k): int(v) for k, v in m["ids"].items()}, m.get("type") == "int"
+                )
             else:
                 maps[kind] = IdMap({str(k): int(v) for k, v in m.items()}, integer=False)
         return cls(maps["user_id"], maps["item_id"])

@@ -201,8 +201,9 @@ def solve_chunks(
 
     def one(chunk) -> torch.Tensor:
         (a, b), blk = chunk
-        return solve_rows(blk, Y, YtY, cfg.reg, X0[a - offset : b - offset], cfg.solver,
-                          cfg.cg_steps)  # fmt: skip
+        return solve_rows(
+            blk, Y, YtY, cfg.reg, X0[a - offset : b - offset], cfg.solver, cfg.cg_steps
+        )
 
     if Y.device.type != "cpu":
         YtY = Y.T @ Y

@@ -295,9 +295,13 @@ def generate_candidates(
     fresh, strength = fresh[ok], strength[ok]
     c = cg.generate(user_id, n, items, fresh, trained=not forgotten)
     return UserCandidates(
-        user_id, c.items, c.scores, c.strategy,
-        np.concatenate([items, fresh]), np.concatenate([ratings, strength]),
-    )  # fmt: skip
+        user_id,
+        c.items,
+        c.scores,
+        c.strategy,
+        np.concatenate([items, fresh]),
+        np.concatenate([ratings, strength]),
+    )
 
 
 def final_ranking(
@@ -425,6 +429,6 @@ def drift_reference(
         scores={"top1_score": col(req, "top1_score")},
         embeddings={
             "event_video": np.stack([e["event_video"] for e in ev if e["event_video"] is not None])
-        },  # fmt: skip
+        },
         source=f"{len(ev)} training events, {len(req)} requests at the log's end",
     )

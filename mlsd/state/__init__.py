@@ -29,9 +29,24 @@ from mlsd.state.url import (
 )
 
 __all__ = [
-    "ADMIN", "ID_BITS", "LIVE_ID_BASE", "Caller", "Database", "IdPermutation", "Log",
+    "ADMIN",
+    "ID_BITS",
+    "LIVE_ID_BASE",
+    "Caller",
+    "Database",
+    "IdPermutation",
+    "Log",
     "ObjectStore",
-    "SchemaMismatch", "StateError", "StoreMissing", "StoreURL", "StoreURLError",
-    "StoreUnavailable", "access", "init_store", "may_change", "may_see",
-    "parse_url", "pin_url",
-]  # fmt: skip
+    "SchemaMismatch",
+    "StateError",
+    "StoreMissing",
+    "StoreURL",
+    "StoreURLError",
+    "StoreUnavailable",
+    "access",
+    "init_store",
+    "may_change",
+    "may_see",
+    "parse_url",
+    "pin_url",
+]

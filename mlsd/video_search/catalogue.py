@@ -153,9 +153,13 @@ class VideoLog(Log):
             key = self.objects.put(ObjectStore.new_key("video_search/thumbs", ".jpg"), thumb)
         fields = {k: v for k, v in asdict(doc).items() if k != "video_id"}
         try:
-            row = {"doc": json.dumps(fields), "feat": np.asarray(feat, np.float32).tobytes(),
-                   "prob": np.asarray(prob, np.float32).tobytes(), "thumb_key": key,
-                   "created": time.time()}  # fmt: skip
+            row = {
+                "doc": json.dumps(fields),
+                "feat": np.asarray(feat, np.float32).tobytes(),
+                "prob": np.asarray(prob, np.float32).tobytes(),
+                "thumb_key": key,
+                "created": time.time(),
+            }
             with self.db.write("video_uploads") as c:
                 seq = self.db.insert(c, INSERT, row)
         except BaseException:
@@ -184,10 +188,13 @@ class VideoLog(Log):
                 return False
             c.execute(
                 insert(CHANGES).values(
-                    video_id=int(video_id), kind="delete", uri=uri, changed_by=by,
+                    video_id=int(video_id),
+                    kind="delete",
+                    uri=uri,
+                    changed_by=by,
                     created=time.time(),
                 )
-            )  # fmt: skip
+            )
             if seq is not None:
                 key = c.execute(
                     select(UPLOADS.c.thumb_key).where(UPLOADS.c.seq == seq)
@@ -209,10 +216,14 @@ class VideoLog(Log):
         with self.db.write("video_changes") as c:
             seq = c.execute(
                 insert(CHANGES).values(
-                    video_id=int(video_id), kind="edit", fields=json.dumps(fields), uri=uri,
-                    changed_by=by, created=time.time(),
+                    video_id=int(video_id),
+                    kind="edit",
+                    fields=json.dumps(fields),
+                    uri=uri,
+                    changed_by=by,
+                    created=time.time(),
                 )
-            ).inserted_primary_key[0]  # fmt: skip
+            ).inserted_primary_key[0]
         return int(seq)
 
     def _changes_since(self, c, seq: int) -> list[tuple[int, int, str, dict, str]]:

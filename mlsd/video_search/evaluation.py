@@ -76,8 +76,9 @@ def load_real_clips(frames: FrameEncoder, queries_file: str | Path, fps: float =
         v = decoded[c["source"]]
         end = v.times[-1] + 1e-6 if c.get("end") is None else c["end"]
         targets = np.arange(c.get("start", 0.0), end, 1.0 / fps)
-        pick = np.unique([min(int(np.searchsorted(v.times, t - 1e-6)), len(v.times) - 1)
-                          for t in targets])  # fmt: skip
+        pick = np.unique(
+            [min(int(np.searchsorted(v.times, t - 1e-6)), len(v.times) - 1) for t in targets]
+        )
         f, p = pool_video(*frames(v.frames[pick]))
         names.append(name)
         feats.append(f)
@@ -202,8 +203,10 @@ def bm25_runs(cran, tokenizer: str, coverage: bool = False) -> list[tuple[np.nda
         idx.add(i, text=f"{t}\n{b}")
     idx.commit()
     if coverage:
-        return [(ids, cov) for ids, _, cov in map(lambda q: idx.search_with_coverage(q, 100),
-                                                   cran.queries)]  # fmt: skip
+        return [
+            (ids, cov)
+            for ids, _, cov in map(lambda q: idx.search_with_coverage(q, 100), cran.queries)
+        ]
     return [idx.search(q, 100) for q in cran.queries]
 
 

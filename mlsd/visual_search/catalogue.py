@@ -139,10 +139,17 @@ class CatalogueLog(Log):
             with self.db.write("vs_images") as c:
                 if quota:
                     self._check_quota(c, owner)
-                row = {"owner": owner, "private": bool(private), "unsafe": bool(unsafe),
-                       "signature": signature, "embedding": emb.tobytes(), "dim": emb.size,
-                       "model_version": model_version, "image_key": key,
-                       "created": time.time()}  # fmt: skip
+                row = {
+                    "owner": owner,
+                    "private": bool(private),
+                    "unsafe": bool(unsafe),
+                    "signature": signature,
+                    "embedding": emb.tobytes(),
+                    "dim": emb.size,
+                    "model_version": model_version,
+                    "image_key": key,
+                    "created": time.time(),
+                }
                 seq = self.db.insert(c, INSERT, row)
         except BaseException:  # over quota, or the store failed: never acknowledged
             if key is not None:

@@ -44,10 +44,16 @@ class ImageEncoderModel:
         self.version = f"{artifact.name}/{artifact.version}:{backend}"
         self.preprocess = ImagePreprocessor(self.cfg, max_bytes, max_pixels)
         self.runner = load_runner(
-            artifact, backend, ENCODER_FILES, lambda: load_encoder_module(artifact),
-            device=device, num_threads=num_threads, gpu_ids=gpu_ids, server=server,
+            artifact,
+            backend,
+            ENCODER_FILES,
+            lambda: load_encoder_module(artifact),
+            device=device,
+            num_threads=num_threads,
+            gpu_ids=gpu_ids,
+            server=server,
             what="encoder",
-        )  # fmt: skip
+        )
         self.device = self.runner.device
         c, s = self.cfg.in_channels, self.cfg.image_size
         warm_up(self.runner, np.zeros((1, c, s, s), np.float32))

@@ -33,8 +33,15 @@ def browser():
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,900", "--no-first-run", "--disable-extensions"):  # fmt: skip
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1280,900",
+        "--no-first-run",
+        "--disable-extensions",
+    ):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
@@ -53,24 +60,39 @@ def builders(serve_instance, keys, tmp_path_factory):
     live, videos = new_store(tmp / "live.sqlite"), new_store(tmp / "videos.sqlite")
     events, reviews = new_store(tmp / "events.db"), new_store(tmp / "reviews.sqlite")
     return {
-        "visual_search": lambda store: visual_search.build_app(visual_search.VisualSearchArgs(
-            artifact_store=str(store), live_log=live,
-            object_store=new_objects(tmp / "vs_objects"))),
-        "video_search": lambda store: video_search.build_app(video_search.VideoSearchArgs(
-            artifact_store=str(store), live_log=videos,
-            object_store=new_objects(tmp / "video_objects"))),
+        "visual_search": lambda store: visual_search.build_app(
+            visual_search.VisualSearchArgs(
+                artifact_store=str(store),
+                live_log=live,
+                object_store=new_objects(tmp / "vs_objects"),
+            )
+        ),
+        "video_search": lambda store: video_search.build_app(
+            video_search.VideoSearchArgs(
+                artifact_store=str(store),
+                live_log=videos,
+                object_store=new_objects(tmp / "video_objects"),
+            )
+        ),
         "recommendation": lambda store: recommendation.build_app(
-            recommendation.RecommendationArgs(artifact_store=str(store), events_log=events)),
-        "blurring": lambda store: blurring.build_app(blurring.BlurringArgs(
-            artifact_store=str(tmp / "none"), output_store=new_objects(tmp / "blurred"),
-            detector={"members": [{"kind": "yunet", "threshold": 0.5}]})),
+            recommendation.RecommendationArgs(artifact_store=str(store), events_log=events)
+        ),
+        "blurring": lambda store: blurring.build_app(
+            blurring.BlurringArgs(
+                artifact_store=str(tmp / "none"),
+                output_store=new_objects(tmp / "blurred"),
+                detector={"members": [{"kind": "yunet", "threshold": 0.5}]},
+            )
+        ),
         "harmful_content": lambda store: harmful_content.build_app(
             harmful_content.HarmfulContentArgs(
                 artifact_store=str(store),
                 model={"artifact": "harmful_content", "backend": "onnx"},
                 review_queue=reviews,
-                policy={"default": {"remove": 1.0, "review": 0.0, "demote": 0.0}})),
-    }  # fmt: skip
+                policy={"default": {"remove": 1.0, "review": 0.0, "demote": 0.0}},
+            )
+        ),
+    }
 
 
 @contextmanager
@@ -122,8 +144,10 @@ def finish(driver, name: str) -> None:
 
 
 def images_loaded(selector: str) -> str:
-    return (f"(imgs => imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0)"
-            f" && imgs.length)([...document.querySelectorAll({selector!r})])")  # fmt: skip
+    return (
+        f"(imgs => imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0)"
+        f" && imgs.length)([...document.querySelectorAll({selector!r})])"
+    )
 
 
 def test_visual_search_page(browser, builders, serve_instance, keys, tiny_store, tmp_path):

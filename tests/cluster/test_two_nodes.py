@@ -59,12 +59,17 @@ def _args(app: str, state: dict, stores: dict) -> dict:
     return {
         "visual_search": {"live_log": state["db"], "object_store": state["vs_objects"]},
         "recommendation": {"events_log": state["db"]},
-        "harmful_content": {"review_queue": state["db"], "policy": REVIEW_ALL,
-                            "model": {"artifact": "harmful_content", "backend": "onnx"}},
-        "blurring": {"output_store": state["blur_objects"],
-                     "detector": {"members": [{"kind": "yunet", "threshold": 0.5}]}},
+        "harmful_content": {
+            "review_queue": state["db"],
+            "policy": REVIEW_ALL,
+            "model": {"artifact": "harmful_content", "backend": "onnx"},
+        },
+        "blurring": {
+            "output_store": state["blur_objects"],
+            "detector": {"members": [{"kind": "yunet", "threshold": 0.5}]},
+        },
         "video_search": {"live_log": state["db"], "object_store": state["video_objects"]},
-    }[app] | common  # fmt: skip
+    }[app] | common
 
 
 def _application(app: str, node: str, args: dict) -> dict:
@@ -100,26 +105,39 @@ def cluster(servers, tmp_path_factory, tiny_store, rec_store, video_store, harmf
         for name in ("vs_objects", "video_objects", "blur_objects"):
             state[name] = ObjectStore(f"s3://mlsd/{name}", create=True).uri
         keys = KeyStore(state["db"])
-        users = [("alice", "search,write"), ("42", "search,write"), ("temp", "search"),
-                 ("ops", "search,write,review,admin")]  # fmt: skip
+        users = [
+            ("alice", "search,write"),
+            ("42", "search,write"),
+            ("temp", "search"),
+            ("ops", "search,write,review,admin"),
+        ]
         tokens = {u: keys.create(u, scopes) for u, scopes in users}
-        stores = {"visual_search": str(tiny_store), "recommendation": str(rec_store),
-                  "harmful_content": str(harmful_store), "video_search": str(video_store),
-                  "blurring": str(tmp_path_factory.mktemp("no_artifacts"))}  # fmt: skip
+        stores = {
+            "visual_search": str(tiny_store),
+            "recommendation": str(rec_store),
+            "harmful_content": str(harmful_store),
+            "video_search": str(video_store),
+            "blurring": str(tmp_path_factory.mktemp("no_artifacts")),
+        }
         var = tmp_path_factory.mktemp("node_a") / "var"
         rc = RayCluster(var, redis=redis.address, env=s3.env())
         try:
             rc.start_head().start_worker()
-            apps = [_application(app, node, _args(app, state, stores))
-                    for app in ROUTES for node in ("a", "b")]  # fmt: skip
+            apps = [
+                _application(app, node, _args(app, state, stores))
+                for app in ROUTES
+                for node in ("a", "b")
+            ]
             video = {
-                "name": "video", "route_prefix": "/video",
+                "name": "video",
+                "route_prefix": "/video",
                 "import_path": "apps.video_search:build_app",
                 "args": _args("video_search", state, stores) | {"shadow": None},
                 "deployments": deployments("a", {"VideoSearchIngress": 0.05, "VideoIndexer": 0.1})
-                + deployments("b", {"TextEncoder": 0.1, "VideoRetriever": 0.05,
-                                    "TextSearch": 0.05}),
-            }  # fmt: skip
+                + deployments(
+                    "b", {"TextEncoder": 0.1, "VideoRetriever": 0.05, "TextSearch": 0.05}
+                ),
+            }
             apps.append(video)
             rc.deploy(apps)
             for node in ("a", "b"):  # through both proxies: the head's and node B's own
@@ -162,8 +180,12 @@ def client(tokens: dict, user: str) -> requests.Session:
 
 
 def _search(s, rc, node, data: bytes, k=5) -> list[int]:
-    r = s.post(rc.url(node, f"/vs-{node}/search"), params={"k": k},
-               files={"image": ("q.png", data)}, timeout=60)  # fmt: skip
+    r = s.post(
+        rc.url(node, f"/vs-{node}/search"),
+        params={"k": k},
+        files={"image": ("q.png", data)},
+        timeout=60,
+    )
     assert r.status_code == 200, r.text
     return [h["image_id"] for h in r.json()["results"]]
 
@@ -194,8 +216,12 @@ def test_what_one_node_acknowledges_holds_on_the_other(cluster):
 
     frames = [np.full((32, 32, 3), v, np.uint8) for v in range(0, 250, 25)]
     clip = write_mp4(rc.dir / "up.mp4", frames, fps=10).read_bytes()
-    r = alice.post(rc.url("a", "/video/videos"), files={"video": ("up.mp4", clip)},
-                   data={"title": "Zebrafish aquarium tour"}, timeout=180)  # fmt: skip
+    r = alice.post(
+        rc.url("a", "/video/videos"),
+        files={"video": ("up.mp4", clip)},
+        data={"title": "Zebrafish aquarium tour"},
+        timeout=180,
+    )
     assert r.status_code == 201, r.text
     vid = r.json()["video_id"]
     hits = alice.get(rc.url("b", "/video/search"), params={"q": "zebrafish"}, timeout=60)
@@ -238,8 +264,9 @@ def test_what_one_node_acknowledges_holds_on_the_other(cluster):
 
     buf = io.BytesIO()
     Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(buf, format="JPEG")
-    r = alice.post(rc.url("a", "/blur-a/images"), files={"image": ("p.jpg", buf.getvalue())},
-                   timeout=120)  # fmt: skip
+    r = alice.post(
+        rc.url("a", "/blur-a/images"), files={"image": ("p.jpg", buf.getvalue())}, timeout=120
+    )
     assert r.status_code == 201, r.text
     blurred = alice.get(rc.url("b", f"/blur-b/{r.json()['url']}"), timeout=30)
     assert blurred.status_code == 200 and blurred.content[:2] == b"\xff\xd8"
@@ -280,8 +307,12 @@ def test_the_head_can_die_while_node_b_serves(cluster):
     def poll():
         while not stop.is_set():
             try:
-                r = alice.post(rc.url("b", "/vs-b/search"), params={"k": 3},
-                               files={"image": ("q.png", data)}, timeout=10)  # fmt: skip
+                r = alice.post(
+                    rc.url("b", "/vs-b/search"),
+                    params={"k": 3},
+                    files={"image": ("q.png", data)},
+                    timeout=10,
+                )
                 codes.append(r.status_code)
             except requests.RequestException:
                 codes.append(599)
@@ -322,15 +353,20 @@ def test_killing_node_b_loses_nothing_acknowledged(cluster):
         i = 0
         while not stop.is_set():
             i += 1
-            ev = {"user_id": 42, "video_id": 1 + i % 50, "event": "like",
-                  "timestamp": 893_000_000 + i}  # fmt: skip
+            ev = {
+                "user_id": 42,
+                "video_id": 1 + i % 50,
+                "event": "like",
+                "timestamp": 893_000_000 + i,
+            }
             img = png_bytes((rng.random((28, 28)) * 255).astype(np.uint8))
             try:
                 r = me.post(rc.url("b", "/rec-b/events"), json=ev, timeout=10)
                 if r.status_code == 201:
                     acked_events.append(r.json()["event_id"])
-                r = alice.post(rc.url("b", "/vs-b/images"), files={"image": ("x.png", img)},
-                               timeout=10)  # fmt: skip
+                r = alice.post(
+                    rc.url("b", "/vs-b/images"), files={"image": ("x.png", img)}, timeout=10
+                )
                 if r.status_code == 200:
                     acked_images.append((r.json()["image_id"], img))
             except requests.RequestException as e:

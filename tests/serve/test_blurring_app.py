@@ -40,9 +40,12 @@ def app_url(serve_instance, tmp_path_factory):
         detector={"members": PACKAGED_UNION},  # the packaged face detectors: no training
         max_upload_bytes=8_000_000,
         max_pixels=30_000_000,
-        shadow={"detector": {"members": [{"kind": "yunet", "threshold": 0.5}]}, "share": 1.0,
-                "timeout_s": 30.0},
-    )  # fmt: skip
+        shadow={
+            "detector": {"members": [{"kind": "yunet", "threshold": 0.5}]},
+            "share": 1.0,
+            "timeout_s": 30.0,
+        },
+    )
     serve.run(build_app(args), name="blurring", route_prefix="/blurring")
     yield f"{serve_instance}/blurring", out
     serve.delete("blurring")
@@ -231,8 +234,7 @@ def test_a_missing_or_corrupt_detector_artifact_fails_start_up_naming_it(
 
     ours = [{"kind": "torch", "artifact": "blurring_fcos", "threshold": {"plate": 0.5}}]
     with pytest.raises(ArtifactError, match="blurring_fcos"):
-        build_app(BlurringArgs(artifact_store=str(tmp_path / "empty"),
-                               detector={"members": ours}))  # fmt: skip
+        build_app(BlurringArgs(artifact_store=str(tmp_path / "empty"), detector={"members": ours}))
     broken = tmp_path / "broken"
     shutil.copytree(blur_store, broken)
     for f in broken.rglob("detector.pt"):
@@ -243,5 +245,7 @@ def test_a_missing_or_corrupt_detector_artifact_fails_start_up_naming_it(
 
 def test_drift_report_says_why_it_is_off(app_url):
     rep = api.get(f"{app_url[0]}/drift", timeout=30).json()
-    assert rep == {"enabled": False, "reason": "no detector of ours is served (the reference "
-                   "is in our detector's artifact)"}  # fmt: skip
+    assert rep == {
+        "enabled": False,
+        "reason": "no detector of ours is served (the reference is in our detector's artifact)",
+    }

@@ -73,8 +73,13 @@ def simulated_gpu_replica(monkeypatch):
 
 
 def _stores(tiny_store, rec_store, video_store, blur_store, harmful_store):
-    return {"visual_search": tiny_store, "recommendation": rec_store, "video_search": video_store,
-            "blurring": blur_store, "harmful_content": harmful_store}  # fmt: skip
+    return {
+        "visual_search": tiny_store,
+        "recommendation": rec_store,
+        "video_search": video_store,
+        "blurring": blur_store,
+        "harmful_content": harmful_store,
+    }
 
 
 def test_every_gpu_deployment_places_its_model_on_cuda(

@@ -58,12 +58,15 @@ def _post(url, body, client=api):
 
 def test_a_post_is_scored_queued_for_review_and_reviewed_once(app):
     url, _, queue = app
-    body = {"post_id": "p-1", "text": "I hate all of you, get out of our country",
-            "comments": ["so true", "report this"], "lang": "en",
-            "reactions": {"likes": 3, "shares": 1, "comments": 2, "reports": 4},
-            "author": {"past_violations": 1, "followers": 10, "gender": "other",
-                       "location": "Lyon"},
-            "context": {"hour_of_day": 23.5, "device": "mobile"}}  # fmt: skip
+    body = {
+        "post_id": "p-1",
+        "text": "I hate all of you, get out of our country",
+        "comments": ["so true", "report this"],
+        "lang": "en",
+        "reactions": {"likes": 3, "shares": 1, "comments": 2, "reports": 4},
+        "author": {"past_violations": 1, "followers": 10, "gender": "other", "location": "Lyon"},
+        "context": {"hour_of_day": 23.5, "device": "mobile"},
+    }
     r = _post(url, body)
     assert r.status_code == 200, r.text
     d = r.json()
@@ -136,9 +139,12 @@ def test_images_by_upload_and_by_url_go_through_the_shared_backbone(app):
     )
     assert only_image.status_code == 200, only_image.text  # a post may be an image alone
 
-    for uri, code in ((f"file://{media}/secret.jpg", 403), (f"file://{media}/ok/../secret.jpg",
-                      403), (f"file://{media}/ok/missing.jpg", 422),
-                      (f"file://{media}/ok/not-an-image.jpg", 400)):  # fmt: skip
+    for uri, code in (
+        (f"file://{media}/secret.jpg", 403),
+        (f"file://{media}/ok/../secret.jpg", 403),
+        (f"file://{media}/ok/missing.jpg", 422),
+        (f"file://{media}/ok/not-an-image.jpg", 400),
+    ):
         r = _post(url, {**text, "image_urls": [uri]})
         assert r.status_code == code, (uri, r.text)
     junk = api.post(
@@ -148,12 +154,16 @@ def test_images_by_upload_and_by_url_go_through_the_shared_backbone(app):
         timeout=60,
     )
     assert junk.status_code == 400 and "image" in junk.text
-    too_many = api.post(f"{url}/posts", data={"post": json.dumps(text)},
-                        files=[("image", (f"{i}.jpg", _jpeg(), "image/jpeg")) for i in range(5)],
-                        timeout=60)  # fmt: skip
+    too_many = api.post(
+        f"{url}/posts",
+        data={"post": json.dumps(text)},
+        files=[("image", (f"{i}.jpg", _jpeg(), "image/jpeg")) for i in range(5)],
+        timeout=60,
+    )
     assert too_many.status_code in (400, 422)
-    extra = api.post(f"{url}/posts", files={"post": (None, json.dumps(text)), "other": (None, "x")},
-                     timeout=60)  # fmt: skip
+    extra = api.post(
+        f"{url}/posts", files={"post": (None, json.dumps(text)), "other": (None, "x")}, timeout=60
+    )
     assert extra.status_code == 422 and "other" in extra.text
     form = api.post(f"{url}/posts", data={"post": json.dumps(text)}, timeout=60)  # urlencoded
     assert form.status_code == 415
@@ -165,26 +175,40 @@ def test_bad_input_gets_a_clear_4xx_and_never_reaches_the_queue(app):
 
     before = ReviewQueue(queue_path).counts()
     cases = [
-        ({"text": ""}, 422), ({"text": "  \n\t "}, 422), ({"text": "x" * 2001}, 422),
-        ({"text": "ok", "colour": "red"}, 422), ({"text": "ok", "reactions": {"likes": -1}}, 422),
+        ({"text": ""}, 422),
+        ({"text": "  \n\t "}, 422),
+        ({"text": "x" * 2001}, 422),
+        ({"text": "ok", "colour": "red"}, 422),
+        ({"text": "ok", "reactions": {"likes": -1}}, 422),
         ({"text": "ok", "reactions": {"likes": 1e18}}, 422),
         ({"text": "ok", "author": {"age": 400}}, 422),
         ({"text": "ok", "context": {"hour_of_day": 25}}, 422),
-        ({"text": "ok", "comments": ["y" * 2001]}, 422), ({"text": "ok", "post_id": "a/../b"}, 422),
-        ({"text": 5}, 422), ({"text": "ok", "image_urls": ["http://example.com/x.jpg"]}, 403),
-    ]  # fmt: skip
+        ({"text": "ok", "comments": ["y" * 2001]}, 422),
+        ({"text": "ok", "post_id": "a/../b"}, 422),
+        ({"text": 5}, 422),
+        ({"text": "ok", "image_urls": ["http://example.com/x.jpg"]}, 403),
+    ]
     for body, code in cases:
         r = _post(url, body)
         assert r.status_code == code, (body, r.status_code, r.text)
         assert "detail" in r.json()
-    surrogate = api.post(f"{url}/posts", data=b'{"text": "bad \\ud800 text"}',
-                         headers={"content-type": "application/json"}, timeout=30)  # fmt: skip
+    surrogate = api.post(
+        f"{url}/posts",
+        data=b'{"text": "bad \\ud800 text"}',
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
     assert surrogate.status_code == 422, surrogate.text
-    invalid_utf8 = api.post(f"{url}/posts", data=b'{"text": "caf\xe9 \xff"}',
-                            headers={"content-type": "application/json"}, timeout=30)  # fmt: skip
+    invalid_utf8 = api.post(
+        f"{url}/posts",
+        data=b'{"text": "caf\xe9 \xff"}',
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
     assert invalid_utf8.status_code in (400, 422), invalid_utf8.text
-    not_json = api.post(f"{url}/posts", data=b"{not json",
-                        headers={"content-type": "application/json"}, timeout=30)  # fmt: skip
+    not_json = api.post(
+        f"{url}/posts", data=b"{not json", headers={"content-type": "application/json"}, timeout=30
+    )
     assert not_json.status_code == 422
     wrong_type = api.post(f"{url}/posts", data=b"text", headers={"content-type": "text/plain"})
     assert wrong_type.status_code == 415

@@ -35,16 +35,22 @@ def test_the_apps_metrics_are_scraped(app_url):
         assert api.get(f"{app_url}/users/{user}", params={"k": 5}, timeout=30).status_code == 200
     assert api.get(f"{app_url}/users/1", params={"k": 0}, timeout=30).status_code == 422
     assert api.get(f"{app_url}/users/1", params={"x": 1}, timeout=30).status_code == 422
-    found = scrape({
-        "ray_mlsd_stage_latency_ms_bucket", "ray_mlsd_rejected_inputs_total",
-        "ray_mlsd_shadow_outcomes_total", "ray_mlsd_shadow_agreement",
-        "ray_mlsd_drift_windows_total", "ray_mlsd_drift_statistic",
-        "ray_serve_num_http_requests_total",  # Serve's own, on the same endpoint
-    }, labels={
-        "ray_mlsd_stage_latency_ms_bucket": ['stage="candidate_generation"', 'stage="ranking"'],
-        "ray_mlsd_rejected_inputs_total": ['reason="invalid"'],
-        "ray_mlsd_drift_statistic": ['application="rec_metrics"'],
-    })  # fmt: skip
+    found = scrape(
+        {
+            "ray_mlsd_stage_latency_ms_bucket",
+            "ray_mlsd_rejected_inputs_total",
+            "ray_mlsd_shadow_outcomes_total",
+            "ray_mlsd_shadow_agreement",
+            "ray_mlsd_drift_windows_total",
+            "ray_mlsd_drift_statistic",
+            "ray_serve_num_http_requests_total",  # Serve's own, on the same endpoint
+        },
+        labels={
+            "ray_mlsd_stage_latency_ms_bucket": ['stage="candidate_generation"', 'stage="ranking"'],
+            "ray_mlsd_rejected_inputs_total": ['reason="invalid"'],
+            "ray_mlsd_drift_statistic": ['application="rec_metrics"'],
+        },
+    )
     stages = " ".join(found["ray_mlsd_stage_latency_ms_bucket"])
     assert all(f'stage="{s}"' in stages for s in ("candidate_generation", "ranking"))
     assert any('reason="invalid"' in ln for ln in found["ray_mlsd_rejected_inputs_total"])

@@ -331,8 +331,10 @@ def test_catalogue_entry_and_forgetting_a_history(app_url, keys, serve_instance,
     assert me.delete(f"{url}/users/x/history", timeout=30).status_code == 422
     r = me.delete(f"{url}/users/42/history", timeout=30)
     assert r.status_code == 200 and r.json() == {
-        "user_id": 42, "events_removed": 1, "forgotten": True
-    }  # fmt: skip
+        "user_id": 42,
+        "events_removed": 1,
+        "forgotten": True,
+    }
     log = EventLog(db)
     assert log.for_user(42)[0].tolist() == [] and log.is_forgotten(42)
     log.close()
@@ -383,9 +385,14 @@ def own_ids_url(serve_instance, tmp_path_factory):
         ranker=RankerTrainConfig(epochs=1, seed=0),
     )
     build_recommender_artifact(
-        ArtifactStore(tmp / "store"), "recommendation", own.ml, emb, settings, version="v1",
+        ArtifactStore(tmp / "store"),
+        "recommendation",
+        own.ml,
+        emb,
+        settings,
+        version="v1",
         extra_files={"id_maps.json": own.id_maps_json()},
-    )  # fmt: skip
+    )
     events = new_store(tmp / "events.db")
     args = RecommendationArgs(artifact_store=str(tmp / "store"), events_log=events)
     serve.run(build_app(args), name="rec_own_ids", route_prefix="/rec-own-ids")

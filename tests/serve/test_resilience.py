@@ -72,8 +72,11 @@ def test_a_killed_replica_costs_latency_not_errors(rec_app):
     _wait(lambda: len(statuses) >= 20, 60, "requests before the kill")
     kill(pid)
     before = len(statuses)
-    _wait(lambda: pids_of("ray::ServeReplica:rec_kill:CandidateGeneration") not in ([], [pid]),
-          120, "a replacement replica")  # fmt: skip
+    _wait(
+        lambda: pids_of("ray::ServeReplica:rec_kill:CandidateGeneration") not in ([], [pid]),
+        120,
+        "a replacement replica",
+    )
     _wait(lambda: len(statuses) >= before + 40, 120, "requests after the kill")
     stop.set()
     for t in threads:
@@ -91,10 +94,15 @@ def test_autoscaling_scales_up_under_load_and_back_down(serve_instance, rec_stor
 
     store = ArtifactStore(rec_store)
     autoscaling = {
-        "min_replicas": 1, "max_replicas": 2, "initial_replicas": 1,
-        "target_ongoing_requests": 1, "upscale_delay_s": 1, "downscale_delay_s": 3,
-        "metrics_interval_s": 0.5, "look_back_period_s": 2,
-    }  # fmt: skip
+        "min_replicas": 1,
+        "max_replicas": 2,
+        "initial_replicas": 1,
+        "target_ongoing_requests": 1,
+        "upscale_delay_s": 1,
+        "downscale_delay_s": 3,
+        "metrics_interval_s": 0.5,
+        "look_back_period_s": 2,
+    }
     app = Ranking.options(
         name="Ranking", autoscaling_config=autoscaling, ray_actor_options={"num_cpus": 0.25}
     ).bind(store.spec(), "recommendation", "latest", "torch")

@@ -60,7 +60,7 @@ def test_every_route_but_liveness_needs_a_token(apps_url):
             "post",
             f"{rec}/events",
             {"json": {"user_id": 1, "video_id": 1, "event": "watch", "timestamp": 1}},
-        ),  # fmt: skip
+        ),
         ("get", f"{rec}/health", {}),
     ]
     for method, url, kw in calls:
@@ -99,8 +99,11 @@ def test_keys_from_the_cli_apply_without_a_restart(apps_url, keys):
     def cli(*args: str) -> str:
         out = subprocess.run(
             [sys.executable, "-m", "apps.auth", "--store", keys["store"], *args],
-            cwd=ROOT, check=True, capture_output=True, text=True,
-        )  # fmt: skip
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         return out.stdout.strip()
 
     token = cli("create", "--user", "carol", "--scopes", "search")
@@ -165,12 +168,18 @@ def test_a_full_queue_is_503_and_the_service_stays_up(serve_instance, tiny_store
 
     name = "sec_queue"
     app = {
-        "name": name, "route_prefix": "/sec-queue", "import_path": "apps.visual_search:build_app",
-        "args": {"artifact_store": str(tiny_store), "live_log": None,
-                 "fault_injection": {"ImageEncoder": "hang"}},
-        "deployments": [{"name": "ImageEncoder", "max_ongoing_requests": 1,
-                         "max_queued_requests": 1}],
-    }  # fmt: skip
+        "name": name,
+        "route_prefix": "/sec-queue",
+        "import_path": "apps.visual_search:build_app",
+        "args": {
+            "artifact_store": str(tiny_store),
+            "live_log": None,
+            "fault_injection": {"ImageEncoder": "hang"},
+        },
+        "deployments": [
+            {"name": "ImageEncoder", "max_ongoing_requests": 1, "max_queued_requests": 1}
+        ],
+    }
     _get_global_client().deploy_apps(ServeDeploySchema(applications=[app]), _blocking=True)
     url = f"{serve_instance}/sec-queue"
     try:

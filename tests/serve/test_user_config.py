@@ -22,8 +22,13 @@ def _deploy(name: str, args: dict, deployments: list[dict] | None = None) -> Non
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
 
-    app = {"name": name, "route_prefix": "/vs-tune", "import_path": "apps.visual_search:build_app",
-           "args": args, "deployments": deployments or []}  # fmt: skip
+    app = {
+        "name": name,
+        "route_prefix": "/vs-tune",
+        "import_path": "apps.visual_search:build_app",
+        "args": args,
+        "deployments": deployments or [],
+    }
     _get_global_client().deploy_apps(ServeDeploySchema(applications=[app]), _blocking=True)
 
 
@@ -47,11 +52,17 @@ def test_user_config_change_applies_without_restart(serve_instance, tiny_store):
         assert _mirrored(url) == 0  # share 0: nothing mirrored
 
         # the operator's change: the same file with user_config overrides, deployed again
-        _deploy(name, args, [
-            {"name": "ImageEncoder",
-             "user_config": {"max_batch_size": 4, "batch_wait_timeout_s": 0.02}},
-            {"name": "VisualSearchIngress", "user_config": {"shadow": {"share": 1.0}}},
-        ])  # fmt: skip
+        _deploy(
+            name,
+            args,
+            [
+                {
+                    "name": "ImageEncoder",
+                    "user_config": {"max_batch_size": 4, "batch_wait_timeout_s": 0.02},
+                },
+                {"name": "VisualSearchIngress", "user_config": {"shadow": {"share": 1.0}}},
+            ],
+        )
         deadline = time.time() + 30
         while time.time() < deadline:
             after = encoder.replica_config.remote().result()

@@ -90,8 +90,13 @@ def test_upload_is_indexed_durable_and_searchable(app_url, tmp_path):
     r = api.post(f"{url}/videos", files=_fields(uri=str(clip2), title="Heron"), timeout=120)
     assert r.status_code == 201, r.text
     # outside the prefix, or escaping it: refused by structure, before anything is read
-    for uri in ("/etc/passwd", f"file://{uris}/../{uris.name}/heron.mp4", f"{uris}-evil/x.mp4",
-                f"{uris}/heron.mp4?x=1", f"{uris}/%2e%2e/heron.mp4"):  # fmt: skip
+    for uri in (
+        "/etc/passwd",
+        f"file://{uris}/../{uris.name}/heron.mp4",
+        f"{uris}-evil/x.mp4",
+        f"{uris}/heron.mp4?x=1",
+        f"{uris}/%2e%2e/heron.mp4",
+    ):
         r = api.post(f"{url}/videos", files=_fields(uri=uri, title="x"), timeout=30)
         assert r.status_code == 403, (uri, r.text)
     # under the prefix but absent: the same answer as any unreadable file, no path echoed
@@ -156,9 +161,11 @@ def test_bad_uploads(app_url, tmp_path, name, make, status, reason):
 
     url, *_ = app_url
     r = api.post(
-        f"{url}/videos", files={"video": ("v.mp4", make(tmp_path))}, data={"title": "t"},
+        f"{url}/videos",
+        files={"video": ("v.mp4", make(tmp_path))},
+        data={"title": "t"},
         timeout=60,
-    )  # fmt: skip
+    )
     assert r.status_code == status, (name, r.status_code, r.text)
     assert re.search(reason, r.json()["detail"]), r.json()
     assert api.get(f"{url}/health", timeout=30).status_code == 200
@@ -174,9 +181,11 @@ def test_upload_form_errors(app_url, tmp_path):
     r = api.post(f"{url}/videos", data={"title": "urlencoded"}, timeout=60)
     assert r.status_code == 415
     r = api.post(
-        f"{url}/videos", files={"video": ("v.mp4", one)}, data={"title": "t", "x": "1"},
+        f"{url}/videos",
+        files={"video": ("v.mp4", one)},
+        data={"title": "t", "x": "1"},
         timeout=60,
-    )  # fmt: skip
+    )
     assert r.status_code == 422
     r = api.post(  # a 1-frame (0.04 s) video is a real video
         f"{url}/videos", files={"video": ("v.mp4", one)}, data={"title": "one frame"}, timeout=60
@@ -289,9 +298,11 @@ def test_acknowledged_upload_survives_a_restart(serve_instance, video_store, tmp
     serve.run(build_app(args), name="vs_restart", route_prefix="/vs-restart")
     clip = write_mp4(tmp_path / "k.mp4", [np.zeros((32, 32, 3), np.uint8)] * 5, fps=5)
     r = api.post(
-        f"{url}/videos", files={"video": ("k.mp4", clip.read_bytes())},
-        data={"title": "Kingfisher diving"}, timeout=120,
-    )  # fmt: skip
+        f"{url}/videos",
+        files={"video": ("k.mp4", clip.read_bytes())},
+        data={"title": "Kingfisher diving"},
+        timeout=120,
+    )
     assert r.status_code == 201
     serve.delete("vs_restart")  # every replica gone; only the log remains
     serve.run(build_app(args), name="vs_restart", route_prefix="/vs-restart")
@@ -327,9 +338,11 @@ def test_get_edit_and_delete_a_video(app_url, keys, tmp_path, serve_instance, vi
     frames = [np.full((64, 96, 3), (i * 40) % 255, np.uint8) for i in range(10)]
     clip = write_mp4(tmp_path / "p.mp4", frames, fps=10).read_bytes()
     r = alice.post(
-        f"{url}/videos", files={"video": ("p.mp4", clip)},
-        data={"title": "Pelican harbour", "tags": "birds"}, timeout=120,
-    )  # fmt: skip
+        f"{url}/videos",
+        files={"video": ("p.mp4", clip)},
+        data={"title": "Pelican harbour", "tags": "birds"},
+        timeout=120,
+    )
     assert r.status_code == 201, r.text
     vid = r.json()["video_id"]
     info = reader.get(f"{url}/videos/{vid}", timeout=30).json()

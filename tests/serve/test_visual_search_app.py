@@ -242,15 +242,20 @@ def test_encoder_on_triton_gives_the_same_results(app_url, serve_instance, trito
 
     url, args = app_url
     triton = TritonArgs(url=triton_server.grpc_url, protocol="grpc", timeout_s=10)
-    targs = args.model_copy(update={
-        "model": args.model.model_copy(update={"backend": "triton"}),
-        "shadow": args.shadow.model_copy(update={"backend": "triton-int8"}),
-        "triton": triton,
-    })  # fmt: skip
+    targs = args.model_copy(
+        update={
+            "model": args.model.model_copy(update={"backend": "triton"}),
+            "shadow": args.shadow.model_copy(update={"backend": "triton-int8"}),
+            "triton": triton,
+        }
+    )
     with pytest.raises(ValueError, match="no triton"):
         build_app(targs.model_copy(update={"triton": None}))
-    serve.run(build_app(VisualSearchArgs(**targs.model_dump())), name="vs_triton",
-              route_prefix="/vs-triton")  # fmt: skip
+    serve.run(
+        build_app(VisualSearchArgs(**targs.model_dump())),
+        name="vs_triton",
+        route_prefix="/vs-triton",
+    )
     try:
         turl = f"{serve_instance}/vs-triton"
         imgs, _ = catalogue_images(30)
@@ -264,7 +269,8 @@ def test_encoder_on_triton_gives_the_same_results(app_url, serve_instance, trito
             gap = np.diff(sa, prepend=np.inf, append=-np.inf)  # ties may swap, nothing else
             clear = (np.abs(gap[:-1]) > 1e-4) & (np.abs(gap[1:]) > 1e-4)
             assert [h["image_id"] for h, c in zip(ha, clear, strict=True) if c] == [
-                h["image_id"] for h, c in zip(hb, clear, strict=True) if c]  # fmt: skip
+                h["image_id"] for h, c in zip(hb, clear, strict=True) if c
+            ]
         rep = api.get(f"{turl}/shadow", timeout=10).json()
         assert rep["enabled"] and rep["shadow"]["model_version"].endswith(":triton-int8")
     finally:

@@ -27,9 +27,24 @@ def test_training_runs_checkpoints_and_resumes(ray_session, tmp_path):
     from mlsd.blurring.artifact import load_detector
     from train.blurring import parse_args, run
 
-    common = ["--family", "fcos", "--limit", "4", "--max-steps-per-epoch", "2", "--crop", "256",
-              "--fpn-channels", "32", "--store", str(tmp_path / "store"), "--runs-dir",
-              str(tmp_path / "runs"), "--run-name", "tiny"]  # fmt: skip
+    common = [
+        "--family",
+        "fcos",
+        "--limit",
+        "4",
+        "--max-steps-per-epoch",
+        "2",
+        "--crop",
+        "256",
+        "--fpn-channels",
+        "32",
+        "--store",
+        str(tmp_path / "store"),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--run-name",
+        "tiny",
+    ]
     first = run(parse_args(common + ["--epochs", "1"]))
     assert first["final"]["epoch"] == 0 and np.isfinite(first["final"]["loss"])
     again = run(parse_args(common + ["--epochs", "2"]))  # same run name: resumes at epoch 1
@@ -61,14 +76,27 @@ def test_batch_blur_skips_broken_files_and_finished_outputs(ray_session, tmp_pat
     write_mp4(src / "clip.mp4", [D.load_rgb(faces[0].path)[:128, :128]] * 6, fps=5)
     from mlsd.blurring.backends import PACKAGED_UNION
 
-    args = parse_args(["--input", str(src), "--output", str(tmp_path / "out"),
-                       "--stages", stages, "--detector", json.dumps(PACKAGED_UNION)])  # fmt: skip
+    args = parse_args(
+        [
+            "--input",
+            str(src),
+            "--output",
+            str(tmp_path / "out"),
+            "--stages",
+            stages,
+            "--detector",
+            json.dumps(PACKAGED_UNION),
+        ]
+    )
     out = run(args)
     assert out["written"] == 3 and out["boxes"] > 0
     assert [f["input"].endswith("broken.jpg") for f in out["failed"]] == [True]
     assert "not an image" in out["failed"][0]["reason"]
-    written = sorted(p.relative_to(tmp_path / "out").as_posix()
-                     for p in (tmp_path / "out").rglob("*") if p.is_file())  # fmt: skip
+    written = sorted(
+        p.relative_to(tmp_path / "out").as_posix()
+        for p in (tmp_path / "out").rglob("*")
+        if p.is_file()
+    )
     assert written == sorted([f"{e.path.stem}.jpg" for e in faces] + ["clip.mp4"])
     import av
 
@@ -93,19 +121,40 @@ def test_training_from_your_own_coco_boxes(ray_session, tmp_path):
     for i, e in enumerate(photos):
         images.append({"id": i, "file_name": str(e.path), "width": e.width, "height": e.height})
         for (x1, y1, x2, y2), lab in zip(e.boxes.tolist(), e.labels.tolist(), strict=True):
-            anns.append({"image_id": i, "category_id": 1 if lab == D.FACE else 2,
-                         "bbox": [x1, y1, x2 - x1, y2 - y1]})  # fmt: skip
+            anns.append(
+                {
+                    "image_id": i,
+                    "category_id": 1 if lab == D.FACE else 2,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                }
+            )
         anns.append({"image_id": i, "category_id": 3, "bbox": [0, 0, 10, 10]})
     coco = tmp_path / "boxes.json"
     coco.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
     out = run(
         parse_args(
-            ["--boxes", str(coco), "--boxes-images", "/", "--class-map",
-             "person-face=face,lp=plate", "--epochs", "1", "--max-steps-per-epoch", "1",
-             "--crop", "256", "--fpn-channels", "32", "--store", str(tmp_path / "store"),
-             "--runs-dir", str(tmp_path / "runs")]
+            [
+                "--boxes",
+                str(coco),
+                "--boxes-images",
+                "/",
+                "--class-map",
+                "person-face=face,lp=plate",
+                "--epochs",
+                "1",
+                "--max-steps-per-epoch",
+                "1",
+                "--crop",
+                "256",
+                "--fpn-channels",
+                "32",
+                "--store",
+                str(tmp_path / "store"),
+                "--runs-dir",
+                str(tmp_path / "runs"),
+            ]
         )
-    )  # fmt: skip
+    )
     assert np.isfinite(out["final"]["loss"])
     data = ArtifactStore(tmp_path / "store").load("blurring_fcos").manifest["data"]
     n_faces = sum(len(e.boxes) for e in photos[:3])

@@ -29,14 +29,32 @@ def test_job_trains_resumes_and_folds_in_reviews(ray_session, tmp_path):
     from train.harmful_content import parse_args, run
 
     q = ReviewQueue(new_store(tmp_path / "reviews.sqlite"))
-    rid = q.enqueue("p1", {"text": "a post a reviewer saw", "lang": "en"}, {"hate": 0.6},
-                    ["hate"], "harmful_content/v0")  # fmt: skip
+    rid = q.enqueue(
+        "p1",
+        {"text": "a post a reviewer saw", "lang": "en"},
+        {"hate": 0.6},
+        ["hate"],
+        "harmful_content/v0",
+    )
     q.enqueue("p2", {"text": "still waiting"}, {"hate": 0.7}, ["hate"], "harmful_content/v0")
     q.submit(rid, {"hate": 1, "offensive": 1}, "reviewer-1")
     q.close()
-    common = ["--limit", "150", "--hidden", "32", "--store", str(tmp_path / "store"),
-              "--runs-dir", str(tmp_path / "runs"), "--cache", str(tmp_path / "cache"),
-              "--reviews", str(tmp_path / "reviews.sqlite"), "--run-name", "hc"]  # fmt: skip
+    common = [
+        "--limit",
+        "150",
+        "--hidden",
+        "32",
+        "--store",
+        str(tmp_path / "store"),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--cache",
+        str(tmp_path / "cache"),
+        "--reviews",
+        str(tmp_path / "reviews.sqlite"),
+        "--run-name",
+        "hc",
+    ]
     first = run(parse_args(common + ["--epochs", "1"]))
     assert first["reviewed_rows"] == 1  # the done review joined; the pending one did not
     again = run(parse_args(common + ["--epochs", "2"]))  # resumes at epoch 1
@@ -52,8 +70,9 @@ def test_job_trains_resumes_and_folds_in_reviews(ray_session, tmp_path):
     enc = F.TextEncoder(art.config["text_encoder"], num_threads=1)
     x = P.featurize([D.Post("you are all wonderful", "en", "t")], enc, bag, cfg.spec)
     p_torch = P.predict(model, x)
-    p_onnx = make_runner("onnx", path=art.file("classifier.onnx"), device="cpu",
-                         num_threads=1).run(x)  # fmt: skip
+    p_onnx = make_runner("onnx", path=art.file("classifier.onnx"), device="cpu", num_threads=1).run(
+        x
+    )
     np.testing.assert_allclose(p_onnx, p_torch, atol=1e-5)
     assert p_torch.shape == (1, len(D.HEADS))
 
@@ -84,10 +103,26 @@ def test_job_trains_the_heads_of_your_own_posts_file(ray_session, tmp_path):
     rows.append("bad,a post,train,,2,0")  # not a label: counted, not trained on
     path = tmp_path / "posts.csv"
     path.write_text("\n".join(rows) + "\n")
-    out = run(parse_args(["--posts", str(path), "--hidden", "32", "--epochs", "1",
-                          "--store", str(tmp_path / "store"), "--reviews", "none",
-                          "--runs-dir", str(tmp_path / "runs"),
-                          "--cache", str(tmp_path / "cache")]))  # fmt: skip
+    out = run(
+        parse_args(
+            [
+                "--posts",
+                str(path),
+                "--hidden",
+                "32",
+                "--epochs",
+                "1",
+                "--store",
+                str(tmp_path / "store"),
+                "--reviews",
+                "none",
+                "--runs-dir",
+                str(tmp_path / "runs"),
+                "--cache",
+                str(tmp_path / "cache"),
+            ]
+        )
+    )
     art = ArtifactStore(tmp_path / "store").load("harmful_content")
     assert list(art.config["classifier"]["heads"]) == ["abuse", "slur"]
     assert art.config["classifier"]["spec"]["image_dim"] == 1280  # the posts' images train
@@ -107,18 +142,42 @@ def test_the_job_runs_as_ray_job_submit_runs_it(tmp_path):
         pytest.skip("harmful-content data not under ../shared/data")
     rows = ["post_id,text,split,abuse"]
     for split in ("train", "val"):
-        rows += [f'{p.row},"{p.text.replace(chr(34), chr(39))}",{split},{p.labels["offensive"]}'
-                 for p in D.davidson(split)[:60]]  # fmt: skip
+        rows += [
+            f'{p.row},"{p.text.replace(chr(34), chr(39))}",{split},{p.labels["offensive"]}'
+            for p in D.davidson(split)[:60]
+        ]
     (tmp_path / "posts.csv").write_text("\n".join(rows) + "\n")
     ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must be short
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_ADDRESS": ""}
     out = subprocess.run(
-        [sys.executable, "-m", "train.harmful_content", "--posts", str(tmp_path / "posts.csv"),
-         "--hidden", "16", "--epochs", "1", "--num-cpus", "1", "--cpus-per-worker", "1",
-         "--store", str(tmp_path / "store"), "--reviews", "none",
-         "--runs-dir", str(tmp_path / "runs"), "--cache", str(tmp_path / "cache")],
-        capture_output=True, text=True, timeout=600, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "train.harmful_content",
+            "--posts",
+            str(tmp_path / "posts.csv"),
+            "--hidden",
+            "16",
+            "--epochs",
+            "1",
+            "--num-cpus",
+            "1",
+            "--cpus-per-worker",
+            "1",
+            "--store",
+            str(tmp_path / "store"),
+            "--reviews",
+            "none",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--cache",
+            str(tmp_path / "cache"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     shutil.rmtree(ray_tmp, ignore_errors=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert '"artifact": "harmful_content/' in out.stdout

@@ -56,7 +56,7 @@ def test_job_reads_the_event_log_and_writes_a_loadable_artifact(ray_session, tmp
                 "--runs-dir",
                 str(tmp_path / "runs"),
             ]
-        )  # fmt: skip
+        )
     )
     assert out["logged_events"] == 4 and out["logged_used"] == 3 and out["unknown_video"] == 1
     art = ArtifactStore(tmp_path / "store").load("recommendation")
@@ -90,11 +90,30 @@ def test_job_trains_on_your_own_log_with_string_ids(ray_session, tmp_path):
         tags = "|".join(g for g, on in zip(GENRES, row, strict=True) if on)
         items.append(f'm{item},"{title.replace(chr(34), chr(39))}",{tags}')
     (tmp_path / "items.csv").write_text("\n".join(items) + "\n")
-    out = run(parse_args(["--interactions", str(tmp_path / "log.csv"), "--items",
-                          str(tmp_path / "items.csv"), "--events", "none", "--store",
-                          str(tmp_path / "store"), "--factors", "8", "--iterations", "2",
-                          "--epochs", "1", "--n-candidates", "20",
-                          "--runs-dir", str(tmp_path / "runs")]))  # fmt: skip
+    out = run(
+        parse_args(
+            [
+                "--interactions",
+                str(tmp_path / "log.csv"),
+                "--items",
+                str(tmp_path / "items.csv"),
+                "--events",
+                "none",
+                "--store",
+                str(tmp_path / "store"),
+                "--factors",
+                "8",
+                "--iterations",
+                "2",
+                "--epochs",
+                "1",
+                "--n-candidates",
+                "20",
+                "--runs-dir",
+                str(tmp_path / "runs"),
+            ]
+        )
+    )
     art = ArtifactStore(tmp_path / "store").load("recommendation")
     data = art.manifest["data"]
     assert data["ratings"] == len(r) and data["input"]["bad_rows"] == 1

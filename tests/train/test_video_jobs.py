@@ -35,8 +35,20 @@ def test_frames_job_skips_and_reports_broken_files(ray_session, video_folder, tm
 
     from train.video_search_frames import parse_args, run
 
-    out = run(parse_args(["--input", str(video_folder), "--out", str(tmp_path / "frames"),
-                          "--fps", "2", "--size", "64"]))  # fmt: skip
+    out = run(
+        parse_args(
+            [
+                "--input",
+                str(video_folder),
+                "--out",
+                str(tmp_path / "frames"),
+                "--fps",
+                "2",
+                "--size",
+                "64",
+            ]
+        )
+    )
     assert out["videos"] == 4 and out["frames"] == 20 + 8  # 2 fps x (10 s + 4 s)
     reasons = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in out["skipped"]}
     assert reasons["junk.mp4"].startswith("not_a_video")
@@ -52,8 +64,22 @@ def test_catalogue_job_then_served_model_embeds_it(ray_session, video_folder, tm
     from mlsd.video_search.catalogue import VideoCatalogue
     from train.video_search_frames import parse_args, run
 
-    out = run(parse_args(["--input", str(video_folder), "--mode", "catalogue", "--fps", "1",
-                          "--store", str(tmp_path / "store"), "--live-log", "none"]))  # fmt: skip
+    out = run(
+        parse_args(
+            [
+                "--input",
+                str(video_folder),
+                "--mode",
+                "catalogue",
+                "--fps",
+                "1",
+                "--store",
+                str(tmp_path / "store"),
+                "--live-log",
+                "none",
+            ]
+        )
+    )
     assert out["embedded"] == 2 and len(out["skipped"]) == 2
     cat = VideoCatalogue(ArtifactStore(tmp_path / "store").load("video_catalogue"))
     ids, feat, prob = cat.arrays()
@@ -68,9 +94,24 @@ def test_contrastive_job_trains_and_writes_a_model(ray_session, tmp_path):
     from train.video_search_text import parse_args, run
 
     # one prompt per class keeps the job quick; the served ensemble is built by the fixtures
-    out = run(parse_args(["--steps", "20", "--train-images", "200", "--batch-size", "32",
-                          "--prompts", "single", "--store", str(tmp_path / "store"),
-                          "--runs-dir", str(tmp_path / "runs")]))  # fmt: skip
+    out = run(
+        parse_args(
+            [
+                "--steps",
+                "20",
+                "--train-images",
+                "200",
+                "--batch-size",
+                "32",
+                "--prompts",
+                "single",
+                "--store",
+                str(tmp_path / "store"),
+                "--runs-dir",
+                str(tmp_path / "runs"),
+            ]
+        )
+    )
     final = out["final"]
     assert final["loss_last_steps"] < final["loss_first_steps"]  # training lowered the loss
     art = ArtifactStore(tmp_path / "store").load("video_text")
@@ -86,19 +127,39 @@ def test_contrastive_job_trains_on_your_own_pairs(ray_session, video_folder, tmp
     from mlsd.artifacts import ArtifactStore
     from train.video_search_text import parse_args, run
 
-    rows = ["video,caption",
-            "videos/bikes.mp4,people riding bicycles down a street",
-            "videos/bikes.mp4,a bike race in a town",
-            "videos/carphone_distorted.mp4,a man talking on a phone in a car",
-            "videos/carphone_distorted.mp4,a passenger on a mobile phone",
-            "videos/junk.mp4,this file is not a video",
-            "videos/bikes.mp4,"]  # fmt: skip
+    rows = [
+        "video,caption",
+        "videos/bikes.mp4,people riding bicycles down a street",
+        "videos/bikes.mp4,a bike race in a town",
+        "videos/carphone_distorted.mp4,a man talking on a phone in a car",
+        "videos/carphone_distorted.mp4,a passenger on a mobile phone",
+        "videos/junk.mp4,this file is not a video",
+        "videos/bikes.mp4,",
+    ]
     pairs = tmp_path / "pairs.csv"
     pairs.write_text("\n".join(rows) + "\n")
-    out = run(parse_args(["--pairs", str(pairs), "--steps", "30", "--frames", "2",
-                          "--batch-size", "4", "--prompts", "single", "--lr", "3e-3",
-                          "--store", str(tmp_path / "store"),
-                          "--runs-dir", str(tmp_path / "runs")]))  # fmt: skip
+    out = run(
+        parse_args(
+            [
+                "--pairs",
+                str(pairs),
+                "--steps",
+                "30",
+                "--frames",
+                "2",
+                "--batch-size",
+                "4",
+                "--prompts",
+                "single",
+                "--lr",
+                "3e-3",
+                "--store",
+                str(tmp_path / "store"),
+                "--runs-dir",
+                str(tmp_path / "runs"),
+            ]
+        )
+    )
     assert out["final"]["loss_last_steps"] < out["final"]["loss_first_steps"]
     art = ArtifactStore(tmp_path / "store").load("video_text")
     data = art.manifest["data"]

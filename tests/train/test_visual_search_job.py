@@ -86,11 +86,26 @@ def test_your_own_photos_train_index_and_keep_their_ids(ray_session, tmp_path):
     store = str(tmp_path / "store")
     out = run(
         parse_args(
-            ["--images", str(photos), "--epochs", "2", "--views", "2", "--image-size", "64",
-             "--hidden-dim", "32", "--embed-dim", "16", "--store", store,
-             "--runs-dir", str(tmp_path / "runs")]
+            [
+                "--images",
+                str(photos),
+                "--epochs",
+                "2",
+                "--views",
+                "2",
+                "--image-size",
+                "64",
+                "--hidden-dim",
+                "32",
+                "--embed-dim",
+                "16",
+                "--store",
+                store,
+                "--runs-dir",
+                str(tmp_path / "runs"),
+            ]
         )
-    )  # fmt: skip
+    )
     assert out["photos_trained_on"] == 12 and out["input"]["bad_rows"] == 1
     assert out["final"]["epoch"] == 1 and out["final"]["steps"] >= 1
     art = ArtifactStore(store).load("visual_search")

@@ -19,11 +19,29 @@ EPOCHS = 5
 
 def _args(tmp_path: Path, run_name: str) -> list[str]:
     return [
-        "--train-limit", "2048", "--batch-size", "64", "--max-steps-per-epoch", "24",
-        "--epochs", str(EPOCHS), "--width", "8", "--embed-dim", "16", "--no-fuse-pretrained",
-        "--store", str(tmp_path / "store"), "--runs-dir", str(tmp_path / "runs"),
-        "--run-name", run_name, "--skip-index", "--max-failures", "2",
-    ]  # fmt: skip
+        "--train-limit",
+        "2048",
+        "--batch-size",
+        "64",
+        "--max-steps-per-epoch",
+        "24",
+        "--epochs",
+        str(EPOCHS),
+        "--width",
+        "8",
+        "--embed-dim",
+        "16",
+        "--no-fuse-pretrained",
+        "--store",
+        str(tmp_path / "store"),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--run-name",
+        run_name,
+        "--skip-index",
+        "--max-failures",
+        "2",
+    ]
 
 
 def test_a_killed_worker_resumes_from_its_checkpoint(ray_session, tmp_path):
@@ -59,4 +77,6 @@ def test_a_killed_worker_resumes_from_its_checkpoint(ray_session, tmp_path):
     # within noise of the undisturbed run (same data and seed; the resumed epochs draw new
     # augmentations and batch orders)
     assert abs(final["loss"] - calm["final"]["loss"]) < 0.15 * calm["final"]["loss"], (
-        final["loss"], calm["final"]["loss"])  # fmt: skip
+        final["loss"],
+        calm["final"]["loss"],
+    )

@@ -26,8 +26,9 @@ def test_the_served_ensemble_covers_the_smoke_set_faces():
     det = build_backend([dict(m) for m in DEFAULT_MEMBERS], num_threads=1)
     results = []
     for img, boxes, labels in E.at_scale(_smoke()):
-        results.append(E.ImageResult(boxes, labels, detect_image(det, img), img.shape[1],
-                                     img.shape[0]))  # fmt: skip
+        results.append(
+            E.ImageResult(boxes, labels, detect_image(det, img), img.shape[1], img.shape[0])
+        )
     stats = E.coverage_stats(results, 0.0, label=D.FACE)
     assert stats["gt"] == 43
     assert stats["coverage"] >= 0.85, stats  # group photos, mostly frontal faces

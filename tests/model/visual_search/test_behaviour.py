@@ -45,13 +45,15 @@ def test_near_duplicates_are_shown_once(tiny_store, tmp_path):
     images, _ = catalogue_images(1)
     data = png_bytes(images[0])
     x, signature = encoder.preprocess(data)
-    copy = catalogue.add(encoder.encode(x[None])[0], art.version, None, False, False, signature,
-                         data)  # fmt: skip
+    copy = catalogue.add(
+        encoder.encode(x[None])[0], art.version, None, False, False, signature, data
+    )
     hits = search_pipeline(encoder, catalogue, data, k=10)
     ids = [h.image_id for h in hits]
     assert len(set(ids)) == len(ids) == 10 and len({0, copy} & set(ids)) == 1, ids
-    off = search_pipeline(encoder, catalogue, data, k=10,
-                          rerank_cfg=RerankConfig(near_duplicate_bits=-1))  # fmt: skip
+    off = search_pipeline(
+        encoder, catalogue, data, k=10, rerank_cfg=RerankConfig(near_duplicate_bits=-1)
+    )
     assert {0, copy} <= {h.image_id for h in off}
     scores = [h.score for h in hits]
     assert scores == sorted(scores, reverse=True)  # best first

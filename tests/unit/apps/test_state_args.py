@@ -34,11 +34,17 @@ def test_every_app_declares_its_stores_and_one_command_creates_them(tmp_path, mo
         config = yaml.safe_load(f)
     urls, objects, uploads = app_stores(config)
     assert {os.path.basename(u) for u in urls} == {
-        "keys.sqlite", "live.sqlite", "events.db", "videos.sqlite", "reviews.sqlite"
-    }  # fmt: skip
+        "keys.sqlite",
+        "live.sqlite",
+        "events.db",
+        "videos.sqlite",
+        "reviews.sqlite",
+    }
     assert {os.path.relpath(o) for o in objects} >= {
-        "var/visual_search/objects", "var/video_search/objects", "var/blurring/images"
-    }  # fmt: skip
+        "var/visual_search/objects",
+        "var/video_search/objects",
+        "var/blurring/images",
+    }
     assert uploads[urls[1]].endswith("visual_search/objects")  # where an old log's bytes go
     cfg = tmp_path / "serve.yaml"
     cfg.write_text(yaml.safe_dump(config))

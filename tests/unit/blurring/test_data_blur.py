@@ -40,8 +40,9 @@ def test_augmentation_moves_boxes_with_the_pixels():
     img[100:140, 200:240] = 255  # a white square, and its box
     aug = Augmenter(seed=3)
     for _ in range(10):
-        out, boxes, labels = aug(img, np.array([[200, 100, 240, 140]], np.float32),
-                                 np.array([D.FACE]))  # fmt: skip
+        out, boxes, labels = aug(
+            img, np.array([[200, 100, 240, 140]], np.float32), np.array([D.FACE])
+        )
         assert out.shape == (416, 416, 3)
         for x1, y1, x2, y2 in boxes.round().astype(int):
             if min(x2 - x1, y2 - y1) < 8:
@@ -56,8 +57,11 @@ def test_augmentation_moves_boxes_with_the_pixels():
 def test_blur_removes_detail_inside_and_leaves_the_rest():
     rng = np.random.default_rng(0)
     img = (rng.random((200, 300, 3)) * 255).astype(np.uint8)
-    det = Detections(np.array([[50, 50, 110, 120], [200, 20, 280, 50]], np.float32),
-                     np.ones(2, np.float32), np.array([D.FACE, D.PLATE]))  # fmt: skip
+    det = Detections(
+        np.array([[50, 50, 110, 120], [200, 20, 280, 50]], np.float32),
+        np.ones(2, np.float32),
+        np.array([D.FACE, D.PLATE]),
+    )
     for method in ("gaussian", "pixelate"):
         out = blur(img, det, BlurConfig(method=method))
         for x1, y1, x2, y2 in det.boxes.astype(int):  # the whole ground-truth box is blurred

@@ -43,13 +43,26 @@ def _coco_ap(results, label, iou=None):
         images.append({"id": i, "width": r.width, "height": r.height})
         for b, lab in zip(r.gt_boxes, r.gt_labels, strict=True):
             w, h = float(b[2] - b[0]), float(b[3] - b[1])
-            anns.append({"id": aid, "image_id": i, "category_id": int(lab), "iscrowd": 0,
-                         "bbox": [float(b[0]), float(b[1]), w, h], "area": w * h})  # fmt: skip
+            anns.append(
+                {
+                    "id": aid,
+                    "image_id": i,
+                    "category_id": int(lab),
+                    "iscrowd": 0,
+                    "bbox": [float(b[0]), float(b[1]), w, h],
+                    "area": w * h,
+                }
+            )
             aid += 1
         for b, s, lab in zip(r.det.boxes, r.det.scores, r.det.labels, strict=True):
-            dets.append({"image_id": i, "category_id": int(lab), "score": float(s),
-                         "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]),
-                                  float(b[3] - b[1])]})  # fmt: skip
+            dets.append(
+                {
+                    "image_id": i,
+                    "category_id": int(lab),
+                    "score": float(s),
+                    "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
+                }
+            )
     gt = COCO()
     cats = [{"id": FACE, "name": "face"}, {"id": PLATE, "name": "plate"}]
     gt.dataset = {"images": images, "annotations": anns, "categories": cats}
@@ -78,8 +91,11 @@ def test_ap_matches_pycocotools(label):
 def test_perfect_and_empty_detectors():
     gt = np.array([[10, 10, 50, 50], [100, 100, 130, 140]], np.float32)
     lab = np.array([FACE, FACE])
-    perfect = [E.ImageResult(gt, lab, Detections(gt.copy(), np.array([0.9, 0.8], np.float32),
-                                                 lab.copy()), 200, 200)]  # fmt: skip
+    perfect = [
+        E.ImageResult(
+            gt, lab, Detections(gt.copy(), np.array([0.9, 0.8], np.float32), lab.copy()), 200, 200
+        )
+    ]
     assert E.ap(perfect, FACE) == pytest.approx(1.0)
     stats = E.coverage_stats(perfect, 0.5, label=FACE)
     assert stats["coverage"] == 1.0 and stats["fp_per_image"] == 0.0
@@ -91,21 +107,26 @@ def test_perfect_and_empty_detectors():
 def test_coverage_counts_the_enlarged_union_of_blurred_boxes():
     gt = np.array([[100, 100, 140, 140]], np.float32)
     # two half boxes that together cover the face: neither alone matches it at IoU 0.5
-    det = Detections(np.array([[98, 98, 122, 142], [118, 98, 142, 142]], np.float32),
-                     np.array([0.9, 0.9], np.float32), np.array([FACE, FACE]))  # fmt: skip
+    det = Detections(
+        np.array([[98, 98, 122, 142], [118, 98, 142, 142]], np.float32),
+        np.array([0.9, 0.9], np.float32),
+        np.array([FACE, FACE]),
+    )
     r = [E.ImageResult(gt, np.array([FACE]), det, 300, 300)]
     assert E.coverage_stats(r, 0.5, label=FACE)["coverage"] == 1.0
     assert E.ap(r, FACE) == 0.0  # but no single box is a detection of it
-    small = Detections(np.array([[110, 110, 130, 130]], np.float32), np.array([0.9], np.float32),
-                       np.array([FACE]))  # fmt: skip
+    small = Detections(
+        np.array([[110, 110, 130, 130]], np.float32), np.array([0.9], np.float32), np.array([FACE])
+    )
     r = [E.ImageResult(gt, np.array([FACE]), small, 300, 300)]
     assert E.coverage_stats(r, 0.5, label=FACE)["coverage"] == 0.0  # 20x20 x1.2 < 80 % of 40x40
 
 
 def test_size_buckets_ignore_other_sizes():
     gt = np.array([[0, 0, 10, 10], [100, 100, 150, 150]], np.float32)  # sizes 10 and 50
-    det = Detections(np.array([[100, 100, 150, 150]], np.float32), np.array([0.9], np.float32),
-                     np.array([FACE]))  # fmt: skip
+    det = Detections(
+        np.array([[100, 100, 150, 150]], np.float32), np.array([0.9], np.float32), np.array([FACE])
+    )
     r = [E.ImageResult(gt, np.array([FACE, FACE]), det, 300, 300)]
     assert E.ap(r, FACE, bucket=E.SIZE_BUCKETS[">=32"]) == pytest.approx(1.0)
     assert E.ap(r, FACE, bucket=E.SIZE_BUCKETS["<16"]) == 0.0

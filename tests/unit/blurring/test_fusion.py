@@ -12,8 +12,9 @@ from mlsd.blurring.pipeline import Detections
 
 
 def _det(boxes, scores, labels) -> Detections:
-    return Detections(np.asarray(boxes, np.float32), np.asarray(scores, np.float32),
-                      np.asarray(labels, np.int64))  # fmt: skip
+    return Detections(
+        np.asarray(boxes, np.float32), np.asarray(scores, np.float32), np.asarray(labels, np.int64)
+    )
 
 
 # a tight box (one detector, higher score) and a wider one (another detector) on the same face,
@@ -52,8 +53,10 @@ def test_an_enclosing_union_covers_what_nms_would_leave_partly_unblurred():
     blur leaves part of the labelled face bare; the enclosing box covers it."""
     gt = np.array([[90, 85, 150, 155]], np.float32)
     r = E.ImageResult(gt, np.array([FACE]), _det(BOXES[:2], SCORES[:2], [FACE, FACE]), 400, 400)
-    cover = {m: E.coverage_stats(E.union_results([[r]], [0.0], fusion=m), 0.0, label=FACE)
-             for m in ("nms", "enclose")}  # fmt: skip
+    cover = {
+        m: E.coverage_stats(E.union_results([[r]], [0.0], fusion=m), 0.0, label=FACE)
+        for m in ("nms", "enclose")
+    }
     assert cover["nms"]["coverage"] == 0.0 and cover["enclose"]["coverage"] == 1.0
     assert cover["enclose"]["fp_per_image"] == 0.0  # still one box, matched to the face
 

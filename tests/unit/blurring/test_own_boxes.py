@@ -159,8 +159,16 @@ def test_a_mostly_bad_box_file_fails_the_job_before_training(photos, tmp_path):
 
     bad_anns = [{"image_id": 42, "category_id": 1, "bbox": [0, 0, 1, 1]}] * 20
     path = coco(photos, extra_annotations=bad_anns)
-    a = parse_args(["--boxes", str(path), "--boxes-images", str(photos / "images"),
-                    "--class-map", "face=face,license_plate=plate"])  # fmt: skip
+    a = parse_args(
+        [
+            "--boxes",
+            str(path),
+            "--boxes-images",
+            str(photos / "images"),
+            "--class-map",
+            "face=face,license_plate=plate",
+        ]
+    )
     with pytest.raises(DataError, match="20 of 27 rows are bad"):
         training_examples(a)
     good = coco(photos)

@@ -33,8 +33,13 @@ def test_splits_are_the_documented_ones():
     assert not (rows["train"] & rows["test"]) and not (rows["val"] & rows["test"])
     assert len(rows["test"]) == 803
     assert D.mlma_labels("offensive_disrespectful") == {
-        "hostile": 1, "abusive": 0, "hateful": 0, "mlma_offensive": 1, "disrespectful": 1,
-        "fearful": 0}  # fmt: skip
+        "hostile": 1,
+        "abusive": 0,
+        "hateful": 0,
+        "mlma_offensive": 1,
+        "disrespectful": 1,
+        "fearful": 0,
+    }
     assert D.mlma_labels("normal")["hostile"] == 0
     y, m = D.label_matrix(test[:3] + D.mlma("ar", "test")[:2])
     assert m[:3, :2].all() and not m[:3, 2:].any() and m[3:, 2:].all() and not m[3:, :2].any()
@@ -43,12 +48,13 @@ def test_splits_are_the_documented_ones():
 def test_missing_inputs_are_zero_with_a_flag_and_counts_are_bounded():
     spec = F.FeatureSpec(text_dim=4, image_dim=3)
     x = F.assemble(
-        spec, np.ones((2, 4)),
+        spec,
+        np.ones((2, 4)),
         images=[None, np.ones((2, 3))],
         reactions=[{"likes": 1e18, "reports": -5}, None],
         authors=[{"followers": 10, "gender": "female", "location": "Paris"}, None],
         contexts=[None, {"hour_of_day": 6, "device": "mobile"}],
-    )  # fmt: skip
+    )
     assert x["image_present"].ravel().tolist() == [0.0, 1.0] and x["image"][0].sum() == 0
     assert 0 <= x["reactions"].min() and x["reactions"].max() <= 3.0  # 1e18 capped, -5 -> 0
     assert x["author_present"].ravel().tolist() == [1.0, 0.0] and x["location"][1] == 0
@@ -81,8 +87,11 @@ def test_both_fusions_export_and_run_through_the_onnx_runner(tmp_path, fusion):
 
     spec = F.FeatureSpec(text_dim=8, image_dim=4)
     model = M.build_classifier(M.ClassifierConfig(heads=("a", "b"), spec=spec, fusion=fusion))
-    x = F.assemble(spec, np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32),
-                   images=[None, np.ones((1, 4)), None])  # fmt: skip
+    x = F.assemble(
+        spec,
+        np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32),
+        images=[None, np.ones((1, 4)), None],
+    )
     path = export_classifier(model, x, tmp_path / "m.onnx")
     onnx_p = make_runner("onnx", path=path, device="cpu", num_threads=1).run(x)
     np.testing.assert_allclose(onnx_p, P.predict(model, x), atol=1e-5)
@@ -91,8 +100,9 @@ def test_both_fusions_export_and_run_through_the_onnx_runner(tmp_path, fusion):
 def _fit(fusion: str, train: S.MemeSet, epochs: int = 20) -> torch.nn.Module:
     torch.manual_seed(0)
     spec = F.FeatureSpec(text_dim=train.text.shape[1], image_dim=train.image.shape[1])
-    cfg = M.ClassifierConfig(heads=("meme",), spec=spec, fusion=fusion, hidden=128,
-                             modality_dropout=0.0)  # fmt: skip
+    cfg = M.ClassifierConfig(
+        heads=("meme",), spec=spec, fusion=fusion, hidden=128, modality_dropout=0.0
+    )
     model = M.build_classifier(cfg)
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     x = F.assemble(spec, train.text, images=[v[None] for v in train.image])
@@ -133,8 +143,12 @@ def test_minority_auprc_scores_the_rarer_class():
 
 
 def test_policy_takes_the_most_severe_action_and_names_its_heads():
-    pol = Policy.from_dict({"hate": {"remove": 0.8, "review": 0.5, "demote": 0.3},
-                            "default": {"remove": 0.95, "review": 0.7, "demote": 0.5}})  # fmt: skip
+    pol = Policy.from_dict(
+        {
+            "hate": {"remove": 0.8, "review": 0.5, "demote": 0.3},
+            "default": {"remove": 0.95, "review": 0.7, "demote": 0.5},
+        }
+    )
     assert pol.decide({"hate": 0.9, "offensive": 0.99}).reasons == ["offensive", "hate"]
     d = pol.decide({"hate": 0.6, "offensive": 0.2})
     assert (d.action, d.reasons) == ("review", ["hate"])
@@ -166,7 +180,8 @@ def test_review_queue_is_durable_idempotent_and_refuses_conflicts(state_url):
 
 def test_the_ngram_bag_weights_like_tfidf_and_feeds_the_model():
     bag = F.NgramBag(word_buckets=1 << 10, char_buckets=1 << 12, max_len=64).fit(
-        ["the cat sat", "the dog ran", "a cat ran"])  # fmt: skip
+        ["the cat sat", "the dog ran", "a cat ran"]
+    )
     out = bag.transform(["the cat", "", "zzzz " * 100])
     ids, w = out["ngram_ids"], out["ngram_weights"]
     assert ids.shape == w.shape and ids.shape[1] <= 64 and (ids[1] == 0).all()  # "" is padding
@@ -241,13 +256,19 @@ def test_shadow_head_agreement_counts_disagreements_per_head():
 
     s = ShadowStats("head_agreement", 0)
     heads = ["hate", "offensive"]
-    s.record({"action": "review", "flagged": ["hate"], "heads": heads},
-             {"action": "review", "flagged": ["hate"], "heads": heads})  # fmt: skip
-    s.record({"action": "remove", "flagged": ["hate", "offensive"], "heads": heads},
-             {"action": "review", "flagged": ["hate"], "heads": heads})  # fmt: skip
+    s.record(
+        {"action": "review", "flagged": ["hate"], "heads": heads},
+        {"action": "review", "flagged": ["hate"], "heads": heads},
+    )
+    s.record(
+        {"action": "remove", "flagged": ["hate", "offensive"], "heads": heads},
+        {"action": "review", "flagged": ["hate"], "heads": heads},
+    )
     r = s.report()
-    assert r["mean_score"] == 0.5 and r["totals"] == {"disagree/hate": 0.0,
-                                                      "disagree/offensive": 1.0}  # fmt: skip
+    assert r["mean_score"] == 0.5 and r["totals"] == {
+        "disagree/hate": 0.0,
+        "disagree/offensive": 1.0,
+    }
 
 
 class _HashEncoder:  # a fixed random projection stands in for the sentence encoder here
@@ -269,8 +290,18 @@ def _tiny_classifier(root):
     torch.manual_seed(0)
     model = M.build_classifier(M.ClassifierConfig(heads=("a", "b"), spec=spec, hidden=8))
     x = F.assemble(spec, _HashEncoder().encode(["x", "yy"]))
-    write_classifier(ArtifactStore(root), "hc", model, M.ClassifierConfig(("a", "b"), spec,
-                     hidden=8), x, "test-hash", None, {}, {}, {})  # fmt: skip
+    write_classifier(
+        ArtifactStore(root),
+        "hc",
+        model,
+        M.ClassifierConfig(("a", "b"), spec, hidden=8),
+        x,
+        "test-hash",
+        None,
+        {},
+        {},
+        {},
+    )
     return ArtifactStore(root).load("hc")
 
 
@@ -298,8 +329,12 @@ def test_the_scorer_through_a_real_triton_server(tmp_path):
     export_artifact(art, tmp_path / "repo", variant="python")
     local = P.HarmScorer(art, "onnx", "cpu", 1, encoder=_HashEncoder()).score(_POSTS)
     with start_triton(tmp_path / "repo", tmp_path) as server:
-        spec = {"url": server.grpc_url, "model_name": "hc", "model_version": "1",
-                "expect": {"artifact": f"hc/{art.version}"}}  # fmt: skip
+        spec = {
+            "url": server.grpc_url,
+            "model_name": "hc",
+            "model_version": "1",
+            "expect": {"artifact": f"hc/{art.version}"},
+        }
         remote = P.HarmScorer(art, "triton", "cpu", 1, encoder=_HashEncoder(), server=spec)
         np.testing.assert_allclose(remote.score(_POSTS), local, atol=1e-5)
         np.testing.assert_allclose(asyncio.run(remote.ascore(_POSTS)), local, atol=1e-5)

@@ -39,8 +39,7 @@ def split_recommender(tmp_path_factory):
         ranker=RankerTrainConfig(epochs=1, seed=0),
     )
     store = ArtifactStore(tmp_path_factory.mktemp("rec_drift"))
-    build_recommender_artifact(store, "rec", dataclasses.replace(ml, ratings=train), emb,
-                               settings)  # fmt: skip
+    build_recommender_artifact(store, "rec", dataclasses.replace(ml, ratings=train), emb, settings)
     art = store.load("rec")
     return load_recommender(art), load_reference(art), held_out
 
@@ -51,8 +50,10 @@ def _served(rec, users, videos, now):
         cands, _, final = recommend_one(
             rec.cg, rec.history, ranker, int(u), 10, now, rec.settings
         )  # the serving steps, in process
-        yield {**request_drift(cands, final, cands.rank_request(now) is not None),
-               **event_drift(rec.tables, int(u), int(v))}  # fmt: skip
+        yield {
+            **request_drift(cands, final, cands.rank_request(now) is not None),
+            **event_drift(rec.tables, int(u), int(v)),
+        }
 
 
 def test_held_out_events_of_the_same_population_stay_quiet(split_recommender):

@@ -48,8 +48,9 @@ def test_string_ids_tags_and_events_become_the_training_log(tmp_path):
 
 
 def test_bad_interactions_are_named_and_counted(tmp_path):
-    good = "".join(f"{u},{i},{1700000000 + u * 10 + i},watch,\n" for u in range(1, 4)
-                   for i in range(1, 6))  # fmt: skip
+    good = "".join(
+        f"{u},{i},{1700000000 + u * 10 + i},watch,\n" for u in range(1, 4) for i in range(1, 6)
+    )
     bad = (
         ",3,1700000000,watch,\n"  # row 17: empty user id
         "1,3,yesterday,watch,\n"  # row 18: not a time
@@ -74,9 +75,12 @@ def test_bad_interactions_are_named_and_counted(tmp_path):
 
 @pytest.mark.parametrize(
     "text, match",
-    [("", "empty file"), ("user,item_id,timestamp\n1,2,3\n", "no column 'user_id'"),
-     ("user_id,item_id,timestamp\n", "no rows")],
-)  # fmt: skip
+    [
+        ("", "empty file"),
+        ("user,item_id,timestamp\n1,2,3\n", "no column 'user_id'"),
+        ("user_id,item_id,timestamp\n", "no rows"),
+    ],
+)
 def test_a_log_without_its_columns_is_refused(tmp_path, text, match):
     path = tmp_path / "i.csv"
     path.write_text(text)
@@ -92,9 +96,15 @@ def test_a_mostly_bad_log_fails(tmp_path):
 
 
 def test_parquet_reads_like_csv(tmp_path):
-    df = pd.DataFrame({"user_id": [10, 10, 11], "item_id": [5, 6, 5],
-                       "timestamp": [1, 2, 3], "event": ["watch", "like", "rate"],
-                       "value": [None, None, 4.0]})  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "user_id": [10, 10, 11],
+            "item_id": [5, 6, 5],
+            "timestamp": [1, 2, 3],
+            "event": ["watch", "like", "rate"],
+            "value": [None, None, 4.0],
+        }
+    )
     df.to_parquet(tmp_path / "i.parquet")
     own = read_interactions(str(tmp_path / "i.parquet"))
     assert own.id_maps == {}  # integer ids are kept

@@ -42,7 +42,7 @@ DEPLOYMENTS = {
         "ShadowDetector",
         "ShadowComparator",
         "DriftMonitor",
-    },  # fmt: skip
+    },
     "harmful_content": {
         "HarmfulContentIngress",
         "HarmClassifier",

@@ -72,8 +72,13 @@ def test_monitor_judges_tumbling_windows_and_calls_back_once_moved():
     mon = DriftMonitor(_ref(rng), DriftThresholds(window=100, history=3), on_drift=alarms.append)
     quiet = _data(rng, 200)
     for i in range(200):
-        mon.observe(length=quiet["length"][i], count=quiet["count"][i], emb=quiet["emb"][i],
-                    score=quiet["score"][i], unknown=1.0)  # fmt: skip
+        mon.observe(
+            length=quiet["length"][i],
+            count=quiet["count"][i],
+            emb=quiet["emb"][i],
+            score=quiet["score"][i],
+            unknown=1.0,
+        )
     assert mon.drifted_windows == 0 and not alarms
     moved = _data(rng, 300, shift=3.0)
     judged = [mon.observe(length=v) for v in moved["length"]]

@@ -95,8 +95,9 @@ def test_old_events_and_keys_are_carried_over(tmp_path):
     )
     secret = "s" * 43
     digest = hashlib.sha256(secret.encode()).hexdigest()
-    db.execute("INSERT INTO keys VALUES ('00112233aabbccdd', 'dev', 'search', ?, 1.0, NULL, '')",
-               (digest,))  # fmt: skip
+    db.execute(
+        "INSERT INTO keys VALUES ('00112233aabbccdd', 'dev', 'search', ?, 1.0, NULL, '')", (digest,)
+    )
     db.commit()
     db.close()
     init_store(keys)

@@ -97,11 +97,14 @@ def test_coverage_is_the_idf_weighted_share_of_the_query(index):
     assert (bm25 > 0).all()
 
 
-@pytest.mark.parametrize("language, doc, query", [
-    ("french", "le chat mange la souris", "les chats"),
-    ("german", "die Katzen spielen", "der Katze"),
-    ("arabic", "القطط تلعب", "القطط"),  # a stemmer, no stop word list in tantivy
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "language, doc, query",
+    [
+        ("french", "le chat mange la souris", "les chats"),
+        ("german", "die Katzen spielen", "der Katze"),
+        ("arabic", "القطط تلعب", "القطط"),  # a stemmer, no stop word list in tantivy
+    ],
+)
 def test_other_languages(language, doc, query):
     idx = TextIndex(["text"], tokenizer=language)
     idx.add(1, text=doc)

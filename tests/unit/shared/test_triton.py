@@ -37,10 +37,17 @@ def images():
 
 def _runner(server, protocol, version, art, **kw):
     url = server.grpc_url if protocol == "grpc" else server.http_url
-    return make_runner("triton", server={
-        "url": url, "protocol": protocol, "model_name": art.name, "model_version": version,
-        "expect": {"artifact": f"{art.name}/{art.version}"}, **kw,
-    })  # fmt: skip
+    return make_runner(
+        "triton",
+        server={
+            "url": url,
+            "protocol": protocol,
+            "model_name": art.name,
+            "model_version": version,
+            "expect": {"artifact": f"{art.name}/{art.version}"},
+            **kw,
+        },
+    )
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
@@ -143,11 +150,14 @@ def test_named_inputs_and_scalar_outputs(tmp_path):
     torch.manual_seed(0)
     model = _TwoInputs().eval()
     ex = {"dense": torch.zeros(2, 3), "item": torch.zeros(2, 5, dtype=torch.int64)}
-    path = export_onnx(model, ex, tmp_path / "m.onnx", output_name="score",
-                       dynamic={"dense": [0], "item": [0, 1]})  # fmt: skip
+    path = export_onnx(
+        model, ex, tmp_path / "m.onnx", output_name="score", dynamic={"dense": [0], "item": [0, 1]}
+    )
     ins, outs = onnx_io(path)
     assert [(t.name, t.data_type, t.dims) for t in ins] == [
-        ("dense", "TYPE_FP32", (3,)), ("item", "TYPE_INT64", (-1,))]  # fmt: skip
+        ("dense", "TYPE_FP32", (3,)),
+        ("item", "TYPE_INT64", (-1,)),
+    ]
     assert outs[0].dims == ()
     repo = tmp_path / "repo"
     write_repository(repo, "two", {1: path}, variant="python")

@@ -53,10 +53,16 @@ def test_queries_from_another_domain_fire(setup):
 
 def test_another_language_fires(setup):
     # German renderings of the same kind of descriptions (written here; labelled as such)
-    words = ["ein Video von einem Hemd", "ein kurzer Film über Stiefel und eine Tasche",
-             "eine Hose im Wind", "ein Foto von einer Handtasche", "Sandalen auf dem Tisch",
-             "ein Mantel und ein Kleid", "ein Pullover, gefaltet",
-             "Turnschuhe im Regal"]  # fmt: skip
+    words = [
+        "ein Video von einem Hemd",
+        "ein kurzer Film über Stiefel und eine Tasche",
+        "eine Hose im Wind",
+        "ein Foto von einer Handtasche",
+        "Sandalen auf dem Tisch",
+        "ein Mantel und ein Kleid",
+        "ein Pullover, gefaltet",
+        "Turnschuhe im Regal",
+    ]
     queries = [w for w in words for _ in range(13)][:100]
     mon = monitor_over(setup[2], _observations(setup, queries), window=100)
     assert mon.drifted_windows == 1

@@ -43,8 +43,10 @@ def test_relative_floor_zscore_and_bad_config():
     assert [f.doc_id for f in kept] == [1, 2]
     z = fuse({"text": text}, FusionConfig("weighted_sum", normalise={"text": "zscore"}))
     assert sum(f.score for f in z) == pytest.approx(0.0, abs=1e-9)
-    flat = fuse({"text": (np.array([4, 5]), np.array([2.0, 2.0]))},
-                FusionConfig("weighted_sum", normalise={"text": "zscore"}))  # fmt: skip
+    flat = fuse(
+        {"text": (np.array([4, 5]), np.array([2.0, 2.0]))},
+        FusionConfig("weighted_sum", normalise={"text": "zscore"}),
+    )
     assert [f.score for f in flat] == [0.0, 0.0]
     with pytest.raises(ValueError, match="normalise"):
         FusionConfig("weighted_sum", normalise={"text": "softmax"})

@@ -42,9 +42,14 @@ def photo_dir(tmp_path_factory):
 
 def photo_cfg() -> EncoderConfig:
     return EncoderConfig(
-        arch="adapted", in_channels=3, image_size=SIZE, invert="never", fit="crop",
-        embed_dim=16, hidden_dim=32,
-    )  # fmt: skip
+        arch="adapted",
+        in_channels=3,
+        image_size=SIZE,
+        invert="never",
+        fit="crop",
+        embed_dim=16,
+        hidden_dim=32,
+    )
 
 
 # --- the input format and its bad-input table ---------------------------------------------
@@ -213,9 +218,14 @@ def test_a_mostly_unreadable_folder_writes_nothing(tmp_path, photo_dir):
     store = ArtifactStore(tmp_path / "store")
     with pytest.raises(DataError, match="3 of 4 rows are bad"):
         build_photo_artifact(
-            store, "visual_search", AdaptedEncoder(cfg), cfg, {},
-            read_photo_source(str(folder)), IndexConfig(kind="flat"),
-        )  # fmt: skip
+            store,
+            "visual_search",
+            AdaptedEncoder(cfg),
+            cfg,
+            {},
+            read_photo_source(str(folder)),
+            IndexConfig(kind="flat"),
+        )
     assert store.versions("visual_search") == []
     assert set(glob.glob(f"{tempfile.gettempdir()}/artifact-visual_search-*")) == staged
     assert not os.path.exists(tmp_path / "store" / "visual_search" / "LATEST")
