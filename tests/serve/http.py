@@ -49,3 +49,25 @@ def scrape(
         if not any(w in ln for ln in found.get(n, []))
     ]
     raise AssertionError(f"metrics never exported: {missing}")
+
+
+def deploy_config(
+    name: str,
+    import_path: str,
+    route_prefix: str,
+    args: dict,
+    deployments: list[dict] | None = None,
+) -> None:
+    """Apply a Serve config, as ``serve deploy serve_config.yaml`` does (no dashboard here):
+    deploying it again with ``user_config`` overrides is an operator's run-time change."""
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    app = {
+        "name": name,
+        "route_prefix": route_prefix,
+        "import_path": import_path,
+        "args": args,
+        "deployments": deployments or [],
+    }
+    _get_global_client().deploy_apps(ServeDeploySchema(applications=[app]), _blocking=True)

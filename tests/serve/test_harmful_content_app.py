@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import new_store
-from tests.serve.http import api, as_user
+from tests.serve.http import api, as_user, deploy_config
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow, pytest.mark.data]
 
@@ -303,3 +303,32 @@ def test_the_policy_is_fitted_for_the_platform_and_says_what_it_rests_on(app):
     assert en["notes"] == []
     h = api.get(f"{url}/health", timeout=30).json()
     assert set(h["languages"]) == {"ar", "en", "fr"}
+
+
+def test_new_policy_targets_refit_the_policy_without_a_restart(serve_instance, harmful_store):
+    """The operator states a bigger review capacity (a user_config change, as ``serve
+    deploy`` applies it: the replicas are reconfigured in place, tests/serve/test_user_config):
+    the running ingress refits its policy, and the review band widens."""
+    from ray import serve
+
+    name, url = "hc_tune", f"{serve_instance}/hc-tune"
+    queue = new_store(harmful_store.parent / f"tune-{time.time_ns()}.sqlite")
+    args = {"artifact_store": str(harmful_store), "review_queue": queue}
+    deploy_config(name, "apps.harmful_content:build_app", "/hc-tune", args)
+    try:
+        before = api.get(f"{url}/policy", timeout=30).json()
+        assert before["targets"]["review_capacity"] == 0.05
+        targets = {"review_capacity": 0.3, "review_min": 0.05}
+        tuned = [{"name": "HarmfulContentIngress", "user_config": {"policy_targets": targets}}]
+        deploy_config(name, "apps.harmful_content:build_app", "/hc-tune", args, tuned)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            after = api.get(f"{url}/policy", timeout=30).json()
+            if after["targets"]["review_capacity"] == 0.3:
+                break
+            time.sleep(0.2)
+        assert after["targets"]["review_capacity"] == 0.3 and after["targets"]["review_min"] == 0.05
+        assert after["review_threshold"] < before["review_threshold"]
+        assert after["expected"]["review"] > before["expected"]["review"]
+    finally:
+        serve.delete(name)

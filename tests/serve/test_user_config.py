@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.conftest import catalogue_images, png_bytes
-from tests.serve.http import api
+from tests.serve.http import api, deploy_config
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
@@ -18,18 +18,7 @@ def _mirrored(url: str) -> int:
 
 
 def _deploy(name: str, args: dict, deployments: list[dict] | None = None) -> None:
-    """Apply a Serve config, as ``serve deploy serve_config.yaml`` does (no dashboard here)."""
-    from ray.serve.context import _get_global_client
-    from ray.serve.schema import ServeDeploySchema
-
-    app = {
-        "name": name,
-        "route_prefix": "/vs-tune",
-        "import_path": "apps.visual_search:build_app",
-        "args": args,
-        "deployments": deployments or [],
-    }
-    _get_global_client().deploy_apps(ServeDeploySchema(applications=[app]), _blocking=True)
+    deploy_config(name, "apps.visual_search:build_app", "/vs-tune", args, deployments)
 
 
 def test_user_config_change_applies_without_restart(serve_instance, tiny_store):
