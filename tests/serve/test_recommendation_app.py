@@ -213,6 +213,11 @@ def test_shadow_ranking_is_compared(serve_instance, rec_store):
     assert rep["mean_score"] < 1.0  # two differently seeded models do disagree somewhere
 
 
+# one request time for the answers compared: the ranking's context features (hour of day,
+# day of week, the videos' age and recent popularity) move with the clock
+AT = {"at": 893_000_000}
+
+
 @pytest.fixture(scope="module")
 def reference(serve_instance, rec_store):
     """Answers with no shadow at all, to compare against."""
@@ -222,7 +227,10 @@ def reference(serve_instance, rec_store):
 
     plain = RecommendationArgs(artifact_store=str(rec_store), events_log=None)
     serve.run(build_app(plain), name="rec_plain", route_prefix="/rec-plain")
-    ref = [api.get(f"{serve_instance}/rec-plain/users/{u}", timeout=30).json() for u in (1, 2, 3)]
+    ref = [
+        api.get(f"{serve_instance}/rec-plain/users/{u}", params=AT, timeout=30).json()
+        for u in (1, 2, 3)
+    ]
     serve.delete("rec_plain")
     return ref
 
@@ -245,7 +253,7 @@ def test_failing_shadow_leaves_primary_unchanged(serve_instance, rec_store, refe
     try:
         for u, expect in zip((1, 2, 3), ref, strict=True):
             t0 = time.perf_counter()
-            r = api.get(f"{url}/users/{u}", timeout=30)
+            r = api.get(f"{url}/users/{u}", params=AT, timeout=30)
             assert r.status_code == 200
             got = r.json()
             assert [i["video_id"] for i in got["items"]] == [i["video_id"] for i in expect["items"]]
