@@ -306,12 +306,11 @@ class HarmfulContentIngress:
     def _fit_policy(self, targets: PolicyTargetsArgs) -> None:
         """The served policy (and the shadow's) for the platform's targets: fitted once here
         and again when ``reconfigure`` brings new targets."""
-        self.policy, self.policy_report = load_policy(self.art, targets.targets(), self.args.policy)
+        t = targets.targets()
+        self.policy, self.policy_report = load_policy(self.art, t, self.args.policy)
         self.shadow_policy: Policy | None = None
         if self.shadow_art is not None:
-            self.shadow_policy = load_policy(self.shadow_art, targets.targets(), self.args.policy)[
-                0
-            ]
+            self.shadow_policy, _ = load_policy(self.shadow_art, t, self.args.policy)
 
     def reconfigure(self, config: dict) -> None:
         apply_ingress_config(self.mirror, config)

@@ -343,8 +343,7 @@ class RecommendationIngress:
             raise HTTPException(403, "this deployment keeps no event log (events_log off)")
         with stage("forget_history"):  # one transaction: events deleted + tombstone
             removed = await asyncio.to_thread(self.log.forget, user.log, caller.user)
-        public = int(user.key) if self.ids.users.integer else user.key
-        return HistoryDeleted(user_id=public, events_removed=removed)
+        return HistoryDeleted(user_id=self.ids.users.answer(user.key), events_removed=removed)
 
     @api.get("/healthz", response_model=Liveness, summary="Liveness (open, reveals nothing)")
     async def healthz(self) -> Liveness:

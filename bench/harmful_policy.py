@@ -51,7 +51,8 @@ def _head_rows(policy: Policy, heads, probs, labels, harmful, w) -> dict:
         y = labels[carried, j]
         if not 0 < y.sum() < len(y):
             continue
-        q = np.array([policy.platform_scores({h: float(v)})[h] for v in probs[:, j]])
+        c = policy.calibration.get(h)
+        q = c.at(probs[:, j], policy.prevalence.get(h)) if c is not None else probs[:, j]
         t = policy.heads.get(h, policy.default).remove
         removed = (q >= t) & (t < 1.0)
         prec = float((w * removed * harmful).sum() / (w * removed).sum()) if removed.any() else None

@@ -42,17 +42,6 @@ class HarmClassifier(Batched):
         self.device = self.scorer.device
         self.version = art.version
 
-    def info(self) -> dict:
-        """What the ingress needs to know of the model: heads, inputs, tuned policy."""
-        return {
-            "heads": self.scorer.heads,
-            "modalities": sorted(self.scorer.spec.modalities()),
-            "image_dim": self.scorer.spec.image_dim,
-            "policy": self.scorer.art.config.get("policy") or {},
-            "version": self.version,
-            "device": self.device,
-        }
-
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def score_batch(self, posts: list[dict]) -> list[list[float]]:
         probs = await self.scorer.ascore(posts)  # (B, H)

@@ -235,7 +235,7 @@ def run(a: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     source, own = load_log(a)  # a bad log fails here, before Ray starts
     init_ray(a.num_cpus)
-    ids = PlatformIds.from_json(own.id_maps_json()) if own else None
+    ids = own.platform_ids() if own else None
     ml, log_info = with_logged_events(source, a.events, ids)
     settings = RecSettings(
         wals=WALSConfig(

@@ -30,7 +30,7 @@ import pandas as pd
 from mlsd.data.movielens import GENRES, MovieLens, _finish_items
 from mlsd.data.sources import BadRows, DataError
 from mlsd.recommendation.events import EVENT_STRENGTH, WATCH_EVENTS
-from mlsd.recommendation.ids import id_maps_json
+from mlsd.recommendation.ids import PlatformIds, id_maps_json
 
 
 @dataclass
@@ -42,6 +42,10 @@ class OwnLog:
     id_maps: dict[str, dict[str, int]] = field(default_factory=dict)  # platform id -> model's
     bad: BadRows = field(default_factory=BadRows)
     integer_ids: dict[str, bool] = field(default_factory=dict)  # per kind: integer ids?
+
+    def platform_ids(self) -> PlatformIds:
+        """The id maps as serving and the next training run's log reader use them."""
+        return PlatformIds.from_maps(self.id_maps, self.integer_ids)
 
     def id_maps_json(self) -> bytes:
         """The artifact's ``id_maps.json`` (serving reads it: :mod:`mlsd.recommendation.ids`)."""

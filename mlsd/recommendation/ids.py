@@ -90,9 +90,10 @@ class IdMap:
 
     def public(self, model_id: int) -> int | str:
         """The model's id -> the platform's (as the client sent it: a number or a string)."""
-        if self.ids is None:
-            return int(model_id)
-        key = self._back[int(model_id)]
+        return self.answer(str(int(model_id)) if self.ids is None else self._back[int(model_id)])
+
+    def answer(self, key: str) -> int | str:
+        """A platform's id (a parsed key) as answers give it: a number or a string."""
         return int(key) if self.integer else key
 
     def model_ids_of_log(self, logged) -> np.ndarray:
@@ -119,18 +120,26 @@ class PlatformIds:
         if not text:
             return cls()
         raw = json.loads(text)
-        maps = {}
+        maps, integer = {}, {}
         for kind in KINDS:
             m = raw.get(kind)
-            if m is None:
-                maps[kind] = IdMap()
-            elif "ids" in m and isinstance(m["ids"], dict):
-                maps[kind] = IdMap(
-                    {str(k): int(v) for k, v in m["ids"].items()}, m.get("type") == "int"
-                )
-            else:
-                maps[kind] = IdMap({str(k): int(v) for k, v in m.items()}, integer=False)
-        return cls(maps["user_id"], maps["item_id"])
+            if m is not None and "ids" in m and isinstance(m["ids"], dict):
+                maps[kind], integer[kind] = m["ids"], m.get("type") == "int"
+            elif m is not None:
+                maps[kind], integer[kind] = m, False
+        return cls.from_maps(maps, integer)
+
+    @classmethod
+    def from_maps(cls, maps: dict[str, dict], integer: dict[str, bool]) -> PlatformIds:
+        """The maps of the kinds that were numbered (platform id -> model id) and, per kind,
+        whether the platform's ids are integers; a kind without a map keeps its ids."""
+        kinds = {
+            k: IdMap({str(key): int(v) for key, v in maps[k].items()}, bool(integer.get(k)))
+            if k in maps
+            else IdMap()
+            for k in KINDS
+        }
+        return cls(kinds["user_id"], kinds["item_id"])
 
 
 def id_maps_json(maps: dict[str, dict[str, int]], integer: dict[str, bool]) -> bytes:
