@@ -1,7 +1,9 @@
 """ANN benchmark: recall@10 vs queries/s, one thread, one query at a time.
 
-Our index configuration (mlsd.index: IVF with nprobe tuned to a target recall, and HNSW)
-against exact search (faiss IndexFlatIP) and hnswlib, on synthetic 128-d vectors (a
+Our index modes (mlsd.index, "auto" above its threshold: speed = HNSW with efSearch tuned to
+the target recall on held-out catalogue vectors; memory = IVF over 8-bit codes with nprobe
+tuned; and the former default, IVF over full vectors) against exact search (faiss IndexFlatIP)
+and hnswlib at the same M (also at our tuned ef, for the same recall), on synthetic 128-d vectors (a
 1,000-cluster Gaussian mixture in a 32-d latent space, L2-normalised: the anchors' protocol) and
 on the visual-search embeddings of Fashion-MNIST.
 
@@ -98,49 +100,47 @@ def run(
         }
     )
     faiss.omp_set_num_threads(2)  # builds may use the machine; searches stay single-threaded
-
-    t0 = time.perf_counter()
-    ivf = VectorIndex.build(base, cfg=IndexConfig(kind="ivf", target_recall=0.96))
-    build = time.perf_counter() - t0
-    _log(f"{label}: IVF built in {build:.0f} s, tuned nprobe {ivf.nprobe}")
-    faiss.omp_set_num_threads(1)
-    tuned = ivf.nprobe
-    for nprobe in sorted({tuned, max(1, tuned // 2), tuned * 2}):
-        ivf.set_nprobe(nprobe)
-        got, qps = _timed_queries(lambda q: ivf.search(q, k)[1][0], queries, k)
-        rows.append(
-            {
-                "data": label,
-                "index": f"ours: IVF{ivf.index.nlist},Flat (auto)",
-                "setting": f"nprobe {nprobe}" + (" (tuned)" if nprobe == tuned else ""),
-                "recall@10": recall_at_k_ids(got, truth),
-                "qps": qps,
-                "build_s": build,
-                "mb": _size_mb(ivf.index),
-            }
+    flat_mb = rows[0]["mb"]
+    auto = {"kind": "auto", "auto_threshold": 0}
+    configs = [  # (row name, config): the two modes "auto" has, then the former default
+        (
+            "ours: speed mode (auto: HNSW{m})",
+            IndexConfig(**auto, hnsw_m=hnsw_m, ef_construction=ef_c),
+        ),
+        ("ours: memory mode (auto: IVF{nlist},SQ8)", IndexConfig(**auto, mode="memory")),
+        ("ours: IVF{nlist},Flat (former default)", IndexConfig(kind="ivf")),
+    ]
+    tuned_ef = None
+    for name, cfg in configs:
+        faiss.omp_set_num_threads(2)
+        t0 = time.perf_counter()
+        index = VectorIndex.build(base, cfg=cfg)
+        build = time.perf_counter() - t0
+        knob, set_knob = (
+            ("efSearch", index.set_ef_search)
+            if index.kind == "hnsw"
+            else ("nprobe", index.set_nprobe)
         )
-    faiss.omp_set_num_threads(2)
-    t0 = time.perf_counter()
-    hnsw = VectorIndex.build(
-        base, cfg=IndexConfig(kind="hnsw", hnsw_m=hnsw_m, ef_construction=ef_c)
-    )
-    build = time.perf_counter() - t0
-    _log(f"{label}: HNSW built in {build:.0f} s")
-    faiss.omp_set_num_threads(1)
-    for ef in (32, 64, 128):
-        hnsw.set_ef_search(ef)
-        got, qps = _timed_queries(lambda q: hnsw.search(q, k)[1][0], queries, k)
-        rows.append(
-            {
-                "data": label,
-                "index": f"ours: HNSW{hnsw_m},Flat",
-                "setting": f"efSearch {ef}",
-                "recall@10": recall_at_k_ids(got, truth),
-                "qps": qps,
-                "build_s": build,
-                "mb": _size_mb(hnsw.index),
-            }
-        )
+        tuned = index.ef_search if index.kind == "hnsw" else index.nprobe
+        tuned_ef = tuned if index.kind == "hnsw" else tuned_ef
+        title = name.format(m=hnsw_m, nlist=getattr(index.index, "nlist", ""))
+        _log(f"{label}: {title} built in {build:.0f} s, tuned {knob} {tuned}")
+        faiss.omp_set_num_threads(1)
+        for value in sorted({tuned, max(1, tuned // 2), tuned * 2}):
+            set_knob(value)
+            got, qps = _timed_queries(lambda q, index=index: index.search(q, k)[1][0], queries, k)
+            rows.append(
+                {
+                    "data": label,
+                    "index": title,
+                    "setting": f"{knob} {value}" + (" (tuned)" if value == tuned else ""),
+                    "recall@10": recall_at_k_ids(got, truth),
+                    "qps": qps,
+                    "build_s": build,
+                    "mb": _size_mb(index.index),
+                }
+            )
+        del index
     try:
         import hnswlib
     except ImportError:
@@ -155,7 +155,7 @@ def run(
         _log(f"{label}: hnswlib built in {build:.0f} s")
         global _HNSWLIB
         _HNSWLIB = (h, queries, k)
-        for ef in (32, 64, 128):
+        for ef in sorted({32, 64, 128, tuned_ef or 64}):
             # hnswlib 0.8's single-query path grew the process by > 10 GB over 1,000 queries
             # at 1M vectors (seen here): each setting runs in a forked child, whose memory goes
             # when it exits, on the first HNSWLIB_QUERIES queries
@@ -175,6 +175,7 @@ def run(
             )
     for r in rows:
         r["x_exact_qps"] = r["qps"] / qps_exact
+        r["share_of_flat"] = None if r["mb"] is None else r["mb"] / flat_mb
     print(to_markdown(rows), flush=True)  # each data set's table as soon as it is measured
     return rows
 
@@ -204,13 +205,16 @@ def fmnist_embeddings(store: str, name: str) -> tuple[np.ndarray, np.ndarray] | 
 
 def to_markdown(rows: list[dict]) -> str:
     out = io.StringIO()
-    out.write("| data | index | setting | recall@10 | queries/s | x exact | build s | MB |\n")
-    out.write("| --- | --- | --- | --- | --- | --- | --- | --- |\n")
+    out.write(
+        "| data | index | setting | recall@10 | queries/s | x exact | build s | MB | x flat MB |\n"
+    )
+    out.write("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
     for r in rows:
         mb = "-" if r["mb"] is None else f"{r['mb']:.0f}"
+        share = "-" if r.get("share_of_flat") is None else f"{r['share_of_flat']:.2f}"
         out.write(
             f"| {r['data']} | {r['index']} | {r['setting']} | {r['recall@10']:.3f} | "
-            f"{r['qps']:,.0f} | {r['x_exact_qps']:.1f} | {r['build_s']:.0f} | {mb} |\n"
+            f"{r['qps']:,.0f} | {r['x_exact_qps']:.1f} | {r['build_s']:.0f} | {mb} | {share} |\n"
         )
     return out.getvalue()
 
@@ -239,7 +243,6 @@ def main(argv=None) -> None:
             rows += run(
                 base, queries, 10, 16, 100, f"Fashion-MNIST {len(base):,} x {base.shape[1]}"
             )
-    print(to_markdown(rows))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -46,6 +46,14 @@ def main(argv: list[str] | None = None) -> dict:
         default=["nms", "enclose"],
         help="how ensembles merge overlapping boxes (each is a row)",
     )
+    p.add_argument(
+        "--face-sides",
+        nargs="*",
+        type=int,
+        default=[],
+        help="also run CenterFace and YuNet with the image resized to these long sides "
+        "(e.g. 2048: small faces at twice their pixels), alone and in unions",
+    )
     a = p.parse_args(argv)
 
     import torch
@@ -68,6 +76,9 @@ def main(argv: list[str] | None = None) -> dict:
         "haar_plate": B.HaarCascade(D.PLATE, long_side=None),
         "dlib_hog": B.DlibHOG(long_side=None),
     }
+    for side in a.face_sides:
+        dets[f"centerface_{side}"] = B.CenterFace(long_side=side, num_threads=threads)
+        dets[f"yunet_{side}"] = B.YuNet(long_side=side, min_score=0.05)
     store = ArtifactStore(a.store)
     for name in a.ours:
         try:
@@ -100,6 +111,12 @@ def main(argv: list[str] | None = None) -> dict:
             combos = [("centerface", "yunet")] + [
                 (o, "centerface", "yunet") for o in a.ours[:1] if o in dets
             ]
+            for side in a.face_sides:  # the upscaled detectors with and beside the 1024 ones
+                combos += [
+                    (f"centerface_{side}", f"yunet_{side}"),
+                    (f"centerface_{side}", "yunet"),
+                    ("centerface", f"centerface_{side}", "yunet"),
+                ]
         for combo, fusion in ((c, f) for c in combos for f in a.fusion):
             if not all(c in results for c in combo):
                 continue

@@ -20,7 +20,8 @@ import numpy as np
 from mlsd.artifacts import ArtifactStore
 from mlsd.data import fashion_mnist as fm
 from mlsd.image import images_to_tensor
-from mlsd.visual_search.evaluation import artifact_rows, efficientnet_embeddings, protocol_table
+from mlsd.visual_search.artifact import artifact_rows
+from mlsd.visual_search.evaluation import efficientnet_embeddings, protocol_table
 
 COLUMNS = ("MRR", "P@10", "R@10", "mAP@10", "nDCG@10")
 

@@ -132,6 +132,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-steps-per-epoch", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="first N examples of each set (tests)")
     p.add_argument("--data-root", default=None, help="folder holding the demo's data sets")
+    p.add_argument(
+        "--plate-regions",
+        nargs="+",
+        default=["eu", "us"],
+        help="the demo's plate regions to train on (leave one out: bench.blurring_regions)",
+    )
+    p.add_argument("--no-faces", action="store_true", help="the demo's plates only")
+    p.add_argument(
+        "--synthetic-plates",
+        type=float,
+        default=0.0,
+        help="probability a real plate is painted over with a synthetic one of another format "
+        "(mlsd.blurring.synthetic; one more is painted elsewhere at 0.6 x this)",
+    )
+    p.add_argument("--scale-jitter", type=float, nargs=2, default=[0.75, 1.25])
     g = p.add_argument_group("your own boxes (README, 'Your own data')")
     g.add_argument("--boxes", default=None, help="COCO JSON file, or YOLO / VOC folder")
     g.add_argument("--boxes-format", default="coco", choices=list(bdata.BOX_FORMATS))
@@ -174,7 +189,10 @@ def offline_crops(ds, a: argparse.Namespace, n_rows: int):
     without augmenting. Returns the dataset and {seconds, bytes, crops}."""
     import ray
 
-    out = Path(a.offline_dir) / f"crop{a.crop}-x{a.offline_copies}-seed{a.seed}-n{n_rows}"
+    key = f"crop{a.crop}-x{a.offline_copies}-seed{a.seed}-n{n_rows}"
+    if a.synthetic_plates or a.scale_jitter != [0.75, 1.25]:
+        key += f"-syn{a.synthetic_plates:g}-scale{a.scale_jitter[0]:g}-{a.scale_jitter[1]:g}"
+    out = Path(a.offline_dir) / key
     t0 = time.perf_counter()
     if not (out / "_done").exists():
         copies = ds
@@ -228,7 +246,12 @@ def run(a: argparse.Namespace) -> dict:
     if a.limit:
         faces, plates = faces[: a.limit], plates[: a.limit]
     rows = example_rows(faces + plates)
-    aug = AugmentConfig(crop=a.crop)
+    aug = AugmentConfig(
+        crop=a.crop,
+        scale_jitter=tuple(a.scale_jitter),
+        synthetic_plates=a.synthetic_plates,
+        extra_plates=0.6 * a.synthetic_plates,
+    )
     ds = (
         ray.data.from_items(rows, override_num_blocks=min(32, len(rows)))
         .randomize_block_order(seed=a.seed)  # no shuffle tasks: they would wait for CPUs
@@ -282,15 +305,19 @@ def training_examples(a: argparse.Namespace) -> tuple[list, list, dict]:
     the user's ``--boxes`` in COCO / YOLO / VOC, mapped by ``--class-map``; its bad rows are
     reported in the artifact, and a mostly bad file fails before training starts."""
     if a.boxes is None:
-        faces, plates = bdata.faces("train", a.data_root), bdata.plates("train", a.data_root)
-        return (
-            faces,
-            plates,
-            {
-                "faces": f"face_mask_detection_train (train split, {len(faces)} photos)",
-                "plates": f"openalpr_plates eu+us (train split, {len(plates)} photos)",
-            },
-        )
+        faces = [] if a.no_faces else bdata.faces("train", a.data_root)
+        regions = tuple(a.plate_regions)
+        plates = bdata.plates("train", a.data_root, regions=regions)
+        source = {
+            "faces": f"face_mask_detection_train (train split, {len(faces)} photos)",
+            "plates": f"openalpr_plates {'+'.join(regions)} (train split, {len(plates)} photos)",
+        }
+        if a.synthetic_plates:
+            source["synthetic_plates"] = (
+                f"synthetic: p={a.synthetic_plates} of each real plate painted over with a "
+                "rendered plate of another format (mlsd.blurring.synthetic)"
+            )
+        return faces, plates, source
     class_map = bdata.parse_class_map(a.class_map)
     examples, bad = bdata.read_boxes(a.boxes_format, a.boxes, class_map, a.boxes_images)
     bad.check(f"{a.boxes_format} boxes {a.boxes}", a.max_bad_fraction)
@@ -336,6 +363,10 @@ def _export(a, cfg, weights, metrics, run_name, seconds, faces, plates, source) 
             "lr": a.lr,
             "crop": a.crop,
             "batch_size": a.batch_size,
+            "plate_regions": list(a.plate_regions),
+            "faces": not a.no_faces,
+            "synthetic_plates": a.synthetic_plates,
+            "scale_jitter": list(a.scale_jitter),
             "train_seconds": seconds,
             "num_workers": a.num_workers,
             "use_gpu": a.use_gpu,

@@ -341,7 +341,7 @@ def train_photos(a: argparse.Namespace) -> dict:
         cfg,
         {**cc.to_dict(), "views": a.views, "num_workers": a.num_workers, "run": run_name},
         catalogue,
-        IndexConfig(kind=a.index_kind),
+        IndexConfig(kind=a.index_kind, mode=a.index_mode),
         embed_rows=embed_photo_rows(catalogue, cfg, a),
         max_bad_fraction=a.max_bad_fraction,
         extra_metrics={

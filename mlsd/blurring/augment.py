@@ -24,6 +24,10 @@ class AugmentConfig:
     flip: float = 0.5
     colour: float = 0.8  # probability of brightness / contrast / saturation / hue jitter
     blur: float = 0.2  # probability of a Gaussian blur (motion, focus)
+    # synthetic plates (mlsd.blurring.synthetic): the probability that a real plate is painted
+    # over with one of another format, and that one more is painted elsewhere
+    synthetic_plates: float = 0.0
+    extra_plates: float = 0.0
 
 
 def _transforms(cfg: AugmentConfig):
@@ -54,6 +58,12 @@ class Augmenter:
         from torchvision import tv_tensors
         from torchvision.transforms.v2 import functional as F
 
+        if self.cfg.synthetic_plates or self.cfg.extra_plates:
+            from mlsd.blurring.synthetic import paint_plates
+
+            image, boxes, labels = paint_plates(
+                image, boxes, labels, self.rng, self.cfg.synthetic_plates, self.cfg.extra_plates
+            )
         h, w = image.shape[:2]
         s = self.cfg.long_side / max(h, w) * self.rng.uniform(*self.cfg.scale_jitter)
         size = [max(1, round(h * s)), max(1, round(w * s))]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mlsd.blurring.data import FACE, PLATE
-from mlsd.blurring.pipeline import Detections, resize
+from mlsd.blurring.pipeline import Detections, detect_torch, nms, resize
 
 # the packaged face detectors' union at the thresholds chosen on validation (coverage at <= 5
 # FP per image, enclosing fusion; bench/blurring_eval.py): needs no training, blurs no plates
@@ -36,19 +36,6 @@ def _resize_long(image: np.ndarray, long_side: int | None) -> tuple[np.ndarray, 
     if abs(s - 1.0) < 1e-6:
         return image, 1.0
     return resize(image, s), s
-
-
-def nms(det: Detections, iou: float = 0.5) -> Detections:
-    """Per-class NMS (torchvision.ops.batched_nms)."""
-    import torch
-    from torchvision.ops import batched_nms
-
-    if len(det) == 0:
-        return det
-    keep = batched_nms(
-        torch.from_numpy(det.boxes), torch.from_numpy(det.scores), torch.from_numpy(det.labels), iou
-    ).numpy()
-    return Detections(det.boxes[keep], det.scores[keep], det.labels[keep])
 
 
 FUSIONS = ("nms", "wbf", "enclose")
@@ -263,8 +250,6 @@ class TorchDetector:
         return self.batch([image])[0]
 
     def batch(self, images: list[np.ndarray]) -> list[Detections]:
-        from mlsd.blurring.pipeline import detect_torch
-
         return detect_torch(self.model, images, self.long_side)
 
 
@@ -305,15 +290,18 @@ def build_backend(
 ):
     """A detector from configuration: ``{"kind": "centerface" | "yunet" | "haar_face" |
     "haar_plate" | "dlib_hog" | "torch", "threshold": t, "artifact": ..., "version": ...}``;
-    a list of such specs is an :class:`Ensemble` of them, fused by ``fusion``."""
+    CenterFace and YuNet also take ``"long_side"``: the side the image is resized to before
+    they run (e.g. 2048: twice the served 1024, for faces under 16 px; None: as given).
+    A list of such specs is an :class:`Ensemble` of them, fused by ``fusion``."""
     if isinstance(spec, list):
         members = [build_backend(s, store, device, num_threads, gpu_ids) for s in spec]
         return Ensemble(members, [_threshold(s) for s in spec], nms_iou, fusion=fusion)
     kind = spec.get("kind")
+    side = spec.get("long_side")
     if kind == "centerface":
-        return CenterFace(long_side=None, num_threads=num_threads, device=device, gpu_ids=gpu_ids)
+        return CenterFace(long_side=side, num_threads=num_threads, device=device, gpu_ids=gpu_ids)
     if kind == "yunet":
-        return YuNet(long_side=None, min_score=0.05)
+        return YuNet(long_side=side, min_score=0.05)
     if kind in ("haar_face", "haar_plate"):
         return HaarCascade(FACE if kind == "haar_face" else PLATE, long_side=None)
     if kind == "dlib_hog":

@@ -47,6 +47,19 @@ class Detections:
         )
 
 
+def nms(det: Detections, iou: float = 0.5) -> Detections:
+    """Per-class NMS (torchvision.ops.batched_nms)."""
+    import torch
+    from torchvision.ops import batched_nms
+
+    if len(det) == 0:
+        return det
+    keep = batched_nms(
+        torch.from_numpy(det.boxes), torch.from_numpy(det.scores), torch.from_numpy(det.labels), iou
+    ).numpy()
+    return Detections(det.boxes[keep], det.scores[keep], det.labels[keep])
+
+
 def train_step(
     model: nn.Module,
     opt: torch.optim.Optimizer,
@@ -145,7 +158,5 @@ def detect_image(
             )
     if not parts:
         return Detections.empty()
-    from mlsd.blurring.backends import nms
-
     joined = Detections.concat(parts)
     return nms(Detections(joined.boxes / s, joined.scores, joined.labels), nms_iou)

@@ -477,3 +477,32 @@ def embed_photos_in_process(
         batch = photo_batch(paths, [read_bytes(p) for p in paths], cfg)
         batch["embedding"] = runner.run(batch.pop("image"))
         yield batch
+
+
+def artifact_rows(
+    store: ArtifactStore, name: str, label: str, x: torch.Tensor, with_int8: bool
+) -> list[tuple[str, np.ndarray]]:
+    """Embeddings of the catalogue by an artifact's served model(s), one row each."""
+    try:
+        art = store.load(name)
+    except ArtifactError as e:
+        print(f"skipping {label}: {e}")
+        return []
+    # the served fp32 ONNX model (its parity with torch is checked when the artifact is built)
+    fp32 = make_runner("onnx", path=art.file("encoder.onnx"))
+    emb = np.concatenate([fp32.run(x[i : i + 500].numpy()) for i in range(0, len(x), 500)])
+    tr = art.config.get("train", {})
+    desc = (
+        f"{label} [{name}/{art.version}; positives={tr.get('positives')}, "
+        f"epochs={tr.get('epochs')}]"
+    )
+    rows = [(desc, emb)]
+    if art.config.get("encoder", {}).get("arch") == "fusion":  # what each half brings
+        with torch.inference_mode():
+            cnn = load_encoder_module(art).ours(x).numpy()
+        rows.append((f"{label}: our CNN alone (without the ImageNet half)", cnn))
+    if with_int8:
+        int8 = make_runner("onnx", path=art.file("encoder.int8.onnx"))
+        out = np.concatenate([int8.run(x[i : i + 500].numpy()) for i in range(0, len(x), 500)])
+        rows.append((f"{label}, int8 ONNX (compressed)", out))
+    return rows

@@ -358,7 +358,7 @@ class CatalogueIndex:
         self.sync()
         with self._lock:
             scores, ids = self.index.search(
-                queries, k + len(self.deleted) * (self.index.kind == "hnsw")
+                queries, k + len(self.deleted) * (not self.index.removes)
             )
             gone = self.deleted
         return [

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mlsd.artifacts import ArtifactError, ArtifactStore
 from mlsd.metrics import ranking_report
 from mlsd.runtime import export_onnx, make_runner
 
@@ -68,37 +67,6 @@ def efficientnet_embeddings(x: torch.Tensor, batch: int = 200) -> np.ndarray:
         )
     assert np.abs(out[:8] - ref).max() < 1e-4, "ONNX export diverged from torch"
     return out
-
-
-def artifact_rows(
-    store: ArtifactStore, name: str, label: str, x: torch.Tensor, with_int8: bool
-) -> list[tuple[str, np.ndarray]]:
-    """Embeddings of the catalogue by an artifact's served model(s), one row each."""
-    try:
-        art = store.load(name)
-    except ArtifactError as e:
-        print(f"skipping {label}: {e}")
-        return []
-    # the served fp32 ONNX model (its parity with torch is checked when the artifact is built)
-    fp32 = make_runner("onnx", path=art.file("encoder.onnx"))
-    emb = np.concatenate([fp32.run(x[i : i + 500].numpy()) for i in range(0, len(x), 500)])
-    tr = art.config.get("train", {})
-    desc = (
-        f"{label} [{name}/{art.version}; positives={tr.get('positives')}, "
-        f"epochs={tr.get('epochs')}]"
-    )
-    rows = [(desc, emb)]
-    if art.config.get("encoder", {}).get("arch") == "fusion":  # what each half brings
-        from mlsd.visual_search.artifact import load_encoder_module
-
-        with torch.inference_mode():
-            cnn = load_encoder_module(art).ours(x).numpy()
-        rows.append((f"{label}: our CNN alone (without the ImageNet half)", cnn))
-    if with_int8:
-        int8 = make_runner("onnx", path=art.file("encoder.int8.onnx"))
-        out = np.concatenate([int8.run(x[i : i + 500].numpy()) for i in range(0, len(x), 500)])
-        rows.append((f"{label}, int8 ONNX (compressed)", out))
-    return rows
 
 
 def protocol_table(

@@ -1,3 +1,4 @@
+import faiss
 import numpy as np
 import pytest
 
@@ -21,13 +22,15 @@ def test_flat_is_exact_and_keeps_ids():
     np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
 
 
-def test_auto_switches_to_ann_above_threshold():
+def test_auto_switches_to_ann_above_threshold_by_mode():
     x = _data(n=2000)
     assert VectorIndex.build(x, cfg=IndexConfig(auto_threshold=5000)).kind == "flat"
-    assert VectorIndex.build(x, cfg=IndexConfig(auto_threshold=1000)).kind == "ivf"
+    assert VectorIndex.build(x, cfg=IndexConfig(auto_threshold=1000)).kind == "hnsw"
+    memory = IndexConfig(auto_threshold=1000, mode="memory")
+    assert VectorIndex.build(x, cfg=memory).kind == "ivfsq"
 
 
-@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+@pytest.mark.parametrize("kind", ["ivf", "ivfsq", "hnsw"])
 def test_ann_recall_and_additions(kind, tmp_path):
     both = _data(n=4200)
     x, q = both[:4000], both[4000:]  # queries: unseen draws from the same mixture
@@ -37,7 +40,7 @@ def test_ann_recall_and_additions(kind, tmp_path):
     _, truth = exact.search(q, 10)
     _, got = idx.search(q, 10)
     assert recall_at_k_ids(got, truth) >= 0.9
-    new = _data(n=5, seed=2)
+    new = _data(n=4205, seed=0)[-5:]  # new draws from the same mixture
     idx.add(new, np.arange(5) + 10_000)
     _, top = idx.search(new, 1)
     assert list(top[:, 0]) == list(np.arange(5) + 10_000)
@@ -46,10 +49,30 @@ def test_ann_recall_and_additions(kind, tmp_path):
     assert back.kind == kind and len(back) == len(x) + 5
 
 
-def test_tuned_nprobe_reaches_target():
-    x = _data(n=5000)
-    idx = VectorIndex.build(x, cfg=IndexConfig(kind="ivf", target_recall=0.99))
-    assert idx.nprobe is not None and idx.nprobe >= 1
+@pytest.mark.parametrize(
+    "kind,knob", [("ivf", "nprobe"), ("ivfsq", "nprobe"), ("hnsw", "ef_search")]
+)
+def test_the_tuned_knob_reaches_the_target_on_unseen_queries(kind, knob):
+    both = np.random.default_rng(3).normal(size=(6300, 24)).astype(np.float32)  # little structure:
+    both /= np.linalg.norm(both, axis=1, keepdims=True)  # ANN has to search to find neighbours
+    x, q = both[:6000], both[6000:]
+    _, truth = VectorIndex.build(x, cfg=IndexConfig(kind="flat")).search(q, 10)
+    low = VectorIndex.build(x, cfg=IndexConfig(kind=kind, target_recall=0.6, hnsw_m=8))
+    high = VectorIndex.build(x, cfg=IndexConfig(kind=kind, target_recall=0.95, hnsw_m=8))
+    assert getattr(high, knob) > getattr(low, knob)  # a higher target searches more
+    assert recall_at_k_ids(high.search(q, 10)[1], truth) >= 0.93
+    assert recall_at_k_ids(low.search(q, 10)[1], truth) < 0.93  # the knob is what decides
+
+
+def test_memory_mode_keeps_a_third_of_flat_bytes_and_its_recall():
+    both = _data(n=8300, d=128, seed=4)
+    x, q = both[:8000], both[8000:]
+    flat = VectorIndex.build(x, cfg=IndexConfig(kind="flat"))
+    small = VectorIndex.build(x, cfg=IndexConfig(kind="auto", auto_threshold=1, mode="memory"))
+    ratio = faiss.serialize_index(small.index).nbytes / faiss.serialize_index(flat.index).nbytes
+    assert small.kind == "ivfsq" and ratio <= 0.35
+    assert recall_at_k_ids(small.search(q, 10)[1], flat.search(q, 10)[1]) >= 0.95
+    assert small.removes and small.remove(np.arange(10)) == 10  # deletions still drop vectors
 
 
 def test_empty_and_bad_queries():
@@ -67,5 +90,9 @@ def test_empty_and_bad_queries():
 
 
 def test_bad_config():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="kind"):
         IndexConfig(kind="lsh-of-my-dreams")
+    with pytest.raises(ValueError, match="mode"):
+        IndexConfig(mode="fast")
+    with pytest.raises(ValueError, match="target_recall"):
+        IndexConfig(target_recall=1.5)
