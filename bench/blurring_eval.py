@@ -203,7 +203,13 @@ def served_members(report: dict, ours: list[str]) -> list[dict]:
             per.setdefault(det, {})[cls] = float(t)
     members = []
     for det, ts in per.items():
-        spec = {"kind": "torch", "artifact": det} if det in ours else {"kind": det}
+        kind, _, side = det.partition("_")  # "centerface_2048": CenterFace at long side 2048
+        if det in ours:
+            spec = {"kind": "torch", "artifact": det}
+        elif side.isdigit() and kind in ("centerface", "yunet"):
+            spec = {"kind": kind, "long_side": int(side)}
+        else:
+            spec = {"kind": det}
         members.append(spec | {"threshold": ts})
     return members
 

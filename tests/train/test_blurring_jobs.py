@@ -52,12 +52,20 @@ def test_training_runs_checkpoints_and_resumes(ray_session, tmp_path):
     art = ArtifactStore(tmp_path / "store").load("blurring_fcos")
     model, cfg = load_detector(art)
     assert cfg.family == "fcos" and art.manifest["metrics"]["epoch"] == 1
-    # the offline variant: crops made once, stored, trained from
+    # the offline variant: crops made once, stored, trained from; one region's plates alone,
+    # synthetic plates painted over them (leave one region out: bench.blurring_regions)
     off = common[:-1] + ["offline", "--epochs", "1", "--augment", "offline"]
     off += ["--offline-copies", "2", "--offline-dir", str(tmp_path / "crops"), "--name", "off"]
+    off += ["--no-faces", "--plate-regions", "eu", "--synthetic-plates", "0.5"]
     run(parse_args(off))
-    metrics = ArtifactStore(tmp_path / "store").load("off").manifest["metrics"]
-    assert metrics["offline_crops"] == 16 and metrics["offline_bytes"] > 0  # (4 + 4) x 2
+    manifest = ArtifactStore(tmp_path / "store").load("off").manifest
+    metrics, data = manifest["metrics"], manifest["data"]
+    assert metrics["offline_crops"] == 8 and metrics["offline_bytes"] > 0  # 4 plates x 2
+    assert (
+        data["faces"].endswith("(train split, 0 photos)")
+        and "openalpr_plates eu " in data["plates"]
+    )
+    assert data["synthetic_plates"].startswith("synthetic: p=0.5")
 
 
 @pytest.mark.parametrize("stages", ["fused", "split"])

@@ -128,3 +128,21 @@ def test_each_family_trains_a_step_and_detects(family):
 
     (det,) = detect_torch(model, [np.zeros((90, 120, 3), np.uint8)], long_side=128)
     assert det.boxes.shape[1] == 4 and (det.boxes[:, 2] <= 120 + 1e-3).all()
+
+
+@pytest.mark.data
+def test_a_packaged_detector_run_at_a_larger_side_answers_in_the_images_coordinates():
+    """``long_side`` upscales before CenterFace runs (small faces get pixels); its boxes come
+    back in the given image's coordinates, where the native run finds the same faces."""
+    from mlsd.blurring.backends import build_backend
+    from mlsd.blurring.evaluation import box_iou
+
+    ex = _have(D.dlib_smoke)[0]
+    img = D.load_rgb(ex.path)
+    native = build_backend({"kind": "centerface"}, num_threads=1)
+    large = build_backend({"kind": "centerface", "long_side": 2 * max(img.shape[:2])})
+    assert large.long_side == 2 * max(img.shape[:2]) and native.long_side is None
+    a, b = native(img).above(0.5), large(img).above(0.5)
+    assert len(a) >= 3 and len(b) >= 3
+    assert (b.boxes[:, 2] <= img.shape[1] + 1).all() and (b.boxes[:, 3] <= img.shape[0] + 1).all()
+    assert (box_iou(a.boxes, b.boxes).max(1) > 0.5).mean() >= 0.8  # the same faces, same place
