@@ -357,8 +357,11 @@ def _export(a, cfg, weights, metrics, run_name, seconds, faces, plates, source) 
     model.load_state_dict(weights)
     name = a.name or f"blurring_{a.family}"
     photos = faces[::4] + plates[::4]
+    if len(photos) < 8:  # a small run (one region's plates): the drift reference needs a few
+        photos = (faces + plates)[:8]
     reference = drift_reference(
-        (bdata.load_rgb(e.path) for e in photos), f"{len(photos)} training photos (every 4th)"
+        (bdata.load_rgb(e.path) for e in photos),
+        f"{len(photos)} training photos (every 4th, or the first 8)",
     )
     version = write_detector(
         ArtifactStore(a.store),

@@ -24,7 +24,26 @@ def init_ray(num_cpus: int | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
     else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            log_to_driver=True,
+            runtime_env={"worker_process_setup_hook": quiet_without_dashboard},
+        )
+
+
+def quiet_without_dashboard() -> None:
+    """Run in each worker of a local cluster (started without the dashboard, so without the
+    State API): Ray Train's placement-group cleaner asks the State API once a second whether
+    the training controller lives, and logs a warning each time it cannot. It cannot tell
+    there, so the warnings say nothing; the local cluster, placement groups included, ends
+    with the job's driver."""
+    import logging
+
+    logging.getLogger(
+        "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+    ).setLevel(logging.ERROR)
 
 
 def calm_progress() -> None:
