@@ -116,18 +116,13 @@ def run(
         t0 = time.perf_counter()
         index = VectorIndex.build(base, cfg=cfg)
         build = time.perf_counter() - t0
-        knob, set_knob = (
-            ("efSearch", index.set_ef_search)
-            if index.kind == "hnsw"
-            else ("nprobe", index.set_nprobe)
-        )
-        tuned = index.ef_search if index.kind == "hnsw" else index.nprobe
+        knob, tuned = index.knob
         tuned_ef = tuned if index.kind == "hnsw" else tuned_ef
         title = name.format(m=hnsw_m, nlist=getattr(index.index, "nlist", ""))
         _log(f"{label}: {title} built in {build:.0f} s, tuned {knob} {tuned}")
         faiss.omp_set_num_threads(1)
         for value in sorted({tuned, max(1, tuned // 2), tuned * 2}):
-            set_knob(value)
+            index.set_knob(value)
             got, qps = _timed_queries(lambda q, index=index: index.search(q, k)[1][0], queries, k)
             rows.append(
                 {

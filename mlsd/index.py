@@ -25,6 +25,7 @@ import faiss
 import numpy as np
 
 KINDS = ("auto", "flat", "ivf", "ivfsq", "hnsw")
+IVF_KINDS = ("ivf", "ivfsq")  # clustering-based: nprobe is their knob
 MODES = {"speed": "hnsw", "memory": "ivfsq"}  # what "auto" becomes above the threshold
 NPROBE_LADDER = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 TUNE_QUERIES = 500  # held-out catalogue vectors the search knob is tuned on
@@ -108,12 +109,12 @@ class VectorIndex:
             )
             index.train(sample)
         out = cls(index, kind, d)
-        fixed = {"ivf": cfg.nprobe, "ivfsq": cfg.nprobe, "hnsw": cfg.ef_search}.get(kind, -1)
+        given = {"ivf": cfg.nprobe, "ivfsq": cfg.nprobe, "hnsw": cfg.ef_search}.get(kind)
         n_q = min(TUNE_QUERIES, n // 10)
-        if fixed or not n_q:  # nothing to tune (flat, a knob given) or too few to hold out
+        if given is None or given or not n_q:  # flat, a knob given, or none to hold out
             out.add(x, ids)
-            out.set_nprobe(fixed)  # each setter ignores kinds without its knob
-            out.set_ef_search(fixed)
+            if given:
+                out.set_knob(given)
             return out
         # tune on held-out queries: a seeded sample of the catalogue is added only after
         # tuning, so the index has never seen them (a catalogue member found in an HNSW graph
@@ -169,12 +170,12 @@ class VectorIndex:
         return int(self.index.ntotal)
 
     def set_nprobe(self, nprobe: int) -> None:
-        if self.kind in ("ivf", "ivfsq"):
+        if self.kind in IVF_KINDS:
             self.index.nprobe = int(max(1, min(nprobe, self.index.nlist)))
 
     @property
     def nprobe(self) -> int | None:
-        return int(self.index.nprobe) if self.kind in ("ivf", "ivfsq") else None
+        return int(self.index.nprobe) if self.kind in IVF_KINDS else None
 
     def set_ef_search(self, ef: int) -> None:
         if self.kind == "hnsw":
@@ -186,22 +187,40 @@ class VectorIndex:
             return None
         return int(faiss.downcast_index(self.index.index).hnsw.efSearch)
 
+    @property
+    def knob(self) -> tuple[str, int] | None:
+        """The search knob that trades recall for speed and its value: ("nprobe", n) for IVF,
+        ("efSearch", ef) for HNSW; None for exact search."""
+        if self.kind in IVF_KINDS:
+            return "nprobe", self.nprobe
+        if self.kind == "hnsw":
+            return "efSearch", self.ef_search
+        return None
+
+    def set_knob(self, value: int) -> None:
+        """Set :attr:`knob` (IVF ``nprobe`` or HNSW ``efSearch``)."""
+        if self.kind in IVF_KINDS:
+            self.set_nprobe(value)
+        elif self.kind == "hnsw":
+            self.set_ef_search(value)
+        else:
+            raise ValueError(f"a {self.kind} index has no search knob")
+
     def tune(self, queries: np.ndarray, truth: np.ndarray, target_recall: float) -> int:
         """Set the search knob (IVF ``nprobe``, HNSW ``efSearch``) to the smallest value on
         its ladder whose recall@k (k = truth's width) against exact search reaches the target;
         -> that value. Too low a ceiling (8-bit codes) warns and keeps the widest setting."""
         k = truth.shape[1]
-        if self.kind in ("ivf", "ivfsq"):
+        if self.kind in IVF_KINDS:
             nlist = self.index.nlist
             ladder = sorted({p for p in NPROBE_LADDER if p < nlist} | {nlist})
-            set_knob = self.set_nprobe
         elif self.kind == "hnsw":
-            ladder, set_knob = [e for e in EF_LADDER if e >= k], self.set_ef_search
+            ladder = [e for e in EF_LADDER if e >= k]
         else:
             raise ValueError(f"a {self.kind} index has no search knob to tune")
         recall = 0.0
         for value in ladder:
-            set_knob(value)
+            self.set_knob(value)
             recall = recall_at_k_ids(self.search(queries, k)[1], truth)
             if recall >= target_recall:
                 return value

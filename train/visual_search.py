@@ -26,7 +26,6 @@ import torch
 from mlsd.artifacts import ArtifactStore
 from mlsd.data import fashion_mnist as fm
 from mlsd.image import images_to_tensor
-from mlsd.index import KINDS, MODES, IndexConfig
 from mlsd.visual_search.contrastive import (
     ContrastiveConfig,
     PairMaker,
@@ -37,7 +36,7 @@ from mlsd.visual_search.contrastive import (
 )
 from mlsd.visual_search.model import ConvEncoder, EncoderConfig, build_encoder, trainable_part
 from train.common import add_failure_args
-from train.visual_search_photos import add_photo_args, train_photos
+from train.visual_search_photos import add_index_args, add_photo_args, index_config, train_photos
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -199,13 +198,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", default="visual_search")
     p.add_argument("--run-name", default=None, help="re-use to resume from its last checkpoint")
     p.add_argument("--runs-dir", default=os.path.abspath("var/ray_results"))
-    p.add_argument("--index-kind", default="auto", choices=list(KINDS))
-    p.add_argument(
-        "--index-mode",
-        default="speed",
-        choices=list(MODES),
-        help="what auto builds above its threshold: speed = HNSW, memory = IVF + 8-bit codes",
-    )
+    add_index_args(p)
     p.add_argument("--catalogue-limit", type=int, default=0)
     p.add_argument("--skip-index", action="store_true")
     add_failure_args(p)
@@ -317,7 +310,7 @@ def run(a: argparse.Namespace) -> dict:
         {**cc.to_dict(), "num_workers": a.num_workers, "use_gpu": a.use_gpu, "run": run_name},
         cat_images,
         cat_labels,
-        IndexConfig(kind=a.index_kind, mode=a.index_mode),
+        index_config(a),
         embed=embed_with_ray_data,
         extra_metrics={"train_seconds": train_seconds, "final_loss": result.metrics.get("loss")},
         data_info={

@@ -18,14 +18,20 @@ import numpy as np
 
 from mlsd.artifacts import ArtifactStore
 from mlsd.data import fashion_mnist as fm
-from mlsd.index import KINDS, MODES, IndexConfig
 from mlsd.visual_search.artifact import (
     build_photo_artifact,
     build_visual_search_artifact,
     load_encoder_module,
 )
 from mlsd.visual_search.model import EncoderConfig
-from train.visual_search_photos import EmbedBatch, add_photo_args, embed_photo_rows, photo_source
+from train.visual_search_photos import (
+    EmbedBatch,
+    add_index_args,
+    add_photo_args,
+    embed_photo_rows,
+    index_config,
+    photo_source,
+)
 
 
 def embed_with_ray_data(images: np.ndarray, onnx_path: Path, batch_size: int = 256) -> np.ndarray:
@@ -73,7 +79,7 @@ def index_photos(a, store: ArtifactStore, src, model, cfg: EncoderConfig) -> dic
         cfg,
         {**src.config.get("train", {}), "reindexed_from": src.version},
         source,
-        IndexConfig(kind=a.index_kind, auto_threshold=a.auto_threshold, mode=a.index_mode),
+        index_config(a),
         embed_rows=embed_photo_rows(source, cfg, a),
         live_log=a.live_log,
         objects=a.objects,
@@ -100,14 +106,7 @@ def index_job(argv: list[str] | None = None) -> dict:
     p.add_argument("--from-version", default="latest", help="encoder to index with")
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (default: find it)")
     p.add_argument("--split", default="test", choices=["train", "test"])
-    p.add_argument("--index-kind", default="auto", choices=list(KINDS))
-    p.add_argument(
-        "--index-mode",
-        default="speed",
-        choices=list(MODES),
-        help="what auto builds above its threshold: speed = HNSW, memory = IVF + 8-bit codes",
-    )
-    p.add_argument("--auto-threshold", type=int, default=50_000)
+    add_index_args(p)
     p.add_argument(
         "--live-log", default=None, help="fold this live-addition log in (a state store URL)"
     )
@@ -139,7 +138,7 @@ def index_job(argv: list[str] | None = None) -> dict:
         {**src.config.get("train", {}), "reindexed_from": src.version},
         split.images,
         split.labels,
-        IndexConfig(kind=a.index_kind, auto_threshold=a.auto_threshold, mode=a.index_mode),
+        index_config(a),
         live_log=a.live_log,
         objects=a.objects,
         embed=embed_with_ray_data,

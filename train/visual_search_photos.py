@@ -31,7 +31,7 @@ import torch
 from mlsd.artifacts import ArtifactStore
 from mlsd.backbones import EfficientNetLite0Encoder
 from mlsd.data.sources import BadRows
-from mlsd.index import IndexConfig
+from mlsd.index import KINDS, MODES, IndexConfig
 from mlsd.runtime import export_onnx, make_runner
 from mlsd.visual_search.artifact import build_photo_artifact, photo_batch
 from mlsd.visual_search.augment import photo_augment
@@ -64,6 +64,22 @@ class EmbedBatch:
         out = {k: v for k, v in batch.items() if k != "image"}
         out["embedding"] = self.runner.run(batch["image"])
         return out
+
+
+def add_index_args(p: argparse.ArgumentParser) -> None:
+    """The catalogue index's options, shared by the training and indexing jobs."""
+    p.add_argument("--index-kind", default="auto", choices=list(KINDS))
+    p.add_argument(
+        "--index-mode",
+        default="speed",
+        choices=list(MODES),
+        help="what auto builds above its threshold: speed = HNSW, memory = IVF + 8-bit codes",
+    )
+    p.add_argument("--auto-threshold", type=int, default=IndexConfig.auto_threshold)
+
+
+def index_config(a: argparse.Namespace) -> IndexConfig:
+    return IndexConfig(kind=a.index_kind, auto_threshold=a.auto_threshold, mode=a.index_mode)
 
 
 def add_photo_args(p: argparse.ArgumentParser) -> None:
@@ -341,7 +357,7 @@ def train_photos(a: argparse.Namespace) -> dict:
         cfg,
         {**cc.to_dict(), "views": a.views, "num_workers": a.num_workers, "run": run_name},
         catalogue,
-        IndexConfig(kind=a.index_kind, mode=a.index_mode),
+        index_config(a),
         embed_rows=embed_photo_rows(catalogue, cfg, a),
         max_bad_fraction=a.max_bad_fraction,
         extra_metrics={
