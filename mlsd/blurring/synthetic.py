@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-PLATE = 2  # mlsd.blurring.data.PLATE (not imported: this module stays importable alone)
+from mlsd.blurring.data import PLATE
+from mlsd.blurring.evaluation import box_iou
 
 # (background, text) colour pairs seen on plates around the world, RGB
 _COLOURS = [
@@ -169,16 +170,16 @@ def paint_plates(
     Each real plate is, with ``p_replace``, covered by a synthetic plate of another format whose
     box contains the real one (no real plate pixels are left outside the label); with
     ``p_extra`` one more plate is painted where no box is, 3-15 % of the photo's width."""
-    if rng.random() >= p_replace and rng.random() >= p_extra:
+    labels = np.asarray(labels)
+    replace = [i for i in np.flatnonzero(labels == PLATE) if rng.random() < p_replace]
+    extra = rng.random() < p_extra
+    if not replace and not extra:
         return image, boxes, labels
     img = np.array(image, copy=True)
     h, w = img.shape[:2]
     boxes = np.array(boxes, np.float32).reshape(-1, 4)
-    labels = np.asarray(labels)
     out_boxes = boxes.copy()
-    for i in np.flatnonzero(labels == PLATE):
-        if rng.random() >= p_replace:
-            continue
+    for i in replace:
         x1, y1, x2, y2 = boxes[i]
         bw, bh = x2 - x1, y2 - y1
         if bw < 6 or bh < 3:
@@ -194,7 +195,7 @@ def paint_plates(
         nb = nb.clip([0, 0, 0, 0], [w, h, w, h])
         _warp_into(img, plate, nb, rng)
         out_boxes[i] = nb
-    if rng.random() < p_extra:
+    if extra:
         plate = render_plate(rng)
         pw = w * rng.uniform(0.03, 0.15)
         ph = pw * plate.shape[0] / plate.shape[1]
@@ -202,15 +203,9 @@ def paint_plates(
             x = rng.uniform(0, max(w - pw, 1))
             y = rng.uniform(h * 0.3, max(h - ph, h * 0.3 + 1))
             nb = np.array([x, y, x + pw, y + ph], np.float32).clip(0, [w, h, w, h])
-            if not len(out_boxes) or not _overlaps(nb, out_boxes):
+            if not (box_iou(nb[None], out_boxes) > 0).any():
                 _warp_into(img, plate, nb, rng)
                 out_boxes = np.vstack([out_boxes, nb[None]])
                 labels = np.append(labels, PLATE)
                 break
     return img, out_boxes, labels
-
-
-def _overlaps(box: np.ndarray, boxes: np.ndarray) -> bool:
-    ix = np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0])
-    iy = np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1])
-    return bool(((ix > 0) & (iy > 0)).any())

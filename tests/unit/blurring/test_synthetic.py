@@ -69,3 +69,18 @@ def test_the_augmenter_paints_plates_when_asked():
     np.testing.assert_allclose(plain[1], boxes, atol=1)
     assert len(painted[1]) == 2 and (painted[2] == PLATE).all()
     assert not np.array_equal(painted[0], plain[0])
+
+
+def test_plates_are_painted_at_the_rates_asked():
+    """p_replace per real plate and p_extra per photo, each drawn once (a gate drawn before
+    them once painted at 0.325 and 0.195 when 0.5 and 0.3 were asked)."""
+    img = _photo(240, 320)
+    boxes = np.array([[100, 150, 160, 170]], np.float32)
+    rng = np.random.default_rng(7)
+    replaced = extra = 0
+    n = 400
+    for _ in range(n):
+        _, b, lab = paint_plates(img, boxes, np.array([PLATE]), rng, 0.5, 0.3)
+        replaced += not np.array_equal(b[0], boxes[0])
+        extra += len(lab) == 2
+    assert abs(replaced / n - 0.5) < 0.07 and abs(extra / n - 0.3) < 0.07
