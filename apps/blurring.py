@@ -72,6 +72,7 @@ class DetectorArgs(BaseModel):
         parts = []
         for m in self.members:
             name = m["kind"] if m["kind"] != "torch" else f"{m['artifact']}/{m.get('version')}"
+            name += f"_{m['long_side']}" if m.get("long_side") else ""  # e.g. centerface_2048
             t = m.get("threshold")
             t = ",".join(f"{k}={v}" for k, v in t.items()) if isinstance(t, dict) else t
             parts.append(f"{name}@{t}")

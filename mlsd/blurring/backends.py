@@ -298,6 +298,13 @@ def build_backend(
         return Ensemble(members, [_threshold(s) for s in spec], nms_iou, fusion=fusion)
     kind = spec.get("kind")
     side = spec.get("long_side")
+    if side is not None and (
+        kind not in ("centerface", "yunet") or not isinstance(side, int) or not 64 <= side <= 8192
+    ):
+        raise ValueError(
+            f"detector {kind!r}: long_side must be an integer in [64, 8192], for centerface or "
+            f"yunet only; got {side!r}"
+        )
     if kind == "centerface":
         return CenterFace(long_side=side, num_threads=num_threads, device=device, gpu_ids=gpu_ids)
     if kind == "yunet":

@@ -146,3 +146,18 @@ def test_a_packaged_detector_run_at_a_larger_side_answers_in_the_images_coordina
     assert len(a) >= 3 and len(b) >= 3
     assert (b.boxes[:, 2] <= img.shape[1] + 1).all() and (b.boxes[:, 3] <= img.shape[0] + 1).all()
     assert (box_iou(a.boxes, b.boxes).max(1) > 0.5).mean() >= 0.8  # the same faces, same place
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"kind": "centerface", "long_side": -5},
+        {"kind": "yunet", "long_side": "2048"},
+        {"kind": "haar_face", "long_side": 2048},
+    ],
+)
+def test_a_bad_long_side_is_refused_naming_it(spec):
+    from mlsd.blurring.backends import build_backend
+
+    with pytest.raises(ValueError, match="long_side"):
+        build_backend(spec)
