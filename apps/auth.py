@@ -38,11 +38,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from fastapi import HTTPException, Request
+import ray
+from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
+from ray.serve.context import _get_global_client
 from sqlalchemy import bindparam, insert, select, update
 
+from apps.limits import edge
 from mlsd.state import ADMIN, Caller, Log, StateError, may_change
 from mlsd.state.schema import auth_keys as KEYS
 
@@ -345,10 +348,7 @@ def require(scope: str) -> Callable:
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}")
 
-    from fastapi import Depends
-
     async def dependency(request: Request, _=Depends(bearer)) -> Identity:  # noqa: B008
-        from apps.limits import edge
 
         auth: Authenticator | None = edge(request.app.title, "authenticator")
         if auth is None:
@@ -381,9 +381,6 @@ def check_bind(config: AuthConfig, hosts: Iterable[str | None]) -> None:
 def serve_hosts() -> list[str | None]:
     """The HTTP host(s) of the running Serve instance (empty when it cannot be asked)."""
     try:
-        import ray
-        from ray.serve.context import _get_global_client
-
         client = _get_global_client()
         cfg = ray.get(client._controller.get_http_config.remote(), timeout=10)
         return [cfg.host]

@@ -12,14 +12,20 @@ import os
 from collections.abc import Awaitable, Callable, Iterable
 from typing import ClassVar, Literal, TypeVar
 
+import ray
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from ray.exceptions import ActorUnavailableError, RayActorError
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException
 
 from apps.auth import AuthArgs, AuthConfig, Authenticator, check_bind, serve_hosts
+from apps.limits import EDGE
+from deployments.drift import DriftMonitor
 from deployments.shadow import ShadowMirror, ShadowTraffic
 from mlsd.artifacts import ArtifactStore, model_label
+from mlsd.model_repository import TRITON_VERSIONS
 from mlsd.runtime import BACKEND_NAMES
 from mlsd.state import Database, ObjectStore, parse_url, pin_url
 from mlsd.state.objects import is_local_uri
@@ -96,7 +102,6 @@ class TritonArgs(BaseModel):
     def server(self, ref: ModelRef) -> dict:
         """The runner's ``server`` mapping for ``ref``: its repository version by backend, and
         the artifact label the server's config must carry (another model there is an error)."""
-        from mlsd.model_repository import TRITON_VERSIONS
 
         if ref.backend not in TRITON_VERSIONS:
             raise ValueError(f"backend {ref.backend!r} is not a Triton backend")
@@ -126,7 +131,6 @@ class DriftArgs(BaseModel):
 
     def bind(self, store_spec: dict, ref: ArtifactRef):
         """The app's ``DriftMonitor`` deployment, on ``ref``'s artifact's reference."""
-        from deployments.drift import DriftMonitor
 
         return DriftMonitor.options(name="DriftMonitor").bind(
             store_spec, ref.artifact, ref.version, self.model_dump()
@@ -294,7 +298,6 @@ class AppArgs(BaseModel):
 def setup_edge(api: FastAPI, args: AppArgs, max_body_bytes: int) -> Authenticator:
     """An ingress's ``__init__``: who may call (the ``require`` dependency reads it) and how
     big a body may be (the ``BodyLimit`` middleware reads it)."""
-    from apps.limits import EDGE
 
     auth = Authenticator(args.auth)
     EDGE[api.title] = {"authenticator": auth, "max_body_bytes": max_body_bytes}
@@ -306,7 +309,6 @@ async def retry_once(call: Callable[[], Awaitable[T]], what: str) -> T:
     again once when the replica serving it died or became unreachable mid-call: Serve routes
     the retry to a live replica (or queues it until the replacement is up), so a lost replica
     costs latency, not an error. Any other failure propagates at once."""
-    from ray.exceptions import ActorUnavailableError, RayActorError
 
     try:
         return await call()
@@ -377,7 +379,6 @@ def mount_page(api: FastAPI, page: str) -> None:
     """Serve the app's page at ``/<app>/`` (no build step, nothing from a CDN) and the shared
     script and style it loads. Open routes: the page holds no data; its calls send the
     caller's token like any client."""
-    from fastapi.responses import HTMLResponse, Response
 
     @api.get("/", include_in_schema=False)
     async def index(request: Request) -> HTMLResponse:
@@ -399,7 +400,6 @@ def apply_ingress_config(mirror: ShadowMirror | None, config: dict) -> None:
 
 def alive_ray_nodes() -> int:
     """Alive nodes of the Ray cluster this build runs against (1 outside Ray)."""
-    import ray
 
     if not ray.is_initialized():
         return 1

@@ -17,11 +17,14 @@ import time
 import uuid
 from typing import Literal
 
+import fsspec
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
 
 from apps import limits
 from apps.auth import Identity, require
@@ -359,8 +362,6 @@ class HarmfulContentIngress:
             raise _invalid(e) from None
 
     async def _parse_multipart(self, request: Request) -> tuple[PostIn, list[bytes]]:
-        from starlette.datastructures import UploadFile
-        from starlette.formparsers import MultiPartException
 
         try:
             form = await request.form(
@@ -413,7 +414,6 @@ class HarmfulContentIngress:
         }
 
     def _read_uri(self, uri: str) -> bytes:
-        import fsspec
 
         try:
             with fsspec.open(uri, "rb") as f:

@@ -21,7 +21,15 @@ import os
 from collections.abc import Callable
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from ray.serve.exceptions import BackPressureError
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+
+from deployments import metrics
+from mlsd.state import StateError
 
 logger = logging.getLogger("ray.serve")
 
@@ -86,7 +94,6 @@ class BodyLimit:
 
 
 async def _send_error(send, status: int, detail: str) -> None:
-    from deployments import metrics
 
     metrics.rejected(status)
     body = json.dumps({"detail": detail}).encode()
@@ -109,16 +116,6 @@ def install(api: FastAPI, default_max_body: int) -> None:
 
     The cap is the ``max_body_bytes`` its ingress registered in :data:`EDGE`, else the default.
     """
-    from fastapi.exception_handlers import (
-        http_exception_handler,
-        request_validation_exception_handler,
-    )
-    from fastapi.exceptions import RequestValidationError
-    from ray.serve.exceptions import BackPressureError
-    from starlette.exceptions import HTTPException
-
-    from deployments import metrics
-    from mlsd.state import StateError
 
     title = api.title
     api.add_middleware(
@@ -189,7 +186,6 @@ def proxy_limit(limits: dict[str, int], path: str) -> int:
 
 def proxy_middlewares() -> list:
     """Serve's proxy callback: the body cap where the bytes arrive, before any replica."""
-    from starlette.middleware import Middleware
 
     limits = parse_proxy_limits(os.environ.get("MLSD_PROXY_BODY_LIMITS", ""))
     return [

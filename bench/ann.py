@@ -17,13 +17,19 @@ import argparse
 import io
 import json
 import multiprocessing
+import resource
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 
 import faiss
 import numpy as np
 
+from mlsd.artifacts import ArtifactError, ArtifactStore
+from mlsd.data import fashion_mnist as fm
+from mlsd.image import images_to_tensor
 from mlsd.index import IndexConfig, VectorIndex, recall_at_k_ids
+from mlsd.runtime import OnnxRunner
 
 SPREAD = 1.0  # within-cluster standard deviation, relative to the centres' spread
 
@@ -69,8 +75,6 @@ def _hnswlib_queries(ef: int) -> tuple[np.ndarray, float]:
 
 
 def _log(msg: str) -> None:
-    import resource
-    import sys
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"[ann] {msg} (max RSS {rss:,.0f} MB)", file=sys.stderr, flush=True)
@@ -178,10 +182,6 @@ def run(
 def fmnist_embeddings(store: str, name: str) -> tuple[np.ndarray, np.ndarray] | None:
     """The served catalogue's embeddings (10k test images) and 1,000 train images as queries,
     embedded by the artifact's fp32 ONNX model in batches."""
-    from mlsd.artifacts import ArtifactError, ArtifactStore
-    from mlsd.data import fashion_mnist as fm
-    from mlsd.image import images_to_tensor
-    from mlsd.runtime import OnnxRunner
 
     try:
         art = ArtifactStore(store).load(name)

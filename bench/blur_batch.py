@@ -24,13 +24,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
+
+from mlsd.blurring import data as D
 from mlsd.blurring.backends import PACKAGED_UNION, SERVED_MEMBERS
 
 
 def _folder(n: int, dest: Path) -> Path:
-    import cv2
-
-    from mlsd.blurring import data as D
 
     dest.mkdir(parents=True, exist_ok=True)
     for e in D.faces("test")[:n]:

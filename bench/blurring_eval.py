@@ -19,10 +19,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from mlsd.artifacts import ArtifactError, ArtifactStore
 from mlsd.blurring import backends as B
 from mlsd.blurring import data as D
 from mlsd.blurring import evaluation as E
+from mlsd.blurring.artifact import load_detector
+from mlsd.runtime import resolve_threads, set_process_threads
 
 
 def _fmt(v) -> str:
@@ -55,12 +59,6 @@ def main(argv: list[str] | None = None) -> dict:
         "(e.g. 2048: small faces at twice their pixels), alone and in unions",
     )
     a = p.parse_args(argv)
-
-    import torch
-
-    from mlsd.artifacts import ArtifactError, ArtifactStore
-    from mlsd.blurring.artifact import load_detector
-    from mlsd.runtime import resolve_threads, set_process_threads
 
     threads = set_process_threads(a.threads or resolve_threads())
     torch.set_num_threads(threads)

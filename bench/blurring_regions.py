@@ -19,8 +19,14 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
+
+from mlsd.artifacts import ArtifactStore
 from mlsd.blurring import data as D
 from mlsd.blurring import evaluation as E
+from mlsd.blurring.artifact import load_detector
+from mlsd.blurring.backends import TorchDetector
+from mlsd.runtime import resolve_threads, set_process_threads
 
 REGIONS = ("eu", "us")
 
@@ -34,13 +40,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--threads", type=int, default=0, help="0 = this process's CPUs")
     p.add_argument("--out", default="var/bench/blurring_regions.json")
     a = p.parse_args(argv)
-
-    import torch
-
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.blurring.artifact import load_detector
-    from mlsd.blurring.backends import TorchDetector
-    from mlsd.runtime import resolve_threads, set_process_threads
 
     torch.set_num_threads(set_process_threads(a.threads or resolve_threads()))
     cut = (lambda xs: xs[: a.limit]) if a.limit else (lambda xs: xs)

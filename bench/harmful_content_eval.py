@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from mlsd.artifacts import ArtifactStore
 from mlsd.harmful_content import data as D
 from mlsd.harmful_content import evaluation as E
 from mlsd.harmful_content import features as F
 from mlsd.harmful_content import pipeline as P
+from mlsd.harmful_content.artifact import load_bag, load_classifier
 
 # (head, language) pairs the baselines are fitted for; ours is scored on all of its heads
 MAIN = [("hate", "en"), ("offensive", "en"), ("hostile", "en"), ("hostile", "fr"),
@@ -36,8 +38,6 @@ def _rows(posts, head):
 
 
 def _ours(store, name, tests, threads):
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.harmful_content.artifact import load_bag, load_classifier
 
     name, _, version = name.partition("/")  # "name" (latest) or "name/version"
     art = ArtifactStore(store).load(name, version or "latest")

@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 from bench.harmful_content_eval import _ours
 from mlsd.artifacts import ArtifactStore
@@ -43,7 +44,6 @@ def _head_rows(policy: Policy, heads, probs, labels, harmful, w) -> dict:
     """Per head: AUROC on the test rows that carry it, and the precision of the removals the
     head makes among all test posts (right when the post is harmful by its own labels),
     weighted by ``w``."""
-    from sklearn.metrics import roc_auc_score
 
     out = {}
     for j, h in enumerate(heads):

@@ -20,9 +20,19 @@ import os
 import tempfile
 
 import numpy as np
+import ray
+import torch
 
 from mlsd.artifacts import ArtifactStore
+from mlsd.data.movielens import load_movielens
 from mlsd.harmful_content import data as D
+from mlsd.harmful_content import features as F
+from mlsd.harmful_content import pipeline as P
+from mlsd.harmful_content.artifact import load_bag, load_classifier
+from mlsd.recommendation.data import read_interactions, write_movielens
+from mlsd.recommendation.evaluation import run_split
+from train.harmful_content import parse_args, run
+from train.recommendation import title_embeddings
 
 
 def compare_table(
@@ -40,12 +50,6 @@ def compare_table(
 
 
 def harmful(a: argparse.Namespace, work: str) -> dict:
-    import ray
-
-    from mlsd.harmful_content import features as F
-    from mlsd.harmful_content import pipeline as P
-    from mlsd.harmful_content.artifact import load_bag, load_classifier
-    from train.harmful_content import parse_args, run
 
     posts = D.demo_posts()
     csv_path = os.path.join(work, "demo_posts.csv")
@@ -86,12 +90,6 @@ def recommendation(a: argparse.Namespace, work: str) -> dict:
     """MovieLens 100K written out as interactions / items / users CSVs and read back through
     ``mlsd.recommendation.data``; the evaluation table (``bench.recommendation_eval``'s rows:
     popularity, WALS default and tuned, the two-stage system) on both, same split and seed."""
-    import torch
-
-    from mlsd.data.movielens import load_movielens
-    from mlsd.recommendation.data import read_interactions, write_movielens
-    from mlsd.recommendation.evaluation import run_split
-    from train.recommendation import title_embeddings
 
     torch.set_num_threads(2)
     ml = load_movielens()

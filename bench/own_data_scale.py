@@ -28,6 +28,14 @@ import tempfile
 import time
 
 import numpy as np
+import pandas as pd
+import torch
+
+from bench.wals_speed import compare
+from mlsd.data.movielens import interaction_matrix
+from mlsd.harmful_content import data as D
+from mlsd.recommendation.data import read_interactions
+from train.recommendation_wals import planted_low_rank
 
 
 def _peak_mb() -> float:
@@ -35,13 +43,6 @@ def _peak_mb() -> float:
 
 
 def recommendation(a: argparse.Namespace, work: str) -> dict:
-    import pandas as pd
-    import torch
-
-    from bench.wals_speed import compare
-    from mlsd.data.movielens import interaction_matrix
-    from mlsd.recommendation.data import read_interactions
-    from train.recommendation_wals import planted_low_rank
 
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
@@ -90,7 +91,6 @@ def recommendation(a: argparse.Namespace, work: str) -> dict:
 
 
 def harmful(a: argparse.Namespace, work: str) -> dict:
-    from mlsd.harmful_content import data as D
 
     base = D.demo_posts()
     posts = []

@@ -20,6 +20,7 @@ import torch
 
 from mlsd.data.movielens import SPLITS, load_movielens
 from mlsd.recommendation.evaluation import run_split
+from train.recommendation import title_embeddings
 
 
 def table(rows: list[dict]) -> str:
@@ -45,7 +46,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="var/bench/recommendation_eval.json")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    from train.recommendation import title_embeddings
 
     t0 = time.perf_counter()
     ml = load_movielens()

@@ -15,7 +15,10 @@ import tempfile
 import time
 
 import numpy as np
+import ray
+from ray import serve
 
+from apps.recommendation import RecommendationArgs, build_app
 from bench import loadgen
 from mlsd.artifacts import ArtifactStore
 from mlsd.recommendation.artifact import load_ranker, load_recommender
@@ -66,11 +69,6 @@ def main(argv=None) -> None:
     store = os.path.abspath(a.store)
     users = users_for(a.requests)
     rows = [in_process(store, a.artifact, users, a.k)]
-
-    import ray
-    from ray import serve
-
-    from apps.recommendation import RecommendationArgs, build_app
 
     os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="ray-bench-"))
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)

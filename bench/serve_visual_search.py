@@ -18,8 +18,11 @@ import tempfile
 import time
 
 import numpy as np
+import ray
 from PIL import Image
+from ray import serve
 
+from apps.visual_search import VisualSearchArgs, build_app
 from bench import loadgen
 from mlsd.artifacts import ArtifactStore
 from mlsd.data import fashion_mnist as fm
@@ -69,11 +72,6 @@ def main(argv=None) -> None:
     imgs = fm.load("train").images[: a.requests]  # queries the catalogue has not seen
     payloads = [_png(i) for i in imgs]
     rows = [in_process(store, a.artifact, a.backend, payloads, a.k)]
-
-    import ray
-    from ray import serve
-
-    from apps.visual_search import VisualSearchArgs, build_app
 
     os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="ray-bench-"))
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)

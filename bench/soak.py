@@ -35,8 +35,15 @@ import numpy as np
 import requests
 import yaml
 from PIL import Image
+from sqlalchemy import select
 
+from mlsd.blurring import data as bdata
+from mlsd.data import fashion_mnist as fm
+from mlsd.harmful_content import data as hdata
 from mlsd.procs import kill, pids_of
+from mlsd.recommendation.events import EventLog
+from mlsd.state.schema import rec_events
+from mlsd.visual_search.catalogue import CatalogueLog
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -63,9 +70,6 @@ def _jpeg(arr: np.ndarray) -> bytes:
 
 class Soak:
     def __init__(self, base: str, token: str, seed: int = 0):
-        from mlsd.blurring import data as bdata
-        from mlsd.data import fashion_mnist as fm
-        from mlsd.harmful_content import data as hdata
 
         self.base, self.headers = base, {"Authorization": f"Bearer {token}"}
         self.rng = random.Random(seed)
@@ -181,11 +185,6 @@ def drive(soak: Soak, duration: float, concurrency: int, halfway: Callable[[floa
 
 def lost_writes(soak: Soak, images_log: str, events_log: str, sample: int = 20) -> dict:
     """Acknowledged writes missing from the durable logs (and added images not found)."""
-    from sqlalchemy import select
-
-    from mlsd.recommendation.events import EventLog
-    from mlsd.state.schema import rec_events
-    from mlsd.visual_search.catalogue import CatalogueLog
 
     log = CatalogueLog(images_log)
     in_log = {img.meta.image_id for _, img in log.since(0)}

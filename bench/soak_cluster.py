@@ -33,7 +33,12 @@ from pathlib import Path
 import requests
 import yaml
 
+from apps.auth import SCOPES, KeyStore
 from bench.soak import Soak, _table, drive, lost_writes, per_route
+from mlsd.state import ObjectStore, init_store
+from tests import conftest as t
+from tests.ray_cluster import RayCluster, wait_for
+from tests.servers import MotoS3Server, PostgresServer, RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 STORE_FIELDS = ("live_log", "events_log", "review_queue")
@@ -66,7 +71,6 @@ class ClusterSoak(Soak):
 def tiny_store(folder: Path) -> Path:
     """The tests' small real artifacts (built here: a few minutes on two cores)."""
     sys.path.insert(0, str(ROOT))
-    from tests import conftest as t
 
     t.build_tiny_artifact(folder)
     t.build_tiny_recommender(folder, "v1")
@@ -101,10 +105,6 @@ def cluster_config(config: dict, store: str, state: dict) -> list[dict]:
 
 def run(a: argparse.Namespace) -> dict:
     sys.path.insert(0, str(ROOT))
-    from apps.auth import SCOPES, KeyStore
-    from mlsd.state import ObjectStore, init_store
-    from tests.ray_cluster import RayCluster, wait_for
-    from tests.servers import MotoS3Server, PostgresServer, RedisServer
 
     tmp = Path(tempfile.mkdtemp(prefix="mlsd-soak-"))
     store = a.store if a.store and Path(a.store, "visual_search").exists() else None

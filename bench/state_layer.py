@@ -36,6 +36,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import insert
+
+from mlsd.state import ObjectStore, init_store
+from mlsd.state.schema import vs_images
+from mlsd.visual_search.catalogue import CatalogueLog
+from tests.servers import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[1]
 ANCHOR_COMMIT = "8e4a4b0"  # the last commit with mlsd/durable.py (direct sqlite3)
@@ -100,7 +106,6 @@ class Layer:
     version first, then one read of tombstones and additions)."""
 
     def __init__(self, name: str, url: str, objects: str):
-        from mlsd.visual_search.catalogue import CatalogueLog
 
         self.name, self.log = name, CatalogueLog(url, objects)
         self.seen: int | None = None
@@ -121,9 +126,6 @@ class Layer:
         return self.log.since(seq)
 
     def fill(self, n: int, emb) -> None:
-        from sqlalchemy import insert
-
-        from mlsd.state.schema import vs_images
 
         row = {
             "owner": "a",
@@ -195,7 +197,6 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--no-postgres", action="store_true")
     a = p.parse_args(argv)
     rows = [int(x) for x in a.rows.split(",")]
-    from mlsd.state import ObjectStore, init_store
 
     emb = np.random.default_rng(0).random(DIM).astype(np.float32)
     image = bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8))
@@ -212,9 +213,6 @@ def main(argv: list[str] | None = None) -> dict:
         )
         pg = None
         if not a.no_postgres:
-            sys.path.insert(0, str(ROOT))
-            from tests.servers import PostgresServer
-
             pg = PostgresServer(fsync=True).start()
             url = str(init_store(pg.create_database("bench")))
             backends.append(

@@ -24,11 +24,16 @@ from pathlib import Path
 import numpy as np
 
 from bench.loadgen import summary
+from mlsd.artifacts import ArtifactStore
+from mlsd.data import fashion_mnist as fm
+from mlsd.image import images_to_tensor
+from mlsd.inference_server import TritonServer
+from mlsd.model_repository import TRITON_VERSIONS, export_artifact
+from mlsd.runtime import arun, make_runner
 
 
 async def _load(runner, inputs: list[np.ndarray], concurrency: int, name: str) -> dict:
     """``concurrency`` callers share ``inputs`` (one request each); latency per request."""
-    from mlsd.runtime import arun
 
     for x in inputs[: 2 * concurrency]:  # warm-up
         await arun(runner, x)
@@ -75,12 +80,6 @@ async def _compare(setups: dict, tag: str, singles, batches, a) -> list[dict]:
 
 
 def run(a: argparse.Namespace) -> dict:
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.data import fashion_mnist as fm
-    from mlsd.image import images_to_tensor
-    from mlsd.inference_server import TritonServer
-    from mlsd.model_repository import TRITON_VERSIONS, export_artifact
-    from mlsd.runtime import make_runner
 
     art = ArtifactStore(a.store).load(a.artifact, a.version)
     x = images_to_tensor(fm.load("test").images[: a.requests]).numpy()  # (N, 1, 28, 28)

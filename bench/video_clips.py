@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import io
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+import av
 
 from mlsd.video import REGISTRY_CLIPS, container_of, write_mp4
 
@@ -140,9 +143,6 @@ def _pypi(requirement: str, member: str, work: Path) -> bytes:
 
 
 def _to_mp4(data: bytes, path: Path) -> None:
-    import io
-
-    import av
 
     with av.open(io.BytesIO(data)) as src:
         stream = src.streams.video[0]

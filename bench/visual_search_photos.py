@@ -25,6 +25,7 @@ import tempfile
 import time
 
 import numpy as np
+import ray
 import torch
 
 from mlsd.artifacts import ArtifactError, ArtifactStore
@@ -33,6 +34,7 @@ from mlsd.visual_search.data import decode_photo, read_bytes, read_photo_source
 from mlsd.visual_search.evaluation import efficientnet_embeddings, evaluate_embeddings
 from mlsd.visual_search.features import ImagePreprocessor
 from mlsd.visual_search.model import EncoderConfig
+from train import visual_search, visual_search_index
 
 FLOWERS = "../shared/data/oxford_flowers_train"
 COLUMNS = ("MRR", "P@10", "R@10", "mAP@10", "nDCG@10")
@@ -58,9 +60,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--skip-quality", action="store_true")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
-    import ray
-
-    from train import visual_search
 
     store_dir = a.store or tempfile.mkdtemp(prefix="flowers-store-")
     common = ["--images", a.images, "--labels", a.labels, "--label-column", a.label_column]
@@ -123,9 +122,6 @@ def quality(a: argparse.Namespace, art, cfg: EncoderConfig) -> list[dict]:
 
 def throughput(a: argparse.Namespace, store_dir: str, cfg: EncoderConfig, common) -> dict:
     """The indexing job at 1 and 2 CPUs on every photo of the folder."""
-    import ray
-
-    from train import visual_search_index
 
     summary = {}
     for cpus in (1, 2):

@@ -19,16 +19,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import os
 import time
 from pathlib import Path
 
 import numpy as np
+import ray
 import torch
 from threadpoolctl import threadpool_limits
 
 from mlsd.data.movielens import interaction_matrix, load_movielens
 from mlsd.recommendation.mf import WALS, WALSConfig
+from train.common import init_ray
+from train.recommendation_wals import fit_wals_on_ray, planted_low_rank
 
 
 def time_implicit(X, factors: int, iterations: int, threads: int) -> float:
@@ -100,7 +104,6 @@ class BusyCore:
     """Another process keeping one core busy (what a shared cluster node looks like)."""
 
     def __init__(self, cpu: int = 0):
-        import multiprocessing as mp
 
         self.proc = mp.get_context("spawn").Process(target=_spin, args=(cpu,), daemon=True)
 
@@ -115,10 +118,6 @@ class BusyCore:
 
 
 def ray_scaling(X, factors: int, iterations: int, cpus: int) -> dict:
-    import ray
-
-    from train.common import init_ray
-    from train.recommendation_wals import fit_wals_on_ray
 
     init_ray(cpus)
     cfg = WALSConfig(factors=factors, reg=0.05, alpha=1.0, iterations=iterations)
@@ -149,7 +148,6 @@ def ray_scaling(X, factors: int, iterations: int, cpus: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from train.recommendation_wals import planted_low_rank
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--threads", type=int, default=2)

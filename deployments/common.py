@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass
+
+import ray
 
 from mlsd.runtime import (
     assigned_resources,
@@ -23,7 +26,6 @@ class ReplicaResources:
 def replica_resources(device: str = "auto") -> ReplicaResources:
     """The accelerators Ray assigned this replica and one thread per whole CPU it reserved
     (at least one); every thread pool of the process is sized to that."""
-    import ray
 
     gpu_ids, cpus = assigned_resources(ray.get_runtime_context() if ray.is_initialized() else None)
     threads = set_process_threads(resolve_threads(cpus))
@@ -71,7 +73,6 @@ class Batched(FaultInjectable):
 
     def replica_config(self) -> dict:
         """What this replica runs with now (for tests and operators)."""
-        import os
 
         return {
             "pid": os.getpid(),

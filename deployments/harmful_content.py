@@ -11,8 +11,10 @@ from ray import serve
 
 from deployments.common import Batched, inject_fault, replica_resources
 from mlsd.artifacts import ArtifactStore
+from mlsd.backbones import EfficientNetLite0Encoder
 from mlsd.harmful_content.features import image_input
 from mlsd.harmful_content.pipeline import HarmScorer
+from mlsd.runtime import make_runner
 
 
 @serve.deployment(
@@ -63,8 +65,6 @@ class ImageFeatures(Batched):
     batch_method = "encode_batch"
 
     def __init__(self, max_bytes: int, max_pixels: int, device: str = "auto"):
-        from mlsd.backbones import EfficientNetLite0Encoder
-        from mlsd.runtime import make_runner
 
         res = replica_resources(device)
         self.max_bytes, self.max_pixels = max_bytes, max_pixels

@@ -24,6 +24,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 
+import ray
+from ray.serve import metrics
+
 log = logging.getLogger("ray.serve")
 
 LATENCY_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000]
@@ -35,7 +38,6 @@ REASONS = {400: "malformed", 401: "unauthenticated", 403: "forbidden", 404: "not
 @cache
 def _metric(kind: str, name: str, description: str, tag_keys: tuple[str, ...]):
     """One metric object per process (created once Ray is up, never cached before)."""
-    from ray.serve import metrics
 
     if kind == "histogram":
         return metrics.Histogram(name, description, boundaries=LATENCY_MS, tag_keys=tag_keys)
@@ -43,7 +45,6 @@ def _metric(kind: str, name: str, description: str, tag_keys: tuple[str, ...]):
 
 
 def _record(kind: str, name: str, description: str, value: float, **tags: str) -> None:
-    import ray
 
     if not ray.is_initialized():  # outside Ray: a no-op
         return

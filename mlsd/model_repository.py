@@ -17,11 +17,16 @@ config's ``parameters`` so a client can check the server holds the model it pinn
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from google.protobuf import text_format
+
+from mlsd.artifacts import ArtifactStore
 
 VARIANTS = ("onnxruntime", "python")
 # runner backend -> repository version: the exporter writes an artifact's fp32 file as version
@@ -216,7 +221,6 @@ def write_repository(
 
 def parse_config(text: str):
     """config.pbtxt -> Triton's ModelConfig protobuf (a misspelt field is an error)."""
-    from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
     return text_format.Parse(text, model_config_pb2.ModelConfig())
@@ -253,9 +257,6 @@ def export_artifact(
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    from mlsd.artifacts import ArtifactStore
 
     p = argparse.ArgumentParser(description="Write a Triton model repository from artifacts.")
     p.add_argument("--store", default="artifacts")

@@ -18,6 +18,7 @@ thread pools larger than the CPUs a process really gets spin on cores other work
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 import os
 import threading
@@ -25,8 +26,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
+import faiss
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 Inputs = np.ndarray | Mapping[str, np.ndarray | torch.Tensor]
 
@@ -66,18 +69,8 @@ def set_process_threads(n: int) -> int:
     """Size every thread pool this process uses (torch, faiss, BLAS/OpenMP) to ``n``."""
     n = max(1, int(n))
     torch.set_num_threads(n)
-    try:
-        import faiss
-
-        faiss.omp_set_num_threads(n)
-    except ImportError:  # pragma: no cover - faiss is a dependency
-        pass
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(n)
-    except ImportError:  # pragma: no cover
-        pass
+    faiss.omp_set_num_threads(n)
+    threadpool_limits(n)
     return n
 
 
@@ -576,7 +569,6 @@ def export_onnx(
 
 
 def _forward_params(model: torch.nn.Module) -> list[str]:
-    import inspect
 
     return list(inspect.signature(model.forward).parameters)
 

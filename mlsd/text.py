@@ -8,6 +8,7 @@ folder), so users with internet can swap in a larger model by configuration.
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,8 +43,6 @@ def resolve_text_model(name: str) -> str:
 def _max_seq_length(path: str, tokenizer) -> int:
     cfg = Path(path) / "sentence_bert_config.json"
     if cfg.exists():
-        import json
-
         value = json.loads(cfg.read_text()).get("max_seq_length")
         if value:
             return int(value)

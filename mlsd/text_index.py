@@ -26,6 +26,8 @@ import unicodedata
 from collections.abc import Iterable
 
 import numpy as np
+import tantivy
+from tantivy import Filter, Occur, Query, TextAnalyzerBuilder, Tokenizer
 
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 STOP_WORD_LANGUAGES = {  # tantivy's built-in stop word lists
@@ -38,7 +40,6 @@ BUILTIN = {"default": (False, None), "en_stem": (False, "english")}  # (stop wor
 def analyzer(name: str, stop_words: bool = True):
     """A tantivy TextAnalyzer: ``default``, ``en_stem`` or a language name (stop words where
     tantivy has a list for it and ``stop_words``, and its stemmer)."""
-    from tantivy import Filter, TextAnalyzerBuilder, Tokenizer
 
     stop, stem = BUILTIN.get(name, (name in STOP_WORD_LANGUAGES and stop_words, name))
     b = TextAnalyzerBuilder(Tokenizer.simple()).filter(Filter.remove_long(40))
@@ -70,7 +71,6 @@ class TextIndex:
         path: str | None = None,
         boosts: dict[str, float] | None = None,
     ):
-        import tantivy
 
         self.fields = list(fields)
         self.boosts = boosts or {}
@@ -94,7 +94,6 @@ class TextIndex:
         return self._writer
 
     def add(self, doc_id: int, **texts: str) -> None:
-        import tantivy
 
         unknown = set(texts) - set(self.fields)
         if unknown:
@@ -124,7 +123,6 @@ class TextIndex:
     def _query(self, words: str, content: list[str]):
         """BM25 over every term of the query, stop words included (they still weigh, a little,
         as in plain BM25), but a document must match at least one content term."""
-        from tantivy import Occur, Query
 
         def clauses(terms):
             out = []

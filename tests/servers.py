@@ -31,6 +31,8 @@ from glob import glob
 from pathlib import Path
 from typing import Self
 
+import botocore.session
+
 __all__ = ["MotoS3Server", "PostgresServer", "RedisServer", "free_port"]
 
 
@@ -387,7 +389,6 @@ class MotoS3Server(_Server):
 
     def create_bucket(self, name: str) -> None:
         """Create bucket ``name`` with botocore (moto depends on it; unsigned PUTs get 400)."""
-        import botocore.session
 
         client = botocore.session.get_session().create_client(
             "s3",

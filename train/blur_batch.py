@@ -23,11 +23,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 
+import fsspec
 import numpy as np
+import ray
 
+from mlsd.artifacts import ArtifactStore
 from mlsd.blurring.backends import SERVED_MEMBERS as DEFAULT_MEMBERS
+from mlsd.blurring.backends import build_backend
+from mlsd.blurring.blur import BlurConfig, encode_jpeg
+from mlsd.blurring.blur import blur as do_blur
+from mlsd.blurring.pipeline import Detections, detect_image
+from mlsd.blurring.video import blur_video
+from mlsd.image import InvalidImage, decode_image
+from mlsd.video import VideoError
+from train.common import init_ray, task_resources
 
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 VIDEO_EXT = {".mp4", ".mov", ".mkv", ".webm", ".avi"}
@@ -35,7 +47,6 @@ VIDEO_EXT = {".mp4", ".mov", ".mkv", ".webm", ".avi"}
 
 def list_inputs(input_uri: str, output_uri: str) -> tuple[list[dict], int]:
     """Input files (relative names) whose output does not exist yet, and how many were skipped."""
-    import fsspec
 
     fs, root = fsspec.core.url_to_fs(input_uri)
     out_fs, out_root = fsspec.core.url_to_fs(output_uri)
@@ -64,9 +75,6 @@ def list_inputs(input_uri: str, output_uri: str) -> tuple[list[dict], int]:
 
 def read_image(row: dict, max_pixels: int) -> dict:
     """CPU task: bytes -> RGB (EXIF applied), or the reason it cannot be read."""
-    import fsspec
-
-    from mlsd.image import InvalidImage, decode_image
 
     row = dict(row, image=None, error="")
     if row["kind"] == "video":
@@ -86,10 +94,6 @@ class DetectActor:
     def __init__(
         self, members: list, store: str, long_side: int, blur: dict, fusion: str = "enclose"
     ):
-        from mlsd.artifacts import ArtifactStore
-        from mlsd.blurring.backends import build_backend
-        from mlsd.blurring.blur import BlurConfig
-        from train.common import task_resources
 
         gpu_ids, threads = task_resources()
         device = "cuda" if gpu_ids else "cpu"
@@ -99,7 +103,6 @@ class DetectActor:
         self.long_side, self.blur, self.blur_spec = long_side, BlurConfig(**blur), blur
 
     def _detect(self, image):
-        from mlsd.blurring.pipeline import detect_image
 
         return detect_image(self.detector, image, self.long_side)
 
@@ -115,12 +118,6 @@ class DetectActor:
         return dict(row, boxes=det.boxes, labels=det.labels)
 
     def _video(self, row: dict) -> dict:
-        import tempfile
-
-        import fsspec
-
-        from mlsd.blurring.video import blur_video
-        from mlsd.video import VideoError
 
         out = dict(row, boxes=np.zeros((0, 4), np.float32), labels=np.zeros(0, np.int64))
         with tempfile.TemporaryDirectory() as d:
@@ -165,11 +162,6 @@ class FusedActor(DetectActor):
 
 def blur_and_write(row: dict, blur: dict) -> dict:
     """CPU task: blur the image with its boxes and write the metadata-free JPEG."""
-    import fsspec
-
-    from mlsd.blurring.blur import BlurConfig, encode_jpeg
-    from mlsd.blurring.blur import blur as do_blur
-    from mlsd.blurring.pipeline import Detections
 
     result = {
         "input": row["input"],
@@ -218,9 +210,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def run(a: argparse.Namespace) -> dict:
-    import ray
-
-    from train.common import init_ray
 
     init_ray(a.num_cpus)
     rows, skipped = list_inputs(a.input, a.output)

@@ -22,14 +22,21 @@ import time
 from pathlib import Path
 
 import numpy as np
+import ray
+import ray.train
+import ray.train.torch
 import torch
+from ray.train.torch import TorchTrainer
 
+from mlsd.artifacts import ArtifactStore
 from mlsd.blurring import data as bdata
+from mlsd.blurring.artifact import write_detector
 from mlsd.blurring.augment import AugmentConfig, Augmenter, pad_targets, unpad_targets
+from mlsd.blurring.features import drift_reference
 from mlsd.blurring.model import DetectorConfig, build_detector, set_input_scale
 from mlsd.blurring.pipeline import to_tensor, train_step
 from mlsd.data.sources import DataError
-from train.common import add_failure_args
+from train.common import add_failure_args, init_ray, resume, run_config, task_resources
 
 
 class AugmentBatch:
@@ -60,10 +67,6 @@ def example_rows(examples: list[bdata.Example]) -> list[dict]:
 
 
 def train_loop_per_worker(config: dict) -> None:
-    import ray.train
-    import ray.train.torch
-
-    from train.common import resume, task_resources
 
     task_resources()
     torch.manual_seed(config["seed"])
@@ -195,7 +198,6 @@ def offline_crops(ds, a: argparse.Namespace, n_rows: int):
     """Materialise ``--offline-copies`` augmented crops of every example once (parquet under
     ``--offline-dir``, reused when present); training then reads them, shuffled by block,
     without augmenting. Returns the dataset and {seconds, bytes, crops}."""
-    import ray
 
     lo, hi = a.scale_jitter
     key = f"crop{a.crop}-x{a.offline_copies}-seed{a.seed}-n{n_rows}"
@@ -226,11 +228,6 @@ def latest_checkpoint(runs_dir: str, run_name: str) -> Path:
 
 
 def run(a: argparse.Namespace) -> dict:
-    import ray
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from train.common import init_ray, run_config
 
     faces, plates, source = training_examples(a)
     cfg = DetectorConfig(
@@ -348,9 +345,6 @@ def training_examples(a: argparse.Namespace) -> tuple[list, list, dict]:
 
 
 def _export(a, cfg, weights, metrics, run_name, seconds, faces, plates, source) -> dict:
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.blurring.artifact import write_detector
-    from mlsd.blurring.features import drift_reference
 
     model = build_detector(cfg, pretrained=False)
     model.load_state_dict(weights)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from pathlib import Path
 
 import ray
+import ray.data
+import ray.train
+import torch
+
+from mlsd.runtime import assigned_resources, resolve_threads, set_process_threads
 
 # Ray Data's progress when stdout is a log file, not a terminal (make serve, CI, ray job logs):
 # one line per operator at this period (seconds) instead of a redrawn bar a second
@@ -16,7 +23,6 @@ def init_ray(num_cpus: int | None = None) -> None:
     """Join the cluster a job was submitted to; else start a small local one."""
     if ray.is_initialized():
         return
-    from mlsd.runtime import resolve_threads, set_process_threads
 
     set_process_threads(resolve_threads())  # the driver's pools: the CPUs it may use
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -39,7 +45,6 @@ def quiet_without_dashboard() -> None:
     the training controller lives, and logs a warning each time it cannot. It cannot tell
     there, so the warnings say nothing; the local cluster, placement groups included, ends
     with the job's driver."""
-    import logging
 
     logging.getLogger(
         "ray.train.v2._internal.execution.controller.placement_group_cleaner"
@@ -52,7 +57,6 @@ def calm_progress() -> None:
     line per operator every ``PROGRESS_LOG_INTERVAL_S``, logged where the dataset runs."""
     if sys.stdout.isatty():
         return
-    import ray.data
 
     # read by the workers' progress loggers (a local cluster's workers inherit the driver's env)
     os.environ.setdefault("RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL", str(PROGRESS_LOG_INTERVAL_S))
@@ -62,7 +66,6 @@ def calm_progress() -> None:
 def task_resources() -> tuple[list[str] | None, int]:
     """(GPU ids, threads) of the Ray task or actor this runs in: the accelerators Ray assigned
     and one thread per whole CPU it reserved; outside Ray, (None, the process's CPUs)."""
-    from mlsd.runtime import assigned_resources, resolve_threads, set_process_threads
 
     if not ray.is_initialized():
         return None, resolve_threads()
@@ -74,10 +77,6 @@ def resume(model, opt) -> dict | None:
     """Inside a Ray Train worker: the latest checkpoint's ``state.pt`` (tensors only, loaded
     with weights_only) restored into ``model`` and ``opt``; returns the whole state for the
     job's own keys (epoch, ...), or None on a fresh run."""
-    from pathlib import Path
-
-    import ray.train
-    import torch
 
     ckpt = ray.train.get_checkpoint()
     if not ckpt:
@@ -104,7 +103,6 @@ def run_config(name: str, storage_path: str, max_failures: int = 3, num_to_keep:
     """Every Ray Train job's RunConfig: named runs under ``storage_path`` (the same name
     resumes), the last ``num_to_keep`` checkpoints, and ``FailureConfig(max_failures)``: a
     lost worker restarts the worker group, which resumes from the latest checkpoint."""
-    import ray.train
 
     return ray.train.RunConfig(
         name=name,

@@ -22,18 +22,27 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import ray.train
+import ray.train.torch
 import torch
+from ray.train.torch import TorchTrainer
 
+from mlsd.artifacts import ArtifactStore
 from mlsd.harmful_content import data as D
 from mlsd.harmful_content import features as F
 from mlsd.harmful_content import model as M
 from mlsd.harmful_content import pipeline as P
-from mlsd.harmful_content.policy import ValidationScores
+from mlsd.harmful_content.artifact import write_classifier
+from mlsd.harmful_content.features import drift_reference
+from mlsd.harmful_content.policy import ValidationScores, thresholds_from_validation
+from mlsd.harmful_content.review import ReviewQueue
+from mlsd.harmful_content.synthetic import natural_labels
 from mlsd.state import pin_url
-from train.common import add_failure_args
+from train.common import add_failure_args, init_ray, resume, run_config, task_resources
 
 
 def _limit(posts: list[D.Post], n: int) -> list[D.Post]:
@@ -72,8 +81,6 @@ def training_posts(a: argparse.Namespace) -> tuple[list[D.Post], int]:
     posts = split_posts(a, "train")
     heads = heads_of(a)
     if a.labels == "natural":  # SYNTHETIC: what user reports would have said of each post
-        from mlsd.harmful_content.synthetic import natural_labels
-
         y, mask = D.label_matrix(posts, heads)
         noisy = natural_labels(y.ravel(), seed=a.seed).reshape(y.shape)
         posts = [  # new rows: the posts read (and cached) stay as the file says
@@ -84,8 +91,6 @@ def training_posts(a: argparse.Namespace) -> tuple[list[D.Post], int]:
         ]
     reviewed = 0
     if a.reviews and a.reviews != "none":  # a queue that cannot be read fails the job
-        from mlsd.harmful_content.review import ReviewQueue
-
         q = ReviewQueue(a.reviews)
         for r in q.reviewed():
             labels = {h: int(v) for h, v in r["labels"].items() if h in heads}
@@ -157,10 +162,6 @@ def _val_score(scores: dict) -> float:
 
 
 def train_loop_per_worker(config: dict) -> None:
-    import ray.train
-    import ray.train.torch
-
-    from train.common import resume, task_resources
 
     _, threads = task_resources()
     a = argparse.Namespace(**config["args"])
@@ -307,10 +308,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(a: argparse.Namespace) -> dict:
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from train.common import init_ray, run_config
 
     if a.reviews and a.reviews != "none":
         a.reviews = pin_url(a.reviews)  # absolute: Ray Train workers start elsewhere
@@ -346,9 +343,6 @@ def run(a: argparse.Namespace) -> dict:
 
 def _policy(heads, probs, y, mask, a) -> dict:
     """Each head's remove / review / demote thresholds, from its validation precision."""
-    from dataclasses import asdict
-
-    from mlsd.harmful_content.policy import thresholds_from_validation
 
     return {
         h: asdict(
@@ -365,9 +359,6 @@ def _policy(heads, probs, y, mask, a) -> dict:
 
 
 def _export(a: argparse.Namespace, state: dict, run_name: str, seconds: float) -> dict:
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.harmful_content.artifact import write_classifier
-    from mlsd.harmful_content.features import drift_reference
 
     cfg, encoder, bag, train, val, reviewed = _prepare(a, 1)
     x_va = P.featurize(val, encoder, bag, cfg.spec, a.cache)

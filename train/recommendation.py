@@ -24,7 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import ray
+import ray.train
+import ray.train.torch
 import torch
+from ray.train.torch import TorchTrainer
 
 from mlsd.artifacts import ArtifactStore
 from mlsd.data.movielens import MovieLens, load_movielens
@@ -41,19 +45,17 @@ from mlsd.recommendation.pipeline import (
     new_ranker,
     ranker_loss,
 )
-from train.common import add_failure_args
+from mlsd.text import SentenceEncoder
+from train.common import add_failure_args, init_ray, resume, run_config
+from train.recommendation_wals import fit_wals_on_ray
 
 
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train worker: the same steps as ``pipeline.train_ranker``, on this worker's shard."""
-    import ray
-    import ray.train
-    import ray.train.torch
 
     torch.set_num_threads(config["torch_threads"])
     ex: RankerExamples = ray.get(config["examples_ref"])
     cfg = RankerTrainConfig(**config["ranker"])
-    from train.common import resume
 
     model = new_ranker(ex.tables, cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -97,11 +99,6 @@ def train_ranker_on_ray(
     runs_dir: str | None = None,
     max_failures: int = 3,
 ) -> tuple[torch.nn.Module, dict]:
-    import ray
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from train.common import run_config
 
     ds = ray.data.range(len(ex.requests)).random_shuffle(seed=cfg.seed)
     trainer = TorchTrainer(
@@ -137,7 +134,6 @@ def clean_title(title: str) -> str:
 
 
 def title_embeddings(ml: MovieLens, text_model: str) -> np.ndarray:
-    from mlsd.text import SentenceEncoder
 
     titles = ml.items.set_index("item_id").reindex(range(ml.n_items)).title.fillna("")
     return SentenceEncoder(text_model).encode([clean_title(t) for t in titles.astype(str)])
@@ -229,8 +225,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(a: argparse.Namespace) -> dict:
-    from train.common import init_ray
-    from train.recommendation_wals import fit_wals_on_ray
 
     t0 = time.perf_counter()
     source, own = load_log(a)  # a bad log fails here, before Ray starts

@@ -30,6 +30,7 @@ from mlsd.recommendation.mf import (
     solve_chunks,
     split_rows,
 )
+from train.common import init_ray
 
 
 @ray.remote
@@ -127,7 +128,6 @@ def planted_low_rank(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from train.common import init_ray
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--workers", type=int, default=2)

@@ -23,9 +23,17 @@ import os
 import time
 from pathlib import Path
 
+import fsspec
 import numpy as np
+import pandas as pd
+import ray
 
+from mlsd.artifacts import ArtifactStore
 from mlsd.data.sources import list_files
+from mlsd.video import SampleConfig, VideoError, decode_sampled
+from mlsd.video_search.catalogue import write_catalogue
+from mlsd.video_search.model import FrameEncoder, pool_video
+from train.common import init_ray, task_resources
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg")
 
@@ -38,7 +46,6 @@ def list_videos(src: str) -> list[str]:
 def _read(path: str):
     if "://" not in path:
         return path
-    import fsspec
 
     with fsspec.open(path, "rb") as f:
         return f.read()
@@ -47,7 +54,6 @@ def _read(path: str):
 def decode_videos(batch: dict, sample: dict) -> dict:
     """Ray Data UDF (tasks): videos -> one row each with all sampled frames (N, S, S, 3) and
     their times; a file that fails becomes a row with 0 frames and the reason."""
-    from mlsd.video import SampleConfig, VideoError, decode_sampled
 
     cfg = SampleConfig(**sample)
     out = {"path": [], "frames": [], "times": [], "error": []}
@@ -93,14 +99,11 @@ class EmbedVideos:
     """Ray Data UDF (actors): a video's frames -> time-pooled features and probabilities."""
 
     def __init__(self, threads: int = 0, device: str = "auto"):
-        from mlsd.video_search.model import FrameEncoder
-        from train.common import task_resources
 
         gpu_ids, assigned = task_resources()  # the GPU / CPUs Ray gave this actor
         self.enc = FrameEncoder(device=device, num_threads=threads or assigned, gpu_ids=gpu_ids)
 
     def __call__(self, batch: dict) -> dict:
-        from mlsd.video_search.model import pool_video
 
         feats, probs, counts = [], [], []
         for frames in batch["frames"]:
@@ -121,7 +124,6 @@ class EmbedVideos:
 
 
 def decoded_dataset(paths: list[str], sample: dict):
-    import ray
 
     ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=max(1, len(paths)))
     return ds.map_batches(decode_videos, fn_kwargs={"sample": sample}, batch_size=1)
@@ -173,7 +175,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(a: argparse.Namespace) -> dict:
-    from train.common import init_ray
 
     init_ray(a.num_cpus)
     t0 = time.perf_counter()
@@ -199,15 +200,10 @@ def run(a: argparse.Namespace) -> dict:
         videos, skipped = embed_videos(paths, sample, a.embed_actors, a.embed_gpus, a.embed_threads)
         summary.update(embedded=len(videos), skipped=skipped)
         if a.mode == "embeddings":
-            import pandas as pd
-
             Path(a.out).mkdir(parents=True, exist_ok=True)
             pd.DataFrame(videos).to_parquet(Path(a.out) / "videos.parquet")
             summary["out"] = a.out
         else:
-            from mlsd.artifacts import ArtifactStore
-            from mlsd.video_search.catalogue import write_catalogue
-
             meta = json.loads(Path(a.metadata).read_text()) if a.metadata else {}
             version = write_catalogue(
                 ArtifactStore(a.store),

@@ -22,28 +22,34 @@ import time
 from pathlib import Path
 
 import numpy as np
+import ray
+import ray.train
+import ray.train.torch
 import torch
+from ray.train.torch import TorchTrainer
 
 from mlsd.artifacts import ArtifactStore
 from mlsd.data import fashion_mnist as fm
 from mlsd.data.synthetic_clips import ClipSampler, all_captions
+from mlsd.text import SentenceEncoder
+from mlsd.video_search.data import read_pairs
 from mlsd.video_search.model import (
     PROMPT,
+    FrameEncoder,
     VideoTextConfig,
     VideoTextModel,
     class_texts,
     imagenet_classes,
     write_video_text_artifact,
 )
-from train.common import add_failure_args
+from train.common import add_failure_args, init_ray, resume, run_config, task_resources
+from train.video_search_frames import embed_videos
 
 
 class FrameFeatures:
     """Ray Data UDF: grey 28x28 images -> EfficientNet-Lite0 features and class probabilities."""
 
     def __init__(self, size: int = 224):
-        from mlsd.video_search.model import FrameEncoder
-        from train.common import task_resources
 
         gpu_ids, threads = task_resources()  # the GPU / CPUs Ray gave this actor
         self.enc = FrameEncoder(num_threads=threads, gpu_ids=gpu_ids)
@@ -58,7 +64,6 @@ class FrameFeatures:
 
 
 def frame_features(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
-    import ray
 
     ds = ray.data.from_items(
         [{"image": im, "label": int(y)} for im, y in zip(images, labels, strict=True)]
@@ -76,8 +81,6 @@ def pair_features(a: argparse.Namespace):
     time-pooled EfficientNet-Lite0 features and class probabilities), one row per pair.
     -> (feats (N, 1, 1280), probs (N, 1, 1000), captions, input report); a video that cannot
     be decoded drops its pairs, counted with the reason."""
-    from mlsd.video_search.data import read_pairs
-    from train.video_search_frames import embed_videos
 
     pairs, bad = read_pairs(a.pairs, a.max_bad_fraction)
     sample = {"fps": None, "num_frames": a.frames, "size": 224}
@@ -95,11 +98,6 @@ def pair_features(a: argparse.Namespace):
 
 
 def train_loop_per_worker(config: dict) -> None:
-    import ray
-    import ray.train
-    import ray.train.torch
-
-    from train.common import resume, task_resources
 
     task_resources()  # torch's threads = the CPUs Ray gave this worker
     feats, probs, labels, cap_emb, class_text = ray.get(config["data_ref"])
@@ -193,12 +191,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(a: argparse.Namespace) -> dict:
-    import ray
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from mlsd.text import SentenceEncoder
-    from train.common import init_ray, run_config
 
     init_ray(a.num_cpus)
     t0 = time.perf_counter()

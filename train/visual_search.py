@@ -21,11 +21,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import ray
+import ray.train
+import ray.train.torch
 import torch
+from ray.train.torch import TorchTrainer
 
 from mlsd.artifacts import ArtifactStore
 from mlsd.data import fashion_mnist as fm
 from mlsd.image import images_to_tensor
+from mlsd.visual_search.artifact import build_visual_search_artifact
 from mlsd.visual_search.contrastive import (
     ContrastiveConfig,
     PairMaker,
@@ -35,17 +40,13 @@ from mlsd.visual_search.contrastive import (
     nearest_neighbours,
 )
 from mlsd.visual_search.model import ConvEncoder, EncoderConfig, build_encoder, trainable_part
-from train.common import add_failure_args
+from train.common import add_failure_args, init_ray, resume, run_config, task_resources
+from train.visual_search_index import embed_with_ray_data
 from train.visual_search_photos import add_index_args, add_photo_args, index_config, train_photos
 
 
 def train_loop_per_worker(config: dict) -> None:
     """Runs on every Ray Train worker: positives + augmentation, NT-Xent, report per epoch."""
-    import ray
-    import ray.train
-    import ray.train.torch
-
-    from train.common import resume, task_resources
 
     if config.get("torch_threads"):
         torch.set_num_threads(int(config["torch_threads"]))
@@ -226,11 +227,6 @@ def load_clicks(path: str | None) -> np.ndarray | None:
 def run(a: argparse.Namespace) -> dict:
     if a.images is not None:  # a user's own photos
         return train_photos(a)
-    import ray
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from train.common import init_ray, run_config
 
     init_ray(a.num_cpus)
     train = fm.load("train", a.data_dir)
@@ -295,8 +291,6 @@ def run(a: argparse.Namespace) -> dict:
     summary = {"run": run_name, "train_seconds": train_seconds, "final": result.metrics}
     if a.skip_index:
         return summary
-    from mlsd.visual_search.artifact import build_visual_search_artifact
-    from train.visual_search_index import embed_with_ray_data
 
     test = fm.load("test", a.data_dir)
     cat_images, cat_labels = test.images, test.labels

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
+import ray
 
 from mlsd.artifacts import ArtifactStore
 from mlsd.data import fashion_mnist as fm
@@ -24,6 +26,7 @@ from mlsd.visual_search.artifact import (
     load_encoder_module,
 )
 from mlsd.visual_search.model import EncoderConfig
+from train.common import init_ray
 from train.visual_search_photos import (
     EmbedBatch,
     add_index_args,
@@ -36,7 +39,6 @@ from train.visual_search_photos import (
 
 def embed_with_ray_data(images: np.ndarray, onnx_path: Path, batch_size: int = 256) -> np.ndarray:
     """(N, C, H, W) float32 -> (N, D) embeddings, by a Ray Data batch-inference pipeline."""
-    import ray
 
     onnx_bytes = Path(onnx_path).read_bytes()
     ref = ray.put(images)
@@ -63,7 +65,6 @@ def embed_with_ray_data(images: np.ndarray, onnx_path: Path, batch_size: int = 2
 def index_photos(a, store: ArtifactStore, src, model, cfg: EncoderConfig) -> dict:
     """A photo catalogue (``--images``) indexed with ``src``'s encoder as a new version;
     photos ``src`` had keep their ids."""
-    import pyarrow.parquet as pq
 
     source = photo_source(a)
     previous = {}
@@ -120,7 +121,6 @@ def index_job(argv: list[str] | None = None) -> dict:
     g = p.add_argument_group("your own photos (README, 'Your own data')")
     add_photo_args(g)
     a = p.parse_args(argv)
-    from train.common import init_ray
 
     init_ray(a.num_cpus)
     store = ArtifactStore(a.store)

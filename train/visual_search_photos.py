@@ -26,7 +26,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import ray
+import ray.train
+import ray.train.torch
 import torch
+from ray.train.torch import TorchTrainer
 
 from mlsd.artifacts import ArtifactStore
 from mlsd.backbones import EfficientNetLite0Encoder
@@ -44,7 +48,7 @@ from mlsd.visual_search.contrastive import (
 )
 from mlsd.visual_search.data import PhotoSource, read_photo_source
 from mlsd.visual_search.model import AdaptedEncoder, EncoderConfig, ProjectionHead
-from train.common import task_resources
+from train.common import init_ray, resume, run_config, task_resources
 
 
 class EmbedBatch:
@@ -121,7 +125,6 @@ def _decode(batch: dict, cfg: dict) -> dict:
 
 def photo_dataset(files: list[str], cfg: EncoderConfig, batch_size: int = 32, read_tasks: int = 4):
     """Ray Data: photo files -> decoded model inputs (``photo_batch``'s columns), in tasks."""
-    import ray
 
     blocks = max(1, min(200, len(files) // (8 * batch_size)))
     ds = ray.data.read_binary_files(  # reading is I/O: no CPU reserved (decoding is not), and
@@ -203,10 +206,6 @@ def view_features(
 
 def train_head_per_worker(config: dict) -> None:
     """Runs on every Ray Train worker: the projection head on cached view features."""
-    import ray.train
-    import ray.train.torch
-
-    from train.common import resume
 
     task_resources()
     cc = ContrastiveConfig(**config["contrastive"])
@@ -279,11 +278,6 @@ def embed_photo_rows(source: PhotoSource, cfg: EncoderConfig, a: argparse.Namesp
 def train_photos(a: argparse.Namespace) -> dict:
     """``train.visual_search --images ...``: train the head, then index the catalogue
     (``--catalogue``, default the same photos) as a new artifact version."""
-    import ray
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from train.common import init_ray, run_config
 
     init_ray(a.num_cpus)
     source = photo_source(a)

@@ -7,6 +7,8 @@ from torch import nn
 
 from mlsd.artifacts import Artifact, ArtifactStore
 from mlsd.blurring.model import DetectorConfig, build_detector
+from mlsd.drift import REFERENCE_FILE
+from mlsd.runtime import place
 
 
 def write_detector(
@@ -23,15 +25,12 @@ def write_detector(
     w = store.new_version(name)
     torch.save(model.state_dict(), w.path("detector.pt"))
     if reference is not None:
-        from mlsd.drift import REFERENCE_FILE
-
         reference.save(w.path(REFERENCE_FILE))
     return w.commit(config={"detector": cfg.to_dict(), "train": train}, data=data, metrics=metrics)
 
 
 def load_detector(art: Artifact, device: str = "cpu") -> tuple[nn.Module, DetectorConfig]:
     """The detector on ``device`` (through ``mlsd.runtime.place``, the one placement path)."""
-    from mlsd.runtime import place
 
     cfg = DetectorConfig.from_dict(art.config["detector"])
     model = build_detector(cfg, pretrained=False)

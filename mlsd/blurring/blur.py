@@ -5,9 +5,12 @@ whole ground-truth box (semi-axes 1.2 x the enlarged half-sizes)."""
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
+from PIL import Image
 
 from mlsd.blurring.data import FACE
 from mlsd.blurring.evaluation import enlarge
@@ -30,7 +33,6 @@ class BlurConfig:
 
 
 def _blurred(roi: np.ndarray, cfg: BlurConfig) -> np.ndarray:
-    import cv2
 
     h, w = roi.shape[:2]
     if cfg.method == "pixelate":
@@ -82,9 +84,6 @@ def blur(image: np.ndarray, det: Detections, cfg: BlurConfig | None = None) -> n
 
 def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
     """JPEG bytes with no metadata at all: no EXIF (GPS included), no comments."""
-    import io
-
-    from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="JPEG", quality=quality, exif=b"", optimize=True)

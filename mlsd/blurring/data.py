@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from PIL import Image
+from PIL import Image, ImageOps
 
 from mlsd.data.sources import BadRows, DataError, list_files, read_text_capped
 
@@ -97,7 +97,6 @@ def read_voc_faces(folder: str | Path) -> list[Example]:
 
 def read_openalpr(folder: str | Path) -> list[Example]:
     """OpenALPR benchmark: one ``file x y w h text`` line per image, one plate each."""
-    from PIL import Image
 
     folder = Path(folder)
     txts = sorted(folder.glob("*.txt"))
@@ -133,7 +132,6 @@ def read_dlib(xml: str | Path) -> list[Example]:
     out = []
     for img in root.iter("image"):
         path = xml.parent / img.get("file")
-        from PIL import Image
 
         with Image.open(path) as im:
             w, h = im.size
@@ -463,7 +461,6 @@ def read_boxes(
 def load_rgb(path: str | Path) -> np.ndarray:
     """(H, W, 3) uint8, EXIF orientation applied (boxes of these sets are for stored pixels,
     and none of them carry an orientation tag; checked in a test)."""
-    from PIL import Image, ImageOps
 
     with Image.open(path) as im:
         return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))

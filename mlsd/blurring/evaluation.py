@@ -13,11 +13,17 @@ long side 1024.
 
 from __future__ import annotations
 
+import itertools
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
+from torchvision.ops import box_iou as tv_iou
 
-from mlsd.blurring.pipeline import Detections
+from mlsd.blurring.backends import fuse
+from mlsd.blurring.data import load_rgb
+from mlsd.blurring.pipeline import Detections, resize
 
 IOU_THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
 SIZE_BUCKETS = {"<16": (0, 16), "16-32": (16, 32), ">=32": (32, float("inf"))}
@@ -25,8 +31,6 @@ SIZE_BUCKETS = {"<16": (0, 16), "16-32": (16, 32), ">=32": (32, float("inf"))}
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(N, 4) x (M, 4) -> (N, M) IoU (torchvision.ops.box_iou)."""
-    import torch
-    from torchvision.ops import box_iou as tv_iou
 
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)), np.float32)
@@ -239,8 +243,6 @@ def choose_threshold(
 
 def at_scale(examples, long_side: int = 1024):
     """Each example's image and ground truth at the evaluation scale (long side 1024)."""
-    from mlsd.blurring.data import load_rgb
-    from mlsd.blurring.pipeline import resize
 
     out = []
     for e in examples:
@@ -252,7 +254,6 @@ def at_scale(examples, long_side: int = 1024):
 
 def run_detector(detector, images) -> tuple[list[ImageResult], float]:
     """Detections of one backend on prepared (image, boxes, labels); returns images/s too."""
-    import time
 
     results = []
     t0 = time.perf_counter()
@@ -270,7 +271,6 @@ def union_results(
 ) -> list[ImageResult]:
     """What an ensemble would have found: members' detections (computed once) cut at
     ``thresholds``, joined per image and fused - without running the detectors again."""
-    from mlsd.blurring.backends import fuse
 
     out = []
     for per_image in zip(*member_results, strict=True):
@@ -291,7 +291,6 @@ def choose_ensemble_thresholds(
     """Validation search: the members' thresholds with the highest coverage whose FP/image
     stays within the bound (ties: fewer FP). Returns (thresholds, stats). The grid is 0.05
     apart for two members, 0.1 for more (the search is exhaustive)."""
-    import itertools
 
     if grid is None:
         step = 0.05 if len(member_results) <= 2 else 0.1

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from mlsd.drift import build_reference
 from mlsd.image import image_statistics
 
 
@@ -22,7 +23,6 @@ def drift_features(image: np.ndarray, thumb: int = 256) -> dict[str, float]:
 
 def drift_reference(images: Iterable[np.ndarray], source: str):
     """Training photos -> the detector artifact's drift reference (input features)."""
-    from mlsd.drift import build_reference
 
     obs = [drift_features(im) for im in images]
     return build_reference(

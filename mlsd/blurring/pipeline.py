@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
+from torchvision.ops import batched_nms
 
 from mlsd.blurring.model import detection_loss, set_input_scale
 
@@ -49,8 +51,6 @@ class Detections:
 
 def nms(det: Detections, iou: float = 0.5) -> Detections:
     """Per-class NMS (torchvision.ops.batched_nms)."""
-    import torch
-    from torchvision.ops import batched_nms
 
     if len(det) == 0:
         return det
@@ -105,7 +105,6 @@ def detect_torch(
 
 def resize(image: np.ndarray, s: float) -> np.ndarray:
     """``image`` scaled by ``s`` (area filter down, linear up)."""
-    import cv2
 
     h, w = image.shape[:2]
     return cv2.resize(

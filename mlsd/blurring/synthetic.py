@@ -19,7 +19,9 @@ import string
 from functools import lru_cache
 from pathlib import Path
 
+import cv2
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from mlsd.blurring.data import PLATE
 from mlsd.blurring.evaluation import box_iou
@@ -60,7 +62,6 @@ def _font_files() -> tuple[str, ...]:
 
 @lru_cache(maxsize=64)
 def _font(path: str | None, size: int):
-    from PIL import ImageFont
 
     if path is None:
         return ImageFont.load_default(size)
@@ -88,7 +89,6 @@ def _plate_text(rng: np.random.Generator, n_rows: int) -> list[str]:
 
 def render_plate(rng: np.random.Generator, height: int = 96) -> np.ndarray:
     """One synthetic plate, (height, width, 3) uint8, of a random format."""
-    from PIL import Image, ImageDraw
 
     aspect = float(rng.choice(_ASPECTS)) * rng.uniform(0.9, 1.1)
     w = max(8, round(height * aspect))
@@ -132,7 +132,6 @@ def render_plate(rng: np.random.Generator, height: int = 96) -> np.ndarray:
 def _warp_into(image: np.ndarray, plate: np.ndarray, box, rng: np.random.Generator) -> None:
     """Paint ``plate`` into ``box`` (x1, y1, x2, y2) of ``image`` in place: a mild perspective
     (the corners move by up to 6 % of the side), the photo's light and softness."""
-    import cv2
 
     x1, y1, x2, y2 = (int(round(v)) for v in box)
     bw, bh = x2 - x1, y2 - y1

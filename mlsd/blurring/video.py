@@ -7,10 +7,12 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+import av
 import numpy as np
 
 from mlsd.blurring.blur import BlurConfig, blur
 from mlsd.blurring.pipeline import Detections
+from mlsd.video import CONTAINERS, VideoError, container_of
 
 
 def blur_video(
@@ -23,9 +25,6 @@ def blur_video(
 ) -> dict:
     """Decode ``src`` (PyAV, containers by magic bytes as in mlsd.video), blur, re-encode to
     H.264 ``dst``; returns counts. Audio is dropped (it is not blurred)."""
-    import av
-
-    from mlsd.video import CONTAINERS, VideoError, container_of
 
     with open(src, "rb") as f:
         kind = container_of(f.read(64))

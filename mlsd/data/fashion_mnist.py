@@ -8,6 +8,7 @@ Looks in the given folder, then in ``$FASHION_MNIST_DIR``, then where Debian's
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import struct
 import urllib.request
@@ -118,8 +119,6 @@ def load(split: str = "test", root: str | os.PathLike | None = None) -> Split:
 
 def verify(path: Path, name: str) -> None:
     """Raise ValueError unless the gzipped file's content has the published SHA-256."""
-    import gzip
-    import hashlib
 
     h = hashlib.sha256()
     with gzip.open(path, "rb") as f:

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from mlsd.artifacts import Artifact, ArtifactStore
+from mlsd.drift import REFERENCE_FILE
+from mlsd.harmful_content.features import NgramBag
 from mlsd.harmful_content.model import ClassifierConfig, build_classifier
 from mlsd.harmful_content.policy import (
     HeadPolicy,
@@ -19,6 +21,7 @@ from mlsd.harmful_content.policy import (
     ValidationScores,
     fit_platform_policy,
 )
+from mlsd.runtime import export_onnx, place
 
 VALIDATION_FILE = "validation_scores.npz"
 # the backends the classifier is served by, each with the artifact file it runs (no int8:
@@ -40,7 +43,6 @@ class Probabilities(nn.Module):
 
 def export_classifier(model: nn.Module, example: dict[str, np.ndarray], path) -> Path:
     """ONNX of the classifier with per-head probabilities as output (batch axis dynamic)."""
-    from mlsd.runtime import export_onnx
 
     tensors = {k: torch.as_tensor(v) for k, v in example.items()}
     # batch axis everywhere; the n-gram bag's length varies with the batch's longest text
@@ -74,8 +76,6 @@ def write_classifier(
     if validation is not None:
         validation.save(w.path(VALIDATION_FILE))
     if reference is not None:
-        from mlsd.drift import REFERENCE_FILE
-
         reference.save(w.path(REFERENCE_FILE))
     torch.save(model.state_dict(), w.path("classifier.pt"))
     export_classifier(model, example, w.path("classifier.onnx"))
@@ -128,7 +128,6 @@ def load_policy(
 
 def load_bag(art: Artifact):
     """The fitted n-gram bag of a classifier artifact (None if it has none)."""
-    from mlsd.harmful_content.features import NgramBag
 
     state = art.config.get("ngram_bag")
     if not state:
@@ -143,7 +142,6 @@ def load_classifier(
 ) -> tuple[nn.Module, ClassifierConfig]:
     """The classifier in eval mode, on ``device`` (None: left where it was built, for a
     runner that places it itself)."""
-    from mlsd.runtime import place
 
     cfg = ClassifierConfig.from_dict(art.config["classifier"])
     model = build_classifier(cfg)

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import fsspec
 import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
 
 from mlsd.data.sources import BadRows, DataError, read_table, require_columns
 
@@ -68,7 +70,6 @@ def data_root(root: str | Path | None = None) -> Path:
 
 def _split(n: int, strata: np.ndarray, split: str) -> np.ndarray:
     """Row indices of ``split``: 80/20 stratified (random_state 42), val a tenth of the 80."""
-    from sklearn.model_selection import train_test_split
 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
@@ -82,7 +83,6 @@ def _split(n: int, strata: np.ndarray, split: str) -> np.ndarray:
 
 def davidson(split: str = "train", root: str | Path | None = None) -> list[Post]:
     """Davidson's ``labeled_data.csv`` (24,783 tweets), heads ``hate`` and ``offensive``."""
-    import pandas as pd
 
     path = data_root(root) / "davidson_hate_offensive" / "labeled_data.csv"
     if not path.exists():
@@ -116,7 +116,6 @@ def mlma_labels(sentiment: str) -> dict[str, int]:
 
 def mlma(lang: str = "en", split: str = "train", root: str | Path | None = None) -> list[Post]:
     """One MLMA language (en 5,647 / fr 4,014 / ar 3,353 tweets), the MLMA heads."""
-    import pandas as pd
 
     if lang not in LANGS:
         raise ValueError(f"MLMA languages are {LANGS}, not {lang!r}")

@@ -10,13 +10,23 @@ Davidson in their own training, which flatters their Davidson figures).
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+from scipy.sparse import hstack
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegressionCV
+from sklearn.metrics import (
+    average_precision_score,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
 
 
 def auroc(y: np.ndarray, s: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
 
     y = np.asarray(y)
     return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
@@ -24,7 +34,6 @@ def auroc(y: np.ndarray, s: np.ndarray) -> float:
 
 def auprc(y: np.ndarray, s: np.ndarray) -> float:
     """Average precision (sklearn's step-wise AUPRC) of the positive class."""
-    from sklearn.metrics import average_precision_score
 
     y = np.asarray(y)
     return float(average_precision_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
@@ -59,9 +68,6 @@ class TfidfLR:
         self.cs, self.seed = tuple(cs), seed
 
     def fit(self, texts: Sequence[str], y: np.ndarray) -> TfidfLR:
-        from scipy.sparse import hstack
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegressionCV
 
         self.word = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
         self.char = TfidfVectorizer(
@@ -79,7 +85,6 @@ class TfidfLR:
         return self
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
-        from scipy.sparse import hstack
 
         x = hstack([self.word.transform(texts), self.char.transform(texts)]).tocsr()
         return self.lr.predict_proba(x)[:, 1]
@@ -92,7 +97,6 @@ class EmbeddingLR:
         self.name, self.cs = name, tuple(cs)
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> EmbeddingLR:
-        from sklearn.linear_model import LogisticRegressionCV
 
         self.lr = LogisticRegressionCV(Cs=list(self.cs), cv=5, scoring="roc_auc", max_iter=2000)
         self.lr.fit(x, np.asarray(y).astype(int))
@@ -114,8 +118,6 @@ def hatesonar_scores(texts: Sequence[str], batch_size: int = 512) -> dict[str, n
     1 - p(neither). Its ONNX graph lower-cases text in the ``en_US.UTF-8`` locale, which slim
     hosts lack: the graph is loaded with ``C.UTF-8`` set on that node instead (same bytes
     otherwise), and run in batches through onnxruntime."""
-    import importlib.util
-    from pathlib import Path
 
     import onnx
     import onnxruntime as ort
@@ -150,7 +152,6 @@ def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, pa
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.metrics import precision_recall_curve, roc_curve
 
     fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(10, 4.2))
     for name, (y, s) in curves.items():
@@ -167,7 +168,6 @@ def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, pa
         ax.legend(fontsize=7, loc="lower right" if ax is roc_ax else "lower left")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    from pathlib import Path
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

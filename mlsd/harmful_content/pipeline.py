@@ -3,11 +3,21 @@ probabilities out, one optimiser epoch over masked multi-task labels."""
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import torch
+from joblib import Parallel, delayed
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
 from torch import nn
 
+from mlsd.harmful_content.artifact import CLASSIFIER_FILES, Probabilities, load_bag, load_classifier
+from mlsd.harmful_content.evaluation import scores_row
+from mlsd.harmful_content.features import TextEncoder, assemble, encode_cached, image_vectors
 from mlsd.harmful_content.model import multitask_loss
+from mlsd.runtime import arun, load_runner
 
 
 def to_tensors(x: dict[str, np.ndarray], device: str | torch.device = "cpu") -> dict:
@@ -68,7 +78,6 @@ def predict(model: nn.Module, x: dict[str, np.ndarray], batch_size: int = 1024) 
 
 
 def _held_out_logits(x, y: np.ndarray, c: float, fit_idx, held) -> np.ndarray:
-    from sklearn.linear_model import LogisticRegression
 
     return (
         LogisticRegression(C=c, max_iter=2000)
@@ -93,10 +102,6 @@ def fit_lexical(
     frozen wide table + bias; returns every row's out-of-fold logits at the chosen C (N, H):
     the rows' ``lexical`` input while the network trains (a row's own label never leaks into
     its input). Rows without a head get the full fit's logit (their loss is masked anyway)."""
-    from joblib import Parallel, delayed
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold
 
     wide = model.wide
     x = bag.matrix(texts)
@@ -135,7 +140,6 @@ def featurize(posts, encoder, bag, spec, cache=None) -> dict[str, np.ndarray]:
     """Posts -> the model's named inputs: the text, and a post's image (``meta["image"]``, a
     path or URI: the shared backbone's vector) when the model has an image input. An image
     that cannot be read leaves that post text-only."""
-    from mlsd.harmful_content.features import assemble, encode_cached, image_vectors
 
     texts = [p.text for p in posts]
     images = None
@@ -150,7 +154,6 @@ def head_scores(
     posts, heads, probs: np.ndarray, y: np.ndarray, mask: np.ndarray, langs=("en", "fr", "ar")
 ) -> dict[str, dict]:
     """Per head and language (where that head has both classes there): the evaluation row."""
-    from mlsd.harmful_content.evaluation import scores_row
 
     lang = np.array([p.lang for p in posts])
     out = {}
@@ -182,14 +185,6 @@ class HarmScorer:
         encoder=None,
         server: dict | None = None,
     ):
-        from mlsd.harmful_content.artifact import (
-            CLASSIFIER_FILES,
-            Probabilities,
-            load_bag,
-            load_classifier,
-        )
-        from mlsd.harmful_content.features import TextEncoder
-        from mlsd.runtime import load_runner
 
         self.art = art
         model, self.cfg = load_classifier(art, None)  # the runner places it
@@ -227,7 +222,6 @@ class HarmScorer:
         ]
 
     def features(self, posts: list[dict]) -> dict[str, np.ndarray]:
-        from mlsd.harmful_content.features import assemble
 
         texts = [p.get("text") or "" for p in posts]
         comments = [p.get("comments") or [] for p in posts]
@@ -268,9 +262,6 @@ class HarmScorer:
     async def ascore(self, posts: list[dict]) -> np.ndarray:
         """``score`` awaited: features in a worker thread, the classifier through
         :func:`mlsd.runtime.arun` (Triton's asyncio client, or in-process in a thread)."""
-        import asyncio
-
-        from mlsd.runtime import arun
 
         if not posts:
             return np.zeros((0, len(self.heads)), np.float32)

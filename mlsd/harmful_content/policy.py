@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import precision_recall_curve
 
 ACTIONS = ("allow", "demote", "review", "remove")  # least to most severe
 
@@ -151,7 +153,6 @@ def thresholds_from_validation(
     would send every post to review). A precision the head never reaches puts that threshold
     at 1.0 (that action never fires on its own); so does one reached only by fewer than
     ``min_support`` validation posts (a few lucky top scores are not evidence)."""
-    from sklearn.metrics import precision_recall_curve
 
     y, p = np.asarray(y), np.asarray(p, np.float64)
     if not 0 < y.sum() < len(y):
@@ -255,7 +256,6 @@ class PolicyReport:
 
 def fit_calibration(y: np.ndarray, p: np.ndarray) -> Calibration:
     """Platt scaling of one head on its validation rows (identity without both classes)."""
-    from sklearn.linear_model import LogisticRegression
 
     y, p = np.asarray(y), np.asarray(p, np.float64)
     if len(y) == 0 or not 0 < y.sum() < len(y):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import fsspec
 import numpy as np
 import pandas as pd
 
@@ -285,7 +286,6 @@ def _users(
 def write_movielens(ml: MovieLens, folder: str) -> dict[str, str]:
     """MovieLens 100K written out in the documented format (every rating an event ``rate``
     with its value): the demo's reader as an adapter to it. -> the three paths."""
-    import fsspec
 
     fs, root = fsspec.core.url_to_fs(folder)
     fs.makedirs(root, exist_ok=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from mlsd.data.movielens import SPLITS, interaction_matrix
 from mlsd.metrics import average_precision_at_k, ndcg_at_k, precision_at_k, recall_at_k
@@ -111,7 +112,6 @@ def implicit_als(X, cfg: WALSConfig, threads: int):
         random_state=cfg.seed,
         calculate_training_loss=False,
     )
-    from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, "blas"):  # implicit's own advice for its thread pool
         m.fit(X, show_progress=False)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from mlsd.data.movielens import SPLITS, MovieLens, interaction_matrix
+from mlsd.drift import build_reference
 from mlsd.recommendation.candidates import (
     CandidateGenerator,
     Candidates,
@@ -410,7 +411,6 @@ def drift_reference(
 ):
     """The training log as drift reference: a sample of its events, and requests of users
     drawn by activity, served at the log's end by the same steps as serving."""
-    from mlsd.drift import build_reference
 
     rng = np.random.default_rng(seed)
     rows = ratings.iloc[rng.choice(len(ratings), min(events, len(ratings)), replace=False)]

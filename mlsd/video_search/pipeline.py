@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Mapping
 
+import fsspec
 import numpy as np
 import torch
 
@@ -162,7 +163,6 @@ def catalogue_thumbnail(uri: str, sample: SampleConfig | None = None) -> bytes |
 
 def read_uri(uri: str, max_bytes: int) -> bytes:
     """The bytes behind an fsspec URI, capped; a read failure is a :class:`VideoError`."""
-    import fsspec
 
     try:
         with fsspec.open(uri, "rb") as f:

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import faiss
 import numpy as np
 import torch
 
 from mlsd.losses import nt_xent
+from mlsd.visual_search.augment import BatchAugment, simclr_augment
 
 POSITIVE_MODES = ("self", "neighbours", "labels", "clicks")
 
@@ -54,7 +56,6 @@ def nearest_neighbours(vectors: np.ndarray, k: int, pca_dim: int = 64) -> np.nda
     Mining positives in pixel space first, then (``refresh_neighbours_every``) in the model's
     own embedding space as it improves: NNCLR-style, no labels involved.
     """
-    import faiss
 
     x = np.ascontiguousarray(vectors.reshape(len(vectors), -1), dtype=np.float32)
     x = x - x.mean(axis=0, keepdims=True)
@@ -167,7 +168,6 @@ class PairMaker:
         strength: float = 1.0,
         seed: int = 0,
     ):
-        from mlsd.visual_search.augment import BatchAugment, simclr_augment
 
         self.images, self.sampler, self.mode = images, sampler, augment
         g = torch.Generator().manual_seed(seed)

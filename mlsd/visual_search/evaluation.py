@@ -7,9 +7,12 @@ nDCG@k (binary gains).
 
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
 import torch
 
+from mlsd.backbones import EfficientNetLite0Encoder
 from mlsd.metrics import ranking_report
 from mlsd.runtime import export_onnx, make_runner
 
@@ -52,9 +55,6 @@ def evaluate_embeddings(emb: np.ndarray, labels: np.ndarray, k: int = 10) -> dic
 def efficientnet_embeddings(x: torch.Tensor, batch: int = 200) -> np.ndarray:
     """ImageNet EfficientNet-Lite0 pooled features at 224 px, run through onnxruntime (the
     export matches eager torch to ~1e-7 and runs several times faster on CPU)."""
-    import tempfile
-
-    from mlsd.backbones import EfficientNetLite0Encoder
 
     model = EfficientNetLite0Encoder(image_size=224).eval()
     with tempfile.TemporaryDirectory() as d:

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+from ray import serve
 
+from apps import blurring, harmful_content, recommendation, video_search, visual_search
 from tests.conftest import catalogue_images, new_objects, new_store, png_bytes
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow, pytest.mark.browser]
@@ -54,7 +57,6 @@ def browser():
 def builders(serve_instance, keys, tmp_path_factory):
     """name -> a function that builds that app (each test deploys only its own: the five
     together ask for more CPUs than the test cluster has)."""
-    from apps import blurring, harmful_content, recommendation, video_search, visual_search
 
     tmp = tmp_path_factory.mktemp("pages")
     live, videos = new_store(tmp / "live.sqlite"), new_store(tmp / "videos.sqlite")
@@ -98,7 +100,6 @@ def builders(serve_instance, keys, tmp_path_factory):
 @contextmanager
 def deployed(serve_instance, builders, name: str, store=None):
     """The app running on its own route prefix for one test; -> its URL."""
-    from ray import serve
 
     prefix = f"/page-{name.replace('_', '-')}"
     serve.run(builders[name](store), name=f"page_{name}", route_prefix=prefix)
@@ -229,7 +230,6 @@ def test_blurring_page(browser, builders, serve_instance, keys, tmp_path):
 
 
 def blurring_page(browser, url, keys, tmp_path):
-    from PIL import Image
     from selenium.webdriver.common.by import By
     from skimage import data
 

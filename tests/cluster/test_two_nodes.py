@@ -22,9 +22,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from PIL import Image
+from sqlalchemy import select
 
+from apps.auth import KeyStore
+from apps.auth import main as auth_cli
+from mlsd.recommendation.events import EventLog
+from mlsd.state import ObjectStore, init_store
+from mlsd.state.schema import rec_events
+from mlsd.video import write_mp4
+from mlsd.visual_search.catalogue import CatalogueLog
 from tests.conftest import catalogue_images, png_bytes, require_server
 from tests.ray_cluster import RayCluster, deployments, wait_for
+from tests.servers import MotoS3Server, PostgresServer, RedisServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -44,7 +54,6 @@ ROUTES = {"visual_search": "vs", "recommendation": "rec", "harmful_content": "hc
 
 @pytest.fixture(scope="module")
 def servers():
-    from tests.servers import MotoS3Server, PostgresServer, RedisServer
 
     require_server(PostgresServer.available(), "PostgreSQL (Debian package postgresql)")
     require_server(RedisServer.available(), "Redis (Debian package redis-server)")
@@ -96,8 +105,6 @@ class Cluster:
 def cluster(servers, tmp_path_factory, tiny_store, rec_store, video_store, harmful_store):
     """Both nodes up, every app deployed: one copy pinned to each node (sharing only the
     stores), and video search with its indexer on node A and both retrieval branches on B."""
-    from apps.auth import KeyStore
-    from mlsd.state import ObjectStore, init_store
 
     pg, redis, s3 = servers
     state = {"db": str(init_store(pg.create_database("mlsd")))}
@@ -212,7 +219,6 @@ def test_what_one_node_acknowledges_holds_on_the_other(cluster):
     assert fs.find("mlsd/vs_objects") == []  # deleting the item deleted its bytes
 
     # video search: uploaded through the indexer on node A, found by the branches on node B
-    from mlsd.video import write_mp4
 
     frames = [np.full((32, 32, 3), v, np.uint8) for v in range(0, 250, 25)]
     clip = write_mp4(rc.dir / "up.mp4", frames, fps=10).read_bytes()
@@ -240,7 +246,6 @@ def test_what_one_node_acknowledges_holds_on_the_other(cluster):
     # API keys: revoked on node A's store (the operator CLI), refused by node B at once
     temp = client(tokens, "temp")
     assert temp.get(rc.url("b", "/rec-b/videos/1"), timeout=30).status_code == 200
-    from apps.auth import main as auth_cli
 
     assert auth_cli(["--store", state["db"], "revoke", tokens["temp"].split("_")[1]]) == 0
     assert temp.get(rc.url("b", "/rec-b/videos/1"), timeout=30).status_code == 401
@@ -260,7 +265,6 @@ def test_what_one_node_acknowledges_holds_on_the_other(cluster):
     assert len(ops.get(rc.url("a", "/hc-a/reviews"), timeout=30).json()) == 1
 
     # blurring: the blurred output stored on node A is served by node B
-    from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(buf, format="JPEG")
@@ -274,7 +278,6 @@ def test_what_one_node_acknowledges_holds_on_the_other(cluster):
 
 def test_node_local_sqlite_is_refused_on_two_nodes(cluster):
     """The build refuses a file-backed store while two nodes are alive, and says why."""
-    from mlsd.state import init_store
 
     rc = cluster.rc
     local = str(init_store(cluster.var / "events.sqlite"))  # on node A's disk only
@@ -340,8 +343,6 @@ def test_the_head_can_die_while_node_b_serves(cluster):
 def test_killing_node_b_loses_nothing_acknowledged(cluster):
     """Writes go to node B's apps while its raylet is SIGKILLed (by the PID we started): every
     write acknowledged before the kill is in the shared stores and served by node A."""
-    from mlsd.recommendation.events import EventLog
-    from mlsd.visual_search.catalogue import CatalogueLog
 
     rc, state = cluster.rc, cluster.state
     alice, me = client(cluster.tokens, "alice"), client(cluster.tokens, "42")
@@ -392,9 +393,6 @@ def test_killing_node_b_loses_nothing_acknowledged(cluster):
 
 
 def _event_seqs(log) -> set[int]:
-    from sqlalchemy import select
-
-    from mlsd.state.schema import rec_events
 
     with log.db.read() as c:
         return set(c.execute(select(rec_events.c.seq)).scalars())

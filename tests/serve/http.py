@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import requests
+from ray.serve.context import _get_global_client
+from ray.serve.schema import ServeDeploySchema
 
 api = requests.Session()  # the ``keys`` fixture (tests/conftest.py) sets its token
 
@@ -22,8 +27,6 @@ def scrape(
     metric in ``names`` has a sample, and every label text in ``labels[name]`` is on one of that
     metric's lines; -> the sample lines of each. (Each replica exports on its own period, and
     other apps in the session export the same metric names, so a name alone can be early.)"""
-    import os
-    import time
 
     url = f"http://127.0.0.1:{os.environ['MLSD_TEST_METRICS_PORT']}/metrics"
     deadline = time.time() + timeout
@@ -60,8 +63,6 @@ def deploy_config(
 ) -> None:
     """Apply a Serve config, as ``serve deploy serve_config.yaml`` does (no dashboard here):
     deploying it again with ``user_config`` overrides is an operator's run-time change."""
-    from ray.serve.context import _get_global_client
-    from ray.serve.schema import ServeDeploySchema
 
     app = {
         "name": name,

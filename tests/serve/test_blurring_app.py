@@ -4,14 +4,20 @@ invariants, bad input."""
 from __future__ import annotations
 
 import io
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from ray import serve
 
+from apps.blurring import BlurringArgs, build_app
+from mlsd.artifacts import ArtifactError
+from mlsd.blurring import data as D
 from mlsd.blurring.backends import PACKAGED_UNION
+from mlsd.blurring.data import load_rgb
 from tests.conftest import new_objects
 from tests.serve.http import api, as_user
 
@@ -19,7 +25,6 @@ pytestmark = [pytest.mark.serve, pytest.mark.slow, pytest.mark.data]
 
 
 def _faces():
-    from mlsd.blurring import data as D
 
     try:
         return D.faces("test")
@@ -29,9 +34,6 @@ def _faces():
 
 @pytest.fixture(scope="module")
 def app_url(serve_instance, tmp_path_factory):
-    from ray import serve
-
-    from apps.blurring import BlurringArgs, build_app
 
     out = new_objects(tmp_path_factory.mktemp("blurred"))
     args = BlurringArgs(
@@ -75,7 +77,6 @@ def _blur_share(orig: np.ndarray, out: np.ndarray, boxes: np.ndarray) -> float:
 def test_faces_are_blurred_stored_and_fetched(app_url):
     url, out = app_url
     ex = max(_faces()[:20], key=lambda e: len(e.boxes))
-    from mlsd.blurring.data import load_rgb
 
     orig = load_rgb(ex.path)
     r = _post(url, _jpeg(orig))
@@ -95,7 +96,6 @@ def test_faces_are_blurred_stored_and_fetched(app_url):
 
 
 def test_exif_rotation_and_gps_are_handled(app_url):
-    from mlsd.blurring.data import load_rgb
 
     url, _ = app_url
     ex = max(_faces()[:20], key=lambda e: len(e.boxes))
@@ -179,9 +179,6 @@ def test_bad_and_odd_inputs(app_url, name, make, status):
 
 @pytest.mark.parametrize("fault", ["error", "hang"])
 def test_a_failing_detector_never_lets_an_image_through(serve_instance, tmp_path, fault):
-    from ray import serve
-
-    from apps.blurring import BlurringArgs, build_app
 
     out = new_objects(tmp_path / "out")
     args = BlurringArgs(
@@ -206,7 +203,6 @@ def test_a_failing_detector_never_lets_an_image_through(serve_instance, tmp_path
 
 
 def test_the_shadow_detector_is_compared_box_by_box(app_url):
-    from mlsd.blurring.data import load_rgb
 
     url, _ = app_url
     for e in _faces()[:4]:
@@ -227,10 +223,6 @@ def test_the_shadow_detector_is_compared_box_by_box(app_url):
 def test_a_missing_or_corrupt_detector_artifact_fails_start_up_naming_it(
     serve_instance, blur_store, tmp_path
 ):
-    import shutil
-
-    from apps.blurring import BlurringArgs, build_app
-    from mlsd.artifacts import ArtifactError
 
     ours = [{"kind": "torch", "artifact": "blurring_fcos", "threshold": {"plate": 0.5}}]
     with pytest.raises(ArtifactError, match="blurring_fcos"):

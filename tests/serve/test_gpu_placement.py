@@ -9,11 +9,18 @@ tensors where they are, so the warm-up still runs on this CPU).
 
 from __future__ import annotations
 
+import importlib
+import typing
 from pathlib import Path
 
 import pytest
+import ray
+import torch
 import yaml
+from ray.serve.deployment import Application
 
+import mlsd.runtime as rt
+from deployments.visual_search import ImageEncoder
 from tests.conftest import new_objects, new_store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +40,6 @@ class FakeContext:
 
 def _bound(app):
     """Every (name, class, args, kwargs) bound in an Application graph."""
-    from ray.serve.deployment import Application
 
     d = app._bound_deployment
     out = [(d.name, d.func_or_class, d.init_args, d.init_kwargs)]
@@ -54,10 +60,6 @@ def _gpu_deployments(app_cfg) -> set[str]:
 @pytest.fixture
 def simulated_gpu_replica(monkeypatch):
     """A Ray replica with GPU "0" assigned; records every placement."""
-    import ray
-    import torch
-
-    import mlsd.runtime as rt
 
     placed: list[str] = []
 
@@ -85,8 +87,6 @@ def _stores(tiny_store, rec_store, video_store, blur_store, harmful_store):
 def test_every_gpu_deployment_places_its_model_on_cuda(
     simulated_gpu_replica, tiny_store, rec_store, video_store, blur_store, harmful_store, tmp_path
 ):
-    import importlib
-    import typing
 
     raw = yaml.safe_load((ROOT / "serve_config.gpu.yaml").read_text())
     stores = _stores(tiny_store, rec_store, video_store, blur_store, harmful_store)
@@ -136,10 +136,6 @@ def test_every_gpu_deployment_places_its_model_on_cuda(
 
 def test_a_replica_without_a_gpu_stays_on_cpu(monkeypatch, tiny_store):
     """CUDA visible but no GPU assigned to this replica (another replica's): CPU."""
-    import ray
-
-    import mlsd.runtime as rt
-    from deployments.visual_search import ImageEncoder
 
     monkeypatch.setattr(ray, "is_initialized", lambda: True)
     monkeypatch.setattr(ray, "get_runtime_context", lambda: FakeContext([]))

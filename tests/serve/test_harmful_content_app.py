@@ -5,14 +5,19 @@ head, and bad input that gets a clear 4xx while nothing half-written reaches the
 from __future__ import annotations
 
 import io
+import json
 import time
 
 import numpy as np
 import pytest
 from PIL import Image
+from ray import serve
 
+from apps.harmful_content import HarmfulContentArgs, build_app
+from mlsd.harmful_content.review import ReviewQueue
 from tests.conftest import new_store
-from tests.serve.http import api, as_user, deploy_config
+from tests.serve.http import api, as_user, deploy_config, scrape
+from train.harmful_content import parse_args, training_posts
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow, pytest.mark.data]
 
@@ -24,9 +29,6 @@ REVIEW_ALL = {"default": {"remove": 1.0, "review": 1.0, "demote": 1.0},
 
 @pytest.fixture(scope="module")
 def app(serve_instance, harmful_store, tmp_path_factory):
-    from ray import serve
-
-    from apps.harmful_content import HarmfulContentArgs, build_app
 
     media = tmp_path_factory.mktemp("media")
     queue = new_store(tmp_path_factory.mktemp("queue") / "reviews.sqlite")
@@ -100,7 +102,6 @@ def test_a_post_is_scored_queued_for_review_and_reviewed_once(app):
     assert [x["review_id"] for x in done_list] == [rid]
 
     # ... and the next training run learns from it: the reviewer's labels on that text
-    from train.harmful_content import parse_args, training_posts
 
     rows, reviewed = training_posts(parse_args(["--reviews", str(queue), "--limit", "5"]))
     assert reviewed == 1
@@ -116,8 +117,6 @@ def test_images_by_upload_and_by_url_go_through_the_shared_backbone(app):
     (media / "secret.jpg").write_bytes(_jpeg())
     text = {"text": "look at this"}
     plain = _post(url, text).json()["scores"]
-
-    import json
 
     up = api.post(
         f"{url}/posts",
@@ -171,7 +170,6 @@ def test_images_by_upload_and_by_url_go_through_the_shared_backbone(app):
 
 def test_bad_input_gets_a_clear_4xx_and_never_reaches_the_queue(app):
     url, _, queue_path = app
-    from mlsd.harmful_content.review import ReviewQueue
 
     before = ReviewQueue(queue_path).counts()
     cases = [
@@ -277,7 +275,6 @@ def test_drift_report_follows_posts_and_scores(app):
 
 
 def test_review_queue_depth_is_a_metric(app):
-    from tests.serve.http import scrape
 
     lines = scrape({"ray_mlsd_review_queue_depth"})["ray_mlsd_review_queue_depth"]
     assert any('status="pending"' in ln for ln in lines), lines
@@ -309,7 +306,6 @@ def test_new_policy_targets_refit_the_policy_without_a_restart(serve_instance, h
     """The operator states a bigger review capacity (a user_config change, as ``serve
     deploy`` applies it: the replicas are reconfigured in place, tests/serve/test_user_config):
     the running ingress refits its policy, and the review band widens."""
-    from ray import serve
 
     name, url = "hc_tune", f"{serve_instance}/hc-tune"
     queue = new_store(harmful_store.parent / f"tune-{time.time_ns()}.sqlite")

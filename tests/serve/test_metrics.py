@@ -6,7 +6,9 @@ app's tests)."""
 from __future__ import annotations
 
 import pytest
+from ray import serve
 
+from apps.recommendation import RecommendationArgs, build_app
 from tests.conftest import new_store
 from tests.serve.http import api, scrape
 
@@ -15,9 +17,6 @@ pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def app_url(serve_instance, rec_store, tmp_path_factory):
-    from ray import serve
-
-    from apps.recommendation import RecommendationArgs, build_app
 
     args = RecommendationArgs(
         artifact_store=str(rec_store),

@@ -8,18 +8,30 @@ import time
 
 import numpy as np
 import pytest
+from ray import serve
 
+from apps.recommendation import RecommendationArgs, build_app
+from mlsd.artifacts import ArtifactError, ArtifactStore
+from mlsd.data.movielens import load_movielens
+from mlsd.recommendation.artifact import build_recommender_artifact, load_ranker, load_recommender
+from mlsd.recommendation.data import read_interactions
+from mlsd.recommendation.events import EventLog
+from mlsd.recommendation.mf import WALSConfig
+from mlsd.recommendation.pipeline import (
+    RankerTrainConfig,
+    RecSettings,
+    final_ranking,
+    generate_candidates,
+)
+from mlsd.shadow import overlap_at_k
 from tests.conftest import new_store
-from tests.serve.http import api
+from tests.serve.http import api, as_user
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def app_url(serve_instance, rec_store, tmp_path_factory):
-    from ray import serve
-
-    from apps.recommendation import RecommendationArgs, build_app
 
     events = new_store(tmp_path_factory.mktemp("rec_events") / "events.db")
     args = RecommendationArgs(
@@ -49,8 +61,6 @@ def test_health_and_docs(app_url):
 
 
 def test_known_user_gets_ranked_unwatched_videos(app_url, rec_store):
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.recommendation.artifact import load_recommender
 
     url, _ = app_url
     r = api.get(f"{url}/users/1", params={"k": 10}, timeout=30)
@@ -75,7 +85,6 @@ def test_cold_start_never_errors(app_url):
 
 
 def test_events_are_durable_flagged_and_used(app_url):
-    from mlsd.recommendation.events import EventLog
 
     url, db = app_url
     new_user = 777_777
@@ -170,13 +179,6 @@ def test_malformed_events(app_url, body):
 def test_shadow_ranking_is_compared(serve_instance, rec_store):
     """The comparator's overlap@10 is exactly what the shadow model (v1) would have answered
     against the primary's (v2) answers, recomputed here in process for the same requests."""
-    from ray import serve
-
-    from apps.recommendation import RecommendationArgs, build_app
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.recommendation.artifact import load_ranker, load_recommender
-    from mlsd.recommendation.pipeline import final_ranking, generate_candidates
-    from mlsd.shadow import overlap_at_k
 
     args = RecommendationArgs(
         artifact_store=str(rec_store),
@@ -221,9 +223,6 @@ AT = {"at": 893_000_000}
 @pytest.fixture(scope="module")
 def reference(serve_instance, rec_store):
     """Answers with no shadow at all, to compare against."""
-    from ray import serve
-
-    from apps.recommendation import RecommendationArgs, build_app
 
     plain = RecommendationArgs(artifact_store=str(rec_store), events_log=None)
     serve.run(build_app(plain), name="rec_plain", route_prefix="/rec-plain")
@@ -237,9 +236,6 @@ def reference(serve_instance, rec_store):
 
 @pytest.mark.parametrize("fault", ["error", "hang"])
 def test_failing_shadow_leaves_primary_unchanged(serve_instance, rec_store, reference, fault):
-    from ray import serve
-
-    from apps.recommendation import RecommendationArgs, build_app
 
     ref = reference
     args = RecommendationArgs(
@@ -273,9 +269,6 @@ def test_failing_shadow_leaves_primary_unchanged(serve_instance, rec_store, refe
 
 
 def test_missing_or_corrupt_artifact_is_a_clear_startup_error(serve_instance, rec_store, tmp_path):
-
-    from apps.recommendation import RecommendationArgs, build_app
-    from mlsd.artifacts import ArtifactError
 
     with pytest.raises(ArtifactError, match="no artifact 'recommendation'"):
         build_app(RecommendationArgs(artifact_store=str(tmp_path / "empty")))
@@ -318,11 +311,6 @@ def test_catalogue_entry_and_forgetting_a_history(app_url, keys, serve_instance,
     """GET /videos/{id}; DELETE /users/{id}/history (the user or an admin): logged events
     gone, no personal candidates from what the model learnt of them, also after a restart,
     and new events give a new history."""
-    from ray import serve
-
-    from apps.recommendation import RecommendationArgs, build_app
-    from mlsd.recommendation.events import EventLog
-    from tests.serve.http import as_user
 
     url, db = app_url
     me, bob = as_user(keys["42"]), as_user(keys["bob"])
@@ -368,15 +356,6 @@ def own_ids_url(serve_instance, tmp_path_factory):
     """A model trained on a log whose users and videos have the platform's own string ids
     (MovieLens's first 200 users as "u<id>", movies as "m<id>", no items table's titles for
     half of them), served with an event log."""
-    from ray import serve
-
-    from apps.recommendation import RecommendationArgs, build_app
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.data.movielens import load_movielens
-    from mlsd.recommendation.artifact import build_recommender_artifact
-    from mlsd.recommendation.data import read_interactions
-    from mlsd.recommendation.mf import WALSConfig
-    from mlsd.recommendation.pipeline import RankerTrainConfig, RecSettings
 
     tmp = tmp_path_factory.mktemp("rec_own_ids")
     ml = load_movielens()

@@ -14,8 +14,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from ray import serve
 
+from apps.recommendation import RecommendationArgs, build_app
+from deployments.recommendation import Ranking
+from mlsd.artifacts import ArtifactStore
 from mlsd.procs import kill, pids_of
+from mlsd.recommendation.artifact import load_recommender
+from mlsd.recommendation.pipeline import generate_candidates
 from tests.conftest import new_store
 from tests.serve.http import api
 
@@ -23,7 +29,6 @@ pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
 
 def _running(app: str, deployment: str) -> int:
-    from ray import serve
 
     status = serve.status().applications[app].deployments[deployment]
     return int(status.replica_states.get("RUNNING", 0))
@@ -40,9 +45,6 @@ def _wait(pred, timeout: float, what: str) -> None:
 
 @pytest.fixture(scope="module")
 def rec_app(serve_instance, rec_store, tmp_path_factory):
-    from ray import serve
-
-    from apps.recommendation import RecommendationArgs, build_app
 
     args = RecommendationArgs(
         artifact_store=str(rec_store),
@@ -85,12 +87,6 @@ def test_a_killed_replica_costs_latency_not_errors(rec_app):
 
 
 def test_autoscaling_scales_up_under_load_and_back_down(serve_instance, rec_store):
-    from ray import serve
-
-    from deployments.recommendation import Ranking
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.recommendation.artifact import load_recommender
-    from mlsd.recommendation.pipeline import generate_candidates
 
     store = ArtifactStore(rec_store)
     autoscaling = {

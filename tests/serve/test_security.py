@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 import requests
+from ray import serve
+from ray.serve.context import _get_global_client
+from ray.serve.schema import ServeDeploySchema
 
+from apps.auth import serve_hosts
+from apps.recommendation import RecommendationArgs
+from apps.recommendation import build_app as rec_app
+from apps.visual_search import VisualSearchArgs
+from apps.visual_search import build_app as vs_app
 from tests.conftest import ROOT, catalogue_images, new_objects, new_store, png_bytes
 from tests.serve.http import api, as_user
 
@@ -21,12 +29,6 @@ CAP = 1_000_000
 
 @pytest.fixture(scope="module")
 def apps_url(serve_instance, tiny_store, rec_store, tmp_path_factory):
-    from ray import serve
-
-    from apps.recommendation import RecommendationArgs
-    from apps.recommendation import build_app as rec_app
-    from apps.visual_search import VisualSearchArgs
-    from apps.visual_search import build_app as vs_app
 
     tmp = tmp_path_factory.mktemp("sec")
     vs = VisualSearchArgs(
@@ -162,9 +164,6 @@ def test_a_chunked_50_mib_upload_is_413_and_read_no_further_than_the_cap(apps_ur
 def test_a_full_queue_is_503_and_the_service_stays_up(serve_instance, tiny_store):
     """The encoder hangs with one request running and one queued: the next is refused at once
     with 503 (Serve's max_queued_requests), and the ingress keeps answering."""
-    from ray import serve
-    from ray.serve.context import _get_global_client
-    from ray.serve.schema import ServeDeploySchema
 
     name = "sec_queue"
     app = {
@@ -204,6 +203,5 @@ def test_a_full_queue_is_503_and_the_service_stays_up(serve_instance, tiny_store
 
 
 def test_the_build_reads_the_running_serve_bind_address(serve_instance):
-    from apps.auth import serve_hosts
 
     assert serve_hosts() == ["127.0.0.1"]  # what `auth: none` is judged by

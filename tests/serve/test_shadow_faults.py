@@ -5,7 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
+from ray import serve
 
+from apps.visual_search import VisualSearchArgs, build_app
+from mlsd.artifacts import ArtifactError
 from tests.conftest import catalogue_images, png_bytes
 from tests.serve.http import api
 
@@ -15,9 +18,6 @@ pytestmark = [pytest.mark.serve, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def reference(serve_instance, tiny_store):
     """Primary answers with no shadow at all, to compare against."""
-    from ray import serve
-
-    from apps.visual_search import VisualSearchArgs, build_app
 
     args = VisualSearchArgs(artifact_store=str(tiny_store), live_log=None)
     serve.run(build_app(args), name="vs_plain", route_prefix="/vs-plain")
@@ -35,9 +35,6 @@ def reference(serve_instance, tiny_store):
 
 @pytest.mark.parametrize("fault", ["error", "hang"])
 def test_faulty_shadow_leaves_primary_unchanged(serve_instance, tiny_store, reference, fault):
-    from ray import serve
-
-    from apps.visual_search import VisualSearchArgs, build_app
 
     args = VisualSearchArgs(
         artifact_store=str(tiny_store),
@@ -79,8 +76,6 @@ def test_faulty_shadow_leaves_primary_unchanged(serve_instance, tiny_store, refe
 
 
 def test_missing_artifact_fails_fast_naming_it(tiny_store, tmp_path):
-    from apps.visual_search import VisualSearchArgs, build_app
-    from mlsd.artifacts import ArtifactError
 
     with pytest.raises(ArtifactError, match="no artifact 'visual_search'"):
         build_app(VisualSearchArgs(artifact_store=str(tmp_path)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from ray import serve
 
 from tests.conftest import catalogue_images, png_bytes
 from tests.serve.http import api, deploy_config
@@ -22,7 +23,6 @@ def _deploy(name: str, args: dict, deployments: list[dict] | None = None) -> Non
 
 
 def test_user_config_change_applies_without_restart(serve_instance, tiny_store):
-    from ray import serve
 
     name, url = "vs_tune", f"{serve_instance}/vs-tune"
     args = {

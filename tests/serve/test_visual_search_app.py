@@ -7,7 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from ray import serve
 
+from apps.common import TritonArgs
+from apps.visual_search import VisualSearchArgs, build_app
 from tests.conftest import catalogue_images, jpeg_bytes, new_objects, new_store, png_bytes
 from tests.serve.http import api, as_user
 
@@ -16,9 +19,6 @@ pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def app_url(serve_instance, tiny_store, tmp_path_factory):
-    from ray import serve
-
-    from apps.visual_search import VisualSearchArgs, build_app
 
     tmp = tmp_path_factory.mktemp("live")
     args = VisualSearchArgs(
@@ -218,9 +218,6 @@ def test_drift_report_sees_rotated_uploads(app_url, keys):
 
 
 def test_added_images_survive_a_restart(app_url, serve_instance):
-    from ray import serve
-
-    from apps.visual_search import build_app
 
     url, args = app_url
     data = _new_image(999)
@@ -235,10 +232,6 @@ def test_encoder_on_triton_gives_the_same_results(app_url, serve_instance, trito
     """backend: triton (a real Triton server, asyncio gRPC from the replica): the same top-k
     and scores as the in-replica runner, int8 shadow from the same server; a model the server
     does not hold fails the build, naming it."""
-    from ray import serve
-
-    from apps.common import TritonArgs
-    from apps.visual_search import VisualSearchArgs, build_app
 
     url, args = app_url
     triton = TritonArgs(url=triton_server.grpc_url, protocol="grpc", timeout_s=10)
@@ -281,9 +274,6 @@ def test_get_and_delete_an_image(app_url, keys, serve_instance):
     """GET /images/{id} (the upload, or a thumbnail; private ones only to their owner, 404 as
     for an id that never existed), DELETE (owner or admin; twice -> 404), then the image is in
     no search, not even after a restart; search hits carry the URL to fetch each image."""
-    from ray import serve
-
-    from apps.visual_search import build_app
 
     url, args = app_url
     alice, bob, reader = (as_user(keys[u]) for u in ("alice", "bob", "reader"))

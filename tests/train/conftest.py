@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+import ray
 
 
 @pytest.fixture(scope="module")
 def ray_session(tmp_path_factory):
     """A small local Ray for a module of job tests; shares the session's cluster when the
     serve tests started one."""
-    import os
-
-    import ray
 
     if ray.is_initialized():
         yield

@@ -5,14 +5,21 @@ from __future__ import annotations
 import json
 import shutil
 
+import av
 import numpy as np
 import pytest
+
+from mlsd.artifacts import ArtifactStore
+from mlsd.blurring import data as D
+from mlsd.blurring.artifact import load_detector
+from mlsd.blurring.backends import PACKAGED_UNION
+from mlsd.video import write_mp4
+from train import blur_batch, blurring
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
 
 
 def _need_data():
-    from mlsd.blurring import data as D
 
     try:
         D.faces("test")
@@ -23,9 +30,6 @@ def _need_data():
 
 def test_training_runs_checkpoints_and_resumes(ray_session, tmp_path):
     _need_data()
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.blurring.artifact import load_detector
-    from train.blurring import parse_args, run
 
     common = [
         "--family",
@@ -45,9 +49,11 @@ def test_training_runs_checkpoints_and_resumes(ray_session, tmp_path):
         "--run-name",
         "tiny",
     ]
-    first = run(parse_args(common + ["--epochs", "1"]))
+    first = blurring.run(blurring.parse_args(common + ["--epochs", "1"]))
     assert first["final"]["epoch"] == 0 and np.isfinite(first["final"]["loss"])
-    again = run(parse_args(common + ["--epochs", "2"]))  # same run name: resumes at epoch 1
+    again = blurring.run(
+        blurring.parse_args(common + ["--epochs", "2"])
+    )  # same run name: resumes at epoch 1
     assert again["final"]["epoch"] == 1 and again["final"]["resumed_from_epoch"] == 1
     art = ArtifactStore(tmp_path / "store").load("blurring_fcos")
     model, cfg = load_detector(art)
@@ -57,7 +63,7 @@ def test_training_runs_checkpoints_and_resumes(ray_session, tmp_path):
     off = common[:-1] + ["offline", "--epochs", "1", "--augment", "offline"]
     off += ["--offline-copies", "2", "--offline-dir", str(tmp_path / "crops"), "--name", "off"]
     off += ["--no-faces", "--plate-regions", "eu", "--synthetic-plates", "0.5"]
-    run(parse_args(off))
+    blurring.run(blurring.parse_args(off))
     manifest = ArtifactStore(tmp_path / "store").load("off").manifest
     metrics, data = manifest["metrics"], manifest["data"]
     assert metrics["offline_crops"] == 8 and metrics["offline_bytes"] > 0  # 4 plates x 2
@@ -71,9 +77,6 @@ def test_training_runs_checkpoints_and_resumes(ray_session, tmp_path):
 @pytest.mark.parametrize("stages", ["fused", "split"])
 def test_batch_blur_skips_broken_files_and_finished_outputs(ray_session, tmp_path, stages):
     _need_data()
-    from mlsd.blurring import data as D
-    from mlsd.video import write_mp4
-    from train.blur_batch import parse_args, run
 
     src = tmp_path / "in"
     (src / "sub").mkdir(parents=True)
@@ -82,9 +85,8 @@ def test_batch_blur_skips_broken_files_and_finished_outputs(ray_session, tmp_pat
         shutil.copy(e.path, src / e.path.name)
     (src / "sub" / "broken.jpg").write_bytes(b"not an image")
     write_mp4(src / "clip.mp4", [D.load_rgb(faces[0].path)[:128, :128]] * 6, fps=5)
-    from mlsd.blurring.backends import PACKAGED_UNION
 
-    args = parse_args(
+    args = blur_batch.parse_args(
         [
             "--input",
             str(src),
@@ -96,7 +98,7 @@ def test_batch_blur_skips_broken_files_and_finished_outputs(ray_session, tmp_pat
             json.dumps(PACKAGED_UNION),
         ]
     )
-    out = run(args)
+    out = blur_batch.run(args)
     assert out["written"] == 3 and out["boxes"] > 0
     assert [f["input"].endswith("broken.jpg") for f in out["failed"]] == [True]
     assert "not an image" in out["failed"][0]["reason"]
@@ -106,11 +108,10 @@ def test_batch_blur_skips_broken_files_and_finished_outputs(ray_session, tmp_pat
         if p.is_file()
     )
     assert written == sorted([f"{e.path.stem}.jpg" for e in faces] + ["clip.mp4"])
-    import av
 
     with av.open(str(tmp_path / "out" / "clip.mp4")) as c:
         assert c.streams.video[0].frames == 6  # re-encoded, every frame
-    again = run(args)
+    again = blur_batch.run(args)
     assert again["written"] == 0 and again["skipped_existing"] == 3
 
 
@@ -119,9 +120,6 @@ def test_training_from_your_own_coco_boxes(ray_session, tmp_path):
     file (faces and plates under the user's class names, plus a class the map leaves out),
     trained through ``--boxes``; the artifact says what it was trained on."""
     _need_data()
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.blurring import data as D
-    from train.blurring import parse_args, run
 
     photos = D.faces("train")[:3] + D.plates("train")[:3]
     cats = [{"id": 1, "name": "person-face"}, {"id": 2, "name": "lp"}, {"id": 3, "name": "car"}]
@@ -139,8 +137,8 @@ def test_training_from_your_own_coco_boxes(ray_session, tmp_path):
         anns.append({"image_id": i, "category_id": 3, "bbox": [0, 0, 10, 10]})
     coco = tmp_path / "boxes.json"
     coco.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
-    out = run(
-        parse_args(
+    out = blurring.run(
+        blurring.parse_args(
             [
                 "--boxes",
                 str(coco),

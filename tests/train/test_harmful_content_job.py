@@ -12,21 +12,23 @@ import tempfile
 import numpy as np
 import pytest
 
-from tests.conftest import new_store
+from mlsd.artifacts import ArtifactStore
+from mlsd.harmful_content import data as D
+from mlsd.harmful_content import features as F
+from mlsd.harmful_content import pipeline as P
+from mlsd.harmful_content.artifact import load_bag, load_classifier
+from mlsd.harmful_content.review import ReviewQueue
+from mlsd.runtime import make_runner
+from tests.conftest import new_store, write_photo_folder
+from train.harmful_content import parse_args, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
 
 
 def test_job_trains_resumes_and_folds_in_reviews(ray_session, tmp_path):
-    from mlsd.harmful_content import data as D
 
     if not (D.DATA_ROOT / "davidson_hate_offensive").exists():
         pytest.skip("harmful-content data not under ../shared/data")
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.harmful_content.artifact import load_bag, load_classifier
-    from mlsd.harmful_content.review import ReviewQueue
-    from mlsd.runtime import make_runner
-    from train.harmful_content import parse_args, run
 
     q = ReviewQueue(new_store(tmp_path / "reviews.sqlite"))
     rid = q.enqueue(
@@ -64,8 +66,6 @@ def test_job_trains_resumes_and_folds_in_reviews(ray_session, tmp_path):
     model, cfg = load_classifier(art)
     bag = load_bag(art)
     assert bag is not None and bag.size == cfg.spec.ngram_buckets
-    from mlsd.harmful_content import features as F
-    from mlsd.harmful_content import pipeline as P
 
     enc = F.TextEncoder(art.config["text_encoder"], num_threads=1)
     x = P.featurize([D.Post("you are all wonderful", "en", "t")], enc, bag, cfg.spec)
@@ -82,13 +82,9 @@ def test_job_trains_the_heads_of_your_own_posts_file(ray_session, tmp_path):
     the demo's (real Davidson tweets relabelled into two policy columns, one of them
     partially unknown; some posts with a real photo, one with a missing one) trains a model
     with exactly those heads and an image input; the bad rows are reported."""
-    from mlsd.harmful_content import data as D
 
     if not (D.DATA_ROOT / "davidson_hate_offensive").exists():
         pytest.skip("harmful-content data not under ../shared/data")
-    from mlsd.artifacts import ArtifactStore
-    from tests.conftest import write_photo_folder
-    from train.harmful_content import parse_args, run
 
     write_photo_folder(tmp_path / "photos")  # real photos: some posts carry one
     photos = sorted(p.name for p in (tmp_path / "photos").glob("*.jpg"))
@@ -136,7 +132,6 @@ def test_the_job_runs_as_ray_job_submit_runs_it(tmp_path):
     """``python -m train.harmful_content``: the job's module is ``__main__`` there, and every
     object the training loop reaches must still be importable on Ray's workers (a cached
     reader defined in the job once broke this while every in-process test passed)."""
-    from mlsd.harmful_content import data as D
 
     if not (D.DATA_ROOT / "davidson_hate_offensive").exists():
         pytest.skip("harmful-content data not under ../shared/data")

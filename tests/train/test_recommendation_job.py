@@ -3,18 +3,24 @@ Train ranker) reads the serving app's event log and writes an artifact the app c
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
+from mlsd.artifacts import ArtifactStore
+from mlsd.data.movielens import GENRES, interaction_matrix, load_movielens
+from mlsd.recommendation.artifact import load_recommender
+from mlsd.recommendation.events import EventLog
+from mlsd.recommendation.mf import WALS, WALSConfig
 from tests.conftest import new_store
+from train.recommendation import parse_args, run
+from train.recommendation_wals import fit_wals_on_ray
 
 pytestmark = [pytest.mark.slow]
 
 
 def test_ray_workers_give_the_same_factors(ray_session):
-    from mlsd.data.movielens import interaction_matrix, load_movielens
-    from mlsd.recommendation.mf import WALS, WALSConfig
-    from train.recommendation_wals import fit_wals_on_ray
 
     ml = load_movielens()
     fb = interaction_matrix(ml.ratings, ml.n_users, ml.n_items, "rating")
@@ -26,10 +32,6 @@ def test_ray_workers_give_the_same_factors(ray_session):
 
 
 def test_job_reads_the_event_log_and_writes_a_loadable_artifact(ray_session, tmp_path):
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.recommendation.artifact import load_recommender
-    from mlsd.recommendation.events import EventLog
-    from train.recommendation import parse_args, run
 
     log = EventLog(new_store(tmp_path / "events.db"))
     for video in (1, 2, 3):
@@ -71,12 +73,6 @@ def test_job_trains_on_your_own_log_with_string_ids(ray_session, tmp_path):
     """README's "Your own data" for recommendation: an interaction log with string ids and
     events (MovieLens users and movies renamed, a skip and a broken row among them) and an
     items table with tags trains a loadable artifact that carries its id maps and tag names."""
-    import json
-
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.data.movielens import GENRES, load_movielens
-    from mlsd.recommendation.artifact import load_recommender
-    from train.recommendation import parse_args, run
 
     ml = load_movielens()
     r = ml.ratings[ml.ratings.user_id <= 150]

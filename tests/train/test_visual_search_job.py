@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import re
 
+import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import ROOT, fashion_mnist_or_none
+from mlsd.artifacts import ArtifactStore
+from tests.conftest import ROOT, fashion_mnist_or_none, write_photo_folder
+from train.visual_search import parse_args, run
+from train.visual_search_index import index_job
 
 pytestmark = [pytest.mark.slow]
 
@@ -15,8 +19,6 @@ pytestmark = [pytest.mark.slow]
 def test_train_resume_and_index(ray_session, tmp_path):
     if fashion_mnist_or_none() is None:
         pytest.skip("Fashion-MNIST not installed (make data)")
-    from mlsd.artifacts import ArtifactStore
-    from train.visual_search import parse_args, run
 
     common = [
         "--train-limit",
@@ -74,12 +76,6 @@ def test_your_own_photos_train_index_and_keep_their_ids(ray_session, tmp_path):
     """README's "Your own data" for visual search, small: a folder of real photos (JPEG, PNG,
     WebP, one unreadable) -> the photo job trains the head with Ray Train and indexes with
     Ray Data; re-indexing a changed folder keeps every photo's id."""
-    import pyarrow.parquet as pq
-
-    from mlsd.artifacts import ArtifactStore
-    from tests.conftest import write_photo_folder
-    from train.visual_search import parse_args, run
-    from train.visual_search_index import index_job
 
     photos = write_photo_folder(tmp_path / "photos")
     (photos / "broken.jpg").write_bytes(b"\xff\xd8 not a photo")

@@ -12,6 +12,7 @@ import pytest
 
 from mlsd.procs import kill, pids_of
 from tests.conftest import fashion_mnist_or_none
+from train.visual_search import parse_args, run
 
 pytestmark = [pytest.mark.slow]
 EPOCHS = 5
@@ -47,7 +48,6 @@ def _args(tmp_path: Path, run_name: str) -> list[str]:
 def test_a_killed_worker_resumes_from_its_checkpoint(ray_session, tmp_path):
     if fashion_mnist_or_none() is None:
         pytest.skip("Fashion-MNIST not installed (make data)")
-    from train.visual_search import parse_args, run
 
     calm = run(parse_args(_args(tmp_path, "calm")))
     assert calm["final"]["resumed_from_epoch"] == 0

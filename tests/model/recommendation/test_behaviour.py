@@ -10,14 +10,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mlsd.artifacts import ArtifactStore
+from mlsd.data.movielens import GENRES
+from mlsd.recommendation.artifact import load_ranker, load_recommender
+from mlsd.recommendation.pipeline import recommend_one
+from tests.conftest import build_tiny_recommender
+
 AT = 893_300_000  # a request time inside MovieLens' log
 
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.recommendation.artifact import load_ranker, load_recommender
-    from tests.conftest import build_tiny_recommender
 
     root = tmp_path_factory.mktemp("rec32")
     build_tiny_recommender(root, "v1", factors=32, iterations=10)
@@ -38,8 +41,6 @@ def test_liked_genre_rises(system, genre):
     blockbusters) raise that genre's share of the top 20: strongly for a user the model never
     saw (the likes are all it knows), on average for trained users with short histories (20
     ratings each); the liked films themselves are not shown again."""
-    from mlsd.data.movielens import GENRES
-    from mlsd.recommendation.pipeline import recommend_one
 
     rec, ranker = system
     g = GENRES.index(genre)

@@ -4,18 +4,22 @@ through the whole pipeline (query encoder, both branches, fusion, reranking)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
+from mlsd.artifacts import ArtifactStore
+from mlsd.text_index import TextIndex
+from mlsd.video_search.catalogue import VideoCatalogue, VideoLog, write_catalogue
+from mlsd.video_search.fusion import FusionConfig
+from mlsd.video_search.model import FrameEncoder, load_video_text, query_encoder
+from mlsd.video_search.pipeline import TextBranch, VideoIndexing, VisualBranch, fuse_and_rerank
 from tests.conftest import new_objects, new_store
 
 
 @pytest.fixture(scope="module")
 def search(video_store):
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.video_search.catalogue import VideoCatalogue
-    from mlsd.video_search.model import load_video_text, query_encoder
-    from mlsd.video_search.pipeline import TextBranch, VisualBranch, fuse_and_rerank
 
     store = ArtifactStore(video_store)
     model = load_video_text(store.load("video_text_zeroshot"))
@@ -50,11 +54,6 @@ def test_a_query_and_its_paraphrase_find_the_same_video(search, query, paraphras
 
 
 def _served_fusion():
-    from pathlib import Path
-
-    import yaml
-
-    from mlsd.video_search.fusion import FusionConfig
 
     cfg = yaml.safe_load((Path(__file__).parents[3] / "serve_config.yaml").read_text())
     app = next(a for a in cfg["applications"] if a["name"] == "video_search")
@@ -69,13 +68,6 @@ def test_a_neutral_upload_is_found_when_the_others_match_only_by_stop_words(
 ):
     """The user's case: a real clip uploaded as "upload 3", every other video with good
     metadata that shares only function words with the query ("a", "on", "the")."""
-    from pathlib import Path
-
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.text_index import TextIndex
-    from mlsd.video_search.catalogue import VideoCatalogue, VideoLog, write_catalogue
-    from mlsd.video_search.model import FrameEncoder, load_video_text, query_encoder
-    from mlsd.video_search.pipeline import TextBranch, VideoIndexing, VisualBranch, fuse_and_rerank
 
     src = ArtifactStore(video_store)
     model = load_video_text(src.load("video_text_zeroshot"))

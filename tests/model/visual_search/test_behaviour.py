@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import catalogue_images, jpeg_bytes, png_bytes
+from mlsd.artifacts import ArtifactStore
+from mlsd.visual_search.catalogue import CatalogueIndex
+from mlsd.visual_search.pipeline import ImageEncoderModel, search_pipeline
+from mlsd.visual_search.rerank import RerankConfig
+from tests.conftest import catalogue_images, jpeg_bytes, new_objects, new_store, png_bytes
 
 
 @pytest.fixture(scope="module")
 def pipeline(tiny_store):
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.visual_search.catalogue import CatalogueIndex
-    from mlsd.visual_search.pipeline import ImageEncoderModel
 
     art = ArtifactStore(tiny_store).load("visual_search")
     return ImageEncoderModel(art, "onnx", device="cpu"), CatalogueIndex(art)
@@ -20,7 +21,6 @@ def pipeline(tiny_store):
 def test_png_and_jpeg_of_one_image_give_the_same_top1(pipeline):
     """The file format is not the content: a JPEG (lossy, RGB) of a catalogue image finds what
     its PNG finds first: the image itself."""
-    from mlsd.visual_search.pipeline import search_pipeline
 
     encoder, catalogue = pipeline
     images, _ = catalogue_images(40)
@@ -33,11 +33,6 @@ def test_png_and_jpeg_of_one_image_give_the_same_top1(pipeline):
 def test_near_duplicates_are_shown_once(tiny_store, tmp_path):
     """The reranker's near-duplicate rule: a catalogue image and its exact copy added live are
     one result, not two (and with the rule off, the copy does come back: the test sees it)."""
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.visual_search.catalogue import CatalogueIndex
-    from mlsd.visual_search.pipeline import ImageEncoderModel, search_pipeline
-    from mlsd.visual_search.rerank import RerankConfig
-    from tests.conftest import new_objects, new_store
 
     art = ArtifactStore(tiny_store).load("visual_search")
     encoder = ImageEncoderModel(art, "onnx", device="cpu")

@@ -7,12 +7,15 @@ import stat
 import time
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.testclient import TestClient
 
 from apps import auth
 from apps.auth import AuthArgs, Authenticator, Identity, JWTArgs, KeyStore, RateLimiter, require
 from apps.limits import EDGE
+from apps.visual_search import VisualSearchArgs, build_app
 from mlsd.state import StoreMissing, StoreURLError, init_store
 
 
@@ -143,8 +146,6 @@ def test_rate_limiter_refills():
 
 def test_jwt_signature_expiry_audience(tmp_path):
     jwt = pytest.importorskip("jwt")
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519
 
     private = ed25519.Ed25519PrivateKey.generate()
     pem = private.public_key().public_bytes(
@@ -215,7 +216,6 @@ def test_cli_creates_lists_revokes_and_makes_the_dev_token(tmp_path, capsys):
 
 
 def test_an_app_with_auth_none_is_refused_when_serve_binds_beyond_loopback(tiny_store, monkeypatch):
-    from apps.visual_search import VisualSearchArgs, build_app
 
     args = VisualSearchArgs(artifact_store=str(tiny_store), live_log=None, auth="none")
     monkeypatch.setattr("apps.common.serve_hosts", lambda: ["0.0.0.0"])

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+from pathlib import Path
 
 import pytest
 from fastapi import FastAPI, Request
+from fastapi.testclient import TestClient
 
 from apps import limits
 
@@ -116,8 +119,6 @@ def test_an_unexpected_error_is_a_generic_500():
     async def boom():
         raise RuntimeError("/secret/path/to/model.onnx is missing")
 
-    from fastapi.testclient import TestClient
-
     r = TestClient(api, raise_server_exceptions=False).post("/boom")
     assert r.status_code == 500 and r.json() == {"detail": "internal error"}
     assert "secret" not in r.text
@@ -139,9 +140,6 @@ def test_the_proxy_caps_each_route_by_its_longest_prefix():
 
 def test_the_grafana_dashboard_reads_metrics_the_code_exports():
     """Every mlsd_* metric a panel queries is one deployments/metrics.py records."""
-    import json
-    import re
-    from pathlib import Path
 
     root = Path(__file__).resolve().parents[3]
     dash = json.loads((root / "ops" / "grafana" / "mlsd.json").read_text())

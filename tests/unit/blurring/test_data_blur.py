@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from mlsd.blurring import data as D
 from mlsd.blurring.augment import Augmenter, pad_targets, unpad_targets
+from mlsd.blurring.backends import build_backend
 from mlsd.blurring.blur import BlurConfig, blur, encode_jpeg
+from mlsd.blurring.evaluation import box_iou
 from mlsd.blurring.model import FAMILIES, DetectorConfig, build_detector, set_input_scale
-from mlsd.blurring.pipeline import Detections, detect_image, tiles, train_step
+from mlsd.blurring.pipeline import Detections, detect_image, detect_torch, tiles, train_step
 
 
 def _have(fn):
@@ -73,9 +78,6 @@ def test_blur_removes_detail_inside_and_leaves_the_rest():
 
 
 def test_encoded_output_has_no_metadata():
-    import io
-
-    from PIL import Image
 
     jpeg = encode_jpeg(np.zeros((10, 10, 3), np.uint8))
     img = Image.open(io.BytesIO(jpeg))
@@ -124,7 +126,6 @@ def test_each_family_trains_a_step_and_detects(family):
     assert np.isfinite(logs["loss"]) and len(logs) >= 3  # classification + box terms
     moved = sum(not torch.equal(a, p.detach()) for a, p in zip(before, trainable, strict=True))
     assert moved > len(trainable) // 2  # the step updated the weights (heads and backbone)
-    from mlsd.blurring.pipeline import detect_torch
 
     (det,) = detect_torch(model, [np.zeros((90, 120, 3), np.uint8)], long_side=128)
     assert det.boxes.shape[1] == 4 and (det.boxes[:, 2] <= 120 + 1e-3).all()
@@ -134,8 +135,6 @@ def test_each_family_trains_a_step_and_detects(family):
 def test_a_packaged_detector_run_at_a_larger_side_answers_in_the_images_coordinates():
     """``long_side`` upscales before CenterFace runs (small faces get pixels); its boxes come
     back in the given image's coordinates, where the native run finds the same faces."""
-    from mlsd.blurring.backends import build_backend
-    from mlsd.blurring.evaluation import box_iou
 
     ex = _have(D.dlib_smoke)[0]
     img = D.load_rgb(ex.path)
@@ -157,7 +156,6 @@ def test_a_packaged_detector_run_at_a_larger_side_answers_in_the_images_coordina
     ],
 )
 def test_a_bad_long_side_is_refused_naming_it(spec):
-    from mlsd.blurring.backends import build_backend
 
     with pytest.raises(ValueError, match="long_side"):
         build_backend(spec)

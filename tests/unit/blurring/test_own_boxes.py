@@ -12,6 +12,7 @@ from PIL import Image
 from mlsd.blurring.data import FACE, PLATE, parse_class_map, read_boxes, read_coco, read_yolo
 from mlsd.data.sources import DataError
 from tests.conftest import real_photos
+from train.blurring import parse_args, training_examples
 
 MAP = {"face": FACE, "license_plate": PLATE}
 # per photo: (class, x1, y1, x2, y2) in pixels; the "dog" class is not in the class map
@@ -155,7 +156,6 @@ def test_bad_yolo_rows_are_named_and_counted(photos):
 
 
 def test_a_mostly_bad_box_file_fails_the_job_before_training(photos, tmp_path):
-    from train.blurring import parse_args, training_examples
 
     bad_anns = [{"image_id": 42, "category_id": 1, "bbox": [0, 0, 1, 1]}] * 20
     path = coco(photos, extra_annotations=bad_anns)

@@ -3,18 +3,28 @@ loss, early vs late fusion on the SYNTHETIC meme set, policy, the durable review
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
+from sklearn.linear_model import LogisticRegression
 
+from mlsd.artifacts import ArtifactStore
 from mlsd.harmful_content import data as D
 from mlsd.harmful_content import evaluation as E
 from mlsd.harmful_content import features as F
 from mlsd.harmful_content import model as M
 from mlsd.harmful_content import pipeline as P
 from mlsd.harmful_content import synthetic as S
-from mlsd.harmful_content.policy import HeadPolicy, Policy
+from mlsd.harmful_content.artifact import export_classifier, write_classifier
+from mlsd.harmful_content.policy import HeadPolicy, Policy, thresholds_from_validation
 from mlsd.harmful_content.review import ReviewConflict, ReviewNotFound, ReviewQueue
+from mlsd.model_repository import export_artifact
+from mlsd.runtime import make_runner
+from mlsd.shadow import ShadowStats
+from tests.conftest import start_triton
 
 
 def _need_data():
@@ -82,8 +92,6 @@ def test_each_head_learns_only_from_rows_that_carry_its_label():
 
 @pytest.mark.parametrize("fusion", ["early", "late"])
 def test_both_fusions_export_and_run_through_the_onnx_runner(tmp_path, fusion):
-    from mlsd.harmful_content.artifact import export_classifier
-    from mlsd.runtime import make_runner
 
     spec = F.FeatureSpec(text_dim=8, image_dim=4)
     model = M.build_classifier(M.ClassifierConfig(heads=("a", "b"), spec=spec, fusion=fusion))
@@ -210,7 +218,6 @@ def test_text_is_cleaned_not_refused_unless_it_is_not_text():
 
 
 def test_thresholds_climb_from_the_base_rate_and_never_fire_where_precision_is_not_reached():
-    from mlsd.harmful_content.policy import thresholds_from_validation
 
     rng = np.random.default_rng(0)
     y = (rng.random(4000) < 0.8).astype(int)  # a majority-positive head, as Davidson offensive
@@ -238,7 +245,6 @@ def test_a_retried_post_is_one_review(state_url):
 def test_two_replicas_racing_on_one_post_make_one_review(state_url):
     """Two ingress replicas (two queue objects: their own connections) enqueue the same post
     at once, many times: one review, and every caller gets its id."""
-    from concurrent.futures import ThreadPoolExecutor
 
     queues = [ReviewQueue(state_url), ReviewQueue(state_url)]
 
@@ -252,7 +258,6 @@ def test_two_replicas_racing_on_one_post_make_one_review(state_url):
 
 
 def test_shadow_head_agreement_counts_disagreements_per_head():
-    from mlsd.shadow import ShadowStats
 
     s = ShadowStats("head_agreement", 0)
     heads = ["hate", "offensive"]
@@ -283,8 +288,6 @@ _POSTS = [{"text": "hello", "comments": ["a", "bcd"], "reactions": {"likes": 3}}
 
 
 def _tiny_classifier(root):
-    from mlsd.artifacts import ArtifactStore
-    from mlsd.harmful_content.artifact import write_classifier
 
     spec = F.FeatureSpec(text_dim=16)
     torch.manual_seed(0)
@@ -320,10 +323,6 @@ def test_the_scorer_gives_the_same_probabilities_through_torch_and_onnx(tmp_path
 def test_the_scorer_through_a_real_triton_server(tmp_path):
     """backend triton: the classifier's ONNX file (12 named inputs, int64 among them) on a
     Triton server gives the in-process probabilities, blocking and awaited."""
-    import asyncio
-
-    from mlsd.model_repository import export_artifact
-    from tests.conftest import start_triton
 
     art = _tiny_classifier(tmp_path / "store")
     export_artifact(art, tmp_path / "repo", variant="python")
@@ -344,10 +343,6 @@ def test_stacked_wide_path_is_a_cross_validated_lr_and_trains_on_out_of_fold_log
     """``ngram_mode="stacked"``: the frozen wide table is the per-head logistic regression
     (what sklearn fits at the chosen C), the network trains on out-of-fold logits, and the
     exported model computes the same logits from the bag alone."""
-    from sklearn.linear_model import LogisticRegression
-
-    from mlsd.harmful_content.artifact import export_classifier
-    from mlsd.runtime import make_runner
 
     rng = np.random.default_rng(0)
     words = ["good", "fine", "nice", "calm", "awful", "vile", "scum", "trash"]

@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from PIL import Image
 
 from mlsd.data.sources import DataError
 from mlsd.harmful_content import data as D
 from mlsd.harmful_content.data import read_posts, write_posts
+from mlsd.harmful_content.features import IMAGE_DIM, image_vectors
+from tests.conftest import real_photos
 
 CSV = """post_id,text,lang,spam,threat
 1,"buy now, cheap pills",en,1,0
@@ -109,10 +112,6 @@ def test_the_demo_sets_round_trip_through_the_format(tmp_path):
 
 
 def test_a_posts_image_is_read_relative_to_the_file_and_embedded(tmp_path):
-    from PIL import Image
-
-    from mlsd.harmful_content.features import IMAGE_DIM, image_vectors
-    from tests.conftest import real_photos
 
     (tmp_path / "img").mkdir()
     Image.fromarray(real_photos()[1]).save(tmp_path / "img" / "coffee.jpg")

@@ -10,10 +10,12 @@ import pytest
 
 from mlsd.harmful_content.policy import (
     Calibration,
+    Decision,
     PolicyTargets,
     ValidationScores,
     fit_calibration,
     fit_platform_policy,
+    language_rule,
     outcome_shares,
     prior_weights,
 )
@@ -106,7 +108,6 @@ def test_validation_scores_round_trip(tmp_path):
 
 
 def test_an_unseen_language_is_never_a_silent_guess():
-    from mlsd.harmful_content.policy import Decision, language_rule
 
     langs = ["ar", "en", "fr"]
     seen = Decision("allow", [], {"hate": 0.01})

@@ -5,6 +5,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+import mlsd.recommendation.mf as mf
 from mlsd.recommendation.mf import (
     WALS,
     LocalBlockSolver,
@@ -143,7 +144,6 @@ def test_split_rows_by_nnz_covers_rows_with_bounded_chunks():
 
 
 def test_cache_sized_chunks_give_the_same_factors(monkeypatch):
-    import mlsd.recommendation.mf as mf
 
     monkeypatch.setattr(mf, "CHUNK_MIN_DIM", 0)  # force chunking on a small matrix
     fb = _feedback(n_users=80, n_items=50)
@@ -161,7 +161,6 @@ def test_cache_sized_chunks_give_the_same_factors(monkeypatch):
 def test_factors_do_not_depend_on_the_thread_count(monkeypatch, chunked):
     """Each chunk is solved with single-threaded kernels, and chunks are shared out to the
     threads: 1 or 2 threads (or Ray workers) give bit-identical factors."""
-    import mlsd.recommendation.mf as mf
 
     monkeypatch.setattr(mf, "CHUNK_MIN_DIM", 0)
     fb = _feedback(n_users=120, n_items=70)

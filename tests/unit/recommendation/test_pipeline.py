@@ -1,6 +1,8 @@
 """Recommendation core without Ray: evaluation protocol, candidates and cold start, features
 and ranker, reranking rules, the event log, the artifact (round trip and corruption)."""
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -169,7 +171,6 @@ def test_artifact_round_trip_and_corruption(rec_store, tmp_path):
     assert rec.version == "v1" and rec.tables.n_items == 1683
     c = rec.cg.generate(1, 10, rec.history.of(1)[0])
     assert c.strategy == "personal" and len(c.items) == 10
-    import shutil
 
     bad = tmp_path / "store"
     shutil.copytree(rec_store, bad)

@@ -1,8 +1,13 @@
+import gzip
 import json
+import tempfile
 
 import pytest
 
-from mlsd.artifacts import ArtifactError, ArtifactStore
+from apps.visual_search import VisualSearchArgs, build_app
+from mlsd import artifacts
+from mlsd.artifacts import ArtifactError, ArtifactStore, default_cache_dir
+from mlsd.data import fashion_mnist as fm
 
 
 def _write(store, name="m", payload=b"weights"):
@@ -126,9 +131,6 @@ def test_remote_cache_is_private_and_rechecked(tmp_path):
 
 
 def test_default_cache_is_not_a_shared_temp_folder(monkeypatch, tmp_path):
-    import tempfile
-
-    from mlsd.artifacts import default_cache_dir
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir() == tmp_path / "xdg" / "mlsd" / "artifacts"
@@ -137,9 +139,6 @@ def test_default_cache_is_not_a_shared_temp_folder(monkeypatch, tmp_path):
 
 
 def test_fashion_mnist_files_are_checked_by_content(tmp_path):
-    import gzip
-
-    from mlsd.data import fashion_mnist as fm
 
     bad = tmp_path / "t10k-labels-idx1-ubyte.gz"
     bad.write_bytes(gzip.compress(b"not the labels"))
@@ -172,7 +171,6 @@ def test_a_pinned_manifest_digest_catches_tampering_before_anything_loads(tmp_pa
 
 
 def test_signed_manifests(tmp_path, monkeypatch):
-    from mlsd import artifacts
 
     priv, pub = artifacts.keygen(tmp_path / "signing.pem")
     assert oct(priv.stat().st_mode & 0o777) == "0o600"
@@ -197,7 +195,6 @@ def test_signed_manifests(tmp_path, monkeypatch):
 
 
 def test_an_app_whose_pinned_manifest_differs_fails_at_build_naming_it(tiny_store):
-    from apps.visual_search import VisualSearchArgs, build_app
 
     store = ArtifactStore(tiny_store)
     version = store.resolve("visual_search")

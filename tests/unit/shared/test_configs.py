@@ -1,9 +1,20 @@
 """Both Serve configs parse, their args validate, and they only name deployments that exist."""
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
+from ray.serve.schema import ServeDeploySchema
+
+from apps.blurring import BlurringArgs
+from apps.harmful_content import HarmfulContentArgs
+from apps.recommendation import RecommendationArgs
+from apps.video_search import VideoSearchArgs
+from apps.visual_search import VisualSearchArgs
+from mlsd.blurring.backends import SERVED_MEMBERS
+from train.blur_batch import parse_args
 
 ROOT = Path(__file__).resolve().parents[3]
 DEPLOYMENTS = {
@@ -58,13 +69,6 @@ DEPLOYMENTS = {
     "name", ["serve_config.yaml", "serve_config.gpu.yaml", "serve_config.triton.yaml"]
 )
 def test_serve_config(name):
-    from ray.serve.schema import ServeDeploySchema
-
-    from apps.blurring import BlurringArgs
-    from apps.harmful_content import HarmfulContentArgs
-    from apps.recommendation import RecommendationArgs
-    from apps.video_search import VideoSearchArgs
-    from apps.visual_search import VisualSearchArgs
 
     builder_args = {
         "visual_search": VisualSearchArgs,
@@ -96,9 +100,6 @@ def test_serve_config(name):
 
 
 def test_unknown_builder_args_are_rejected():
-    from pydantic import ValidationError
-
-    from apps.visual_search import VisualSearchArgs
 
     with pytest.raises(ValidationError):
         VisualSearchArgs(artifact_stor="typo")
@@ -107,14 +108,11 @@ def test_unknown_builder_args_are_rejected():
 def test_the_blurring_service_and_batch_job_blur_with_the_same_detector():
     """serve_config.yaml's /blurring detector is SERVED_MEMBERS (what the batch job and the
     app default to), with enclosing fusion; every member that serves faces or plates has one."""
-    from mlsd.blurring.backends import SERVED_MEMBERS
-    from train.blur_batch import parse_args
 
     raw = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     app = next(a for a in raw["applications"] if a["name"] == "blurring")
     assert app["args"]["detector"]["members"] == SERVED_MEMBERS
     assert app["args"]["detector"]["fusion"] == "enclose"
-    import json
 
     assert json.loads(parse_args(["--input", "i", "--output", "o"]).detector) == SERVED_MEMBERS
     served = {c for m in SERVED_MEMBERS for c in m["threshold"]}

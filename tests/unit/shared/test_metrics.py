@@ -2,7 +2,11 @@
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score, ndcg_score
+from sklearn.metrics import (
+    average_precision_score,
+    label_ranking_average_precision_score,
+    ndcg_score,
+)
 
 from mlsd import metrics as M
 
@@ -64,7 +68,6 @@ def test_cut_metrics_match_definitions(seed):
 
 
 def test_mrr_single_relevant_matches_sklearn_lrap():
-    from sklearn.metrics import label_ranking_average_precision_score
 
     rng = np.random.default_rng(0)
     truth = np.zeros((20, 15))

@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import socket
 
+import fsspec
 import pytest
+import sqlalchemy as sa
 
 from tests.servers import MotoS3Server, PostgresServer, RedisServer, free_port
 
@@ -39,7 +41,6 @@ def test_free_port_is_bindable():
 
 def test_postgres_create_database_and_query():
     _require(PostgresServer.available(), "PostgreSQL server binaries (initdb, postgres)")
-    import sqlalchemy as sa
 
     pg = PostgresServer()
     pg.stop()  # before start(): a no-op
@@ -73,7 +74,6 @@ def test_redis_ping():
 
 def test_moto_s3_through_env(monkeypatch):
     _require(MotoS3Server.available(), "moto server (pip install 'moto[server]')")
-    import fsspec
 
     with MotoS3Server() as s3:
         s3.create_bucket("mlsd-test")

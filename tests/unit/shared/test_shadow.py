@@ -1,6 +1,6 @@
 import pytest
 
-from mlsd.shadow import ShadowStats, overlap_at_k
+from mlsd.shadow import ShadowStats, box_agreement, overlap_at_k
 
 
 def test_overlap_and_stats():
@@ -21,7 +21,6 @@ def test_overlap_and_stats():
 
 
 def test_box_agreement_counts_what_each_would_have_left_unblurred():
-    from mlsd.shadow import ShadowStats, box_agreement
 
     face = [1, 0, 0, 10, 10]
     assert box_agreement([face], [face])["score"] == 1.0

@@ -4,12 +4,14 @@ the access rule. Real SQLite and PostgreSQL (and an S3 API server) throughout.""
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 
 from mlsd.artifacts import ArtifactStore
 from mlsd.state import (
@@ -27,9 +29,11 @@ from mlsd.state import (
     parse_url,
     pin_url,
 )
+from mlsd.state.schema import vs_images
 from mlsd.state.url import PASSWORD_ENV, PASSWORD_FILE_ENV
 from mlsd.visual_search.catalogue import CatalogueIndex, CatalogueLog
 from tests.conftest import build_tiny_artifact, require_server
+from tests.servers import MotoS3Server, PostgresServer
 
 # -- URLs --------------------------------------------------------------------------------------
 
@@ -100,7 +104,6 @@ def test_a_lost_or_replaced_file_fails_the_health_check(tmp_path):
 
 
 def test_a_store_of_another_schema_is_refused(tmp_path):
-    import sqlite3
 
     path = tmp_path / "other.sqlite"
     sqlite3.connect(path).execute("CREATE TABLE t (x)").connection.close()
@@ -120,7 +123,6 @@ def test_an_unreachable_postgres_is_named(postgres):
 def test_a_postgres_restart_is_survived_without_serving_stale_state(tmp_path):
     """The pool drops dead connections (pre-ping); while the server is down the log says so
     (StoreUnavailable), and after it returns every acknowledged row is there."""
-    from tests.servers import PostgresServer
 
     require_server(PostgresServer.available(), "PostgreSQL")
     with PostgresServer() as pg:
@@ -207,7 +209,6 @@ def test_object_store_keys_and_atomic_writes(tmp_path):
 @pytest.fixture(scope="module")
 def s3():
     """A real S3 API server (moto's server mode) on loopback; the client is the real s3fs."""
-    from tests.servers import MotoS3Server
 
     require_server(MotoS3Server.available(), "moto[server]")
     with MotoS3Server() as server:
@@ -261,9 +262,6 @@ def test_time_is_the_apps_clock(state_url):
     before = time.time()
     log = CatalogueLog(state_url)
     log.append(np.ones(4), "m")
-    from sqlalchemy import select
-
-    from mlsd.state.schema import vs_images
 
     with log.db.read() as c:
         created = c.execute(select(vs_images.c.created)).scalar_one()

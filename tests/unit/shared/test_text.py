@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from mlsd.data.cranfield import DEFAULT_DIR, load_cranfield
+from mlsd.text import OFFLINE_MINILM, SentenceEncoder, resolve_text_model
 from mlsd.text_index import TextIndex, normalise
 
 
@@ -58,7 +60,6 @@ def test_delete_and_unknown_field(index):
 
 
 def test_cranfield_reader():
-    from mlsd.data.cranfield import DEFAULT_DIR, load_cranfield
 
     if not (DEFAULT_DIR / "cran.all.1400").exists():
         pytest.skip("Cranfield not under ../shared/data/cranfield")
@@ -69,7 +70,6 @@ def test_cranfield_reader():
 
 
 def test_offline_sentence_encoder():
-    from mlsd.text import OFFLINE_MINILM, SentenceEncoder, resolve_text_model
 
     enc = SentenceEncoder(OFFLINE_MINILM)
     assert enc.max_length == 256 and enc.dim == 384  # the model's own limits

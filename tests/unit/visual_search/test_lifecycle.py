@@ -7,6 +7,7 @@ import os
 import threading
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import select
 
@@ -144,7 +145,6 @@ def test_concurrent_adds_and_deletes(store, state_url, objects):
 
 
 def test_the_next_index_job_leaves_deleted_images_out(tmp_path, state_url, objects):
-    import pyarrow.parquet as pq
 
     root, live = tmp_path / "store", state_url
     build_tiny_artifact(root, n=120)
