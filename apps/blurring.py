@@ -31,7 +31,6 @@ from apps.common import (
     apply_ingress_config,
     mount_page,
     multipart_openapi,
-    pin_local,
     read_multipart,
     read_upload,
     reject_unknown_query,
@@ -286,9 +285,7 @@ class BlurringIngress:
 
 
 def build_app(args: BlurringArgs) -> Application:
-    a = args.model_copy(deep=True)
-    a.artifact_store, a.output_store = pin_local(a.artifact_store), pin_local(a.output_store)
-    a.pin_auth()
+    a = args.pinned(local=["output_store"])
     a.pin_models(a.store())
     a.open_state()  # after the artifacts: what the app loads, then where it writes
     detector = Detector.options(user_config=a.model_user_config("Detector")).bind(

@@ -7,15 +7,16 @@ Each app keeps its own graph: these are functions and models, not an ingress bas
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable
-from typing import ClassVar, Literal, TypeVar
+from typing import ClassVar, Literal, Self, TypeVar
 
 import ray
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from ray.exceptions import ActorUnavailableError, RayActorError
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException
@@ -29,9 +30,11 @@ from mlsd.model_repository import TRITON_VERSIONS
 from mlsd.runtime import BACKEND_NAMES
 from mlsd.state import Database, ObjectStore, parse_url, pin_url
 from mlsd.state.objects import is_local_uri
+from mlsd.uris import UnsafeURI, URIReadError, read_capped, uri_allowed
 
 logger = logging.getLogger("ray.serve")
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 class ArtifactRef(BaseModel):
@@ -252,6 +255,18 @@ class AppArgs(BaseModel):
         checked, so a replica loads exactly the manifests the build verified."""
         return self.store().spec()
 
+    def pinned(self, local: Iterable[str] = (), urls: Iterable[str] = ()) -> Self:
+        """Build time: a copy whose artifact store, ``local`` folders and ``urls`` (state
+        stores) are absolute, as replicas started elsewhere need them, with auth pinned."""
+        a = self.model_copy(deep=True)
+        a.artifact_store = pin_local(a.artifact_store)
+        for field in local:
+            setattr(a, field, pin_local(getattr(a, field)))
+        for field in urls:
+            setattr(a, field, pin_url(getattr(a, field)))
+        a.pin_auth()
+        return a
+
     def pin_auth(self) -> None:
         """Build time: key store and JWT key as absolute paths; ``auth: none`` refused unless
         the running Serve binds loopback only (each request's peer is checked again)."""
@@ -446,8 +461,12 @@ async def read_multipart(
     allowed: set[str],
     max_bytes: int,
     required: Iterable[str] = (),
+    max_files: int | None = None,
+    max_part_size: int = 1024 * 1024,
 ) -> FormData:
-    """Parse a multipart body strictly: right content type, size cap, no unknown fields."""
+    """Parse a multipart body strictly: right content type, size cap, no unknown fields; at
+    most ``max_files`` files (default one per allowed field) and ``max_part_size`` bytes in a
+    text field."""
     ctype = request.headers.get("content-type", "")
     if not ctype.lower().startswith("multipart/form-data"):
         raise HTTPException(415, f"expected multipart/form-data, got {ctype or 'no content type'}")
@@ -460,7 +479,11 @@ async def read_multipart(
         if too_big:
             raise HTTPException(413, f"request body of {length} bytes is over {max_bytes} bytes")
     try:
-        form = await request.form(max_files=len(allowed), max_fields=len(allowed))
+        form = await request.form(
+            max_files=len(allowed) if max_files is None else max_files,
+            max_fields=len(allowed) + (max_files or 0),
+            max_part_size=max_part_size,
+        )
     except MultiPartException as e:
         raise HTTPException(400, f"malformed multipart body: {e.message}") from None
     unknown = sorted(set(form.keys()) - allowed)
@@ -473,13 +496,97 @@ async def read_multipart(
 
 
 async def read_upload(form: FormData, field: str, max_bytes: int) -> bytes:
-    value = form.get(field)
-    if not isinstance(value, UploadFile):
-        raise HTTPException(422, f"form field {field!r} must be a file upload")
-    data = await value.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise HTTPException(413, f"upload {field!r} is over the limit of {max_bytes} bytes")
-    return data
+    """The one file sent as ``field``, capped."""
+    files = await read_uploads(form, field, max_bytes)
+    if len(files) != 1:
+        raise HTTPException(422, f"form field {field!r} must be one file upload")
+    return files[0]
+
+
+async def read_uploads(form: FormData, field: str, max_bytes: int) -> list[bytes]:
+    """Every file sent as ``field`` (none: ``[]``), each capped at ``max_bytes``."""
+    out = []
+    for value in form.getlist(field):
+        if not isinstance(value, UploadFile):
+            raise HTTPException(422, f"form field {field!r} must be a file upload")
+        data = await value.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise HTTPException(413, f"upload {field!r} is over the limit of {max_bytes} bytes")
+        out.append(data)
+    return out
+
+
+def invalid_body(e: ValidationError) -> HTTPException:
+    """A body that fails its pydantic model: 422 with each error's location and message (the
+    input values are left out: they may be large or private)."""
+    errors = [{"loc": list(x["loc"]), "msg": x["msg"]} for x in e.errors(include_url=False)]
+    return HTTPException(422, errors)
+
+
+async def read_post(
+    request: Request,
+    model: type[M],
+    *,
+    max_json_bytes: int,
+    max_files: int,
+    max_file_bytes: int,
+    json_field: str = "post",
+    file_field: str = "image",
+) -> tuple[M, list[bytes]]:
+    """A body that is either JSON (``model``) or multipart: ``json_field`` holding the same
+    JSON and up to ``max_files`` files as ``file_field``. Returns the model and the files."""
+    ctype = request.headers.get("content-type", "").lower()
+    if ctype.startswith("multipart/form-data"):
+        form = await read_multipart(
+            request,
+            {json_field, file_field},
+            max_json_bytes + max_files * max_file_bytes,
+            max_files=max_files,
+            max_part_size=max_json_bytes,
+        )
+        raw = form.get(json_field)
+        if not isinstance(raw, str):
+            raise HTTPException(422, f"form field {json_field!r} (JSON) is required")
+        body, files = raw.encode("utf-8"), await read_uploads(form, file_field, max_file_bytes)
+    elif ctype.startswith("application/json"):
+        body, files = await request.body(), []
+        if len(body) > max_json_bytes:
+            raise HTTPException(413, f"a JSON body is at most {max_json_bytes} bytes")
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise HTTPException(400, "the body is not valid UTF-8") from None
+    else:
+        raise HTTPException(
+            415,
+            f"send application/json, or multipart/form-data with a {json_field!r} field "
+            f"and {file_field!r} files",
+        )
+    try:
+        return model.model_validate_json(body), files
+    except ValidationError as e:
+        raise invalid_body(e) from None
+
+
+def check_uri(uri: object, prefixes: Iterable[str]) -> str:
+    """``uri`` if it is under one of ``prefixes`` (by structure: :mod:`mlsd.uris`), else 403."""
+    try:
+        allowed = isinstance(uri, str) and uri_allowed(uri, prefixes)
+    except UnsafeURI as e:
+        raise HTTPException(403, f"URI refused: {e}") from None
+    if not allowed:
+        raise HTTPException(403, "this URI is not under an allowed prefix")
+    return uri
+
+
+async def read_uri(uri: str, prefixes: Iterable[str], max_bytes: int) -> bytes:
+    """The bytes behind an allowed URI, capped (:func:`mlsd.uris.read_capped`, in a thread):
+    403 outside ``prefixes``, 422 unreadable (missing or failing alike), 413 over the cap."""
+    check_uri(uri, prefixes)
+    try:
+        return await asyncio.to_thread(read_capped, uri, max_bytes)
+    except URIReadError as e:
+        raise HTTPException(413 if e.reason == "too_large" else 422, f"{uri}: {e}") from None
 
 
 def parse_bool(value: str | None, field: str) -> bool:

@@ -17,14 +17,11 @@ import time
 import uuid
 from typing import Literal
 
-import fsspec
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException
 
 from apps import limits
 from apps.auth import Identity, require
@@ -34,7 +31,8 @@ from apps.common import (
     ModelRef,
     apply_ingress_config,
     mount_page,
-    pin_local,
+    read_post,
+    read_uri,
     reject_unknown_query,
     retry_once,
     setup_edge,
@@ -58,8 +56,6 @@ from mlsd.harmful_content.model import ClassifierConfig
 from mlsd.harmful_content.policy import Policy, PolicyReport, PolicyTargets, language_rule
 from mlsd.harmful_content.review import ReviewConflict, ReviewNotFound, ReviewQueue
 from mlsd.image import DEFAULT_MAX_PIXELS, InvalidImage, decode_image
-from mlsd.state import pin_url
-from mlsd.uris import UnsafeURI, uri_allowed
 
 logger = logging.getLogger("ray.serve")
 MAX_COUNT = 10**13  # more reactions or followers than people on Earth x 1000: not a real post
@@ -266,11 +262,6 @@ limits.install(api, MAX_JSON_BYTES)
 mount_page(api, "harmful_content")
 
 
-def _invalid(e: ValidationError) -> HTTPException:
-    errors = [{"loc": list(x["loc"]), "msg": x["msg"]} for x in e.errors(include_url=False)]
-    return HTTPException(422, errors)
-
-
 @serve.deployment(
     ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64, max_queued_requests=128
 )
@@ -338,58 +329,15 @@ class HarmfulContentIngress:
         except Exception:
             logger.exception("could not read the review queue's size")
 
-    # -- parsing --------------------------------------------------------------------------------
+    # -- parsing ----------------------------------------------------------------------------------
     async def _parse(self, request: Request) -> tuple[PostIn, list[bytes]]:
-        ctype = request.headers.get("content-type", "").lower()
-        if ctype.startswith("multipart/form-data"):
-            return await self._parse_multipart(request)
-        if not ctype.startswith("application/json"):
-            raise HTTPException(
-                415,
-                "send application/json, or multipart/form-data with a "
-                "'post' field and 'image' files",
-            )
-        body = await request.body()
-        if len(body) > MAX_JSON_BYTES:
-            raise HTTPException(413, f"a JSON post is at most {MAX_JSON_BYTES} bytes")
-        try:
-            body.decode("utf-8")
-        except UnicodeDecodeError:
-            raise HTTPException(400, "the body is not valid UTF-8") from None
-        try:
-            return PostIn.model_validate_json(body), []
-        except ValidationError as e:
-            raise _invalid(e) from None
-
-    async def _parse_multipart(self, request: Request) -> tuple[PostIn, list[bytes]]:
-
-        try:
-            form = await request.form(
-                max_files=self.args.max_images,
-                max_fields=self.args.max_images + 1,
-                max_part_size=MAX_JSON_BYTES,
-            )
-        except MultiPartException as e:
-            raise HTTPException(400, f"malformed multipart body: {e.message}") from None
-        unknown = sorted(set(form.keys()) - {"post", "image"})
-        if unknown:
-            raise HTTPException(422, f"unknown form field(s): {', '.join(unknown)}")
-        raw = form.get("post")
-        if not isinstance(raw, str):
-            raise HTTPException(422, "form field 'post' (the post as JSON) is required")
-        try:
-            post = PostIn.model_validate_json(raw)
-        except ValidationError as e:
-            raise _invalid(e) from None
-        data = []
-        for f in form.getlist("image"):
-            if not isinstance(f, UploadFile):
-                raise HTTPException(422, "form field 'image' must be a file upload")
-            b = await f.read(self.args.max_image_bytes + 1)
-            if len(b) > self.args.max_image_bytes:
-                raise HTTPException(413, f"an image is over {self.args.max_image_bytes} bytes")
-            data.append(b)
-        return post, data
+        return await read_post(
+            request,
+            PostIn,
+            max_json_bytes=MAX_JSON_BYTES,
+            max_files=self.args.max_images,
+            max_file_bytes=self.args.max_image_bytes,
+        )
 
     def _clean(self, post: PostIn, n_images: int) -> dict:
         a = self.args
@@ -413,30 +361,9 @@ class HarmfulContentIngress:
             "context": dump(post.context),
         }
 
-    def _read_uri(self, uri: str) -> bytes:
-
-        try:
-            with fsspec.open(uri, "rb") as f:
-                data = f.read(self.args.max_image_bytes + 1)
-        except FileNotFoundError:
-            raise HTTPException(422, "an image URL points at nothing") from None
-        except OSError:
-            raise HTTPException(422, "an image URL could not be read") from None
-        if len(data) > self.args.max_image_bytes:
-            raise HTTPException(413, f"an image is over {self.args.max_image_bytes} bytes")
-        return data
-
     async def _image_bytes(self, post: PostIn, uploads: list[bytes]) -> list[bytes]:
-        out = list(uploads)
-        for uri in post.image_urls:
-            try:  # by structure (scheme, bucket, path segments), never a string prefix
-                allowed = uri_allowed(uri, self.args.allowed_uri_prefixes)
-            except UnsafeURI as e:
-                raise HTTPException(403, f"URI refused: {e}") from None
-            if not allowed:
-                raise HTTPException(403, "this image URL is not under an allowed prefix")
-            out.append(await asyncio.to_thread(self._read_uri, uri))
-        return out
+        cap, prefixes = self.args.max_image_bytes, self.args.allowed_uri_prefixes
+        return list(uploads) + [await read_uri(u, prefixes, cap) for u in post.image_urls]
 
     async def _image_vectors(self, data: list[bytes]) -> list | None:
         """Backbone vectors when the model takes images; otherwise the images are still
@@ -660,9 +587,7 @@ class HarmfulContentIngress:
 
 
 def build_app(args: HarmfulContentArgs) -> Application:
-    a = args.model_copy(deep=True)
-    a.artifact_store, a.review_queue = pin_local(a.artifact_store), pin_url(a.review_queue)
-    a.pin_auth()
+    a = args.pinned(urls=["review_queue"])
     store = a.store()
     shadow = a.pin_models(store)
     art = store.load(a.model.artifact, a.model.version)

@@ -27,7 +27,6 @@ from apps.common import (
     ModelRef,
     apply_ingress_config,
     mount_page,
-    pin_local,
     reject_unknown_query,
     retry_once,
     setup_edge,
@@ -47,7 +46,6 @@ from mlsd.recommendation.pipeline import (
     request_drift,
 )
 from mlsd.recommendation.rerank import RecRerankConfig
-from mlsd.state import pin_url
 
 MAX_TS = 4_102_444_800  # 2100-01-01: later timestamps are an error, not the future
 
@@ -374,9 +372,7 @@ class RecommendationIngress:
 
 
 def build_app(args: RecommendationArgs) -> Application:
-    a = args.model_copy()
-    a.artifact_store, a.events_log = pin_local(a.artifact_store), pin_url(a.events_log)
-    a.pin_auth()
+    a = args.pinned(urls=["events_log"])
     store = a.store()
     shadow_ref = a.pin_models(store)
     a.open_state()  # after the artifacts: what the app loads, then where it writes

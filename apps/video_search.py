@@ -11,10 +11,11 @@ shadow    a share of queries goes, fire-and-forget, through ShadowTextEncoder ->
 """
 
 import asyncio
+import logging
 import time
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
@@ -29,9 +30,10 @@ from apps.common import (
     Liveness,
     ModelRef,
     apply_ingress_config,
+    check_uri,
+    invalid_body,
     mount_page,
     multipart_openapi,
-    pin_local,
     read_multipart,
     read_upload,
     reject_unknown_query,
@@ -45,14 +47,11 @@ from deployments.metrics import stage
 from deployments.shadow import ShadowComparator, ShadowMirror
 from deployments.video_search import TextEncoder, TextSearch, VideoIndexer, VideoRetriever
 from mlsd.image import InvalidImage, stored_image
-from mlsd.state import pin_url
 from mlsd.text_index import analyzer, normalise
-from mlsd.uris import UnsafeURI, uri_allowed
 from mlsd.video_search.catalogue import VideoDoc
 from mlsd.video_search.fusion import FusionConfig
 from mlsd.video_search.model import class_unit, load_video_text, query_drift
-from mlsd.video_search.pipeline import fused_candidates
-from mlsd.video_search.rerank import VideoRerankConfig, rerank_videos
+from mlsd.video_search.rerank import VideoRerankConfig
 
 ERROR_STATUS = {"too_large": 413, "too_long": 413, "too_costly": 413}  # others: 400
 # what the client is told: what it did wrong, never what the server has (details are logged)
@@ -64,6 +63,8 @@ PUBLIC_ERRORS = {
     "truncated": "the video is truncated or corrupt",
     "unreadable": "the URI cannot be read",
 }
+
+logger = logging.getLogger("ray.serve")
 
 
 class VideoSearchArgs(AppArgs):
@@ -158,14 +159,29 @@ class VideoInfo(BaseModel):
     thumbnail_url: str
 
 
-class VideoEdit(BaseModel):
-    """PATCH body: the fields to change (the text index is updated; the visual vector, which
-    comes from the frames, is kept)."""
+class VideoFields(BaseModel):
+    """A video's text fields, one table of limits for both an upload's form fields and a PATCH
+    body (the fields to change: the text index is updated; the visual vector, which comes from
+    the frames, is kept). Each is stripped; a title must say something."""
 
     model_config = ConfigDict(extra="forbid")
     title: str | None = Field(None, max_length=300)
     description: str | None = Field(None, max_length=5000)
     tags: str | None = Field(None, max_length=1000)
+
+    @field_validator("title", "description", "tags")
+    @classmethod
+    def _text(cls, v: str | None, info) -> str | None:
+        if v is None:
+            return None
+        if "\ufffd" in v:
+            raise ValueError("not valid UTF-8")
+        if info.field_name == "title" and not normalise(v):
+            raise ValueError("a video needs a title")
+        return v.strip()
+
+    def given(self) -> dict[str, str]:
+        return self.model_dump(exclude_none=True)
 
 
 class SearchResponse(BaseModel):
@@ -197,7 +213,7 @@ UPLOAD_FORM = multipart_openapi(
     },
     required=["title"],
 )
-TEXT_FIELDS = {"title": 300, "description": 5000, "tags": 1000}
+TEXT_FIELDS = set(VideoFields.model_fields)
 
 api = FastAPI(
     title="Video search",
@@ -273,45 +289,42 @@ class VideoSearchIngress:
         """Serve's health check: no traffic while the key store is missing or unreachable."""
         self.auth.check()
 
-    async def _dense(self, encoder, retriever, q: str, observe: bool = False):
+    async def _encode(self, encoder, q: str, observe: bool):
         vec = await retry_once(lambda: encoder.encode.remote(q), "query encoder")
         if observe:
             self.drift.observe(**query_drift(q, vec, self.concepts))
-        depth = self.args.branch_depth
-        return await retry_once(lambda: retriever.search.remote(vec, depth), "visual branch")
-
-    async def _branches(self, q: str, encoder, retriever) -> tuple[dict, list[str]]:
-        """Both branches in parallel; a failing or slow branch is dropped and named."""
-        t = self.args.branch_timeout_s
-        observe = encoder is self.encoder and self.drift.monitor is not None  # not the shadow
-        jobs = {
-            "visual": asyncio.wait_for(self._dense(encoder, retriever, q, observe), t),
-            "text": asyncio.wait_for(
-                retry_once(
-                    lambda: self.text.search.remote(q, self.args.branch_depth), "text branch"
-                ),
-                t,
-            ),
-        }
-        done = await asyncio.gather(*jobs.values(), return_exceptions=True)
-        branches, degraded = {}, []
-        for name, res in zip(jobs, done, strict=True):
-            if isinstance(res, BaseException):
-                degraded.append(name)
-            else:
-                branches[name] = res
-        return branches, degraded
+        return vec
 
     async def _results(self, q: str, k: int, encoder, retriever) -> tuple[list, list[str]]:
-        with stage("retrieval_branches"):  # visual and text, in parallel
-            branches, degraded = await self._branches(q, encoder, retriever)
-        if not branches:
+        """The query's vector and the text branch in parallel (either may fail or time out,
+        and is then None), then one call to the retriever: the visual branch's search, fusion
+        and reranking where the candidates' docs are."""
+        t, depth = self.args.branch_timeout_s, self.args.branch_depth
+        observe = encoder is self.encoder and self.drift.monitor is not None  # not the shadow
+        with stage("query_branches"):  # the query encoder and the text branch, in parallel
+            vec, text = await asyncio.gather(
+                asyncio.wait_for(self._encode(encoder, q, observe), t),
+                asyncio.wait_for(
+                    retry_once(lambda: self.text.search.remote(q, depth), "text branch"), t
+                ),
+                return_exceptions=True,
+            )
+        vec = None if isinstance(vec, BaseException) else vec
+        text = None if isinstance(text, BaseException) else text
+        with stage("visual_fusion_reranking"):
+            try:
+                kept, degraded = await retry_once(
+                    lambda: retriever.rank.remote(
+                        vec, text, k, depth, t, time.time(), self.fusion, self.rerank_cfg
+                    ),
+                    "visual branch",
+                )
+            except Exception:  # the catalogue is down: no docs to answer with
+                logger.exception("video retriever failed")
+                raise HTTPException(503, "the catalogue is unavailable; try again") from None
+        if kept is None:
             raise HTTPException(503, "both retrieval branches failed; try again")
-        with stage("fusion_reranking"):
-            fused = fused_candidates(branches, k, self.fusion)
-            ids = [f.doc_id for f in fused]
-            docs = await retry_once(lambda: retriever.docs.remote(ids), "catalogue docs")
-            return rerank_videos(fused, docs, k, time.time(), self.rerank_cfg), degraded
+        return kept, degraded
 
     async def _run_shadow(self, request: tuple) -> list[int]:
         q, k = request
@@ -367,28 +380,16 @@ class VideoSearchIngress:
         form = await read_multipart(
             request, {"video", "uri", *TEXT_FIELDS}, self.args.max_upload_bytes, ["title"]
         )
-        doc = {}
-        for name, limit in TEXT_FIELDS.items():
-            value = form.get(name, "")
-            if not isinstance(value, str) or len(value) > limit:
-                raise HTTPException(422, f"form field {name!r} must be text of <= {limit} chars")
-            if "\ufffd" in value:
-                raise HTTPException(400, f"form field {name!r} is not valid UTF-8")
-            doc[name] = value.strip()
+        try:
+            fields = VideoFields.model_validate({k: form[k] for k in TEXT_FIELDS if k in form})
+        except ValidationError as e:
+            raise invalid_body(e) from None
+        doc = {"description": "", "tags": ""} | fields.given()
         doc["owner"] = caller.user  # who may edit or delete it (and admins)
-        if not normalise(doc["title"]):
-            raise HTTPException(422, "a video needs a title")
         if ("video" in form) == ("uri" in form):
             raise HTTPException(422, "give exactly one of 'video' (a file) or 'uri'")
-        if "uri" in form:
-            uri = form["uri"]
-            try:  # by structure (scheme, bucket, path segments), never a string prefix
-                allowed = isinstance(uri, str) and uri_allowed(uri, self.args.allowed_uri_prefixes)
-            except UnsafeURI as e:
-                raise HTTPException(403, f"URI refused: {e}") from None
-            if not allowed:
-                raise HTTPException(403, "this URI is not under an allowed prefix")
-            src, doc["uri"] = uri, uri
+        if "uri" in form:  # the indexer reads it (capped) where the frames are decoded
+            src = doc["uri"] = check_uri(form["uri"], self.args.allowed_uri_prefixes)
         else:
             src = await read_upload(form, "video", self.args.max_upload_bytes)
         try:
@@ -472,20 +473,14 @@ class VideoSearchIngress:
     async def edit_video(
         self,
         request: Request,
-        edit: VideoEdit,
+        edit: VideoFields,
         video_id: int = Path(ge=0, le=PUBLIC_ID_MAX),
         caller: Identity = Depends(require("write")),
     ) -> VideoInfo:
         reject_unknown_query(request, set())
-        fields = {}
-        for name, value in edit.model_dump(exclude_none=True).items():
-            if "\ufffd" in value:
-                raise HTTPException(400, f"field {name!r} is not valid UTF-8")
-            fields[name] = value.strip()
+        fields = edit.given()
         if not fields:
             raise HTTPException(422, "give at least one of title, description, tags")
-        if "title" in fields and not normalise(fields["title"]):
-            raise HTTPException(422, "a video needs a title")
         doc = await self._change(video_id, fields, caller)
         return _info(doc, root_path(request))
 
@@ -527,10 +522,7 @@ class VideoSearchIngress:
 
 
 def build_app(args: VideoSearchArgs) -> Application:
-    a = args.model_copy()
-    a.artifact_store, a.live_log = pin_local(a.artifact_store), pin_url(a.live_log)
-    a.object_store = pin_local(a.object_store)
-    a.pin_auth()
+    a = args.pinned(local=["object_store"], urls=["live_log"])
     store = a.store()
     shadow_ref = a.pin_models(store)
     a.catalogue = a.catalogue.pin(store, a.artifact_pins)

@@ -26,7 +26,6 @@ from apps.common import (
     mount_page,
     multipart_openapi,
     parse_bool,
-    pin_local,
     read_multipart,
     read_upload,
     reject_unknown_query,
@@ -46,7 +45,6 @@ from mlsd.image import (
     encode_image,
     stored_image,
 )
-from mlsd.state import pin_url
 from mlsd.visual_search.artifact import ENCODER_FILES
 from mlsd.visual_search.catalogue import QuotaExceeded
 from mlsd.visual_search.features import ImagePreprocessor
@@ -339,10 +337,7 @@ class VisualSearchIngress:
 
 def build_app(args: VisualSearchArgs) -> Application:
     """Wire the graph; the shadow gets its own encoder, and its own index if its version differs."""
-    a = args.model_copy()
-    a.artifact_store, a.live_log = pin_local(a.artifact_store), pin_url(a.live_log)
-    a.object_store = pin_local(a.object_store)
-    a.pin_auth()
+    a = args.pinned(local=["object_store"], urls=["live_log"])
     store = a.store()
     shadow_ref = a.pin_models(store)
     a.open_state()  # after the artifacts: what the app loads, then where it writes

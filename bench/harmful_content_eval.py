@@ -42,7 +42,7 @@ def _ours(store, name, tests, threads):
     name, _, version = name.partition("/")  # "name" (latest) or "name/version"
     art = ArtifactStore(store).load(name, version or "latest")
     model, cfg = load_classifier(art)
-    enc = F.TextEncoder(art.config["text_encoder"], num_threads=threads)
+    enc = F.artifact_encoder(art.config, num_threads=threads)
     bag = load_bag(art)
     out = {}
     for key, posts in tests.items():

@@ -76,7 +76,7 @@ def harmful(a: argparse.Namespace, work: str) -> dict:
     for name in ("readers", "generic"):
         art = ArtifactStore(f"{work}/store").load(f"hc_{name}")
         model, cfg = load_classifier(art)
-        enc = F.TextEncoder(art.config["text_encoder"], num_threads=2)
+        enc = F.artifact_encoder(art.config, num_threads=2)
         x = P.featurize(test, enc, load_bag(art), cfg.spec, a.cache)
         assert tuple(cfg.heads) == D.HEADS, cfg.heads
         scores = P.head_scores(test, cfg.heads, P.predict(model, x), y, mask)

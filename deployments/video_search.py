@@ -16,14 +16,17 @@ from mlsd.state import Caller, may_change
 from mlsd.text import OFFLINE_MINILM
 from mlsd.video import SampleConfig, VideoError
 from mlsd.video_search.catalogue import VideoCatalogue, VideoDoc, VideoLog
+from mlsd.video_search.fusion import Fused, FusionConfig
 from mlsd.video_search.model import FrameEncoder, load_video_text, query_encoder
 from mlsd.video_search.pipeline import (
+    Ranked,
     TextBranch,
     VideoIndexing,
     VisualBranch,
     catalogue_thumbnail,
     read_uri,
 )
+from mlsd.video_search.rerank import VideoRerankConfig
 
 log = logging.getLogger("ray.serve")
 
@@ -63,7 +66,8 @@ class TextEncoder(Batched):
     ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64, max_queued_requests=128
 )
 class VideoRetriever(FaultInjectable):
-    """The visual branch: the catalogue as one model version projects it (+ uploads)."""
+    """The visual branch, and fusion + reranking where its docs are: the catalogue as one model
+    version projects it (+ uploads)."""
 
     def __init__(
         self,
@@ -82,12 +86,42 @@ class VideoRetriever(FaultInjectable):
         self.branch = VisualBranch(catalogue, load_video_text(store.load(artifact, version)))
         self._thumbs: dict[int, bytes | None] = {}
 
-    async def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        await inject_fault(self._fail_with, "video retriever")
-        return await asyncio.to_thread(self.branch.search, q, k)
-
-    async def docs(self, ids: list[int]) -> dict[int, VideoDoc]:
-        return await asyncio.to_thread(self.branch.docs, ids)
+    async def rank(
+        self,
+        q: np.ndarray | None,
+        text: Ranked | None,
+        k: int,
+        depth: int,
+        timeout_s: float,
+        now: float,
+        fusion: FusionConfig,
+        rerank: VideoRerankConfig,
+    ) -> tuple[list[tuple[Fused, VideoDoc]] | None, list[str]]:
+        """The visual branch's ``depth`` candidates for query vector ``q`` fused with the text
+        branch's and reranked here, where the docs are (one call per query). A branch that
+        is missing (None: it failed upstream) or fails here is named in the second value;
+        with neither, the first is None."""
+        branches, degraded = {}, []
+        if text is None:
+            degraded.append("text")
+        else:
+            branches["text"] = text
+        try:
+            if q is None:
+                raise LookupError("no query vector")
+            await inject_fault(self._fail_with, "video retriever")
+            search = asyncio.to_thread(self.branch.search, q, depth)
+            branches["visual"] = await asyncio.wait_for(search, timeout_s)
+        except Exception as e:  # the text branch still answers
+            if not isinstance(e, LookupError):
+                log.warning("visual branch failed: %r", e)
+            degraded.insert(0, "visual")
+        if not branches:
+            return None, degraded
+        kept = await asyncio.to_thread(
+            self.branch.fuse_and_rerank, branches, k, now, fusion, rerank
+        )
+        return kept, degraded
 
     def _visible(self, video_id: int, caller: Caller) -> VideoDoc | None:
         self.branch.refresh()

@@ -6,19 +6,36 @@ are split into scheme, authority (the bucket or host) and path segments; a URI i
 the scheme and authority are equal and the prefix's segments begin the URI's. Anything that
 could be read two ways is refused outright: ``..`` or ``.`` segments, empty segments,
 percent-escapes, backslashes, ``::``, query strings, fragments, control characters.
+
+:func:`read_capped` is the one reader of the bytes behind an allowed URI: never more than its
+cap is read, and a missing object and an unreadable one give the same answer (a caller cannot
+probe which keys exist).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import fsspec
+
+log = logging.getLogger(__name__)
 MAX_URI_CHARS = 2048
 
 
 class UnsafeURI(ValueError):
     """A URI that is malformed or ambiguous; the message says why (safe to show the caller)."""
+
+
+class URIReadError(Exception):
+    """The bytes behind a URI could not be had: ``reason`` is ``unreadable`` (missing, refused,
+    failing: one answer for all) or ``too_large`` (over the cap); the message is safe to show."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -73,3 +90,17 @@ def uri_allowed(uri: str, prefixes: Iterable[str]) -> bool:
         ):
             return True
     return False
+
+
+def read_capped(uri: str, max_bytes: int) -> bytes:
+    """The bytes behind an fsspec URI, reading at most ``max_bytes + 1`` of them; a
+    :class:`URIReadError` when they cannot be read or are more than ``max_bytes``."""
+    try:
+        with fsspec.open(uri, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except (OSError, ValueError):  # the same answer whether the key exists or not
+        log.warning("cannot read %s", uri, exc_info=True)
+        raise URIReadError("unreadable", "the URI cannot be read") from None
+    if len(data) > max_bytes:
+        raise URIReadError("too_large", f"over {max_bytes} bytes")
+    return data

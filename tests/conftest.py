@@ -356,7 +356,12 @@ def blur_store(tmp_path_factory) -> Path:
 
 
 def build_tiny_harmful(
-    store_root: Path, rows: int = 60, image_dim: int = 1280, epochs: int = 3
+    store_root: Path,
+    rows: int = 60,
+    image_dim: int = 1280,
+    epochs: int = 3,
+    hidden: int = 32,
+    text_case: str = "lower",
 ) -> str:
     """A small but real harmful-content artifact: the first ``rows`` training rows of each
     data set and language, USE multilingual vectors + the n-gram bag, a 32-wide early-fusion
@@ -373,10 +378,10 @@ def build_tiny_harmful(
         or len(seen[(p.source, p.lang)]) <= rows
     ]
     torch.manual_seed(0)
-    enc = F.TextEncoder(F.USE_M3, num_threads=1)
+    enc = F.TextEncoder(F.USE_M3, num_threads=1, case=text_case)
     bag = F.NgramBag(word_buckets=1 << 12, char_buckets=1 << 13).fit([p.text for p in posts])
     spec = F.FeatureSpec(text_dim=enc.dim, ngram_buckets=bag.size, image_dim=image_dim)
-    cfg = M.ClassifierConfig(heads=D.HEADS, spec=spec, hidden=32, depth=1)
+    cfg = M.ClassifierConfig(heads=D.HEADS, spec=spec, hidden=hidden, depth=1)
     model = M.build_classifier(cfg)
     x = P.featurize(posts, enc, bag, spec)
     y, m = D.label_matrix(posts, cfg.heads)
@@ -401,6 +406,7 @@ def build_tiny_harmful(
         # tests only: the training rows stand in for validation (the platform policy's fit)
         validation=ValidationScores(list(cfg.heads), probs, np.where(m, y, np.nan)),
         languages={p.lang for p in posts},
+        text_case=text_case,
     )
 
 

@@ -149,6 +149,16 @@ class RayCluster:
     def _log(self, name: str):
         return open(self.dir / f"{name}.log", "ab")
 
+    def _node(self, name: str, argv: list[str], env: dict, what: str) -> subprocess.Popen:
+        """Start a node's ``ray start --block`` (its own session, logged to ``<name>.log``),
+        remembered for stop(); returns once its raylet runs."""
+        node = subprocess.Popen(
+            argv, env=env, stdout=self._log(name), stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self._started.append(node)
+        wait_for(lambda: self.pid_of(node, "raylet"), 90, f"{what}'s raylet started")
+        return node
+
     # -- nodes -----------------------------------------------------------------------------
     def start_head(self) -> RayCluster:
         """Node A: the GCS (in Redis when configured), Serve's controller and head proxy."""
@@ -177,15 +187,7 @@ class RayCluster:
             *extra,
             "--block",
         ]
-        self.head = subprocess.Popen(
-            argv,
-            env=env,
-            stdout=self._log("head"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self._started.append(self.head)
-        wait_for(lambda: self.pid_of(self.head, "raylet"), 90, "the head's raylet started")
+        self.head = self._node("head", argv, env, "the head")
         return self
 
     def start_worker(self) -> RayCluster:
@@ -208,15 +210,7 @@ class RayCluster:
         )
         env = {**self.env, "RAY_SERVE_WORKER_PROXY_HTTP_PORT": str(self.worker_http_port)}
         argv = ["unshare", "--mount", "--propagation", "private", "--", "bash", "-c", script]
-        self.worker = subprocess.Popen(
-            argv,
-            env=env,
-            stdout=self._log("worker"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self._started.append(self.worker)
-        wait_for(lambda: self.pid_of(self.worker, "raylet"), 90, "node B's raylet started")
+        self.worker = self._node("worker", argv, env, "node B")
         return self
 
     def pid_of(self, node: subprocess.Popen, name: str) -> int | None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +25,6 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
-from ray.train.torch import TorchTrainer
 
 from mlsd.artifacts import ArtifactStore
 from mlsd.blurring import data as bdata
@@ -36,7 +34,7 @@ from mlsd.blurring.features import drift_reference
 from mlsd.blurring.model import DetectorConfig, build_detector, set_input_scale
 from mlsd.blurring.pipeline import to_tensor, train_step
 from mlsd.data.sources import DataError
-from train.common import add_failure_args, init_ray, resume, run_config, task_resources
+from train.common import add_train_args, fit, init_ray, report, resume, task_resources, unwrap
 
 
 class AugmentBatch:
@@ -111,16 +109,8 @@ def train_loop_per_worker(config: dict) -> None:
         }
         for k in logs[0] if logs else ():
             metrics[k] = float(np.mean([x[k] for x in logs]))
-        with tempfile.TemporaryDirectory() as d:
-            checkpoint = None
-            if ray.train.get_context().get_world_rank() == 0:
-                inner = model.module if hasattr(model, "module") else model
-                torch.save(
-                    {"model": inner.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch},
-                    Path(d) / "state.pt",
-                )
-                checkpoint = ray.train.Checkpoint.from_directory(d)
-            ray.train.report(metrics, checkpoint=checkpoint)
+        state = {"model": unwrap(model).state_dict(), "optimizer": opt.state_dict()}
+        report(metrics, state | {"epoch": epoch})
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -169,14 +159,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     g.add_argument("--max-bad-fraction", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-workers", type=int, default=1)
-    p.add_argument("--use-gpu", action="store_true")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0)
-    p.add_argument("--num-cpus", type=int, default=None, help="local Ray only")
+    add_train_args(p, "blurring-<family>")
     p.add_argument("--store", default="artifacts")
     p.add_argument("--name", default=None, help="artifact name (default blurring_<family>)")
-    p.add_argument("--run-name", default=None, help="re-use to resume from its last checkpoint")
-    p.add_argument("--runs-dir", default=os.path.abspath("var/ray_results"))
     p.add_argument(
         "--augment",
         default="online",
@@ -190,8 +175,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="write the artifact from --run-name's latest checkpoint, no training",
     )
-    add_failure_args(p)
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    a.run_prefix = f"blurring-{a.family}"
+    return a
 
 
 def offline_crops(ds, a: argparse.Namespace, n_rows: int):
@@ -273,35 +259,22 @@ def run(a: argparse.Namespace) -> dict:
     steps = len(rows) // a.batch_size
     if a.max_steps_per_epoch:
         steps = min(steps, a.max_steps_per_epoch)
-    run_name = a.run_name or f"blurring-{a.family}-{time.strftime('%Y%m%d-%H%M%S')}"
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={
-            "detector": cfg.to_dict(),
-            "epochs": a.epochs,
-            "lr": a.lr,
-            "batch_size": a.batch_size,
-            "crop": a.crop,
-            "seed": a.seed,
-            "steps_per_epoch": steps,
-        },
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=a.num_workers,
-            use_gpu=a.use_gpu,
-            resources_per_worker={"CPU": a.cpus_per_worker},
-        ),
-        run_config=run_config(run_name, a.runs_dir, a.max_failures),
-        datasets={"train": ds},
-    )
-    t0 = time.perf_counter()
-    result = trainer.fit()
-    seconds = time.perf_counter() - t0
-    with result.checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / "state.pt", weights_only=True)
-    metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
+    config = {
+        "detector": cfg.to_dict(),
+        "epochs": a.epochs,
+        "lr": a.lr,
+        "batch_size": a.batch_size,
+        "crop": a.crop,
+        "seed": a.seed,
+        "steps_per_epoch": steps,
+    }
+    run = fit(train_loop_per_worker, config, a, datasets={"train": ds})
+    metrics = {k: v for k, v in run.metrics.items() if isinstance(v, (int, float))}
     metrics |= {f"offline_{k}": v for k, v in offline.items()}
-    out = _export(a, cfg, state["model"], metrics, run_name, seconds, faces, plates, source)
-    return out | {"final": result.metrics}
+    out = _export(
+        a, cfg, run.state["model"], metrics, run.run_name, run.seconds, faces, plates, source
+    )
+    return out | {"final": run.metrics}
 
 
 def training_examples(a: argparse.Namespace) -> tuple[list, list, dict]:

@@ -1,22 +1,31 @@
-"""Shared helpers of the jobs: Ray start-up that behaves on a laptop and on a cluster."""
+"""Shared plumbing of the jobs: Ray start-up that behaves on a laptop and on a cluster, the
+cluster flags every training job takes, and the Ray Train loop's three touch points:
+``resume`` (the last checkpoint back), ``report`` (metrics + rank 0's checkpoint each epoch)
+and ``fit`` (the trainer, run, and its last checkpoint's state)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray
 import ray.data
 import ray.train
 import torch
+from ray.train.torch import TorchTrainer
 
 from mlsd.runtime import assigned_resources, resolve_threads, set_process_threads
 
 # Ray Data's progress when stdout is a log file, not a terminal (make serve, CI, ray job logs):
 # one line per operator at this period (seconds) instead of a redrawn bar a second
 PROGRESS_LOG_INTERVAL_S = 60
+STATE_FILE = "state.pt"  # what a checkpoint holds: tensors and numbers only (weights_only)
 
 
 def init_ray(num_cpus: int | None = None) -> None:
@@ -82,21 +91,90 @@ def resume(model, opt) -> dict | None:
     if not ckpt:
         return None
     with ckpt.as_directory() as d:
-        state = torch.load(Path(d) / "state.pt", weights_only=True)
+        state = torch.load(Path(d) / STATE_FILE, weights_only=True)
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     return state
 
 
-def add_failure_args(p) -> None:
-    """``--max-failures``: how many lost workers a run survives (each restart resumes from the
-    last checkpoint)."""
+def add_train_args(p, run_prefix: str) -> None:
+    """The flags every Ray Train job takes: where it runs (workers, GPU, CPUs each, a local
+    cluster's size), under what name its checkpoints go (the same ``--run-name`` resumes), and
+    how many lost workers it survives (each restart resumes from the last checkpoint)."""
+    p.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (DDP when > 1)")
+    p.add_argument("--use-gpu", action="store_true")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--num-cpus", type=int, default=None, help="local Ray only")
+    p.add_argument(
+        "--run-name",
+        default=None,
+        help=f"re-use to resume from its last checkpoint (default {run_prefix}-<time>)",
+    )
+    p.add_argument("--runs-dir", default=os.path.abspath("var/ray_results"))
+    p.set_defaults(run_prefix=run_prefix)
     p.add_argument(
         "--max-failures",
         type=int,
         default=3,
         help="worker failures a run survives, each resumed from the last checkpoint",
     )
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model itself, inside DDP's wrapper or not (what a checkpoint saves)."""
+    return model.module if hasattr(model, "module") else model
+
+
+def report(metrics: dict, state: dict | None = None) -> None:
+    """Every worker reports ``metrics``; rank 0 also saves ``state`` (``STATE_FILE``) as the
+    run's checkpoint, which ``resume`` reads after a restart and ``fit`` returns at the end.
+    ``state=None``: metrics only (a job checkpointing every few epochs)."""
+    with tempfile.TemporaryDirectory() as d:
+        checkpoint = None
+        if state is not None and ray.train.get_context().get_world_rank() == 0:
+            torch.save(state, Path(d) / STATE_FILE)
+            checkpoint = ray.train.Checkpoint.from_directory(d)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+@dataclass
+class Fitted:
+    """A finished run: its name, last reported metrics, last checkpoint's state, seconds."""
+
+    run_name: str
+    metrics: dict
+    state: dict
+    seconds: float
+
+
+def fit(
+    loop: Callable[[dict], None],
+    config: dict,
+    a,
+    datasets: dict | None = None,
+    num_to_keep: int = 2,
+) -> Fitted:
+    """Run ``loop`` on ``a.num_workers`` Ray Train workers (``add_train_args``' flags) under
+    ``a.run_name`` (or a fresh timestamped name: a re-used name resumes), and read back the
+    last checkpoint's state."""
+    run_name = a.run_name or f"{a.run_prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=a.num_workers,
+            use_gpu=a.use_gpu,
+            resources_per_worker={"CPU": a.cpus_per_worker},
+        ),
+        run_config=run_config(run_name, a.runs_dir, a.max_failures, num_to_keep),
+        datasets=datasets or {},
+    )
+    t0 = time.perf_counter()
+    result = trainer.fit()
+    seconds = time.perf_counter() - t0
+    with result.checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / STATE_FILE, weights_only=True)
+    return Fitted(run_name, dict(result.metrics), state, seconds)
 
 
 def run_config(name: str, storage_path: str, max_failures: int = 3, num_to_keep: int = 2):

@@ -20,16 +20,13 @@ import argparse
 import dataclasses
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import ray.train
 import ray.train.torch
 import torch
-from ray.train.torch import TorchTrainer
 
 from mlsd.artifacts import ArtifactStore
 from mlsd.harmful_content import data as D
@@ -42,7 +39,7 @@ from mlsd.harmful_content.policy import ValidationScores, thresholds_from_valida
 from mlsd.harmful_content.review import ReviewQueue
 from mlsd.harmful_content.synthetic import natural_labels
 from mlsd.state import pin_url
-from train.common import add_failure_args, init_ray, resume, run_config, task_resources
+from train.common import add_train_args, fit, init_ray, report, resume, task_resources
 
 
 def _limit(posts: list[D.Post], n: int) -> list[D.Post]:
@@ -130,7 +127,7 @@ def _config(
 
 def _prepare(a: argparse.Namespace, threads: int):
     """Encoder, rows, and the n-gram bag fitted on the training texts (no features yet)."""
-    encoder = F.TextEncoder(a.encoder, num_threads=threads)
+    encoder = F.TextEncoder(a.encoder, num_threads=threads, case=a.text_case)
     train, reviewed = training_posts(a)
     val = split_posts(a, "val")
     bag = F.NgramBag(max_len=a.max_ngrams).fit([p.text for p in train])
@@ -211,27 +208,19 @@ def train_loop_per_worker(config: dict) -> None:
             "best": best,
             "epoch_seconds": time.perf_counter() - t0,
         }
-        with tempfile.TemporaryDirectory() as d:
-            checkpoint = None
-            if rank == 0:
-                torch.save(
-                    {
-                        "model": inner.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "epoch": epoch,
-                        "best": best,
-                        "best_model": best_state,
-                        "val": scores,
-                    },
-                    Path(d) / "state.pt",
-                )
-                checkpoint = ray.train.Checkpoint.from_directory(d)
-            ray.train.report(metrics, checkpoint=checkpoint)
+        state = {"model": inner.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch}
+        report(metrics, state | {"best": best, "best_model": best_state, "val": scores})
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--epochs", type=int, default=6)
+    p.add_argument(
+        "--text-case",
+        default="lower",
+        choices=F.TEXT_CASES,
+        help="the casing the sentence encoder reads (lower: a post scores the same in any case)",
+    )
     p.add_argument(
         "--encoder",
         default=F.USE_M3,
@@ -295,15 +284,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--max-bad-fraction", type=float, default=0.5)
     p.add_argument("--limit", type=int, default=0, help="first N rows of each set (tests)")
     p.add_argument("--cache", default=os.path.abspath("var/cache/harmful_content"))
-    p.add_argument("--num-workers", type=int, default=1)
-    p.add_argument("--use-gpu", action="store_true")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0)
-    p.add_argument("--num-cpus", type=int, default=None, help="local Ray only")
+    add_train_args(p, "harmful-content")
     p.add_argument("--store", default="artifacts")
     p.add_argument("--name", default="harmful_content")
-    p.add_argument("--run-name", default=None, help="re-use to resume from its last checkpoint")
-    p.add_argument("--runs-dir", default=os.path.abspath("var/ray_results"))
-    add_failure_args(p)
     return p.parse_args(argv)
 
 
@@ -316,29 +299,14 @@ def run(a: argparse.Namespace) -> dict:
             a.posts = os.path.abspath(a.posts)
         own_posts(a)  # a bad file fails here, before any worker starts
     init_ray(a.num_cpus)
-    run_name = a.run_name or f"harmful-content-{time.strftime('%Y%m%d-%H%M%S')}"
     opt = {
         "lr": a.lr,
         "wide_lr": a.wide_lr,
         "weight_decay": a.weight_decay,
         "wide_weight_decay": a.wide_weight_decay,
     }
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"args": vars(a), "opt": opt},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=a.num_workers,
-            use_gpu=a.use_gpu,
-            resources_per_worker={"CPU": a.cpus_per_worker},
-        ),
-        run_config=run_config(run_name, a.runs_dir, a.max_failures),
-    )
-    t0 = time.perf_counter()
-    result = trainer.fit()
-    seconds = time.perf_counter() - t0
-    with result.checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / "state.pt", weights_only=True)
-    return _export(a, state, run_name, seconds)
+    run = fit(train_loop_per_worker, {"args": vars(a), "opt": opt}, a)
+    return _export(a, run.state, run.run_name, run.seconds)
 
 
 def _policy(heads, probs, y, mask, a) -> dict:
@@ -403,6 +371,7 @@ def _export(a: argparse.Namespace, state: dict, run_name: str, seconds: float) -
         ),
         validation=ValidationScores(list(cfg.heads), probs, np.where(m_va, y_va, np.nan)),
         languages={p.lang for p in train},
+        text_case=a.text_case,
     )
     return {
         "run": run_name,

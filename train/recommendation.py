@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -28,7 +25,6 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
-from ray.train.torch import TorchTrainer
 
 from mlsd.artifacts import ArtifactStore
 from mlsd.data.movielens import MovieLens, load_movielens
@@ -46,7 +42,7 @@ from mlsd.recommendation.pipeline import (
     ranker_loss,
 )
 from mlsd.text import SentenceEncoder
-from train.common import add_failure_args, init_ray, resume, run_config
+from train.common import add_train_args, fit, init_ray, report, resume, unwrap
 from train.recommendation_wals import fit_wals_on_ray
 
 
@@ -78,54 +74,25 @@ def train_loop_per_worker(config: dict) -> None:
                 opt.step()
                 total, n = total + loss.item() * len(labels), n + len(labels)
         metrics = {"epoch": epoch, "loss": total / max(n, 1), "resumed_from_epoch": start}
-        with tempfile.TemporaryDirectory() as d:
-            checkpoint = None
-            if ray.train.get_context().get_world_rank() == 0:
-                inner = model.module if hasattr(model, "module") else model
-                torch.save(
-                    {"model": inner.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch},
-                    Path(d) / "state.pt",
-                )
-                checkpoint = ray.train.Checkpoint.from_directory(d)
-            ray.train.report(metrics, checkpoint=checkpoint)
+        state = {"model": unwrap(model).state_dict(), "optimizer": opt.state_dict()}
+        report(metrics, state | {"epoch": epoch})
 
 
 def train_ranker_on_ray(
-    ex: RankerExamples,
-    cfg: RankerTrainConfig,
-    num_workers: int = 1,
-    use_gpu: bool = False,
-    cpus_per_worker: float = 1.0,
-    runs_dir: str | None = None,
-    max_failures: int = 3,
+    ex: RankerExamples, cfg: RankerTrainConfig, a: argparse.Namespace
 ) -> tuple[torch.nn.Module, dict]:
-
+    """The ranker on ``a.num_workers`` Ray Train workers (``add_train_args``' flags); the
+    request ids stream to them shuffled, the examples travel once through the object store."""
     ds = ray.data.range(len(ex.requests)).random_shuffle(seed=cfg.seed)
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={
-            "examples_ref": ray.put(ex),
-            "ranker": cfg.to_dict(),
-            "torch_threads": max(1, int(cpus_per_worker)),
-        },
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=num_workers,
-            use_gpu=use_gpu,
-            resources_per_worker={"CPU": cpus_per_worker},
-        ),
-        run_config=run_config(
-            f"recommendation-ranker-{time.strftime('%Y%m%d-%H%M%S')}",
-            runs_dir or os.path.abspath("var/ray_results"),
-            max_failures,
-            num_to_keep=1,
-        ),
-        datasets={"train": ds},
-    )
-    result = trainer.fit()
+    config = {
+        "examples_ref": ray.put(ex),
+        "ranker": cfg.to_dict(),
+        "torch_threads": max(1, int(a.cpus_per_worker)),
+    }
+    run = fit(train_loop_per_worker, config, a, datasets={"train": ds}, num_to_keep=1)
     model = new_ranker(ex.tables, cfg)
-    with result.checkpoint.as_directory() as d:
-        model.load_state_dict(torch.load(Path(d) / "state.pt", weights_only=True)["model"])
-    return model.eval(), dict(result.metrics)
+    model.load_state_dict(run.state["model"])
+    return model.eval(), run.metrics
 
 
 def clean_title(title: str) -> str:
@@ -211,16 +178,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--relevant-min", type=int, default=4)
     p.add_argument("--epochs", type=int, default=RankerTrainConfig.epochs)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (ranker)")
-    p.add_argument("--use-gpu", action="store_true")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0)
-    p.add_argument("--num-cpus", type=int, default=None, help="local Ray only")
+    add_train_args(p, "recommendation-ranker")
     p.add_argument("--text-model", default="offline:all-MiniLM-L6-v2")
     p.add_argument("--store", default="artifacts")
     p.add_argument("--name", default="recommendation")
     p.add_argument("--version", default=None)
-    p.add_argument("--runs-dir", default=os.path.abspath("var/ray_results"))
-    add_failure_args(p)
     return p.parse_args(argv)
 
 
@@ -248,9 +210,7 @@ def run(a: argparse.Namespace) -> dict:
     emb = title_embeddings(ml, a.text_model)
 
     def train_fn(ex, cfg):
-        return train_ranker_on_ray(
-            ex, cfg, a.num_workers, a.use_gpu, a.cpus_per_worker, a.runs_dir, a.max_failures
-        )
+        return train_ranker_on_ray(ex, cfg, a)
 
     version = build_recommender_artifact(
         ArtifactStore(a.store),

@@ -16,17 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import ray
 import ray.train
 import ray.train.torch
 import torch
-from ray.train.torch import TorchTrainer
 
 from mlsd.artifacts import ArtifactStore
 from mlsd.data import fashion_mnist as fm
@@ -42,7 +38,7 @@ from mlsd.video_search.model import (
     imagenet_classes,
     write_video_text_artifact,
 )
-from train.common import add_failure_args, init_ray, resume, run_config, task_resources
+from train.common import add_train_args, fit, init_ray, report, resume, task_resources, unwrap
 from train.video_search_frames import embed_videos
 
 
@@ -108,7 +104,7 @@ def train_loop_per_worker(config: dict) -> None:
     start = int(state["step"]) + 1 if state else 0
     losses: list[float] = state["losses"].tolist() if state else []
     model = ray.train.torch.prepare_model(model)
-    inner = model.module if hasattr(model, "module") else model
+    inner = unwrap(model)
     pairs = labels is None  # a user's (video, caption) pairs: row i of feats goes with caption i
     sampler = None if pairs else ClipSampler(labels, seed=config["seed"] + rank + start)
     rng = np.random.default_rng(config["seed"] + rank + start)
@@ -128,27 +124,15 @@ def train_loop_per_worker(config: dict) -> None:
         losses.append(loss.item())
         last = step == config["steps"] - 1
         if step % 50 == 0 or last:
-            with tempfile.TemporaryDirectory() as d:
-                ckpt = None
-                if rank == 0:
-                    torch.save(
-                        {
-                            "model": inner.state_dict(),
-                            "optimizer": opt.state_dict(),
-                            "step": step,
-                            "losses": torch.tensor(losses),
-                        },
-                        Path(d) / "state.pt",
-                    )
-                    ckpt = ray.train.Checkpoint.from_directory(d)
-                metrics = {
-                    "step": step,
-                    "resumed_from_step": start,
-                    "loss": losses[-1],
-                    "loss_first_steps": float(np.mean(losses[:window])),
-                    "loss_last_steps": float(np.mean(losses[-window:])),
-                }
-                ray.train.report(metrics, checkpoint=ckpt)
+            metrics = {
+                "step": step,
+                "resumed_from_step": start,
+                "loss": losses[-1],
+                "loss_first_steps": float(np.mean(losses[:window])),
+                "loss_last_steps": float(np.mean(losses[-window:])),
+            }
+            state = {"model": inner.state_dict(), "optimizer": opt.state_dict(), "step": step}
+            report(metrics, state | {"losses": torch.tensor(losses)})
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -158,10 +142,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--train-images", type=int, default=3000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-workers", type=int, default=1)
-    p.add_argument("--use-gpu", action="store_true")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0)
-    p.add_argument("--num-cpus", type=int, default=None, help="local Ray only")
+    add_train_args(p, "video_text")
     p.add_argument("--text-model", default="offline:all-MiniLM-L6-v2")
     p.add_argument(
         "--prompts",
@@ -185,8 +166,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--store", default="artifacts")
     p.add_argument("--name", default="video_text")
     p.add_argument("--version", default=None)
-    p.add_argument("--runs-dir", default=os.path.abspath("var/ray_results"))
-    add_failure_args(p)
     return p.parse_args(argv)
 
 
@@ -210,32 +189,17 @@ def run(a: argparse.Namespace) -> dict:
             feats, probs, labels = frame_features(
                 train.images[: a.train_images], train.labels[: a.train_images]
             )
-        trainer = TorchTrainer(
-            train_loop_per_worker,
-            train_loop_config={
-                "data_ref": ray.put((feats, probs, labels, cap_emb, class_text)),
-                "model": model.cfg.to_dict(),
-                "steps": a.steps,
-                "batch_size": a.batch_size // a.num_workers,
-                "lr": a.lr,
-                "seed": a.seed,
-            },
-            scaling_config=ray.train.ScalingConfig(
-                num_workers=a.num_workers,
-                use_gpu=a.use_gpu,
-                resources_per_worker={"CPU": a.cpus_per_worker},
-            ),
-            run_config=run_config(
-                f"video_text-{time.strftime('%Y%m%d-%H%M%S')}",
-                a.runs_dir,
-                a.max_failures,
-                num_to_keep=1,
-            ),
-        )
-        result = trainer.fit()
-        final = dict(result.metrics)
-        with result.checkpoint.as_directory() as d:
-            model.load_state_dict(torch.load(Path(d) / "state.pt", weights_only=True)["model"])
+        config = {
+            "data_ref": ray.put((feats, probs, labels, cap_emb, class_text)),
+            "model": model.cfg.to_dict(),
+            "steps": a.steps,
+            "batch_size": a.batch_size // a.num_workers,
+            "lr": a.lr,
+            "seed": a.seed,
+        }
+        run = fit(train_loop_per_worker, config, a, num_to_keep=1)
+        final = run.metrics
+        model.load_state_dict(run.state["model"])
     prompts = [PROMPT.format(c) for c in imagenet_classes()]  # drift: the texts it knows
     version = write_video_text_artifact(
         ArtifactStore(a.store),

@@ -15,17 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import ray
 import ray.train
 import ray.train.torch
 import torch
-from ray.train.torch import TorchTrainer
 
 from mlsd.artifacts import ArtifactStore
 from mlsd.data import fashion_mnist as fm
@@ -40,7 +36,7 @@ from mlsd.visual_search.contrastive import (
     nearest_neighbours,
 )
 from mlsd.visual_search.model import ConvEncoder, EncoderConfig, build_encoder, trainable_part
-from train.common import add_failure_args, init_ray, resume, run_config, task_resources
+from train.common import add_train_args, fit, init_ray, report, resume, task_resources, unwrap
 from train.visual_search_index import embed_with_ray_data
 from train.visual_search_photos import add_index_args, add_photo_args, index_config, train_photos
 
@@ -121,24 +117,9 @@ def train_loop_per_worker(config: dict) -> None:
             "epoch_seconds": time.perf_counter() - t0,
             "refreshed_neighbours": refreshed,
         }
-        with tempfile.TemporaryDirectory() as d:
-            checkpoint = None
-            if ray.train.get_context().get_world_rank() == 0:
-                inner = model.module if hasattr(model, "module") else model
-                torch.save(
-                    {
-                        "model": inner.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(),
-                        "epoch": epoch,
-                        "neighbours": None
-                        if sampler.neighbours is None
-                        else torch.as_tensor(sampler.neighbours),
-                    },
-                    Path(d) / "state.pt",
-                )
-                checkpoint = ray.train.Checkpoint.from_directory(d)
-            ray.train.report(metrics, checkpoint=checkpoint)
+        nb = None if sampler.neighbours is None else torch.as_tensor(sampler.neighbours)
+        state = {"model": unwrap(model).state_dict(), "optimizer": opt.state_dict()}
+        report(metrics, state | {"scheduler": sched.state_dict(), "epoch": epoch, "neighbours": nb})
 
 
 def _cpu_has_bf16() -> bool:
@@ -180,13 +161,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--embed-dim", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-workers", type=int, default=1)
-    p.add_argument("--use-gpu", action="store_true")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    add_train_args(p, "visual_search-<positives>")
     p.add_argument(
         "--torch-threads", type=int, default=0, help="0 = the CPUs Ray assigns each worker"
     )
-    p.add_argument("--num-cpus", type=int, default=None, help="local Ray only")
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (the demo)")
     g = p.add_argument_group("your own photos (README, 'Your own data')")
     add_photo_args(g)
@@ -197,14 +175,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--hidden-dim", type=int, default=1024)
     p.add_argument("--store", default="artifacts")
     p.add_argument("--name", default="visual_search")
-    p.add_argument("--run-name", default=None, help="re-use to resume from its last checkpoint")
-    p.add_argument("--runs-dir", default=os.path.abspath("var/ray_results"))
     add_index_args(p)
     p.add_argument("--catalogue-limit", type=int, default=0)
     p.add_argument("--skip-index", action="store_true")
-    add_failure_args(p)
     a = p.parse_args(argv)
     photos = a.images is not None
+    a.run_prefix = "visual_search-photos" if photos else f"visual_search-{a.positives}"
     for key, demo, own in (
         ("epochs", 6, 60),
         ("batch_size", 512, 256),
@@ -263,32 +239,18 @@ def run(a: argparse.Namespace) -> dict:
     # images themselves travel once, through the object store, as the positives' memory bank.
     ds = ray.data.range(len(images), override_num_blocks=16).randomize_block_order(seed=a.seed)
     data_ref = ray.put((images, labels if a.positives == "labels" else None, load_clicks(a.clicks)))
-    run_name = a.run_name or f"visual_search-{a.positives}-{time.strftime('%Y%m%d-%H%M%S')}"
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={
-            "contrastive": cc.to_dict(),
-            "encoder": enc.to_dict(),
-            "steps_per_epoch": steps,
-            "torch_threads": torch_threads,
-            "data_ref": data_ref,
-        },
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=a.num_workers,
-            use_gpu=a.use_gpu,
-            resources_per_worker={"CPU": a.cpus_per_worker},
-        ),
-        run_config=run_config(run_name, a.runs_dir, a.max_failures),
-        datasets={"train": ds},
-    )
-    t0 = time.perf_counter()
-    result = trainer.fit()
-    train_seconds = time.perf_counter() - t0
-    with result.checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / "state.pt", weights_only=True)
+    config = {
+        "contrastive": cc.to_dict(),
+        "encoder": enc.to_dict(),
+        "steps_per_epoch": steps,
+        "torch_threads": torch_threads,
+        "data_ref": data_ref,
+    }
+    run = fit(train_loop_per_worker, config, a, datasets={"train": ds})
+    state, run_name, train_seconds = run.state, run.run_name, run.seconds
     model = build_encoder(enc)
     trainable_part(model).load_state_dict(state["model"])
-    summary = {"run": run_name, "train_seconds": train_seconds, "final": result.metrics}
+    summary = {"run": run_name, "train_seconds": train_seconds, "final": run.metrics}
     if a.skip_index:
         return summary
 
@@ -306,7 +268,7 @@ def run(a: argparse.Namespace) -> dict:
         cat_labels,
         index_config(a),
         embed=embed_with_ray_data,
-        extra_metrics={"train_seconds": train_seconds, "final_loss": result.metrics.get("loss")},
+        extra_metrics={"train_seconds": train_seconds, "final_loss": run.metrics.get("loss")},
         data_info={
             "train": f"fashion-mnist/train[:{len(images)}]",
             "catalogue": f"fashion-mnist/test[:{len(cat_images)}]",

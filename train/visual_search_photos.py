@@ -30,7 +30,6 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
-from ray.train.torch import TorchTrainer
 
 from mlsd.artifacts import ArtifactStore
 from mlsd.backbones import EfficientNetLite0Encoder
@@ -48,7 +47,7 @@ from mlsd.visual_search.contrastive import (
 )
 from mlsd.visual_search.data import PhotoSource, read_photo_source
 from mlsd.visual_search.model import AdaptedEncoder, EncoderConfig, ProjectionHead
-from train.common import init_ray, resume, run_config, task_resources
+from train.common import fit, init_ray, report, resume, task_resources, unwrap
 
 
 class EmbedBatch:
@@ -247,14 +246,8 @@ def train_head_per_worker(config: dict) -> None:
             "epoch_seconds": time.perf_counter() - t0,
         }
         last = epoch == cc.epochs - 1
-        with tempfile.TemporaryDirectory() as d:
-            checkpoint = None
-            if rank == 0 and (last or (epoch + 1) % every == 0):
-                inner = head.module if hasattr(head, "module") else head
-                state = {"model": inner.state_dict(), "optimizer": opt.state_dict()}
-                torch.save({**state, "epoch": epoch}, Path(d) / "state.pt")
-                checkpoint = ray.train.Checkpoint.from_directory(d)
-            ray.train.report(metrics, checkpoint=checkpoint)
+        state = {"model": unwrap(head).state_dict(), "optimizer": opt.state_dict()}
+        report(metrics, state | {"epoch": epoch} if last or (epoch + 1) % every == 0 else None)
 
 
 def embed_photo_rows(source: PhotoSource, cfg: EncoderConfig, a: argparse.Namespace):
@@ -307,30 +300,15 @@ def train_photos(a: argparse.Namespace) -> dict:
         seed=a.seed,
         bf16=False,
     )
-    run_name = a.run_name or f"visual_search-photos-{time.strftime('%Y%m%d-%H%M%S')}"
-    trainer = TorchTrainer(
-        train_head_per_worker,
-        train_loop_config={
-            "contrastive": cc.to_dict(),
-            "encoder": cfg.to_dict(),
-            "data_ref": ray.put((views, neighbours)),
-            "checkpoint_every": max(1, a.epochs // 5),
-        },
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=a.num_workers,
-            use_gpu=a.use_gpu,
-            resources_per_worker={"CPU": a.cpus_per_worker},
-        ),
-        run_config=run_config(run_name, a.runs_dir, a.max_failures),
-        datasets={
-            "train": ray.data.range(len(views), override_num_blocks=8).random_shuffle(seed=a.seed)
-        },
-    )
-    t1 = time.perf_counter()
-    result = trainer.fit()
-    train_seconds = time.perf_counter() - t1
-    with result.checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / "state.pt", weights_only=True)
+    config = {
+        "contrastive": cc.to_dict(),
+        "encoder": cfg.to_dict(),
+        "data_ref": ray.put((views, neighbours)),
+        "checkpoint_every": max(1, a.epochs // 5),
+    }
+    shuffled = ray.data.range(len(views), override_num_blocks=8).random_shuffle(seed=a.seed)
+    run = fit(train_head_per_worker, config, a, datasets={"train": shuffled})
+    state, run_name, train_seconds = run.state, run.run_name, run.seconds
     model = AdaptedEncoder(cfg)
     model.head.load_state_dict(state["model"])
     summary = {
@@ -338,7 +316,7 @@ def train_photos(a: argparse.Namespace) -> dict:
         "photos_trained_on": len(views),
         "feature_seconds": feature_seconds,
         "train_seconds": train_seconds,
-        "final": result.metrics,
+        "final": run.metrics,
         "input": bad.report(),
     }
     if a.skip_index:
@@ -357,7 +335,7 @@ def train_photos(a: argparse.Namespace) -> dict:
         extra_metrics={
             "train_seconds": train_seconds,
             "feature_seconds": feature_seconds,
-            "final_loss": result.metrics.get("loss"),
+            "final_loss": run.metrics.get("loss"),
             "train_input": bad.report(),
         },
         data_info={"train": f"{source.src} ({len(views)} photos)", "labels_used": False},

@@ -8,7 +8,7 @@ from torch import nn
 from mlsd.artifacts import Artifact, ArtifactStore
 from mlsd.blurring.model import DetectorConfig, build_detector
 from mlsd.drift import REFERENCE_FILE
-from mlsd.runtime import place
+from mlsd.runtime import devices
 
 
 def write_detector(
@@ -30,10 +30,11 @@ def write_detector(
 
 
 def load_detector(art: Artifact, device: str = "cpu") -> tuple[nn.Module, DetectorConfig]:
-    """The detector on ``device`` (through ``mlsd.runtime.place``, the one placement path)."""
+    """The detector on ``device`` (through ``mlsd.runtime.devices.place``, the one placement
+    path)."""
 
     cfg = DetectorConfig.from_dict(art.config["detector"])
     model = build_detector(cfg, pretrained=False)
     state = torch.load(art.file("detector.pt"), map_location="cpu", weights_only=True)
     model.load_state_dict(state)
-    return place(model, device).eval(), cfg
+    return devices.place(model, device).eval(), cfg

@@ -106,30 +106,22 @@ def build_detector(cfg: DetectorConfig, pretrained: bool = True) -> nn.Module:
         image_mean=[0.485, 0.456, 0.406],
         image_std=[0.229, 0.224, 0.225],
     )
+    # the one-stage families' post-processing (Faster R-CNN names these box_*)
+    one_stage = dict(
+        score_thresh=cfg.score_thresh,
+        nms_thresh=cfg.nms_thresh,
+        detections_per_img=cfg.detections_per_img,
+        **common,
+    )
     if cfg.family == "fcos":
         anchors = AnchorGenerator(tuple((s,) for s in cfg.anchor_sizes), ((1.0,),) * levels)
         return FCOS(
-            body,
-            cfg.num_classes,
-            anchor_generator=anchors,
-            score_thresh=cfg.score_thresh,
-            nms_thresh=cfg.nms_thresh,
-            detections_per_img=cfg.detections_per_img,
-            topk_candidates=1000,
-            **common,
+            body, cfg.num_classes, anchor_generator=anchors, topk_candidates=1000, **one_stage
         )
     sizes = tuple((s, int(s * 1.26), int(s * 1.59)) for s in cfg.anchor_sizes)
     anchors = AnchorGenerator(sizes, (cfg.aspect_ratios,) * levels)
     if cfg.family == "retinanet":
-        return RetinaNet(
-            body,
-            cfg.num_classes,
-            anchor_generator=anchors,
-            score_thresh=cfg.score_thresh,
-            nms_thresh=cfg.nms_thresh,
-            detections_per_img=cfg.detections_per_img,
-            **common,
-        )
+        return RetinaNet(body, cfg.num_classes, anchor_generator=anchors, **one_stage)
     rpn_anchors = AnchorGenerator(
         tuple((s, s * 2) for s in cfg.anchor_sizes), (cfg.aspect_ratios,) * levels
     )

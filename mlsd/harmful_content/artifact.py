@@ -21,7 +21,7 @@ from mlsd.harmful_content.policy import (
     ValidationScores,
     fit_platform_policy,
 )
-from mlsd.runtime import export_onnx, place
+from mlsd.runtime import devices, export_onnx
 
 VALIDATION_FILE = "validation_scores.npz"
 # the backends the classifier is served by, each with the artifact file it runs (no int8:
@@ -67,11 +67,13 @@ def write_classifier(
     reference=None,
     validation=None,
     languages=None,
+    text_case: str = "as_is",
 ) -> str:
     """Weights, ONNX, the n-gram bag's idf (``bag``: a fitted NgramBag or None), config,
     ``reference`` (``mlsd.drift.DriftReference`` of the validation posts), if any, and
     ``validation`` (:class:`mlsd.harmful_content.policy.ValidationScores`: serving fits the
-    platform's policy on it); ``languages``: those the training posts are in."""
+    platform's policy on it); ``languages``: those the training posts are in; ``text_case``:
+    the casing the encoder saw (:class:`mlsd.harmful_content.features.TextEncoder`)."""
     w = store.new_version(name)
     if validation is not None:
         validation.save(w.path(VALIDATION_FILE))
@@ -85,6 +87,7 @@ def write_classifier(
         config={
             "classifier": cfg.to_dict(),
             "text_encoder": encoder,
+            "text_case": text_case,
             "ngram_bag": bag.state() if bag is not None else None,
             "policy": policy or {},
             "train": train,
@@ -147,4 +150,4 @@ def load_classifier(
     model = build_classifier(cfg)
     state = torch.load(art.file("classifier.pt"), map_location="cpu", weights_only=True)
     model.load_state_dict(state)
-    return (place(model, device) if device else model).eval(), cfg
+    return (devices.place(model, device) if device else model).eval(), cfg

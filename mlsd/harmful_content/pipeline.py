@@ -15,7 +15,12 @@ from torch import nn
 
 from mlsd.harmful_content.artifact import CLASSIFIER_FILES, Probabilities, load_bag, load_classifier
 from mlsd.harmful_content.evaluation import scores_row
-from mlsd.harmful_content.features import TextEncoder, assemble, encode_cached, image_vectors
+from mlsd.harmful_content.features import (
+    artifact_encoder,
+    assemble,
+    encode_cached,
+    image_vectors,
+)
 from mlsd.harmful_content.model import multitask_loss
 from mlsd.runtime import arun, load_runner
 
@@ -192,7 +197,7 @@ class HarmScorer:
         self.spec = self.cfg.spec
         self.bag = load_bag(art)
         name = art.config["text_encoder"]
-        self.encoder = encoder if encoder is not None else TextEncoder(name, num_threads, device)
+        self.encoder = encoder or artifact_encoder(art.config, num_threads, device)
         if self.encoder.dim != self.spec.text_dim:
             raise ValueError(
                 f"text encoder {name!r} gives {self.encoder.dim}-d vectors; the "

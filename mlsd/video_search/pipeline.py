@@ -7,7 +7,8 @@ and fusion + reranking. The Serve deployments hold one object each; evaluation c
   current the same way; its hits carry their query coverage as the strength fusion reads;
 - :class:`VideoIndexing`: an upload -> decoded, sampled frames -> frame encoder -> pooled
   features -> committed to the log (the book's indexing pipeline);
-- :func:`fuse_and_rerank`: the branches' ranked lists -> fusion -> reranking rules -> top k.
+- :func:`fuse_and_rerank`: the branches' ranked lists -> fusion -> reranking rules -> top k
+  (served by ``VisualBranch.fuse_and_rerank``, where the docs are).
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import threading
 import time
 from collections.abc import Mapping
 
-import fsspec
 import numpy as np
 import torch
 
 from mlsd.image import encode_image
 from mlsd.index import IndexConfig, VectorIndex
 from mlsd.text_index import TextIndex
+from mlsd.uris import URIReadError, read_capped
 from mlsd.video import SampleConfig, VideoError, decode_sampled
 from mlsd.video_search.catalogue import VideoCatalogue, VideoDoc, VideoLog, signature
 from mlsd.video_search.fusion import Fused, FusionConfig, fuse
@@ -73,6 +74,20 @@ class VisualBranch:
     def docs(self, ids: list[int]) -> dict[int, VideoDoc]:
         self.refresh()
         return {i: self.catalogue.docs[i] for i in ids if i in self.catalogue.docs}
+
+    def fuse_and_rerank(
+        self,
+        branches: Mapping[str, Ranked],
+        k: int,
+        now: float,
+        fusion: FusionConfig | None = None,
+        rerank: VideoRerankConfig | None = None,
+    ) -> list[tuple[Fused, VideoDoc]]:
+        """:func:`fuse_and_rerank` with this catalogue's docs: where the candidates' docs
+        are, so a served query needs no second call to fetch them."""
+        fused = fused_candidates(branches, k, fusion)
+        docs = self.docs([f.doc_id for f in fused])
+        return rerank_videos(fused, docs, k, now, rerank)
 
     def info(self) -> dict:
         return {"version": self.catalogue.version, "videos": len(self.index)}
@@ -162,17 +177,11 @@ def catalogue_thumbnail(uri: str, sample: SampleConfig | None = None) -> bytes |
 
 
 def read_uri(uri: str, max_bytes: int) -> bytes:
-    """The bytes behind an fsspec URI, capped; a read failure is a :class:`VideoError`."""
-
+    """:func:`mlsd.uris.read_capped`, its failure as a :class:`VideoError` (the indexer's)."""
     try:
-        with fsspec.open(uri, "rb") as f:
-            data = f.read(max_bytes + 1)
-    except (OSError, ValueError):  # the same answer whether the key exists or not
-        log.warning("cannot read %s", uri, exc_info=True)
-        raise VideoError("unreadable", "the URI cannot be read") from None
-    if len(data) > max_bytes:
-        raise VideoError("too_large", f"over {max_bytes} bytes")
-    return data
+        return read_capped(uri, max_bytes)
+    except URIReadError as e:
+        raise VideoError(e.reason, str(e)) from None
 
 
 def fused_candidates(
@@ -191,6 +200,5 @@ def fuse_and_rerank(
     fusion: FusionConfig | None = None,
     rerank: VideoRerankConfig | None = None,
 ) -> list[tuple[Fused, VideoDoc]]:
-    """Fusion -> reranking rules -> top k (the ingress runs the same two steps with the docs
-    fetched in between)."""
+    """Fusion -> reranking rules -> top k, given the candidates' docs."""
     return rerank_videos(fused_candidates(branches, k, fusion), dict(docs), k, now, rerank)

@@ -148,22 +148,21 @@ def fold_live_uploads(
     cat: Catalogue,
     logdb: CatalogueLog | None,
     deleted: set,
-    model: torch.nn.Module,
+    writer: ArtifactWriter,
     cfg: EncoderConfig,
-    path: Path,
 ) -> int:
     """The indexing path of the book: the live log's additions (deleted ones erased) are
-    embedded with this version's encoder and become catalogue rows; their bytes go to
-    ``live_images.parquet`` (GET /images/{id} after the log prunes them). -> how many."""
-    ids, live_bytes = [], []
+    embedded with this version's exported encoder (``encoder.onnx``, as the catalogue is) and
+    become catalogue rows; their bytes go to ``live_images.parquet`` (GET /images/{id} after
+    the log prunes them). -> how many."""
+    ids, live_bytes, xs = [], [], []
     if logdb is not None:
         for _, live in logdb.since(0):
             data = logdb.image_bytes(live.meta.image_id)
             if data is None or live.meta.image_id in deleted:
                 continue
             x, _ = model_input(decode_image(data, target=cfg.image_size), cfg)
-            with torch.inference_mode():
-                cat.emb.append(model(torch.as_tensor(x[None])).numpy())  # (1, D)
+            xs.append(x)  # (C, S, S)
             cat.ids.append(np.array([live.meta.image_id], np.int64))
             cat.owners.append(live.meta.owner)
             cat.private.append(live.meta.private)
@@ -174,11 +173,14 @@ def fold_live_uploads(
             ids.append(live.meta.image_id)
             live_bytes.append(data)
         logdb.close()
+    if xs:
+        emb = embed_in_process(np.stack(xs), writer.path("encoder.onnx"))  # (n, D)
+        cat.emb.append(emb)  # the rows of the ids appended above, in order
     pq.write_table(
         pa.table(
             {"image_id": pa.array(ids, pa.int64()), "data": pa.array(live_bytes, pa.binary())}
         ),
-        path,
+        writer.path("live_images.parquet"),
     )
     return len(ids)
 
@@ -211,6 +213,13 @@ def index_metrics(index: VectorIndex, folded: int, deleted: int, t0: float) -> d
         "deleted_left_out": deleted,
         "index_seconds": time.perf_counter() - t0,
     }
+
+
+def encoder_index_config(
+    encoder_cfg: EncoderConfig, train_config: dict, index_cfg: IndexConfig
+) -> dict:
+    """What a visual-search version's manifest says it is: encoder, training, index."""
+    return {"encoder": encoder_cfg.to_dict(), "train": train_config, "index": index_cfg.to_dict()}
 
 
 def write_index(
@@ -262,9 +271,7 @@ def build_visual_search_artifact(
         cat = Catalogue()
         sigs = [dhash(img) for img in catalogue_images]
         cat.add_catalogue(np.flatnonzero(keep), emb, sigs, labels)
-        folded = fold_live_uploads(
-            cat, logdb, deleted, model, encoder_cfg, writer.path("live_images.parquet")
-        )
+        folded = fold_live_uploads(cat, logdb, deleted, writer, encoder_cfg)
         index = write_index(
             writer, cat, index_cfg, drift_features(x, np.zeros(len(x), bool)), len(x)
         )
@@ -273,15 +280,8 @@ def build_visual_search_artifact(
             metrics["catalogue_eval"] = evaluate_embeddings(emb, np.asarray(labels))
         metrics.update(compression_metrics(writer, model, x, emb))
         metrics.update(index_metrics(index, folded, len(deleted), t0))
-        return writer.commit(
-            config={
-                "encoder": encoder_cfg.to_dict(),
-                "train": train_config,
-                "index": index_cfg.to_dict(),
-            },
-            data=data_info or {},
-            metrics=metrics,
-        )
+        config = encoder_index_config(encoder_cfg, train_config, index_cfg)
+        return writer.commit(config=config, data=data_info or {}, metrics=metrics)
 
 
 def build_photo_artifact(
@@ -364,9 +364,7 @@ def build_photo_artifact(
             raise DataError(f"photos under {source.src}: every photo was deleted or unreadable")
         emb, ids = cat.embeddings()
         labels = np.asarray(cat.labels)
-        folded = fold_live_uploads(
-            cat, logdb, deleted, model, encoder_cfg, writer.path("live_images.parquet")
-        )
+        folded = fold_live_uploads(cat, logdb, deleted, writer, encoder_cfg)
         features = {k: np.concatenate(v) for k, v in feats.items()}
         index = write_index(writer, cat, index_cfg, features, n)
         metrics: dict = dict(extra_metrics or {})
@@ -381,16 +379,10 @@ def build_photo_artifact(
         onnx_emb = make_runner("onnx", path=writer.path("encoder.onnx"), device="cpu").run(sample)
         metrics.update(compression_metrics(writer, model, sample, onnx_emb))
         metrics.update(index_metrics(index, folded, len(deleted), t0))
-        return writer.commit(
-            config={
-                "encoder": encoder_cfg.to_dict(),
-                "train": train_config,
-                "index": index_cfg.to_dict(),
-                "labels": codes[1] if codes is not None else None,
-            },
-            data={"catalogue": source.src, "photos": len(source), **(data_info or {})},
-            metrics=metrics,
-        )
+        config = encoder_index_config(encoder_cfg, train_config, index_cfg)
+        config["labels"] = codes[1] if codes is not None else None
+        data = {"catalogue": source.src, "photos": len(source), **(data_info or {})}
+        return writer.commit(config=config, data=data, metrics=metrics)
 
 
 DRIFT_FEATURES = (

@@ -13,11 +13,14 @@ import pytest
 from PIL import Image
 from ray import serve
 
-from apps.blurring import BlurringArgs, build_app
+from apps.blurring import BlurringArgs, DetectorArgs, build_app
 from mlsd.artifacts import ArtifactError
 from mlsd.blurring import data as D
-from mlsd.blurring.backends import PACKAGED_UNION
+from mlsd.blurring.backends import PACKAGED_UNION, build_backend
 from mlsd.blurring.data import load_rgb
+from mlsd.blurring.pipeline import detect_image
+from mlsd.image import decode_image
+from mlsd.shadow import box_agreement
 from tests.conftest import new_objects
 from tests.serve.http import api, as_user
 
@@ -202,21 +205,56 @@ def test_a_failing_detector_never_lets_an_image_through(serve_instance, tmp_path
         serve.delete(name)
 
 
-def test_the_shadow_detector_is_compared_box_by_box(app_url):
+def _settled_shadow(url: str) -> dict:
+    """The shadow report once no mirrored request is still finishing (two equal reads)."""
+    last = None
+    for _ in range(60):
+        rep = api.get(f"{url}/shadow", timeout=30).json()
+        if last is not None and rep["completed"] == last["completed"]:
+            return rep
+        last = rep
+        time.sleep(1.0)
+    return rep
 
+
+def test_the_shadow_detector_is_compared_box_by_box(app_url):
+    """The report's box F1 and would-have-leaked counts are those of the primary's answered
+    boxes against YuNet@0.5 recomputed here on the same decoded photos."""
     url, _ = app_url
+    before = _settled_shadow(url)
+    shadow_args = DetectorArgs(members=[{"kind": "yunet", "threshold": 0.5}])
+    shadow = build_backend(
+        shadow_args.members, nms_iou=shadow_args.nms_iou, fusion=shadow_args.fusion
+    )
+    expected = []
     for e in _faces()[:4]:
-        assert _post(url, _jpeg(load_rgb(e.path))).status_code == 201
+        data = _jpeg(load_rgb(e.path))
+        r = _post(url, data)
+        assert r.status_code == 201
+        label = {name: float(k) for k, name in D.LABELS.items()}
+        primary = [[label[b["label"]], *b["box"]] for b in r.json()["boxes"]]
+        image = np.asarray(decode_image(data, 8_000_000, 30_000_000).convert("RGB"))
+        det = detect_image(shadow, image, shadow_args.long_side)
+        rows = [[float(lab), *map(float, b)] for b, lab in zip(det.boxes, det.labels, strict=True)]
+        expected.append(box_agreement(primary, rows))
     deadline = time.time() + 60
     while time.time() < deadline:
         rep = api.get(f"{url}/shadow", timeout=30).json()
-        if rep["completed"] >= 4:
+        if rep["completed"] >= before["completed"] + 4:
             break
         time.sleep(1)
     assert rep["enabled"] and rep["comparison"] == "box_f1" and rep["errors"] == 0
-    assert rep["completed"] >= 4 and 0.0 < rep["mean_score"] <= 1.0
-    assert set(rep["totals"]) == {"primary_only", "shadow_only"}  # would-have-leaked counts
+    assert rep["completed"] == before["completed"] + 4
     assert rep["shadow"]["model_version"] == "yunet@0.5"
+    # the four new scores, from the running mean's sums (boxes are answered to 0.1 px)
+    added = rep["mean_score"] * rep["completed"] - (before["mean_score"] or 0) * before["completed"]
+    assert added == pytest.approx(sum(x["score"] for x in expected), abs=0.02), expected
+    for key in ("primary_only", "shadow_only"):  # would-have-leaked / would-have-caught
+        grown = rep["totals"][key] - before.get("totals", {}).get(key, 0.0)
+        assert grown == sum(x[key] for x in expected), (key, expected)
+    assert any(x["score"] < 1.0 for x in expected) or any(x["primary_only"] for x in expected), (
+        "the union and YuNet alone should disagree somewhere on four crowded photos"
+    )
     assert as_user(None).get(f"{url}/shadow", timeout=30).status_code == 401
 
 

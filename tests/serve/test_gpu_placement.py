@@ -3,7 +3,7 @@
 No GPU is needed: the apps are built from the GPU config's own args (artifact stores swapped
 for the tests' tiny ones), each GPU deployment is constructed with the init args Serve would
 pass it, inside a simulated Ray replica that was assigned GPU "0" with CUDA visible. Every
-placement goes through ``mlsd.runtime.place``, which records the device (and leaves the
+placement goes through ``mlsd.runtime.devices.place``, which records the device (and leaves the
 tensors where they are, so the warm-up still runs on this CPU).
 """
 
@@ -19,8 +19,8 @@ import torch
 import yaml
 from ray.serve.deployment import Application
 
-import mlsd.runtime as rt
 from deployments.visual_search import ImageEncoder
+from mlsd.runtime import devices as rt
 from tests.conftest import new_objects, new_store
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -67,7 +67,7 @@ def test_job_trains_resumes_and_folds_in_reviews(ray_session, tmp_path):
     bag = load_bag(art)
     assert bag is not None and bag.size == cfg.spec.ngram_buckets
 
-    enc = F.TextEncoder(art.config["text_encoder"], num_threads=1)
+    enc = F.artifact_encoder(art.config, num_threads=1)
     x = P.featurize([D.Post("you are all wonderful", "en", "t")], enc, bag, cfg.spec)
     p_torch = P.predict(model, x)
     p_onnx = make_runner("onnx", path=art.file("classifier.onnx"), device="cpu", num_threads=1).run(

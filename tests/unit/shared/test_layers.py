@@ -44,7 +44,7 @@ def test_train_does_not_import_serving():
 SYSTEMS = sorted(
     p.name for p in (ROOT / "mlsd").iterdir() if p.is_dir() and (p / "__init__.py").exists()
 )
-SHARED_PACKAGES = {"data", "state"}  # readers, and the one state layer, every system uses
+SHARED_PACKAGES = {"data", "runtime", "state"}  # readers, the model runners, the state layer
 
 
 def _system_of(module: str) -> str | None:
