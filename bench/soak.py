@@ -17,7 +17,6 @@ logs afterwards, and a sample of the added images must be found by searching wit
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import random
@@ -34,7 +33,6 @@ from typing import TypeVar
 import numpy as np
 import requests
 import yaml
-from PIL import Image
 from sqlalchemy import select
 
 from mlsd.blurring import data as bdata
@@ -44,6 +42,7 @@ from mlsd.procs import kill, pids_of
 from mlsd.recommendation.events import EventLog
 from mlsd.state.schema import rec_events
 from mlsd.visual_search.catalogue import CatalogueLog
+from tests.conftest import jpeg_bytes, png_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -56,28 +55,16 @@ QUERIES = ["a man walking", "a busy street", "waves on a beach", "a bird", "traf
            "people talking", "a dog running", "cars on a road"]  # fmt: skip
 
 
-def _png(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _jpeg(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="JPEG", quality=85)
-    return buf.getvalue()
-
-
 class Soak:
     def __init__(self, base: str, token: str, seed: int = 0):
 
         self.base, self.headers = base, {"Authorization": f"Bearer {token}"}
         self.rng = random.Random(seed)
         test = fm.load("test").images
-        self.queries = [_png(im) for im in test[:300]]
+        self.queries = [png_bytes(im) for im in test[:300]]
         self.new_images = fm.load("train").images[:5000]
         photos = (bdata.faces("val") + bdata.plates("val"))[:20]
-        self.photos = [_jpeg(bdata.load_rgb(e.path)[:480, :640]) for e in photos]
+        self.photos = [jpeg_bytes(bdata.load_rgb(e.path)[:480, :640]) for e in photos]
         self.posts = [p.text for p in hdata.all_posts("val")[:500]]
         self.lock = threading.Lock()
         self.lat: dict[str, list[float]] = defaultdict(list)
@@ -106,7 +93,7 @@ class Soak:
                 self.added += 1
                 img = self.new_images[self.added % len(self.new_images)].copy()
             img[0, : self.added % 28] = 255  # unique bytes (and a distinct near-duplicate hash)
-            data = _png(img)
+            data = png_bytes(img)
             resp = s.post(
                 f"{b}/visual-search/images", files={"image": ("a.png", data)}, timeout=120
             )
