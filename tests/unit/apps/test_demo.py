@@ -3,12 +3,21 @@ placeholder answers, and that a finished system replaces its placeholder."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
 import pytest
 
-from apps.demo import Demo, Job, deploy_config, progress, training_order
+from apps.demo import (
+    Demo,
+    Job,
+    TrainingArgs,
+    build_training_app,
+    deploy_config,
+    progress,
+    training_order,
+)
 
 CONFIG = {
     "http_options": {"host": "127.0.0.1", "port": 8000},
@@ -92,3 +101,10 @@ def test_each_finished_system_replaces_its_placeholder_and_a_failure_is_reported
     assert final["quick"]["state"] == "ready" and final["there"]["state"] == "ready"
     assert final["slow"]["state"] == "failed" and final["slow"]["log"].endswith("slow_a.log")
     assert not demo.all_ready()
+
+
+def test_serve_builds_the_placeholder_from_config_args():
+    """Serve passes a config's ``args`` as the builder's pydantic model only when the
+    annotation is a class at run time (not a string under postponed annotations)."""
+    annotation = inspect.signature(build_training_app).parameters["args"].annotation
+    assert inspect.isclass(annotation) and issubclass(annotation, TrainingArgs)
