@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from efficientnet_lite_pytorch import EfficientNet
 from torch import nn
-from torchvision.models import ResNet50_Weights
 
 FEATURE_DIM = 1280
 N_CLASSES = 1000
@@ -25,6 +24,8 @@ N_CLASSES = 1000
 
 def imagenet_classes() -> list[str]:
     """The 1000 ImageNet class names, from torchvision's metadata (offline)."""
+    from torchvision.models import ResNet50_Weights
+
 
     return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import ks_2samp
 
 REFERENCE_FILE = "drift_reference.json"
 KINDS = ("features", "scores", "embeddings")
@@ -260,6 +259,8 @@ def compare(
 ) -> dict:
     """Test every stream of ``live`` (scalars (n,), embeddings (n, D)) against the reference:
     per stream its statistics, p-value and whether it moved; ``drifted`` if any moved."""
+    from scipy.stats import ks_2samp
+
 
     streams = ref.streams()
     tested = {n: v for n, v in live.items() if n in streams and len(v) >= thresholds.min_window}

@@ -12,9 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torchvision import tv_tensors
-from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as F
 
 from mlsd.blurring.synthetic import paint_plates
 
@@ -36,6 +33,8 @@ class AugmentConfig:
 
 
 def _transforms(cfg: AugmentConfig):
+
+    from torchvision.transforms import v2
 
     return v2.Compose(
         [
@@ -59,6 +58,9 @@ class Augmenter:
             torch.manual_seed(seed)
 
     def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray):
+
+        from torchvision import tv_tensors
+        from torchvision.transforms.v2 import functional as F
 
         if self.cfg.synthetic_plates or self.cfg.extra_plates:
             image, boxes, labels = paint_plates(

@@ -16,7 +16,6 @@ import cv2
 import numpy as np
 import torch
 import yuface
-from torchvision.ops import box_iou
 
 from mlsd.blurring.artifact import load_detector
 from mlsd.blurring.data import FACE, PLATE
@@ -56,6 +55,8 @@ def fuse(det: Detections, iou: float = 0.5, method: str = "enclose") -> Detectio
     ``enclose`` the box enclosing the group - the privacy-conservative choice: NMS may keep a
     tight box from one detector and drop a wider one from another that covered the whole face.
     """
+    from torchvision.ops import box_iou
+
     if method not in FUSIONS:
         raise ValueError(f"fusion must be one of {FUSIONS}, not {method!r}")
     if len(det) == 0 or method == "nms":

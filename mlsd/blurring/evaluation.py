@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torchvision.ops import box_iou as tv_iou
 
 from mlsd.blurring.backends import fuse
 from mlsd.blurring.data import load_rgb
@@ -31,6 +30,8 @@ SIZE_BUCKETS = {"<16": (0, 16), "16-32": (16, 32), ">=32": (32, float("inf"))}
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(N, 4) x (M, 4) -> (N, M) IoU (torchvision.ops.box_iou)."""
+    from torchvision.ops import box_iou as tv_iou
+
 
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)), np.float32)

@@ -19,12 +19,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models import mobilenet_v2
-from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.ops import MultiScaleRoIAlign
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 FAMILIES = ("fcos", "retinanet", "faster_rcnn")
 # MobileNetV2 ``features`` blocks ending at strides 4, 8, 16, 32, and their channels
@@ -75,6 +69,10 @@ def mobilenet_v2_weights() -> Path | None:
 
 def backbone(cfg: DetectorConfig, pretrained: bool = True) -> nn.Module:
     """MobileNetV2 features -> FPN at strides 4..32 (+ a max-pooled stride 64)."""
+    from torchvision.models import mobilenet_v2
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
 
     net = mobilenet_v2()
     if pretrained:
@@ -97,6 +95,10 @@ def backbone(cfg: DetectorConfig, pretrained: bool = True) -> nn.Module:
 def build_detector(cfg: DetectorConfig, pretrained: bool = True) -> nn.Module:
     """A torchvision detector in ``cfg.family`` (images in [0, 1], ImageNet normalisation and
     the resize to ``max_size`` inside the model)."""
+    from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.ops import MultiScaleRoIAlign
+
 
     body = backbone(cfg, pretrained)
     levels = len(cfg.anchor_sizes)

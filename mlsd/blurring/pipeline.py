@@ -9,7 +9,6 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
-from torchvision.ops import batched_nms
 
 from mlsd.blurring.model import detection_loss, set_input_scale
 
@@ -51,6 +50,8 @@ class Detections:
 
 def nms(det: Detections, iou: float = 0.5) -> Detections:
     """Per-class NMS (torchvision.ops.batched_nms)."""
+    from torchvision.ops import batched_nms
+
 
     if len(det) == 0:
         return det

@@ -6,7 +6,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import v2
 
 
 def simclr_augment(size: int = 28, strength: float = 1.0):
@@ -15,6 +14,8 @@ def simclr_augment(size: int = 28, strength: float = 1.0):
     Crop-and-resize is the key augmentation; flips, contrast/brightness and erasing make the
     model ignore what does not define an item. Applies to a (C, H, W) float tensor.
     """
+    from torchvision.transforms import v2
+
 
     s = strength
     return v2.Compose(
@@ -31,6 +32,8 @@ def photo_augment(size: int, strength: float = 1.0):
     """Views of an RGB photo for an adapted encoder: crop-and-resize and flips, mild colour
     jitter (hue barely: colour is often what tells two products, or two flowers, apart).
     Applies to a (C, H, W) float tensor."""
+    from torchvision.transforms import v2
+
 
     s = strength
     jitter = v2.ColorJitter(brightness=0.3 * s, contrast=0.3 * s, saturation=0.2 * s, hue=0.02 * s)
