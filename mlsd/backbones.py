@@ -26,7 +26,6 @@ def imagenet_classes() -> list[str]:
     """The 1000 ImageNet class names, from torchvision's metadata (offline)."""
     from torchvision.models import ResNet50_Weights
 
-
     return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 

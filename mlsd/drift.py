@@ -261,7 +261,6 @@ def compare(
     per stream its statistics, p-value and whether it moved; ``drifted`` if any moved."""
     from scipy.stats import ks_2samp
 
-
     streams = ref.streams()
     tested = {n: v for n, v in live.items() if n in streams and len(v) >= thresholds.min_window}
     m = max(len(tested), 1)

@@ -32,7 +32,6 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(N, 4) x (M, 4) -> (N, M) IoU (torchvision.ops.box_iou)."""
     from torchvision.ops import box_iou as tv_iou
 
-
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)), np.float32)
     return tv_iou(torch.from_numpy(a).float(), torch.from_numpy(b).float()).numpy()

@@ -73,7 +73,6 @@ def backbone(cfg: DetectorConfig, pretrained: bool = True) -> nn.Module:
     from torchvision.models.detection.backbone_utils import BackboneWithFPN
     from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-
     net = mobilenet_v2()
     if pretrained:
         path = mobilenet_v2_weights()
@@ -98,7 +97,6 @@ def build_detector(cfg: DetectorConfig, pretrained: bool = True) -> nn.Module:
     from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.ops import MultiScaleRoIAlign
-
 
     body = backbone(cfg, pretrained)
     levels = len(cfg.anchor_sizes)

@@ -52,7 +52,6 @@ def nms(det: Detections, iou: float = 0.5) -> Detections:
     """Per-class NMS (torchvision.ops.batched_nms)."""
     from torchvision.ops import batched_nms
 
-
     if len(det) == 0:
         return det
     keep = batched_nms(

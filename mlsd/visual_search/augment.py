@@ -16,7 +16,6 @@ def simclr_augment(size: int = 28, strength: float = 1.0):
     """
     from torchvision.transforms import v2
 
-
     s = strength
     return v2.Compose(
         [
@@ -33,7 +32,6 @@ def photo_augment(size: int, strength: float = 1.0):
     jitter (hue barely: colour is often what tells two products, or two flowers, apart).
     Applies to a (C, H, W) float tensor."""
     from torchvision.transforms import v2
-
 
     s = strength
     jitter = v2.ColorJitter(brightness=0.3 * s, contrast=0.3 * s, saturation=0.2 * s, hue=0.02 * s)
