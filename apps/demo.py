@@ -190,7 +190,11 @@ def build_training_app(args: TrainingArgs) -> Application:
         def __init__(self, a: dict):
             self.args = TrainingArgs(**a)
 
-        @api.get("/{path:path}", summary="Training: 503 with progress, on every path")
+        @api.api_route(
+            "/{path:path}",
+            methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            summary="Training: 503 with progress, on every path and method",
+        )
         async def any_path(self, path: str) -> JSONResponse:
             entry = _read_status(self.args.status_file, self.args.system)
             body = {"status": "queued", "detail": "no progress reported yet"}
