@@ -141,6 +141,30 @@ class DriftArgs(BaseModel):
 
 
 Fault = Literal["error", "hang"]
+# where an app's primary query/image encoder runs: in each ingress replica (CPU: one hop and
+# one array between replicas fewer per request; bench/serve_visual_search.py), or as its own
+# batched deployment (a GPU: many requests per kernel launch)
+EncoderPlacement = Literal["ingress", "deployment"]
+
+
+def encoder_placement(deployment: str):
+    """The ``encoder_placement`` field of an app whose encoder deployment is ``deployment``."""
+    return Field(
+        "ingress",
+        description=f"where the primary encoder runs: in each ingress replica (CPU: one hop "
+        f"fewer per request), or as its own batched {deployment} deployment (a GPU)",
+    )
+
+
+def refuse_fault_in_ingress(args: AppArgs, deployment: str) -> None:
+    """A fault injected into an encoder deployment that does not exist is a config error."""
+    if getattr(args, "encoder_placement", None) == "ingress" and deployment in args.fault_injection:
+        raise ValueError(
+            f"fault_injection names {deployment}, but the encoder runs in the ingress "
+            "(encoder_placement: ingress); use encoder_placement: deployment"
+        )
+
+
 TRAFFIC = set(ShadowTraffic.model_fields)
 
 
@@ -299,7 +323,11 @@ class AppArgs(BaseModel):
         return {**self.batching.model_dump(), "fail_with": self.fault_injection.get(deployment)}
 
     def ingress_user_config(self) -> dict:
-        return {"shadow": self.shadow.traffic() if self.shadow is not None else None}
+        """Shadow traffic, and batching (an encoder running in the ingress batches too)."""
+        return {
+            "shadow": self.shadow.traffic() if self.shadow is not None else None,
+            "batching": self.batching.model_dump(),
+        }
 
     def ingress_args(self) -> dict:
         """The ingress's constructor args: everything but what ``user_config`` carries, so a
@@ -407,10 +435,15 @@ def mount_page(api: FastAPI, page: str) -> None:
             return Response(f.read(), media_type=PAGE_ASSETS[name])
 
 
-def apply_ingress_config(mirror: ShadowMirror | None, config: dict) -> None:
-    """An ingress's ``reconfigure``: a new shadow share / timeout applies at once."""
+def apply_ingress_config(mirror: ShadowMirror | None, config: dict, batched=None) -> None:
+    """An ingress's ``reconfigure``: a new shadow share / timeout applies at once, and so does
+    ``batching`` for ``batched``, the ``@serve.batch`` method of an encoder in the ingress."""
     if mirror is not None and config.get("shadow"):
         mirror.tune(config["shadow"])
+    if batched is not None and config.get("batching"):
+        b = Batching(**config["batching"])
+        batched.set_max_batch_size(b.max_batch_size)
+        batched.set_batch_wait_timeout_s(b.batch_wait_timeout_s)
 
 
 def alive_ray_nodes() -> int:

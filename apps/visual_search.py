@@ -1,15 +1,16 @@
 """Visual search (the book's first system) as a Ray Serve application at ``/visual-search``.
 
-Ingress ─> ImageEncoder (batched) ─> Retriever (faiss + reranking rules); the indexing path
-Ingress ─> ImageEncoder ─> Retriever.add (durable). A shadow encoder version (e.g. the int8
-ONNX model) can get a share of the traffic through the shared shadow mechanism.
+Ingress (decode + encode) ─> Retriever (faiss + reranking rules); the indexing path Ingress ─>
+Retriever.add (durable). With ``encoder_placement: deployment`` (a GPU, Triton) the encoder is
+its own batched deployment: Ingress ─> ImageEncoder ─> Retriever. A shadow encoder version (e.g.
+the int8 ONNX model) can get a share of the traffic through the shared shadow mechanism.
 """
 
 import asyncio
 import time
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
@@ -20,20 +21,24 @@ from apps.common import (
     PUBLIC_ID_MAX,
     AppArgs,
     Deleted,
+    EncoderPlacement,
     Liveness,
     ModelRef,
     apply_ingress_config,
+    encoder_placement,
     mount_page,
     multipart_openapi,
     parse_bool,
     read_multipart,
     read_upload,
+    refuse_fault_in_ingress,
     reject_unknown_query,
     retry_once,
     root_path,
     setup_edge,
     shadow_report,
 )
+from deployments.common import replica_resources
 from deployments.drift import DriftTap
 from deployments.metrics import stage
 from deployments.shadow import ShadowComparator, ShadowMirror
@@ -49,7 +54,7 @@ from mlsd.visual_search.artifact import ENCODER_FILES
 from mlsd.visual_search.catalogue import QuotaExceeded
 from mlsd.visual_search.features import ImagePreprocessor
 from mlsd.visual_search.model import EncoderConfig
-from mlsd.visual_search.pipeline import drift_observation
+from mlsd.visual_search.pipeline import ImageEncoderModel, drift_observation
 
 
 class VisualSearchArgs(AppArgs):
@@ -83,6 +88,12 @@ class VisualSearchArgs(AppArgs):
         default_factory=dict, description="mlsd.visual_search.rerank.RerankConfig fields"
     )
     device: str = Field("auto", description="encoder device: auto (the replica's GPU) | cpu")
+    encoder_placement: EncoderPlacement = encoder_placement("ImageEncoder")
+
+    @model_validator(mode="after")
+    def _encoder_faults(self):
+        refuse_fault_in_ingress(self, "ImageEncoder")
+        return self
 
     def stores(self) -> tuple[dict[str, str | None], dict[str, str | None]]:
         dbs, objects = super().stores()
@@ -138,7 +149,7 @@ class VisualSearchIngress:
     def __init__(
         self,
         args: dict,
-        encoder: DeploymentHandle,
+        encoder: DeploymentHandle | None,
         retriever: DeploymentHandle,
         shadow_encoder: DeploymentHandle | None = None,
         shadow_retriever: DeploymentHandle | None = None,
@@ -155,6 +166,17 @@ class VisualSearchIngress:
             self.args.shadow.model_ref(self.args.model) if self.args.shadow else None
         )
         self.encoder, self.retriever = encoder, retriever
+        self.model = None
+        if encoder is None:  # encoder_placement: ingress, on the threads Ray gave the replica
+            res = replica_resources(self.args.device)
+            self.model = ImageEncoderModel(
+                self.args.store().load(self.args.model.artifact, self.args.model.version),
+                backend=self.args.model.backend,
+                num_threads=res.threads,
+                device=self.args.device,
+                gpu_ids=res.gpu_ids,
+                server=self.args.runner_server(self.args.model),
+            )  # warmed up
         self.decode_slots = asyncio.Semaphore(self.args.max_concurrent_decodes)
         self.shadow_encoder, self.shadow_retriever = shadow_encoder, shadow_retriever
         self.comparator = comparator
@@ -175,6 +197,12 @@ class VisualSearchIngress:
                 return await asyncio.to_thread(self.preprocess.prepare, data)
         except InvalidImage as e:
             raise HTTPException(e.status, str(e)) from None
+
+    async def _encode(self, x):
+        """(C, S, S) -> (D,): in this replica, or through the ImageEncoder deployment."""
+        if self.model is not None:
+            return (await self.model.aencode(x[None]))[0]
+        return await retry_once(lambda: self.encoder.encode.remote(x), "encode")
 
     async def _retrieve(self, encoder, retriever, x, k: int, user_id: str | None):
         emb = await encoder.encode.remote(x)  # (D,)
@@ -210,7 +238,7 @@ class VisualSearchIngress:
         with stage("decode"):
             x, _, feats = await self._image_input(data)
         with stage("encode"):
-            emb = await retry_once(lambda: self.encoder.encode.remote(x), "encode")  # (D,)
+            emb = await self._encode(x)  # (D,)
         with stage("retrieve"):  # ANN + reranking
             kept = await retry_once(
                 lambda: self.retriever.search.remote(emb, k, user_id), "retrieve"
@@ -249,7 +277,7 @@ class VisualSearchIngress:
         with stage("decode"):
             x, signature, feats = await self._image_input(data)
         with stage("encode"):  # idempotent: the write itself (index) is not retried
-            emb = await retry_once(lambda: self.encoder.encode.remote(x), "encode")
+            emb = await self._encode(x)
         self.drift.observe(**drift_observation(feats, emb, None))
         try:
             with stage("index"):  # durable once this returns
@@ -373,9 +401,10 @@ def build_app(args: VisualSearchArgs) -> Application:
             "comparator": ShadowComparator.bind("overlap@k", 10),
         }
     ingress = VisualSearchIngress.options(user_config=a.ingress_user_config())
+    in_ingress = a.encoder_placement == "ingress"
     return ingress.bind(
         a.ingress_args(),
-        encoder=encoder("ImageEncoder", a.model),
+        encoder=None if in_ingress else encoder("ImageEncoder", a.model),
         retriever=primary,
         monitor=a.drift_monitor(),
         **shadow,

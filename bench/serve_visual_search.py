@@ -1,10 +1,19 @@
 """Serving benchmark: POST /visual-search/search over HTTP vs the same pipeline in one process.
 
 Bounded load on loopback only: a fixed number of requests at a fixed concurrency. Rows:
-- in-process: encode -> retrieve -> rerank called directly, one request at a time;
-- HTTP, Serve graph with ``@serve.batch`` (max_batch_size 16);
-- HTTP, the same graph with batching off (max_batch_size 1), to show what batching buys.
-The load generator shares the machine's cores with the server (2 on a laptop).
+- in-process: decode -> encode -> retrieve -> rerank called directly, one request at a time;
+- HTTP, the encoder in the ingress (``encoder_placement: ingress``, what serve_config.yaml
+  serves on CPU);
+- HTTP, the encoder as its own ImageEncoder deployment, with ``@serve.batch`` (16) and without
+  (what serve_config.gpu.yaml serves on a GPU).
+
+The load generator shares the machine's cores with the server (2 on a laptop). Serve runs
+with the Makefile's settings (``make serve``'s: control loop and metrics periods of 1 s; set
+``RAY_SERVE_CONTROL_LOOP_INTERVAL_S=0.1 RAY_SERVE_METRICS_EXPORT_INTERVAL_MS=100`` for Ray's
+defaults). Requests carry an API key (search scope) from a key store of the run's own, as
+every caller's do. After each HTTP row, where its time went: the mean per request of the
+proxy, each deployment's handler and the app's own stages (``mlsd_stage_latency_ms``), read
+from Ray's metrics endpoint, and the CPU each process spent per request.
 
     python -m bench.serve_visual_search --requests 400 --concurrency 8
 """
@@ -16,7 +25,6 @@ import os
 import tempfile
 import time
 
-import ray
 from ray import serve
 
 from apps.visual_search import VisualSearchArgs, build_app
@@ -43,14 +51,6 @@ def in_process(store: str, name: str, backend: str, payloads: list[bytes], k: in
     return loadgen.summary(f"in-process pipeline ({backend})", lat, time.perf_counter() - t0)
 
 
-def http_load(url: str, payloads: list[bytes], k: int, concurrency: int, name: str) -> dict:
-    def send(session, i):
-        files = {"image": ("q.png", payloads[i])}
-        return session.post(f"{url}/search", params={"k": k}, files=files, timeout=60)
-
-    return loadgen.http_load(send, len(payloads), concurrency, name)
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--store", default="artifacts")
@@ -63,45 +63,42 @@ def main(argv=None) -> None:
     store = os.path.abspath(a.store)
     imgs = fm.load("train").images[: a.requests]  # queries the catalogue has not seen
     payloads = [png_bytes(i) for i in imgs]
-    rows = [in_process(store, a.artifact, a.backend, payloads, a.k)]
+    inproc = in_process(store, a.artifact, a.backend, payloads, a.k)
 
-    os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="ray-bench-"))
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    port = 8765
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    bench = loadgen.ServeBench(tempfile.mkdtemp(prefix="vs-bench-"))
+    bench.rows.append(inproc)
+    url = bench.url("/visual-search")
+
+    def send(session, i):
+        files = {"image": ("q.png", payloads[i])}
+        return session.post(
+            f"{url}/search", params={"k": a.k}, files=files, headers=bench.auth, timeout=60
+        )
+
     try:
-        for batch, label in (
-            (16, "HTTP, Serve graph, @serve.batch 16"),
-            (1, "HTTP, Serve graph, no batching"),
+        for placement, batch, label in (
+            ("ingress", 16, "HTTP, encoder in the ingress (served)"),
+            ("deployment", 16, "HTTP, ImageEncoder deployment, @serve.batch 16"),
+            ("deployment", 1, "HTTP, ImageEncoder deployment, no batching"),
         ):
             args = VisualSearchArgs(
                 artifact_store=store,
                 model={"artifact": a.artifact, "backend": a.backend},
                 live_log=None,
+                auth={"key_store": bench.keys},
+                encoder_placement=placement,
                 batching={"max_batch_size": batch, "batch_wait_timeout_s": 0.005},
             )
-            serve.run(build_app(args), name="vs_bench", route_prefix="/visual-search")
-            rows.append(
-                http_load(
-                    f"http://127.0.0.1:{port}/visual-search",
-                    payloads,
-                    a.k,
-                    a.concurrency,
-                    f"{label} (concurrency {a.concurrency})",
-                )
-            )
-            serve.delete("vs_bench")
+            app = f"vs_bench_{placement}_{batch}"  # its own series in the metrics
+            serve.run(build_app(args), name=app, route_prefix="/visual-search")
+            bench.load(app, send, len(payloads), a.concurrency, f"{label} (c={a.concurrency})")
+            serve.delete(app)
     finally:
-        serve.shutdown()
-        ray.shutdown()
-    base = rows[0]
-    print("| setup | requests | errors | p50 ms | p99 ms | req/s | req/s vs in-process |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(
-            f"| {r['setup']} | {r['requests']} | {r['errors']} | {r['p50_ms']:.1f} | "
-            f"{r['p99_ms']:.1f} | {r['rps']:.1f} | {r['rps'] / base['rps']:.2f}x |"
-        )
+        bench.close()
+    bench.report(
+        "VisualSearchIngress",
+        [("decode", None), ("encode", "ImageEncoder"), ("retrieve", "Retriever")],
+    )
 
 
 if __name__ == "__main__":

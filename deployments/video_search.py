@@ -13,11 +13,10 @@ from ray import serve
 from deployments.common import Batched, FaultInjectable, inject_fault, replica_resources
 from mlsd.artifacts import ArtifactStore
 from mlsd.state import Caller, may_change
-from mlsd.text import OFFLINE_MINILM
 from mlsd.video import SampleConfig, VideoError
 from mlsd.video_search.catalogue import VideoCatalogue, VideoDoc, VideoLog
 from mlsd.video_search.fusion import Fused, FusionConfig
-from mlsd.video_search.model import FrameEncoder, load_video_text, query_encoder
+from mlsd.video_search.model import FrameEncoder, load_video_text, served_query_encoder
 from mlsd.video_search.pipeline import (
     Ranked,
     TextBranch,
@@ -43,15 +42,8 @@ class TextEncoder(Batched):
     ):
         res = replica_resources(device)
         art = ArtifactStore.open(store_uri).load(artifact, version)
-        self.encoder = query_encoder(
-            load_video_text(art),
-            art.config.get("text_model", OFFLINE_MINILM),
-            device=device,
-            num_threads=res.threads,
-            gpu_ids=res.gpu_ids,
-        )
+        self.encoder = served_query_encoder(art, device, res.threads, res.gpu_ids, backend)
         self.device = self.encoder.device
-        self.encoder.encode(["warm up"])
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def encode_batch(self, texts: list[str]) -> list[np.ndarray]:

@@ -158,11 +158,39 @@ def query_encoder(
     device: str = "auto",
     num_threads: int | None = None,
     gpu_ids: Sequence | None = None,
+    backend: str = "torch",
 ) -> SentenceEncoder:
-    """Query texts -> vectors in the text-video space (sentence encoder + the model's head)."""
+    """Query texts -> vectors in the text-video space (sentence encoder + the model's head, one
+    graph: ``torch``, or ``onnx`` exported from it when built)."""
     return SentenceEncoder(
-        text_model, device=device, num_threads=num_threads, gpu_ids=gpu_ids, head=TextHead(model)
+        text_model,
+        device=device,
+        num_threads=num_threads,
+        gpu_ids=gpu_ids,
+        head=TextHead(model),
+        backend=backend,
     )
+
+
+def served_query_encoder(
+    art,
+    device: str = "auto",
+    num_threads: int | None = None,
+    gpu_ids: Sequence | None = None,
+    backend: str = "torch",
+) -> SentenceEncoder:
+    """The query encoder a ``video_text`` artifact serves (its own sentence model), warmed
+    up: the TextEncoder deployment's, and an ingress's that encodes in its own replica."""
+    encoder = query_encoder(
+        load_video_text(art),
+        art.config.get("text_model", OFFLINE_MINILM),
+        device=device,
+        num_threads=num_threads,
+        gpu_ids=gpu_ids,
+        backend=backend,
+    )
+    encoder.encode(["warm up"])
+    return encoder
 
 
 def load_video_text(art) -> VideoTextModel:

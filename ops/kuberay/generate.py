@@ -54,6 +54,9 @@ MAKEFILE_ENV = (
     "MLSD_PROXY_BODY_LIMITS",
     "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S",
     "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S",
+    "RAY_SERVE_CONTROL_LOOP_INTERVAL_S",
+    "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS",
+    "RAY_SERVE_USE_GRPC_BY_DEFAULT",
 )
 
 # Comments put above the first line that starts (after indentation) with the key: PyYAML

@@ -41,7 +41,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 REVIEW_ALL = {"default": {"remove": 1.0, "review": 1.0, "demote": 1.0},
               "hate": {"remove": 1.0, "review": 0.0, "demote": 0.0}}  # fmt: skip
 APP_CPUS = {  # deployment -> num_cpus (logical: four per node; the machine has two cores)
-    "visual_search": {"VisualSearchIngress": 0.05, "ImageEncoder": 0.1, "Retriever": 0.05},
+    "visual_search": {"VisualSearchIngress": 0.15, "Retriever": 0.05},  # encodes in the ingress
     "recommendation": {"RecommendationIngress": 0.05, "CandidateGeneration": 0.05,
                        "Ranking": 0.05},
     "harmful_content": {"HarmfulContentIngress": 0.05, "HarmClassifier": 0.1,
@@ -140,10 +140,8 @@ def cluster(servers, tmp_path_factory, tiny_store, rec_store, video_store, harmf
                 "route_prefix": "/video",
                 "import_path": "apps.video_search:build_app",
                 "args": _args("video_search", state, stores) | {"shadow": None},
-                "deployments": deployments("a", {"VideoSearchIngress": 0.05, "VideoIndexer": 0.1})
-                + deployments(
-                    "b", {"TextEncoder": 0.1, "VideoRetriever": 0.05, "TextSearch": 0.05}
-                ),
+                "deployments": deployments("a", {"VideoSearchIngress": 0.1, "VideoIndexer": 0.1})
+                + deployments("b", {"VideoRetriever": 0.05, "TextSearch": 0.05}),
             }
             apps.append(video)
             rc.deploy(apps)

@@ -173,6 +173,7 @@ def test_a_full_queue_is_503_and_the_service_stays_up(serve_instance, tiny_store
         "args": {
             "artifact_store": str(tiny_store),
             "live_log": None,
+            "encoder_placement": "deployment",  # its own replica, to hang
             "fault_injection": {"ImageEncoder": "hang"},
         },
         "deployments": [

@@ -28,6 +28,7 @@ def test_user_config_change_applies_without_restart(serve_instance, tiny_store):
     args = {
         "artifact_store": str(tiny_store),
         "live_log": None,
+        "encoder_placement": "deployment",  # the batched ImageEncoder, reconfigured in place
         "shadow": {"share": 0.0, "backend": "onnx-int8"},
     }
     _deploy(name, args)

@@ -37,7 +37,10 @@ def app_url(serve_instance, video_store, tmp_path_factory):
         object_store=objects,
         max_k=50,
         allowed_uri_prefixes=[str(uris)],
-        shadow={"version": "v1", "share": 1.0, "timeout_s": 10.0},
+        # as served: the query encoder exported to ONNX, in the ingress; the shadow runs the
+        # same model in torch, so the shadow report compares the two backends end to end
+        model={"artifact": "video_text_zeroshot", "backend": "onnx"},
+        shadow={"version": "v1", "backend": "torch", "share": 1.0, "timeout_s": 10.0},
     )
     serve.run(build_app(args), name="vsearch", route_prefix="/vsearch")
     yield f"{serve_instance}/vsearch", live, uris, objects
@@ -217,7 +220,11 @@ def test_shadow_compares(app_url):
 def test_one_branch_failing_degrades(serve_instance, video_store, broken):
 
     args = VideoSearchArgs(
-        artifact_store=str(video_store), live_log=None, fault_injection={broken: "error"}
+        artifact_store=str(video_store),
+        live_log=None,
+        fault_injection={broken: "error"},
+        # a TextEncoder to break: its own deployment
+        encoder_placement="deployment" if broken == "TextEncoder" else "ingress",
     )
     serve.run(build_app(args), name="vs_broken", route_prefix="/vs-broken")
     try:

@@ -48,7 +48,8 @@ def test_the_loader_runs_torch_and_onnx_alike_and_names_what_it_lacks(tmp_path):
         (RecommendationArgs, "onnx", True),
         (RecommendationArgs, "triton", False),
         (VideoSearchArgs, "torch", True),
-        (VideoSearchArgs, "onnx", False),  # the query encoder is torch only
+        (VideoSearchArgs, "onnx", True),  # exported from the torch encoder when built
+        (VideoSearchArgs, "onnx-int8", False),
     ],
 )
 def test_an_app_refuses_a_backend_its_model_is_not_served_by(args, backend, ok):

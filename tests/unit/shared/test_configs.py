@@ -82,9 +82,12 @@ def test_serve_config(name):
     for app in raw["applications"]:
         module, builder = app["import_path"].split(":")
         assert module == f"apps.{app['name']}" and builder == "build_app"
-        builder_args[app["name"]](**app["args"])
+        args = builder_args[app["name"]](**app["args"])
         names = {d["name"] for d in app.get("deployments", [])}
         assert names <= DEPLOYMENTS[app["name"]], names - DEPLOYMENTS[app["name"]]
+        encoder = {"visual_search": "ImageEncoder", "video_search": "TextEncoder"}.get(app["name"])
+        if encoder:  # Serve refuses the settings of a deployment the app does not build
+            assert (encoder in names) == (args.encoder_placement == "deployment"), app["name"]
     if name == "serve_config.yaml":  # the laptop config never waits for a GPU
         total = 0.0
         for app in raw["applications"]:
@@ -96,6 +99,7 @@ def test_serve_config(name):
         assert total <= 2.0, total
         # only when their app runs a shadow / its model takes images
         optional = {"ShadowRetriever", "ShadowDetector", "ImageFeatures"}
+        optional |= {"ImageEncoder", "TextEncoder"}  # encoder_placement: ingress
         assert names >= set().union(*DEPLOYMENTS.values()) - optional
 
 
@@ -103,6 +107,12 @@ def test_unknown_builder_args_are_rejected():
 
     with pytest.raises(ValidationError):
         VisualSearchArgs(artifact_stor="typo")
+
+
+def test_a_fault_for_an_encoder_that_runs_in_the_ingress_is_refused():
+    with pytest.raises(ValidationError, match="encoder_placement"):
+        VisualSearchArgs(fault_injection={"ImageEncoder": "error"})
+    VisualSearchArgs(encoder_placement="deployment", fault_injection={"ImageEncoder": "error"})
 
 
 def test_the_blurring_service_and_batch_job_blur_with_the_same_detector():

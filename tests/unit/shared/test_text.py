@@ -80,6 +80,19 @@ def test_offline_sentence_encoder():
     assert resolve_text_model("sentence-transformers/all-MiniLM-L6-v2").startswith("sentence")
 
 
+def test_the_onnx_sentence_encoder_gives_the_torch_vectors():
+    """Exported at build with dynamic batch and length: one token, a truncated 256-token
+    text, mixed lengths padded in one batch and non-Latin text all match torch."""
+    torch_enc = SentenceEncoder(OFFLINE_MINILM, num_threads=1)
+    onnx_enc = SentenceEncoder(OFFLINE_MINILM, num_threads=1, backend="onnx")
+    assert onnx_enc.runner.backend == "onnx"
+    cases = [["a"], ["word " * 300], ["x", "a heron standing in a lake at dawn with mist"]]
+    for texts in cases + [["é 漢字 🙂", "stock prices fell", "a cat"]]:
+        assert np.abs(torch_enc.encode(texts) - onnx_enc.encode(texts)).max() < 1e-5, texts
+    with pytest.raises(ValueError, match="backend"):
+        SentenceEncoder(OFFLINE_MINILM, backend="tensorrt")
+
+
 def test_stop_words_are_not_a_match(index):
     assert index.search("a the of on in", 5)[0].tolist() == []
     assert index.search("the chef", 5)[0].tolist() == [2]
