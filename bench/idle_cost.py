@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     a = p.parse_args(argv)
     with open(ROUTES_FROM) as f:
         routes = [app["route_prefix"] for app in yaml.safe_load(f)["applications"]]
+    os.makedirs("var/bench", exist_ok=True)
     log = open("var/bench/idle_cost_serve.log", "w")  # noqa: SIM115 (closed below)
     serve = subprocess.Popen(
         ["make", "serve"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
