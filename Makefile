@@ -32,6 +32,9 @@ export RAY_SERVE_METRICS_EXPORT_INTERVAL_MS ?= 1000
 # calls between deployments over gRPC (Serve's own data plane; Ray's token auth guards it)
 # instead of Ray actor calls: one hop costs ~4 ms of CPU less (bench/serve_visual_search.py)
 export RAY_SERVE_USE_GRPC_BY_DEFAULT ?= 1
+# ...whose messages Serve caps at 4 MiB by default: uploads (64 MiB video, 20 MiB image) and
+# decoded images (40 MP RGB: 120 MB) are arguments between replicas, so the cap is above both
+export RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH ?= 268435456
 
 .PHONY: venv triton-venv data browser servers state screenshots artifacts serve serve-triton triton-repository soak bench-triton bench-state test test-fast test-cluster lint eval bench clean ray-token dev-token constraints
 

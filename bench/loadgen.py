@@ -8,7 +8,6 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import psutil
@@ -19,10 +18,7 @@ from ray import serve
 
 from apps.auth import KeyStore
 from mlsd.state import init_store
-from ops.kuberay.generate import makefile_env
 from tests.conftest import free_port
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def summary(name: str, lat_ms: list[float], wall: float, errors: int = 0) -> dict:
@@ -148,8 +144,6 @@ class ServeBench:
     process spent on it (:func:`cpu_per_request`)."""
 
     def __init__(self, work: str, scopes: str = "search", num_cpus: int = 2, settle_s: float = 5.0):
-        for e in makefile_env((ROOT / "Makefile").read_text()):
-            os.environ.setdefault(e["name"], e["value"])
         os.environ.setdefault("RAY_TMPDIR", os.path.join(work, "ray"))
         self.keys = os.path.join(work, "keys.sqlite")
         init_store(self.keys)

@@ -258,8 +258,6 @@ def serve_instance(tmp_path_factory):
     # a loaded 2-core machine answers slowly: give Serve's proxy time before calling it dead
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
     os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "60")
-    # the data plane make serve runs (the Makefile): calls between deployments over gRPC
-    os.environ.setdefault("RAY_SERVE_USE_GRPC_BY_DEFAULT", "1")
     # the body cap in Serve's proxy too (as the Makefile sets it); /sec-vs: test_security's app
     os.environ["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = "apps.limits:proxy_middlewares"
     os.environ["MLSD_PROXY_BODY_LIMITS"] = "/sec-vs=1100000"

@@ -57,6 +57,7 @@ MAKEFILE_ENV = (
     "RAY_SERVE_CONTROL_LOOP_INTERVAL_S",
     "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS",
     "RAY_SERVE_USE_GRPC_BY_DEFAULT",
+    "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH",
 )
 
 # Comments put above the first line that starts (after indentation) with the key: PyYAML
