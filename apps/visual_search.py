@@ -158,7 +158,10 @@ class VisualSearchIngress:
     ):
         self.args = VisualSearchArgs(**args)
         self.auth = setup_edge(api, self.args, self.args.max_upload_bytes + limits.MULTIPART_SLACK)
-        art = self.args.store().load(self.args.model.artifact, self.args.model.version, False)
+        # verified only when this replica runs the model (its weights are read here)
+        art = self.args.store().load(
+            self.args.model.artifact, self.args.model.version, verify=encoder is None
+        )
         cfg = EncoderConfig.from_dict(art.config.get("encoder", {}))
         self.preprocess = ImagePreprocessor(cfg, self.args.max_upload_bytes, self.args.max_pixels)
         self.model_version = self.args.model.label
@@ -170,7 +173,7 @@ class VisualSearchIngress:
         if encoder is None:  # encoder_placement: ingress, on the threads Ray gave the replica
             res = replica_resources(self.args.device)
             self.model = ImageEncoderModel(
-                self.args.store().load(self.args.model.artifact, self.args.model.version),
+                art,
                 backend=self.args.model.backend,
                 num_threads=res.threads,
                 device=self.args.device,

@@ -6,10 +6,6 @@ builds the deployment handles, and reads its gRPC setting at import). Set any of
 environment to override.
 """
 
-import os
-from pathlib import Path
+from ops.kuberay.generate import apply_makefile_env
 
-from ops.kuberay.generate import makefile_env
-
-for _e in makefile_env((Path(__file__).resolve().parents[1] / "Makefile").read_text()):
-    os.environ.setdefault(_e["name"], _e["value"])
+apply_makefile_env()

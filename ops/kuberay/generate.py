@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import re
 import sys
 from pathlib import Path
@@ -102,6 +103,15 @@ def makefile_env(makefile: str) -> list[dict]:
             raise SystemExit(f"Makefile: no `export {name} = ...` line")
         env.append({"name": name, "value": m.group(1)})
     return env
+
+
+def apply_makefile_env(names: tuple[str, ...] = MAKEFILE_ENV) -> None:
+    """Set ``names``' Makefile values in this process's environment, unless already set: how
+    tests and benches run Serve as ``make serve`` does (before Ray is imported)."""
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    for e in makefile_env(makefile):
+        if e["name"] in names:
+            os.environ.setdefault(e["name"], e["value"])
 
 
 def ray_env(makefile: str, worker: bool) -> list[dict]:
