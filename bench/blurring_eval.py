@@ -25,7 +25,6 @@ from mlsd.artifacts import ArtifactError, ArtifactStore
 from mlsd.blurring import backends as B
 from mlsd.blurring import data as D
 from mlsd.blurring import evaluation as E
-from mlsd.blurring.artifact import load_detector
 from mlsd.runtime import resolve_threads, set_process_threads
 
 
@@ -36,7 +35,12 @@ def _fmt(v) -> str:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--store", default="artifacts")
-    p.add_argument("--ours", nargs="*", default=["blurring_fcos"], help="detector artifacts")
+    p.add_argument(
+        "--ours",
+        nargs="*",
+        default=["blurring_fcos:onnx-int8"],
+        help="detector artifacts, each ARTIFACT[:BACKEND] (torch, onnx, onnx-int8: as served)",
+    )
     p.add_argument("--max-fp-face", type=float, default=5.0)
     p.add_argument("--max-fp-plate", type=float, default=1.0)
     p.add_argument("--limit", type=int, default=0, help="first N images of each set (smoke)")
@@ -78,10 +82,13 @@ def main(argv: list[str] | None = None) -> dict:
         dets[f"centerface_{side}"] = B.CenterFace(long_side=side, num_threads=threads)
         dets[f"yunet_{side}"] = B.YuNet(long_side=side, min_score=0.05)
     store = ArtifactStore(a.store)
+    ours = []
     for name in a.ours:
+        artifact, _, backend = name.partition(":")
+        spec = {"kind": "torch", "artifact": artifact, "backend": backend or "torch"}
         try:
-            model, _ = load_detector(store.load(name))
-            dets[name] = B.TorchDetector(model, 1024, name)
+            dets[name] = B.build_backend(spec, store, "cpu", threads)
+            ours.append(name)
         except ArtifactError as e:
             print(f"skipping {name}: {e}")
     report: dict = {"rows": [], "thresholds": {}}
@@ -106,9 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
         if cls == "face":
             # ours joins the packaged union: the first --ours only (each 3-way search is
             # exhaustive; the others are rows for the comparison)
-            combos = [("centerface", "yunet")] + [
-                (o, "centerface", "yunet") for o in a.ours[:1] if o in dets
-            ]
+            combos = [("centerface", "yunet")] + [(o, "centerface", "yunet") for o in ours[:1]]
             for side in a.face_sides:  # the upscaled detectors with and beside the 1024 ones
                 combos += [
                     (f"centerface_{side}", f"yunet_{side}"),
@@ -176,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"* served: best validation coverage at <= {max_fp} FP/image ({served})")
         if a.plots:
             _plot(results, label, cls, Path(a.plots))
-    report["served_members"] = served_members(report, a.ours)
+    report["served_members"] = served_members(report, ours)
     print("\nthe served configuration as detector members (serve_config.yaml `detector:`):")
     print(json.dumps(report["served_members"]))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
@@ -203,7 +208,8 @@ def served_members(report: dict, ours: list[str]) -> list[dict]:
     for det, ts in per.items():
         kind, _, side = det.partition("_")  # "centerface_2048": CenterFace at long side 2048
         if det in ours:
-            spec = {"kind": "torch", "artifact": det}
+            artifact, _, backend = det.partition(":")
+            spec = {"kind": "torch", "artifact": artifact, "backend": backend or "torch"}
         elif side.isdigit() and kind in ("centerface", "yunet"):
             spec = {"kind": kind, "long_side": int(side)}
         else:

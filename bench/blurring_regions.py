@@ -24,8 +24,7 @@ import torch
 from mlsd.artifacts import ArtifactStore
 from mlsd.blurring import data as D
 from mlsd.blurring import evaluation as E
-from mlsd.blurring.artifact import load_detector
-from mlsd.blurring.backends import TorchDetector
+from mlsd.blurring.backends import build_backend
 from mlsd.runtime import resolve_threads, set_process_threads
 
 REGIONS = ("eu", "us")
@@ -36,6 +35,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--store", default="artifacts")
     p.add_argument("--models", nargs="+", required=True, help="REGION=ARTIFACT, trained on REGION")
     p.add_argument("--max-fp", type=float, default=1.0)
+    p.add_argument("--backend", default="torch", help="torch | onnx | onnx-int8 (as served)")
     p.add_argument("--limit", type=int, default=0, help="first N photos of each set (smoke)")
     p.add_argument("--threads", type=int, default=0, help="0 = this process's CPUs")
     p.add_argument("--out", default="var/bench/blurring_regions.json")
@@ -72,8 +72,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if region not in REGIONS or not name:
             raise SystemExit(f"--models takes REGION=ARTIFACT with REGION in {REGIONS}: {spec!r}")
         art = store.load(name)
-        model, _ = load_detector(art)
-        det = TorchDetector(model, 1024, name)
+        det = build_backend({"kind": "torch", "artifact": name, "backend": a.backend}, store)
 
         def results(key: str, det=det) -> list:
             return E.run_detector(det, images(key))[0]

@@ -348,10 +348,12 @@ def blur_store(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("blur_artifacts")
-    cfg = DetectorConfig(family="fcos", fpn_channels=32)
+    cfg = DetectorConfig(family="fcos", fpn_channels=32, max_size=256)
     model = build_detector(cfg, pretrained=False)
     meta = {"train": {"epochs": 0}, "data": {"note": "untrained, for tests"}, "metrics": {}}
-    write_detector(ArtifactStore(root), "blurring_fcos", model, cfg, **meta)
+    rng = np.random.default_rng(0)  # SYNTHETIC calibration photos for the int8 graph
+    photos = [rng.integers(0, 255, (96, 128, 3), dtype=np.uint8) for _ in range(2)]
+    write_detector(ArtifactStore(root), "blurring_fcos", model, cfg, **meta, calibration=photos)
     return root
 
 

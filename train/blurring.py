@@ -28,7 +28,7 @@ import torch
 
 from mlsd.artifacts import ArtifactStore
 from mlsd.blurring import data as bdata
-from mlsd.blurring.artifact import write_detector
+from mlsd.blurring.artifact import calibration_photos, write_detector
 from mlsd.blurring.augment import AugmentConfig, Augmenter, pad_targets, unpad_targets
 from mlsd.blurring.features import drift_reference
 from mlsd.blurring.model import DetectorConfig, build_detector, set_input_scale
@@ -122,6 +122,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--crop", type=int, default=416)
     p.add_argument("--train-from-block", type=int, default=4)
     p.add_argument("--fpn-channels", type=int, default=96)
+    p.add_argument(
+        "--min-stride",
+        type=int,
+        default=8,
+        choices=[4, 8],
+        help="the pyramid's finest level: 8 (with --head-convs 2: the fast detector, served as "
+        "int8) or 4 (4x the locations, for small faces; the detector before issue 25)",
+    )
+    p.add_argument(
+        "--head-convs", type=int, default=2, help="3x3 convs in each FCOS tower (torchvision: 4)"
+    )
     p.add_argument("--max-steps-per-epoch", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="first N examples of each set (tests)")
     p.add_argument("--data-root", default=None, help="folder holding the demo's data sets")
@@ -217,7 +228,11 @@ def run(a: argparse.Namespace) -> dict:
 
     faces, plates, source = training_examples(a)
     cfg = DetectorConfig(
-        family=a.family, train_from_block=a.train_from_block, fpn_channels=a.fpn_channels
+        family=a.family,
+        train_from_block=a.train_from_block,
+        fpn_channels=a.fpn_channels,
+        min_stride=a.min_stride,
+        head_convs=a.head_convs,
     )
     if a.export_only:  # e.g. a run stopped early: its last finished epoch becomes a version
         state = torch.load(latest_checkpoint(a.runs_dir, a.run_name), weights_only=True)
@@ -351,6 +366,7 @@ def _export(a, cfg, weights, metrics, run_name, seconds, faces, plates, source) 
         data=source,
         metrics=metrics,
         reference=reference,
+        calibration=[bdata.load_rgb(e.path) for e in calibration_photos(faces, plates)],
     )
     return {"run": run_name, "train_seconds": seconds, "artifact": f"{name}/{version}"}
 

@@ -1,14 +1,40 @@
-"""Detector artifacts: weights (state_dict, loaded with weights_only) + config + metrics."""
+"""Detector artifacts: weights (state_dict, loaded with weights_only) + config + metrics, and
+for FCOS the graph onnxruntime runs (fp32, and int8 calibrated on training photos)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import nn
 
-from mlsd.artifacts import Artifact, ArtifactStore
-from mlsd.blurring.model import DetectorConfig, build_detector
+from mlsd.artifacts import Artifact, ArtifactError, ArtifactStore
+from mlsd.blurring.model import DenseFCOS, DetectorConfig, build_detector, set_input_scale
+from mlsd.blurring.pipeline import to_tensor
 from mlsd.drift import REFERENCE_FILE
-from mlsd.runtime import devices
+from mlsd.runtime import devices, export_onnx, load_runner, quantize_int8
+from mlsd.runtime.base import ModelRunner
+
+# the backends our detector is served through, and the artifact file each runs
+DETECTOR_FILES = {
+    "torch": "detector.pt",
+    "onnx": "detector.onnx",
+    "onnx-int8": "detector.int8.onnx",
+}
+CALIBRATION_PHOTOS = 8  # int8 ranges from this many training photos (each at the served scale)
+
+
+def calibration_photos(faces: list, plates: list, n: int = CALIBRATION_PHOTOS) -> list:
+    """The int8 graph's calibration photos: spread over the training faces and plates, half
+    each where both exist (activation ranges from both kinds of scene)."""
+    half = [xs for xs in (faces, plates) if xs]
+    picked = []
+    for xs in half:
+        k = max(1, n // len(half))
+        picked += xs[:: max(1, len(xs) // k)][:k]
+    return picked
 
 
 def write_detector(
@@ -20,13 +46,40 @@ def write_detector(
     data: dict,
     metrics: dict,
     reference=None,
+    calibration: Sequence[np.ndarray] = (),
 ) -> str:
-    """``reference``: the training photos' ``mlsd.drift.DriftReference``, if any."""
+    """``reference``: the training photos' ``mlsd.drift.DriftReference``, if any;
+    ``calibration``: (H, W, 3) uint8 training photos for the int8 graph (FCOS only)."""
     w = store.new_version(name)
     torch.save(model.state_dict(), w.path("detector.pt"))
+    if cfg.family == "fcos":
+        fp32, int8 = (w.path(DETECTOR_FILES[b]) for b in ("onnx", "onnx-int8"))
+        export_dense(model, cfg, fp32, int8, calibration)
     if reference is not None:
         reference.save(w.path(REFERENCE_FILE))
     return w.commit(config={"detector": cfg.to_dict(), "train": train}, data=data, metrics=metrics)
+
+
+def export_dense(
+    model: nn.Module,
+    cfg: DetectorConfig,
+    fp32: Path,
+    int8: Path,
+    photos: Sequence[np.ndarray],
+) -> None:
+    """FCOS's backbone and heads as ONNX (dynamic batch and image size), and that graph
+    statically quantised to int8 (QDQ, per-channel) with activation ranges from ``photos``,
+    each put through the model's own transform at the served scale. The decoding stays in
+    torch (``mlsd.blurring.pipeline.detect_dense``)."""
+    if not photos:
+        raise ValueError("the int8 detector needs calibration photos (training photos)")
+    model = model.cpu().eval()
+    set_input_scale(model, cfg.max_size)
+    with torch.inference_mode():
+        batches = [model.transform([to_tensor(p)])[0].tensors for p in photos]
+    dynamic = {"image": [0, 2, 3]}  # (B, 3, H, W): any batch, any padded size
+    export_onnx(DenseFCOS(model), {"image": batches[0]}, fp32, "image", "dense", dynamic)
+    quantize_int8(fp32, int8, [b.numpy() for b in batches])
 
 
 def load_detector(art: Artifact, device: str = "cpu") -> tuple[nn.Module, DetectorConfig]:
@@ -38,3 +91,45 @@ def load_detector(art: Artifact, device: str = "cpu") -> tuple[nn.Module, Detect
     state = torch.load(art.file("detector.pt"), map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return devices.place(model, device).eval(), cfg
+
+
+def check_backend(art: Artifact, backend: str) -> DetectorConfig:
+    """The detector's config, if ``art`` holds what ``backend`` runs (build time: ``serve
+    run`` fails naming it, no replica does)."""
+    if backend not in DETECTOR_FILES:
+        raise ValueError(
+            f"detector {art.name!r}: backend must be one of {list(DETECTOR_FILES)}, got {backend!r}"
+        )
+    cfg = DetectorConfig.from_dict(art.config["detector"])
+    if backend != "torch" and cfg.family != "fcos":
+        raise ValueError(f"{art.name}: the {backend!r} backend serves FCOS detectors' graphs")
+    if DETECTOR_FILES[backend] not in art.manifest.get("files", {}):
+        raise ArtifactError(
+            f"{art.name}/{art.version} has no graph for the {backend!r} backend (written "
+            f"before detectors were exported to ONNX): `python -m train.blurring --export-only "
+            f"--run-name RUN` writes a version that has it"
+        )
+    return cfg
+
+
+def load_dense_detector(
+    art: Artifact,
+    backend: str,
+    device: str = "cpu",
+    num_threads: int | None = None,
+    gpu_ids: Sequence | None = None,
+) -> tuple[ModelRunner, nn.Module, DetectorConfig]:
+    """The ONNX graph behind ``backend`` (``onnx`` / ``onnx-int8``) through the one model
+    loader, with the weightless FCOS module that prepares its input and decodes its output."""
+    cfg = check_backend(art, backend)
+    runner = load_runner(
+        art,
+        backend,
+        DETECTOR_FILES,
+        lambda: None,
+        device=device,
+        num_threads=num_threads,
+        gpu_ids=gpu_ids,
+        what="detector",
+    )
+    return runner, build_detector(cfg, pretrained=False).eval(), cfg

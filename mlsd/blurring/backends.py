@@ -17,19 +17,25 @@ import numpy as np
 import torch
 import yuface
 
-from mlsd.blurring.artifact import load_detector
+from mlsd.blurring.artifact import check_backend, load_dense_detector, load_detector
 from mlsd.blurring.data import FACE, PLATE
-from mlsd.blurring.pipeline import Detections, detect_torch, nms, resize
+from mlsd.blurring.pipeline import Detections, detect_dense, detect_torch, nms, resize
 from mlsd.runtime import make_runner
 
 # the packaged face detectors' union at the thresholds chosen on validation (coverage at <= 5
 # FP per image, enclosing fusion; bench/blurring_eval.py): needs no training, blurs no plates
 PACKAGED_UNION = [{"kind": "centerface", "threshold": 0.15}, {"kind": "yunet", "threshold": 0.5}]
-# what serve_config.yaml and the batch job serve: our FCOS (faces and plates) with the packaged
-# face detectors, each at its validation-chosen threshold (bench/blurring_eval.py prints it)
+# what serve_config.yaml and the batch job serve: our fast FCOS (faces and plates; int8 in
+# onnxruntime) with the packaged face detectors, each at its validation-chosen threshold
+# (bench/blurring_eval.py prints it)
 SERVED_MEMBERS = [
-    {"kind": "torch", "artifact": "blurring_fcos", "threshold": {"face": 0.4, "plate": 0.35}},
-    {"kind": "centerface", "threshold": {"face": 0.4}},
+    {
+        "kind": "torch",
+        "artifact": "blurring_fcos",
+        "backend": "onnx-int8",
+        "threshold": {"face": 0.4, "plate": 0.55},
+    },
+    {"kind": "centerface", "threshold": {"face": 0.3}},
     {"kind": "yunet", "threshold": {"face": 0.5}},
 ]
 
@@ -66,6 +72,7 @@ def fuse(det: Detections, iou: float = 0.5, method: str = "enclose") -> Detectio
     b, s, lab = det.boxes[order], det.scores[order], det.labels[order]
     overlap = box_iou(torch.from_numpy(b), torch.from_numpy(b)).numpy() >= iou  # (N, N)
     overlap &= lab[:, None] == lab[None, :]
+    np.fill_diagonal(overlap, True)  # a zero-area box (clipped at the border) has IoU NaN
     free = np.ones(len(b), bool)
     boxes, keep = [], []
     for i in range(len(b)):
@@ -250,6 +257,23 @@ class TorchDetector:
         return detect_torch(self.model, images, self.long_side)
 
 
+class DenseDetector:
+    """Our trained FCOS with its backbone and heads in onnxruntime (``onnx`` or ``onnx-int8``:
+    the fast CPU path) and the decoding in torchvision's code, at long side ``long_side``."""
+
+    labels = (FACE, PLATE)
+
+    def __init__(self, runner, skeleton, cfg, long_side: int = 1024, name: str = "ours"):
+        self.runner, self.skeleton, self.cfg = runner, skeleton, cfg
+        self.long_side, self.name = long_side, name
+
+    def __call__(self, image: np.ndarray) -> Detections:
+        return self.batch([image])[0]
+
+    def batch(self, images: list[np.ndarray]) -> list[Detections]:
+        return detect_dense(self.runner, self.skeleton, self.cfg, images, self.long_side)
+
+
 class Ensemble:
     """The union of members' detections, each member cut at its own threshold (scores of
     different detectors are not comparable), then fused per class (:func:`fuse`)."""
@@ -286,7 +310,9 @@ def build_backend(
     fusion: str = "enclose",
 ):
     """A detector from configuration: ``{"kind": "centerface" | "yunet" | "haar_face" |
-    "haar_plate" | "dlib_hog" | "torch", "threshold": t, "artifact": ..., "version": ...}``;
+    "haar_plate" | "dlib_hog" | "torch", "threshold": t, "artifact": ..., "version": ...}``
+    (``torch``: ours, an artifact of train.blurring, with ``"backend"``: ``torch`` (default),
+    ``onnx`` or ``onnx-int8``, the exported graph through onnxruntime);
     CenterFace and YuNet also take ``"long_side"``: the side the image is resized to before
     they run (e.g. 2048: twice the served 1024, for faces under 16 px; None: as given).
     A list of such specs is an :class:`Ensemble` of them, fused by ``fusion``."""
@@ -310,13 +336,17 @@ def build_backend(
         return HaarCascade(FACE if kind == "haar_face" else PLATE, long_side=None)
     if kind == "dlib_hog":
         return DlibHOG(long_side=None)
-    if kind == "torch":
+    if kind == "torch":  # ours: an artifact of train.blurring, through the runner `backend`
         if store is None:
             raise ValueError("a torch detector needs an artifact store")
-        model, _ = load_detector(
-            store.load(spec["artifact"], spec.get("version", "latest")), device
-        )
-        return TorchDetector(model, long_side=1024, name=spec["artifact"])
+        backend = spec.get("backend", "torch")
+        art = store.load(spec["artifact"], spec.get("version", "latest"))
+        check_backend(art, backend)
+        if backend == "torch":
+            model, _ = load_detector(art, device)
+            return TorchDetector(model, long_side=1024, name=spec["artifact"])
+        runner, skeleton, cfg = load_dense_detector(art, backend, device, num_threads, gpu_ids)
+        return DenseDetector(runner, skeleton, cfg, 1024, f"{spec['artifact']}[{backend}]")
     raise ValueError(f"unknown detector kind {kind!r}")
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mlsd.blurring.model import detection_loss, set_input_scale
+from mlsd.blurring.model import DetectorConfig, decode_dense, detection_loss, set_input_scale
+from mlsd.runtime.base import ModelRunner
 
 
 @dataclass
@@ -92,7 +93,31 @@ def detect_torch(
     model.eval()
     set_input_scale(model, long_side)
     device = next(model.parameters()).device
-    outs = model([to_tensor(im).to(device) for im in images])
+    return _detections(model([to_tensor(im).to(device) for im in images]))
+
+
+@torch.inference_mode()
+def detect_dense(
+    runner: ModelRunner,
+    skeleton: nn.Module,
+    cfg: DetectorConfig,
+    images: list[np.ndarray],
+    long_side: int = 1024,
+) -> list[Detections]:
+    """The same detector with its backbone and heads behind a runner (onnxruntime fp32 or int8:
+    :class:`mlsd.blurring.model.DenseFCOS`'s graph): ``skeleton`` (the FCOS module; its weights
+    are not used) resizes, normalises and pads the batch and decodes the runner's output, so
+    boxes come from the one decoding path torch's own forward uses."""
+    set_input_scale(skeleton, long_side)
+    tensors = [to_tensor(im) for im in images]
+    batch, _ = skeleton.transform(tensors)
+    dense = torch.from_numpy(runner.run(batch.tensors.numpy()))  # (B, L, C + 5)
+    return _detections(
+        decode_dense(skeleton, cfg, dense, batch, [tuple(t.shape[-2:]) for t in tensors])
+    )
+
+
+def _detections(outs: list[dict[str, torch.Tensor]]) -> list[Detections]:
     return [
         Detections(
             o["boxes"].float().cpu().numpy(),

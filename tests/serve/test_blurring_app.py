@@ -14,7 +14,7 @@ from PIL import Image
 from ray import serve
 
 from apps.blurring import BlurringArgs, DetectorArgs, build_app
-from mlsd.artifacts import ArtifactError
+from mlsd.artifacts import ArtifactError, ArtifactStore
 from mlsd.blurring import data as D
 from mlsd.blurring.backends import PACKAGED_UNION, build_backend
 from mlsd.blurring.data import load_rgb
@@ -271,6 +271,15 @@ def test_a_missing_or_corrupt_detector_artifact_fails_start_up_naming_it(
         f.write_bytes(f.read_bytes()[:1000])  # a truncated copy
     with pytest.raises(ArtifactError, match=r"detector\.pt is corrupt"):
         build_app(BlurringArgs(artifact_store=str(broken), detector={"members": ours}))
+    # a version from before the ONNX export, served through onnxruntime: refused at build
+    store = ArtifactStore(tmp_path / "old")
+    new = ArtifactStore(blur_store).load("blurring_fcos")
+    w = store.new_version("blurring_fcos")
+    w.path("detector.pt").write_bytes(new.file("detector.pt").read_bytes())
+    w.commit(config=new.config, data={}, metrics={})
+    int8 = [ours[0] | {"backend": "onnx-int8"}]
+    with pytest.raises(ArtifactError, match="onnx-int8.*--export-only"):
+        build_app(BlurringArgs(artifact_store=str(tmp_path / "old"), detector={"members": int8}))
 
 
 def test_drift_report_says_why_it_is_off(app_url):

@@ -58,6 +58,8 @@ def test_training_runs_checkpoints_and_resumes(ray_session, tmp_path):
     art = ArtifactStore(tmp_path / "store").load("blurring_fcos")
     model, cfg = load_detector(art)
     assert cfg.family == "fcos" and art.manifest["metrics"]["epoch"] == 1
+    # the graphs the CPU backends serve, int8 calibrated on its training photos
+    assert {"detector.onnx", "detector.int8.onnx"} <= set(art.manifest["files"])
     # the offline variant: crops made once, stored, trained from; one region's plates alone,
     # synthetic plates painted over them (leave one region out: bench.blurring_regions)
     off = common[:-1] + ["offline", "--epochs", "1", "--augment", "offline"]

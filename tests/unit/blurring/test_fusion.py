@@ -42,6 +42,15 @@ def test_nms_keeps_the_best_box_and_wbf_averages_by_score():
     np.testing.assert_allclose(merged, expect, rtol=1e-5)
 
 
+@pytest.mark.parametrize("method", ["enclose", "wbf", "nms"])
+def test_a_zero_area_box_is_fused_not_a_crash(method):
+    """A box clipped flat at the image border has IoU NaN with itself; it is still a box."""
+    det = _det([[0, 10, 0, 30], *BOXES], [0.95, *SCORES], [FACE, *LABELS])
+    out = fuse(det, 0.5, method)
+    assert len(out) == 4  # the flat box, the merged faces, the plate, the far face
+    assert [0, 10, 0, 30] in out.boxes.tolist()
+
+
 def test_fusion_of_nothing_and_unknown_methods():
     assert len(fuse(Detections.empty(), 0.5, "enclose")) == 0
     with pytest.raises(ValueError, match="fusion"):
