@@ -28,7 +28,7 @@ import torch
 
 from mlsd.artifacts import ArtifactStore
 from mlsd.blurring import data as bdata
-from mlsd.blurring.artifact import calibration_photos, write_detector
+from mlsd.blurring.artifact import CALIBRATION_PHOTOS, calibration_photos, write_detector
 from mlsd.blurring.augment import AugmentConfig, Augmenter, pad_targets, unpad_targets
 from mlsd.blurring.features import drift_reference
 from mlsd.blurring.model import DetectorConfig, build_detector, set_input_scale
@@ -132,6 +132,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--head-convs", type=int, default=2, help="3x3 convs in each FCOS tower (torchvision: 4)"
+    )
+    p.add_argument(
+        "--calibration-photos",
+        type=int,
+        default=CALIBRATION_PHOTOS,
+        help="training photos the int8 graph's activation ranges come from",
     )
     p.add_argument("--max-steps-per-epoch", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="first N examples of each set (tests)")
@@ -366,7 +372,9 @@ def _export(a, cfg, weights, metrics, run_name, seconds, faces, plates, source) 
         data=source,
         metrics=metrics,
         reference=reference,
-        calibration=[bdata.load_rgb(e.path) for e in calibration_photos(faces, plates)],
+        calibration=[
+            bdata.load_rgb(e.path) for e in calibration_photos(faces, plates, a.calibration_photos)
+        ],
     )
     return {"run": run_name, "train_seconds": seconds, "artifact": f"{name}/{version}"}
 

@@ -42,6 +42,8 @@ def test_training_runs_checkpoints_and_resumes(ray_session, tmp_path):
         "256",
         "--fpn-channels",
         "32",
+        "--calibration-photos",
+        "2",
         "--store",
         str(tmp_path / "store"),
         "--runs-dir",
