@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 
 from mlsd.blurring import data as D
-from mlsd.blurring.backends import PACKAGED_UNION, SERVED_MEMBERS
+from mlsd.blurring.backends import PACKAGED_UNION, SERVED_MEMBERS, ours_spec
 
 
 def _folder(n: int, dest: Path) -> Path:
@@ -106,13 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
         if (Path(a.store) / "blurring_fcos" / "LATEST").exists():
             configs.append(("served: ours+CenterFace+YuNet", served))
         for o in a.ours:
-            ref, _, backend = o.partition(":")
-            artifact, _, version = ref.partition("@")
-            mine = {
-                "artifact": artifact,
-                "version": version or "latest",
-                "backend": backend or "torch",
-            }
+            mine = ours_spec(o)
             members = [m | mine if m["kind"] == "torch" else m for m in served]
             configs.append((f"{o}+CenterFace+YuNet", members))
         for name, members in configs:

@@ -84,10 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
     store = ArtifactStore(a.store)
     ours = []
     for name in a.ours:
-        artifact, _, backend = name.partition(":")
-        spec = {"kind": "torch", "artifact": artifact, "backend": backend or "torch"}
         try:
-            dets[name] = B.build_backend(spec, store, "cpu", threads)
+            dets[name] = B.build_backend(B.ours_spec(name), store, "cpu", threads)
             ours.append(name)
         except ArtifactError as e:
             print(f"skipping {name}: {e}")
@@ -208,8 +206,7 @@ def served_members(report: dict, ours: list[str]) -> list[dict]:
     for det, ts in per.items():
         kind, _, side = det.partition("_")  # "centerface_2048": CenterFace at long side 2048
         if det in ours:
-            artifact, _, backend = det.partition(":")
-            spec = {"kind": "torch", "artifact": artifact, "backend": backend or "torch"}
+            spec = B.ours_spec(det)
         elif side.isdigit() and kind in ("centerface", "yunet"):
             spec = {"kind": kind, "long_side": int(side)}
         else:

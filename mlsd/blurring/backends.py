@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import yuface
 
-from mlsd.blurring.artifact import check_backend, load_dense_detector, load_detector
+from mlsd.blurring.artifact import load_dense_detector, load_detector
 from mlsd.blurring.data import FACE, PLATE
 from mlsd.blurring.pipeline import Detections, detect_dense, detect_torch, nms, resize
 from mlsd.runtime import make_runner
@@ -300,6 +300,15 @@ class Ensemble:
         return fuse(Detections.concat(parts), self.nms_iou, self.fusion)
 
 
+def ours_spec(ref: str) -> dict:
+    """Our detector named on a command line, ``ARTIFACT[@VERSION][:BACKEND]``, as a member spec
+    (``blurring_fcos:onnx-int8``, ``blurring_fcos@v2026...:torch``)."""
+    name, _, backend = ref.partition(":")
+    artifact, _, version = name.partition("@")
+    spec = {"kind": "torch", "artifact": artifact, "backend": backend or "torch"}
+    return spec | ({"version": version} if version else {})
+
+
 def build_backend(
     spec: dict | list,
     store=None,
@@ -341,7 +350,6 @@ def build_backend(
             raise ValueError("a torch detector needs an artifact store")
         backend = spec.get("backend", "torch")
         art = store.load(spec["artifact"], spec.get("version", "latest"))
-        check_backend(art, backend)
         if backend == "torch":
             model, _ = load_detector(art, device)
             return TorchDetector(model, long_side=1024, name=spec["artifact"])
