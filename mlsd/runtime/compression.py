@@ -76,12 +76,16 @@ class _NamedInputs(torch.nn.Module):
 
 
 def quantize_int8(
-    src: str | os.PathLike, dst: str | os.PathLike, calibration: Iterable[np.ndarray]
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    calibration: Iterable[np.ndarray],
+    exclude: Sequence[str] = (),
 ) -> Path:
     """Static int8 quantisation (QDQ, per-channel weights) calibrated on real inputs.
 
     Static rather than dynamic: dynamic quantisation only covers MatMul/Gemm, and a CNN's
-    cost is in its convolutions.
+    cost is in its convolutions. ``exclude``: nodes (by name) left in fp32, e.g. a detector's
+    output convolutions, cheap and where 8 bits cost the most accuracy.
     """
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -117,6 +121,7 @@ def quantize_int8(
         per_channel=True,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
+        nodes_to_exclude=list(exclude),
     )
     pre.unlink(missing_ok=True)
     return Path(dst)

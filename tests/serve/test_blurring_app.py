@@ -280,6 +280,17 @@ def test_a_missing_or_corrupt_detector_artifact_fails_start_up_naming_it(
     int8 = [ours[0] | {"backend": "onnx-int8"}]
     with pytest.raises(ArtifactError, match="onnx-int8.*--export-only"):
         build_app(BlurringArgs(artifact_store=str(tmp_path / "old"), detector={"members": int8}))
+    # CenterFace's int8 graph is an artifact too: pinned, checked and named like ours
+    cf = [{"kind": "centerface", "backend": "onnx-int8", "threshold": 0.3}]
+    with pytest.raises(ArtifactError, match="centerface_int8"):
+        build_app(BlurringArgs(artifact_store=str(tmp_path / "empty"), detector={"members": cf}))
+    args = BlurringArgs(artifact_store=str(blur_store), detector={"members": ours + cf})
+    args.pin_models(ArtifactStore(blur_store))
+    version = ArtifactStore(blur_store).load("centerface_int8").version
+    assert args.detector.members[1]["version"] == version
+    assert f"centerface_int8/{version}:onnx-int8@0.3" in args.detector.label()
+    with pytest.raises(ValueError, match="backend must be one of"):
+        BlurringArgs(detector={"members": [cf[0] | {"backend": "torch"}]}).pin_models(None)
 
 
 def test_drift_report_says_why_it_is_off(app_url):

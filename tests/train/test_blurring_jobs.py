@@ -12,9 +12,9 @@ import pytest
 from mlsd.artifacts import ArtifactStore
 from mlsd.blurring import data as D
 from mlsd.blurring.artifact import load_detector
-from mlsd.blurring.backends import PACKAGED_UNION
+from mlsd.blurring.backends import PACKAGED_UNION, build_backend
 from mlsd.video import write_mp4
-from train import blur_batch, blurring
+from train import blur_batch, blurring, blurring_centerface
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
 
@@ -171,3 +171,46 @@ def test_training_from_your_own_coco_boxes(ray_session, tmp_path):
     assert data["boxes_by_class"] == {"face": n_faces, "plate": 3}
     assert data["input"]["bad_rows"] == 0
     assert data["input"]["left_out"] == {"class 'car' (not in the class map)": 6}
+
+
+def test_centerface_int8_job_calibrates_on_your_photos_and_records_its_cost(tmp_path):
+    """train.blurring_centerface: a folder of your own photos (no boxes) calibrates the int8
+    graph, an unreadable file is skipped and listed, the artifact records fp32 vs int8 on
+    validation faces and serves as a detector member; photos without faces (plates only)
+    calibrate the face activations too narrowly, and the job refuses to write that graph."""
+    _need_data()
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for e in D.faces("train")[:4]:
+        shutil.copy(e.path, photos / e.path.name)
+    (photos / "zz_broken.jpg").write_bytes(b"not an image")
+    store = tmp_path / "store"
+
+    def job(folder, *more):
+        flags = ["--store", str(store), "--photos", str(folder), "--check-photos", "8"]
+        return blurring_centerface.run(blurring_centerface.parse_args(flags + list(more)))
+
+    out = job(photos, "--calibration-photos", "5")
+    art = ArtifactStore(store).load("centerface_int8")
+    data, metrics = art.manifest["data"], art.manifest["metrics"]
+    assert out["artifact"] == f"centerface_int8/{art.version}"
+    assert data["photos"].startswith(str(photos)) and "(4 of 5)" in data["photos"]
+    assert [b["file"].endswith("zz_broken.jpg") for b in data["unreadable"]] == [True]
+    assert metrics["check_photos"] == 8
+    for k in ("val_ap50", "val_coverage", "images_per_s"):
+        assert metrics[f"{k}_int8"] > 0 and metrics[f"{k}_fp32"] > 0
+    int8 = build_backend({"kind": "centerface", "backend": "onnx-int8"}, ArtifactStore(store))
+    assert len(int8(D.load_rgb(D.faces("test")[0].path))) > 0
+
+    plates = tmp_path / "plates"
+    plates.mkdir()
+    for e in D.plates("train")[:2]:
+        shutil.copy(e.path, plates / e.path.name)
+    with pytest.raises(ValueError, match="calibrate on photos with faces"):
+        job(plates)
+    assert ArtifactStore(store).load("centerface_int8").version == art.version  # unchanged
+    empty = tmp_path / "none"
+    empty.mkdir()
+    (empty / "a.jpg").write_bytes(b"x")
+    with pytest.raises(ValueError, match="no readable photo"):
+        job(empty)
