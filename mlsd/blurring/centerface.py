@@ -3,9 +3,10 @@ dynamic input size, its input blob, and its static int8 version.
 
 The int8 graph is calibrated on real photos (the training photos by default) put through the
 same preprocessing the detector serves with, with the four output convolutions (heat map, box
-sizes, offsets, landmarks) left in fp32: on the face validation photos, quantising them too cost
-AP@0.5 0.836 -> 0.823 and coverage 0.826 -> 0.809 at threshold 0.3; with them in fp32 AP is
-0.821 and coverage 0.824, at 2.2x fp32's images/s (bench/blurring_eval.py).
+sizes, offsets, landmarks) left in fp32: measured once on the validation faces while building
+it, quantising them too cost coverage 0.826 -> 0.809 at threshold 0.3 (AP@0.5 0.836 -> 0.823);
+with them in fp32 coverage was 0.824 (AP 0.821), at 2.2x fp32's images/s. The test faces:
+README "Evaluation" (bench/blurring_eval.py).
 """
 
 from __future__ import annotations
