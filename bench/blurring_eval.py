@@ -27,10 +27,8 @@ from mlsd.artifacts import ArtifactError, ArtifactStore
 from mlsd.blurring import backends as B
 from mlsd.blurring import data as D
 from mlsd.blurring import evaluation as E
-from mlsd.blurring.artifact import CENTERFACE_INT8
+from mlsd.blurring.artifact import CENTERFACE_INT8, CENTERFACE_INT8_SPEC
 from mlsd.runtime import resolve_threads, set_process_threads
-
-CENTERFACE_INT8_SPEC = {"kind": "centerface", "backend": "onnx-int8", "artifact": CENTERFACE_INT8}
 
 
 def _fmt(v) -> str:
@@ -151,14 +149,9 @@ def main(argv: list[str] | None = None) -> dict:
                 "fusion": fusion,
                 "validation": vstats,
             }
-        # the served configuration: the best validation coverage within the FP bound; of those
-        # within --coverage-tolerance of it, the fastest (equal coverage, less cost)
-        within = {n: v for n, v in val_cover.items() if v["fp_per_image"] <= max_fp}
-        served = None
-        if within:
-            best = max(v["coverage"] for v in within.values())
-            near = [n for n, v in within.items() if v["coverage"] >= best - a.coverage_tolerance]
-            served = max(near, key=lambda n: (speed[n], within[n]["coverage"]))
+        # the served configuration: the fastest within --coverage-tolerance of the best
+        # validation coverage inside the FP bound
+        served = E.choose_served(val_cover, speed, max_fp, a.coverage_tolerance)
         report.setdefault("served", {})[cls] = served
         report["thresholds"][cls] = thresholds
         print(
@@ -225,7 +218,8 @@ def served_members(report: dict, ours: list[str]) -> list[dict]:
         else:
             picks = [(name, report["thresholds"][cls][name])]
         for det, t in picks:
-            det = det.split("@")[0]
+            # "centerface@0.2" is a row at a fixed threshold; ours may be ARTIFACT@VERSION
+            det = det if det in ours else det.split("@")[0]
             per.setdefault(det, {})[cls] = float(t)
     members = []
     for det, ts in per.items():

@@ -356,7 +356,7 @@ def blur_store(tmp_path_factory) -> Path:
     photos = [rng.integers(0, 255, (96, 128, 3), dtype=np.uint8) for _ in range(2)]
     write_detector(ArtifactStore(root), "blurring_fcos", model, cfg, **meta, calibration=photos)
     # CenterFace's int8 graph, calibrated on the same SYNTHETIC photos (loading, not accuracy)
-    graph = quantize_centerface(root / "centerface.int8.onnx", photos)
+    graph = quantize_centerface(tmp_path_factory.mktemp("centerface") / "int8.onnx", photos)
     write_centerface_int8(ArtifactStore(root), CENTERFACE_INT8, graph, {}, meta["data"], {})
     return root
 

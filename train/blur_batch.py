@@ -31,6 +31,7 @@ import numpy as np
 import ray
 
 from mlsd.artifacts import ArtifactStore
+from mlsd.blurring.artifact import pin_members
 from mlsd.blurring.backends import SERVED_MEMBERS as DEFAULT_MEMBERS
 from mlsd.blurring.backends import build_backend
 from mlsd.blurring.blur import BlurConfig, encode_jpeg
@@ -211,6 +212,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def run(a: argparse.Namespace) -> dict:
 
+    # the detectors' artifacts checked and pinned before Ray starts: one version for every actor
+    members = pin_members(ArtifactStore(a.store), json.loads(a.detector))
     init_ray(a.num_cpus)
     rows, skipped = list_inputs(a.input, a.output)
     t0 = time.perf_counter()
@@ -218,7 +221,7 @@ def run(a: argparse.Namespace) -> dict:
     if rows:
         blur_cfg: dict = {}
         actor = {
-            "members": json.loads(a.detector),
+            "members": members,
             "store": a.store,
             "long_side": a.long_side,
             "blur": blur_cfg,
@@ -251,6 +254,7 @@ def run(a: argparse.Namespace) -> dict:
     failed = [{"input": r["input"], "reason": r["error"]} for r in results if r["error"]]
     done = [r for r in results if not r["error"]]
     return {
+        "detector": members,
         "written": len(done),
         "skipped_existing": skipped,
         "failed": failed,

@@ -7,7 +7,8 @@ Static int8 (QDQ, per-channel weights, the four output convolutions in fp32), ca
 photos at the served scale (long side 1024): the training face and plate photos by default, or
 any folder of your own (``--photos``: images, no boxes needed). Seconds on a CPU; no Ray needed.
 Writes artifact ``centerface_int8`` with what it cost against the packaged fp32 graph on the
-validation faces (AP@0.5 and blur coverage at the served threshold, images/s), which
+validation faces (AP@0.5 and blur coverage at CenterFace's served threshold, images/s; a graph
+that loses more than --max-coverage-loss of it is refused), which
 ``{"kind": "centerface", "backend": "onnx-int8"}`` serves (serve_config.yaml).
 """
 
@@ -18,6 +19,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import fsspec
 import numpy as np
 
 from mlsd.artifacts import ArtifactStore
@@ -32,11 +34,28 @@ from mlsd.blurring.artifact import (
     write_centerface_int8,
 )
 from mlsd.blurring.pipeline import resize
+from mlsd.data.sources import DataError, list_files
 from mlsd.image import InvalidImage, decode_image
 from mlsd.runtime import resolve_threads, set_process_threads
-from train.blur_batch import IMAGE_EXT
 
 SERVED_SCALE = 1024  # long side the detectors run at (apps/blurring.py DetectorArgs.long_side)
+MAX_PIXELS = 100_000_000  # what train.blur_batch accepts: phone photos of 48-108 MP included
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def served_threshold() -> float:
+    """CenterFace's face threshold in the served set (SERVED_MEMBERS), 0.2 if it has none."""
+    for m in B.SERVED_MEMBERS:
+        if m["kind"] == "centerface":
+            t = m.get("threshold", 0.2)
+            return float(t["face"] if isinstance(t, dict) else t)
+    return 0.2
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -49,14 +68,19 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="a folder of your own photos to calibrate on (default: the training face and "
         "plate photos)",
     )
-    p.add_argument("--calibration-photos", type=int, default=CALIBRATION_PHOTOS)
+    p.add_argument("--calibration-photos", type=_positive, default=CALIBRATION_PHOTOS)
     p.add_argument(
         "--check-photos",
         type=int,
         default=32,
         help="validation face photos the int8 graph is compared on (0: none)",
     )
-    p.add_argument("--threshold", type=float, default=0.3, help="the compared blur threshold")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=served_threshold(),
+        help="the blur threshold coverage is compared at (default: CenterFace's served one)",
+    )
     p.add_argument(
         "--max-coverage-loss",
         type=float,
@@ -72,23 +96,28 @@ def _at_scale(image):
     return resize(image, SERVED_SCALE / max(image.shape[:2]))
 
 
-def own_photos(folder: str, n: int) -> tuple[list, dict]:
-    """``n`` photos spread over ``folder`` (sorted by name); unreadable files are skipped and
-    counted, and a folder with none readable fails naming it."""
-    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXT)
-    picked, bad = [], []
-    for p in paths[:: max(1, len(paths) // max(1, n))]:
-        if len(picked) == n:
+def own_photos(source: str, n: int) -> tuple[list, dict]:
+    """``n`` readable photos spread evenly over ``source`` (a folder, glob, file list or URI,
+    sorted by name): evenly spaced files first, then the others in order until ``n`` read, so
+    unreadable files (skipped and listed) do not leave the calibration short. None readable
+    fails naming the source."""
+    paths = list_files(source, bdata.IMAGE_EXTENSIONS)  # DataError naming a missing source
+    spread = [int(i) for i in np.unique(np.linspace(0, len(paths) - 1, min(n, len(paths))))]
+    order = spread + [i for i in range(len(paths)) if i not in set(spread)]
+    photos, bad = [], []
+    for i in order:
+        if len(photos) == n:
             break
         try:
-            data = p.read_bytes()
-            picked.append(decode_image(data, len(data) + 1).convert("RGB"))
+            with fsspec.open(paths[i], "rb") as f:
+                data = f.read()
+            img = decode_image(data, len(data) + 1, MAX_PIXELS, target=SERVED_SCALE)
+            photos.append(np.asarray(img.convert("RGB")))
         except (InvalidImage, OSError) as e:
-            bad.append({"file": str(p), "reason": str(e)[:200]})
-    if not picked:
-        raise ValueError(f"{folder}: no readable photo to calibrate on ({len(paths)} image files)")
-    photos = [np.asarray(im) for im in picked]
-    return photos, {"photos": f"{folder} ({len(photos)} of {len(paths)})", "unreadable": bad}
+            bad.append({"file": paths[i], "reason": str(e)[:200]})
+    if not photos:
+        raise DataError(f"{source}: no readable photo to calibrate on ({len(paths)} image files)")
+    return photos, {"photos": f"{source} ({len(photos)} of {len(paths)})", "unreadable": bad}
 
 
 def run(a: argparse.Namespace) -> dict:

@@ -141,6 +141,8 @@ def load_dense_detector(
 # the packaged CenterFace's backends: its own fp32 graph (no artifact), or int8 from an artifact
 CENTERFACE_BACKENDS = ("onnx", "onnx-int8")
 CENTERFACE_INT8 = "centerface_int8"  # the artifact train.blurring_centerface writes
+# CenterFace through its int8 graph, as a detector member (add a "threshold")
+CENTERFACE_INT8_SPEC = {"kind": "centerface", "backend": "onnx-int8", "artifact": CENTERFACE_INT8}
 
 
 def write_centerface_int8(
@@ -166,7 +168,13 @@ def member_artifact(spec: dict) -> str | None:
                 f"detector 'centerface': backend must be one of {list(CENTERFACE_BACKENDS)}, "
                 f"got {backend!r}"
             )
-        return spec.get("artifact", CENTERFACE_INT8) if backend == "onnx-int8" else None
+        if backend == "onnx-int8":
+            return spec.get("artifact", CENTERFACE_INT8)
+        if "artifact" in spec or "version" in spec:  # it would run the packaged fp32 graph
+            raise ValueError(
+                "detector 'centerface': an 'artifact' or 'version' is CenterFace's int8 graph; "
+                'add "backend": "onnx-int8" (or drop them for the packaged fp32 graph)'
+            )
     return None
 
 
@@ -180,6 +188,21 @@ def check_member(art: Artifact, spec: dict) -> None:
             f"{art.name}/{art.version} holds no {centerface.INT8_FILE}: it is not a CenterFace "
             f"int8 artifact (`python -m train.blurring_centerface` writes one)"
         )
+
+
+def pin_members(store: ArtifactStore, members: list[dict]) -> list[dict]:
+    """``members`` with each artifact's ``latest`` resolved to one checked version: every
+    actor of a job then loads the same one, and a missing or wrong artifact fails before the
+    job starts, naming it (the apps pin through ``apps.common.ModelRef``, with their pins)."""
+    out = []
+    for m in members:
+        m = dict(m)
+        if name := member_artifact(m):
+            art = store.load(name, m.get("version", "latest"))
+            check_member(art, m)
+            m["version"] = art.version
+        out.append(m)
+    return out
 
 
 def centerface_graph(store: ArtifactStore, spec: dict) -> Path | None:

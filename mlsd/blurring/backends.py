@@ -17,7 +17,12 @@ import torch
 import yuface
 
 from mlsd.blurring import centerface
-from mlsd.blurring.artifact import centerface_graph, load_dense_detector, load_detector
+from mlsd.blurring.artifact import (
+    CENTERFACE_INT8_SPEC,
+    centerface_graph,
+    load_dense_detector,
+    load_detector,
+)
 from mlsd.blurring.data import FACE, PLATE
 from mlsd.blurring.pipeline import Detections, detect_dense, detect_torch, nms, resize
 from mlsd.runtime import make_runner
@@ -37,12 +42,7 @@ SERVED_MEMBERS = [
         "backend": "onnx-int8",
         "threshold": {"face": 0.4, "plate": 0.45},
     },
-    {
-        "kind": "centerface",
-        "backend": "onnx-int8",
-        "artifact": "centerface_int8",
-        "threshold": {"face": 0.2},
-    },
+    CENTERFACE_INT8_SPEC | {"threshold": {"face": 0.2}},
 ]
 
 

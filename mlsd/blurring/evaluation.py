@@ -241,6 +241,25 @@ def choose_threshold(
     return float(grid[-1])
 
 
+def choose_served(
+    val_stats: dict[str, dict],
+    speed: dict[str, float],
+    max_fp_per_image: float,
+    tolerance: float = 0.01,
+) -> str | None:
+    """The configuration to serve: of those within the FP bound on validation, the fastest
+    (``speed``: images/s) whose validation coverage is within ``tolerance`` of the best (equal
+    coverage, less cost; ties: more coverage). None if none is within the bound."""
+    if tolerance < 0:
+        raise ValueError(f"the coverage tolerance must be >= 0, got {tolerance}")
+    within = {n: v for n, v in val_stats.items() if v["fp_per_image"] <= max_fp_per_image}
+    if not within:
+        return None
+    best = max(v["coverage"] for v in within.values())
+    near = [n for n, v in within.items() if v["coverage"] >= best - tolerance]
+    return max(near, key=lambda n: (speed[n], within[n]["coverage"]))
+
+
 def at_scale(examples, long_side: int = 1024):
     """Each example's image and ground truth at the evaluation scale (long side 1024)."""
 

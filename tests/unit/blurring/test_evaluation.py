@@ -131,3 +131,19 @@ def test_size_buckets_ignore_other_sizes():
     assert E.ap(r, FACE, bucket=E.SIZE_BUCKETS[">=32"]) == pytest.approx(1.0)
     assert E.ap(r, FACE, bucket=E.SIZE_BUCKETS["<16"]) == 0.0
     assert E.ap(r, FACE) == pytest.approx(0.5)
+
+
+def test_the_served_choice_is_the_fastest_near_the_best_coverage_within_the_bound():
+    stats = {
+        "three": {"coverage": 0.943, "fp_per_image": 4.9},
+        "two": {"coverage": 0.936, "fp_per_image": 4.4},
+        "one": {"coverage": 0.90, "fp_per_image": 2.0},
+        "loose": {"coverage": 0.99, "fp_per_image": 9.0},  # over the FP bound
+    }
+    speed = {"three": 9.2, "two": 14.7, "one": 40.0, "loose": 50.0}
+    assert E.choose_served(stats, speed, 5.0, 0.01) == "two"
+    assert E.choose_served(stats, speed, 5.0, 0.0) == "three"  # coverage alone
+    assert E.choose_served(stats, speed, 5.0, 0.05) == "one"
+    assert E.choose_served(stats, speed, 1.0, 0.01) is None
+    with pytest.raises(ValueError, match="tolerance"):
+        E.choose_served(stats, speed, 5.0, -0.01)
