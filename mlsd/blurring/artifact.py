@@ -190,6 +190,19 @@ def check_member(art: Artifact, spec: dict) -> None:
         )
 
 
+def load_member(store: ArtifactStore, spec: dict) -> Artifact | None:
+    """The artifact member ``spec`` loads (its ``version``, else ``latest``), checked to hold
+    what the member runs; None for a member that loads none."""
+    name = member_artifact(spec)  # checks a CenterFace backend
+    if name is None:
+        return None
+    if store is None:
+        raise ValueError(f"detector {spec.get('kind')!r}: artifact {name} needs an artifact store")
+    art = store.load(name, spec.get("version", "latest"))
+    check_member(art, spec)
+    return art
+
+
 def pin_members(store: ArtifactStore, members: list[dict]) -> list[dict]:
     """``members`` with each artifact's ``latest`` resolved to one checked version: every
     actor of a job then loads the same one, and a missing or wrong artifact fails before the
@@ -197,9 +210,7 @@ def pin_members(store: ArtifactStore, members: list[dict]) -> list[dict]:
     out = []
     for m in members:
         m = dict(m)
-        if name := member_artifact(m):
-            art = store.load(name, m.get("version", "latest"))
-            check_member(art, m)
+        if (art := load_member(store, m)) is not None:
             m["version"] = art.version
         out.append(m)
     return out
@@ -208,11 +219,5 @@ def pin_members(store: ArtifactStore, members: list[dict]) -> list[dict]:
 def centerface_graph(store: ArtifactStore, spec: dict) -> Path | None:
     """The graph a CenterFace member runs: None for the packaged fp32 one (``backend: onnx``),
     the int8 file of its artifact for ``onnx-int8``."""
-    name = member_artifact(spec)  # checks the backend
-    if name is None:
-        return None
-    if store is None:
-        raise ValueError("CenterFace's int8 graph needs an artifact store")
-    art = store.load(name, spec.get("version", "latest"))
-    check_member(art, spec)
-    return art.file(centerface.INT8_FILE)
+    art = load_member(store, spec)
+    return None if art is None else art.file(centerface.INT8_FILE)
