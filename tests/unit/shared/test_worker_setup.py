@@ -25,3 +25,16 @@ def test_jobs_name_the_hook_by_its_import_path():
     module, _, name = common.WORKER_SETUP_HOOK.rpartition(".")
     assert module == "train.worker_setup"
     assert callable(getattr(importlib.import_module(module), name))
+
+
+def test_a_local_cluster_is_started_with_the_hook_by_path(monkeypatch):
+    """What init_ray hands Ray is the import path, not the function (which Ray would pickle by
+    reference to train.common and import that, torch and all, in every worker)."""
+    seen: dict = {}
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(common.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(common.ray, "init", lambda **kw: seen.update(kw))
+    common.init_ray(1)
+    assert seen["runtime_env"] == {
+        "worker_process_setup_hook": "train.worker_setup.quiet_without_dashboard"
+    }
