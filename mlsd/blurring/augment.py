@@ -4,6 +4,13 @@
 Each example is first put at the scale the detector is evaluated at (long side 1024), jittered
 (0.75-1.25 x), then a fixed-size crop is taken (so small faces keep their pixels), flipped,
 colour-jittered and sometimes blurred; boxes cut below 2 px by the crop are dropped.
+
+Plates by size, not by photo: a region's photos are taken at one distance (OpenALPR's EU plates
+span 18-30 % of the photo's width, its US plates 5-13 %), so a photo-level jitter teaches one
+band of plate sizes and a detector trained on one region misses the other's. With
+``plate_scale`` the scale is instead drawn so that one of the photo's plates gets a width
+log-uniform in ``plate_widths`` (fractions of the long side: a car down the street to a
+close-up); the photo's other boxes move with it.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mlsd.blurring.data import PLATE
 from mlsd.blurring.synthetic import paint_plates
 
 MAX_BOXES = 256  # per crop; rows are padded to this (label 0 = padding)
@@ -30,6 +38,27 @@ class AugmentConfig:
     # over with one of another format, and that one more is painted elsewhere
     synthetic_plates: float = 0.0
     extra_plates: float = 0.0
+    # the probability that a photo with plates is scaled by one plate's size instead (above)
+    plate_scale: float = 0.0
+    plate_widths: tuple[float, float] = (0.03, 0.30)
+    scale_bounds: tuple[float, float] = (0.15, 2.0)  # the plate-size scale's limits
+
+
+def draw_scale(
+    cfg: AugmentConfig, rng: np.random.Generator, shape, boxes: np.ndarray, labels: np.ndarray
+) -> float:
+    """The factor an (H, W) photo is resized by: the evaluation scale times a jitter, or, with
+    ``cfg.plate_scale``, the factor that gives a random plate of it a log-uniform width."""
+    long = max(shape[:2])
+    s = cfg.long_side / long
+    plates = np.flatnonzero(np.asarray(labels) == PLATE)
+    if len(plates) and rng.random() < cfg.plate_scale:
+        x1, _, x2, _ = np.asarray(boxes, np.float32).reshape(-1, 4)[rng.choice(plates)]
+        width = max(float(x2 - x1), 1.0) / long  # of the long side
+        lo, hi = cfg.plate_widths
+        target = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        return s * float(np.clip(target / width, *cfg.scale_bounds))
+    return s * float(rng.uniform(*cfg.scale_jitter))
 
 
 def _transforms(cfg: AugmentConfig):
@@ -67,7 +96,7 @@ class Augmenter:
                 image, boxes, labels, self.rng, self.cfg.synthetic_plates, self.cfg.extra_plates
             )
         h, w = image.shape[:2]
-        s = self.cfg.long_side / max(h, w) * self.rng.uniform(*self.cfg.scale_jitter)
+        s = draw_scale(self.cfg, self.rng, image.shape, boxes, labels)
         size = [max(1, round(h * s)), max(1, round(w * s))]
         img = tv_tensors.Image(torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1))
         bx = tv_tensors.BoundingBoxes(

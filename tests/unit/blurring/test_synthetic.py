@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlsd.blurring.augment import AugmentConfig, Augmenter
+from mlsd.blurring.augment import AugmentConfig, Augmenter, draw_scale
 from mlsd.blurring.synthetic import PLATE, paint_plates, render_plate
 
 
@@ -84,3 +84,25 @@ def test_plates_are_painted_at_the_rates_asked():
         replaced += not np.array_equal(b[0], boxes[0])
         extra += len(lab) == 2
     assert abs(replaced / n - 0.5) < 0.07 and abs(extra / n - 0.3) < 0.07
+
+
+def test_plate_scale_gives_one_region_s_plates_every_width():
+    """A region photographed at one distance (EU plates ~24 % of the width) is resized so its
+    plates span the configured widths; without it they stay in the photo jitter's band."""
+    boxes = np.array([[100, 400, 340, 455], [500, 100, 540, 150]], np.float32)  # plate, face
+    labels = np.array([PLATE, 1])
+    rng = np.random.default_rng(0)
+
+    def widths(cfg: AugmentConfig) -> np.ndarray:
+        scales = [draw_scale(cfg, rng, (768, 1024), boxes, labels) for _ in range(2000)]
+        return 240 * np.array(scales) / 1024  # (2000,) plate widths, of the long side
+
+    jitter = widths(AugmentConfig(scale_jitter=(0.6, 1.5)))
+    assert jitter.min() >= 0.6 * 240 / 1024 - 1e-6  # one band: 14-35 % of the long side
+    sized = widths(AugmentConfig(scale_jitter=(0.6, 1.5), plate_scale=1.0))
+    assert sized.min() < 0.05 and np.mean(sized < 0.1) > 0.3 and sized.max() > 0.25
+    # a photo without plates keeps the photo jitter
+    faces_only = draw_scale(
+        AugmentConfig(plate_scale=1.0, scale_jitter=(1.0, 1.0)), rng, (768, 1024), boxes[1:], [1]
+    )
+    assert faces_only == 1.0
