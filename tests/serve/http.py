@@ -72,3 +72,19 @@ def deploy_config(
         "deployments": deployments or [],
     }
     _get_global_client().deploy_apps(ServeDeploySchema(applications=[app]), _blocking=True)
+    if os.environ.get("MLSD_TEST_SERVE_URL"):
+        wait_for_route(os.environ["MLSD_TEST_SERVE_URL"], route_prefix)
+
+
+def wait_for_route(base: str, prefix: str | None, timeout_s: float = 60.0) -> None:
+    """Return once Serve's HTTP front at ``base`` lists ``prefix`` in ``/-/routes``: HAProxy
+    (Serve's high-throughput mode) picks a new route up on its next reload, a moment after
+    the app is running, and answers 404 before then."""
+    deadline = time.time() + timeout_s
+    while prefix is not None and time.time() < deadline:
+        try:
+            if prefix in api.get(f"{base}/-/routes", timeout=5).json():
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
