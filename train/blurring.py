@@ -215,6 +215,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="write the artifact from --run-name's latest checkpoint, no training",
     )
     a = p.parse_args(argv)
+    try:  # the augmentation's own checks, before Ray starts
+        AugmentConfig(plate_scale=a.plate_scale, plate_widths=tuple(a.plate_widths))
+    except ValueError as e:
+        p.error(f"--plate-scale / --plate-widths: {e}")
     a.run_prefix = f"blurring-{a.family}"
     return a
 

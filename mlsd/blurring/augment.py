@@ -43,9 +43,23 @@ class AugmentConfig:
     plate_widths: tuple[float, float] = (0.03, 0.30)
     scale_bounds: tuple[float, float] = (0.15, 2.0)  # the plate-size scale's limits
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.plate_scale <= 1.0:
+            raise ValueError(f"plate_scale is a probability in [0, 1], not {self.plate_scale}")
+        lo, hi = self.plate_widths
+        if not 0.0 < lo <= hi:
+            raise ValueError(
+                f"plate_widths (LO, HI) needs 0 < LO <= HI (fractions of the long side), not "
+                f"{tuple(self.plate_widths)}"
+            )
+
 
 def draw_scale(
-    cfg: AugmentConfig, rng: np.random.Generator, shape, boxes: np.ndarray, labels: np.ndarray
+    cfg: AugmentConfig,
+    rng: np.random.Generator,
+    shape: tuple[int, ...],
+    boxes: np.ndarray,
+    labels: np.ndarray,
 ) -> float:
     """The factor an (H, W) photo is resized by: the evaluation scale times a jitter, or, with
     ``cfg.plate_scale``, the factor that gives a random plate of it a log-uniform width."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from mlsd.blurring.augment import AugmentConfig, Augmenter, draw_scale
 from mlsd.blurring.synthetic import PLATE, paint_plates, render_plate
@@ -106,3 +107,9 @@ def test_plate_scale_gives_one_region_s_plates_every_width():
         AugmentConfig(plate_scale=1.0, scale_jitter=(1.0, 1.0)), rng, (768, 1024), boxes[1:], [1]
     )
     assert faces_only == 1.0
+
+
+def test_plate_scale_settings_out_of_range_are_refused_by_name():
+    for bad in ({"plate_scale": 1.5}, {"plate_widths": (0.0, 0.3)}, {"plate_widths": (0.3, 0.1)}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            AugmentConfig(**bad)
