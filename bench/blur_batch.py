@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from mlsd.artifacts import ArtifactStore
 from mlsd.blurring import data as D
 from mlsd.blurring.artifact import member_artifact
 from mlsd.blurring.backends import PACKAGED_UNION, SERVED_MEMBERS, ours_spec
+from mlsd.procs import stop_group
 from tests.conftest import free_port
 
 
@@ -71,7 +71,7 @@ def _time(cmd: list[str], env: dict | None = None) -> tuple[float, str]:
 
 
 class RunningCluster:
-    """A Ray head on ``cpus`` pinned CPUs (``ray start --block``), stopped by its PID."""
+    """A Ray head on ``cpus`` pinned CPUs (``ray start --block``, its own process group)."""
 
     def __init__(self, pin: list[str], cpus: int, work: Path, env: dict):
         self.address = f"127.0.0.1:{free_port()}"
@@ -96,26 +96,7 @@ class RunningCluster:
         time.sleep(3)  # its workers' pool settles
 
     def stop(self) -> None:
-        """SIGTERM to the head's process group (its own session: GCS, raylet, workers), then
-        SIGKILL to whatever of it is left."""
-        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.time() + wait
-            while time.time() < deadline and _group_alive(self.proc.pid):
-                self.proc.poll()  # reap the head so its PID does not linger as a zombie
-                time.sleep(0.5)
-        self.proc.poll()
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+        stop_group(self.proc, term_wait_s=30, kill_wait_s=10)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -19,13 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import time
 
 import psutil
 import requests
 import yaml
+
+from mlsd.procs import stop_group
 
 ROUTES_FROM = "serve_config.yaml"
 
@@ -104,11 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
         time.sleep(a.seconds)
         after = cpu(tree(root))
     finally:
-        os.killpg(serve.pid, signal.SIGTERM)
-        try:
-            serve.wait(120)
-        except subprocess.TimeoutExpired:
-            os.killpg(serve.pid, signal.SIGKILL)
+        stop_group(serve, term_wait_s=120)
         log.close()
     per_kind: dict[str, float] = {}
     for pid, (k, t) in after.items():

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -38,7 +37,7 @@ from sqlalchemy import select
 from mlsd.blurring import data as bdata
 from mlsd.data import fashion_mnist as fm
 from mlsd.harmful_content import data as hdata
-from mlsd.procs import kill, pids_of
+from mlsd.procs import kill, pids_of, stop_group
 from mlsd.recommendation.events import EventLog
 from mlsd.state.schema import rec_events
 from mlsd.visual_search.catalogue import CatalogueLog
@@ -238,22 +237,8 @@ def start_serve(config: str, base: str, timeout: float) -> subprocess.Popen:
         except requests.RequestException:
             pass
         time.sleep(3)
-    stop_serve(proc)
+    stop_group(proc)
     raise RuntimeError(f"the apps were not up after {timeout:.0f} s")
-
-
-def stop_serve(proc: subprocess.Popen) -> None:
-    """SIGTERM to ``serve run`` (a background ``serve run`` ignores SIGINT), then SIGKILL to
-    whatever of its process group (its local Ray) is left."""
-    for sig, wait in ((signal.SIGTERM, 90), (signal.SIGKILL, 30)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def run(a: argparse.Namespace) -> dict:
@@ -288,7 +273,7 @@ def run(a: argparse.Namespace) -> dict:
         lost = lost_writes(soak, images_log, events_log)
     finally:
         if proc is not None:
-            stop_serve(proc)
+            stop_group(proc)
     routes = per_route(soak)
     return {
         "duration_s": wall,

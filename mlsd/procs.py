@@ -1,10 +1,12 @@
 """Processes by title, for fault injection by PID (the worker-kill test, the soak): Ray names
-its workers ``ray::<Actor>`` and Serve's replicas ``ray::ServeReplica:<app>:<deployment>``."""
+its workers ``ray::<Actor>`` and Serve's replicas ``ray::ServeReplica:<app>:<deployment>``;
+and stopping a process group the benches started."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 
@@ -28,3 +30,20 @@ def pids_of(title: str) -> list[int]:
 def kill(pid: int) -> None:
     """SIGKILL: no cleanup, no goodbye, as a lost machine or an OOM kill."""
     os.kill(pid, signal.SIGKILL)
+
+
+def stop_group(
+    proc: subprocess.Popen, term_wait_s: float = 90.0, kill_wait_s: float = 30.0
+) -> None:
+    """Stop a process started with ``start_new_session`` and everything in its process group
+    (a ``serve run`` or ``ray start`` and the local Ray under it): SIGTERM, then, once it has
+    exited or ``term_wait_s`` passed, SIGKILL to whatever of the group is left."""
+    for sig, wait in ((signal.SIGTERM, term_wait_s), (signal.SIGKILL, kill_wait_s)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            pass
