@@ -8,6 +8,7 @@ Each app keeps its own graph: these are functions and models, not an ingress bas
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable
@@ -358,6 +359,39 @@ async def retry_once(call: Callable[[], Awaitable[T]], what: str) -> T:
     except (RayActorError, ActorUnavailableError) as e:
         logger.warning("%s: replica lost (%s); retrying once", what, type(e).__name__)
         return await call()
+
+
+class LocalHandle:
+    """A deployment class instantiated inside this replica and called as its handle is:
+    ``h.method.remote(*args)`` returns an awaitable of the method's result, run here (an async
+    method on this event loop, a sync one on a worker thread). A placement option of an app
+    (e.g. video search's ``branch_placement: ingress``) swaps a hop for this without touching
+    the code that calls it: no serialisation, no second process, the same class and methods."""
+
+    def __init__(self, obj: object):
+        self._obj = obj
+
+    def __getattr__(self, name: str):
+        method = getattr(self._obj, name)
+
+        def remote(*args, **kwargs) -> Awaitable:
+            if inspect.iscoroutinefunction(method):
+                return method(*args, **kwargs)
+            return asyncio.to_thread(method, *args, **kwargs)
+
+        return _Remote(remote)
+
+    @property
+    def target(self) -> object:
+        """The instance the calls run on (health checks reach it directly)."""
+        return self._obj
+
+
+class _Remote:
+    __slots__ = ("remote",)
+
+    def __init__(self, remote: Callable[..., Awaitable]):
+        self.remote = remote
 
 
 class Liveness(BaseModel):

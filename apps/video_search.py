@@ -3,7 +3,9 @@
 
 search    Ingress ─┬─> TextEncoder (batched) ─> VideoRetriever (faiss over video vectors) ─┐
                    └─> TextSearch (tantivy BM25 over title, description, tags) ───────────┴─>
-          fusion (strength sum: visual min-max + text coverage | weighted RRF) ─> reranking ─> top k
+          fusion (min-max sum | strength sum | weighted RRF) ─> reranking ─> top k
+          (the served CPU config: the encoder and both branches inside each ingress replica,
+          ``encoder_placement`` / ``branch_placement: ingress``, no hop per query)
 indexing  Ingress ─> VideoIndexer (decode, sample, frame encoder, pool) ─> durable log; both
           indexes replay the log before their next search
 shadow    a share of queries goes, fire-and-forget, through ShadowTextEncoder ->
@@ -13,6 +15,7 @@ shadow    a share of queries goes, fire-and-forget, through ShadowTextEncoder ->
 import asyncio
 import logging
 import time
+from typing import Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
@@ -30,6 +33,7 @@ from apps.common import (
     Deleted,
     EncoderPlacement,
     Liveness,
+    LocalHandle,
     ModelRef,
     apply_ingress_config,
     check_uri,
@@ -74,6 +78,8 @@ PUBLIC_ERRORS = {
     "truncated": "the video is truncated or corrupt",
     "unreadable": "the URI cannot be read",
 }
+
+BRANCHES = ("VideoRetriever", "TextSearch")  # the deployments of branch_placement: deployments
 
 logger = logging.getLogger("ray.serve")
 
@@ -130,10 +136,24 @@ class VideoSearchArgs(AppArgs):
     branch_timeout_s: float = Field(5.0, gt=0)
     device: str = Field("auto", description="encoders' device: auto (the replica's GPU) | cpu")
     encoder_placement: EncoderPlacement = encoder_placement("TextEncoder")
+    branch_placement: Literal["ingress", "deployments"] = Field(
+        "ingress",
+        description="where the two retrieval branches (the visual index and BM25 over the "
+        "catalogue, each kept current from the live log) run: inside each ingress replica (no "
+        "hop per query: on CPU two Serve hops cost several times the search; "
+        "bench.serve_video_search), or as VideoRetriever and TextSearch deployments that "
+        "scale, fail and are placed apart from the ingress (large catalogues, a GPU ingress)",
+    )
 
     @model_validator(mode="after")
     def _encoder_faults(self):
         refuse_fault_in_ingress(self, "TextEncoder")
+        local = [d for d in BRANCHES if d in self.fault_injection]
+        if self.branch_placement == "ingress" and local:
+            raise ValueError(
+                f"fault_injection names {local}, which run inside the ingress with "
+                "branch_placement: ingress; set branch_placement: deployments"
+            )
         return self
 
     @field_validator("text_language")
@@ -275,15 +295,22 @@ class VideoSearchIngress:
         self,
         args: dict,
         text_encoder: DeploymentHandle | None,
-        retriever: DeploymentHandle,
-        text_search: DeploymentHandle,
+        retriever: DeploymentHandle | None = None,
+        text_search: DeploymentHandle | None = None,
         indexer: DeploymentHandle | None = None,
         shadow_encoder: DeploymentHandle | None = None,
         shadow_retriever: DeploymentHandle | None = None,
         comparator: DeploymentHandle | None = None,
         monitor: DeploymentHandle | None = None,
+        local_branches: dict | None = None,
     ):
         self.args = VideoSearchArgs(**args)
+        if local_branches is not None:  # branch_placement: ingress: the same classes, here
+            retriever = LocalHandle(VideoRetriever.func_or_class(**local_branches["retriever"]))
+            text_search = LocalHandle(TextSearch.func_or_class(**local_branches["text"]))
+        self.local_branches = [
+            h.target for h in (retriever, text_search) if isinstance(h, LocalHandle)
+        ]
         self.auth = setup_edge(api, self.args, self.args.max_upload_bytes + limits.MULTIPART_SLACK)
         self.fusion = FusionConfig(**self.args.fusion)
         self.rerank_cfg = VideoRerankConfig(**self.args.rerank)
@@ -317,8 +344,11 @@ class VideoSearchIngress:
         return list(await asyncio.to_thread(self.query_model.encode, queries))  # B x (D,)
 
     def check_health(self) -> None:
-        """Serve's health check: no traffic while the key store is missing or unreachable."""
+        """Serve's health check: no traffic while the key store, or the live log of a branch
+        held here, is missing or unreachable."""
         self.auth.check()
+        for branch in self.local_branches:
+            branch.check_health()
 
     async def _encode(self, encoder, q: str, observe: bool):
         """``encoder``: a TextEncoder deployment's handle, or None for this replica's own."""
@@ -572,8 +602,8 @@ def build_app(args: VideoSearchArgs) -> Application:
             store_uri=a.store_spec(), **ref.model_dump(), device=a.device
         )
 
-    def retriever(name: str, ref: ModelRef):
-        return VideoRetriever.options(name=name, user_config=fault(name)).bind(
+    def retriever_args(ref: ModelRef) -> dict:
+        return dict(
             store_uri=a.store_spec(),
             artifact=ref.artifact,
             version=ref.version,
@@ -582,9 +612,18 @@ def build_app(args: VideoSearchArgs) -> Application:
             **cat,
         )
 
-    text = TextSearch.options(user_config=fault("TextSearch")).bind(
-        store_uri=a.store_spec(), live_log=a.live_log, language=a.text_language, **cat
-    )
+    def retriever(name: str, ref: ModelRef):
+        return VideoRetriever.options(name=name, user_config=fault(name)).bind(
+            **retriever_args(ref)
+        )
+
+    text_args = dict(store_uri=a.store_spec(), live_log=a.live_log, language=a.text_language, **cat)
+    branches: dict = {"local_branches": {"retriever": retriever_args(a.model), "text": text_args}}
+    if a.branch_placement == "deployments":
+        branches = {
+            "retriever": retriever("VideoRetriever", a.model),
+            "text_search": TextSearch.options(user_config=fault("TextSearch")).bind(**text_args),
+        }
     indexer = None
     if a.live_log:
         indexer = VideoIndexer.bind(
@@ -602,8 +641,7 @@ def build_app(args: VideoSearchArgs) -> Application:
     return ingress.bind(
         a.ingress_args(),
         text_encoder=None if in_ingress else encoder("TextEncoder", a.model),
-        retriever=retriever("VideoRetriever", a.model),
-        text_search=text,
+        **branches,
         indexer=indexer,
         monitor=a.drift_monitor(),
         **shadow,

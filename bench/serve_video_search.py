@@ -4,9 +4,11 @@ Bounded load on loopback only: the queries of ``bench/video_queries.json`` (writ
 from real clips), cycled to ``--requests``, at a fixed concurrency. Rows:
 - in-process: the query encoder, the text branch (BM25) and the visual branch + fusion +
   reranking, each the object its deployment holds, called directly one query at a time;
-- HTTP, the Serve graph of serve_config.yaml: Ingress (query encoder) || TextSearch, then
-  VideoRetriever (``encoder_placement: ingress``);
-- HTTP, the query encoder as its own TextEncoder deployment (serve_config.gpu.yaml's graph):
+- HTTP, the Serve graph of serve_config.yaml: the query encoder and both branches inside the
+  ingress (``encoder_placement: ingress``, ``branch_placement: ingress``): no hop per query;
+- HTTP, the branches as deployments (``branch_placement: deployments``, served until issue 25):
+  Ingress (query encoder) || TextSearch, then VideoRetriever;
+- HTTP, the query encoder as its own TextEncoder deployment too (serve_config.gpu.yaml's graph):
   Ingress -> (TextEncoder || TextSearch) -> VideoRetriever.
 
 Serve runs with the Makefile's settings (what ``make serve`` runs); after the HTTP row, where
@@ -96,14 +98,18 @@ def main(argv=None) -> None:
         return session.get(f"{url}/search", params=params, headers=bench.auth, timeout=60)
 
     try:
-        for placement, label in (
-            ("ingress", "HTTP, query encoder in the ingress (served)"),
-            ("deployment", "HTTP, TextEncoder deployment, @serve.batch 16"),
+        for placement, branches, label in (
+            ("ingress", "ingress", "HTTP, encoder and branches in the ingress (served)"),
+            ("ingress", "deployments", "HTTP, encoder in the ingress, branches deployments"),
+            ("deployment", "deployments", "HTTP, TextEncoder deployment, @serve.batch 16"),
         ):
             args = VideoSearchArgs(
-                **base, auth={"key_store": bench.keys}, encoder_placement=placement
+                **base,
+                auth={"key_store": bench.keys},
+                encoder_placement=placement,
+                branch_placement=branches,
             )
-            app = f"video_bench_{placement}"  # its own series in the metrics
+            app = f"video_bench_{placement}_{branches}"  # its own series in the metrics
             serve.run(build_app(args), name=app, route_prefix="/video-search")
             bench.load(app, send, len(queries), a.concurrency, f"{label} (c={a.concurrency})")
             serve.delete(app)

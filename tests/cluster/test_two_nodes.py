@@ -104,7 +104,8 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster(servers, tmp_path_factory, tiny_store, rec_store, video_store, harmful_store):
     """Both nodes up, every app deployed: one copy pinned to each node (sharing only the
-    stores), and video search with its indexer on node A and both retrieval branches on B."""
+    stores), and video search with its indexer on node A and its ingress, which holds both
+    retrieval branches (the served ``branch_placement: ingress``), on node B."""
 
     pg, redis, s3 = servers
     state = {"db": str(init_store(pg.create_database("mlsd")))}
@@ -140,8 +141,8 @@ def cluster(servers, tmp_path_factory, tiny_store, rec_store, video_store, harmf
                 "route_prefix": "/video",
                 "import_path": "apps.video_search:build_app",
                 "args": _args("video_search", state, stores) | {"shadow": None},
-                "deployments": deployments("a", {"VideoSearchIngress": 0.1, "VideoIndexer": 0.1})
-                + deployments("b", {"VideoRetriever": 0.05, "TextSearch": 0.05}),
+                "deployments": deployments("a", {"VideoIndexer": 0.1})
+                + deployments("b", {"VideoSearchIngress": 0.15}),
             }
             apps.append(video)
             rc.deploy(apps)
@@ -216,7 +217,8 @@ def test_what_one_node_acknowledges_holds_on_the_other(cluster):
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
     assert fs.find("mlsd/vs_objects") == []  # deleting the item deleted its bytes
 
-    # video search: uploaded through the indexer on node A, found by the branches on node B
+    # video search: uploaded through the indexer on node A, found by the branches that the
+    # ingress on node B holds
 
     frames = [np.full((32, 32, 3), v, np.uint8) for v in range(0, 250, 25)]
     clip = write_mp4(rc.dir / "up.mp4", frames, fps=10).read_bytes()

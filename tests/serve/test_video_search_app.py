@@ -66,6 +66,10 @@ def test_health_docs_and_both_branches(app_url):
     assert set(top["sources"]) == {"visual", "text"}  # found by both branches
     scores = [r["score"] for r in body["results"]]
     assert scores == sorted(scores, reverse=True)
+    # as served (branch_placement: ingress): both branches live in the ingress replica, so a
+    # query makes no hop: the app has no VideoRetriever or TextSearch deployment to call
+    built = set(serve.status().applications["vsearch"].deployments)
+    assert "VideoSearchIngress" in built and not built & {"VideoRetriever", "TextSearch"}, built
 
 
 def test_visual_branch_finds_videos_without_words_in_common(app_url):
@@ -225,6 +229,7 @@ def test_one_branch_failing_degrades(serve_instance, video_store, broken):
         fault_injection={broken: "error"},
         # a TextEncoder to break: its own deployment
         encoder_placement="deployment" if broken == "TextEncoder" else "ingress",
+        branch_placement="deployments",  # each branch its own replica, to break
     )
     serve.run(build_app(args), name="vs_broken", route_prefix="/vs-broken")
     try:

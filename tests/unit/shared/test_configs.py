@@ -88,6 +88,10 @@ def test_serve_config(name):
         encoder = {"visual_search": "ImageEncoder", "video_search": "TextEncoder"}.get(app["name"])
         if encoder:  # Serve refuses the settings of a deployment the app does not build
             assert (encoder in names) == (args.encoder_placement == "deployment"), app["name"]
+        if app["name"] == "video_search":  # the branches: deployments, or in the ingress
+            branches = {"VideoRetriever", "TextSearch"}
+            assert (branches <= names) == (args.branch_placement == "deployments")
+            assert not (branches & names) or args.branch_placement == "deployments"
     if name == "serve_config.yaml":  # the laptop config never waits for a GPU
         total = 0.0
         for app in raw["applications"]:
@@ -100,6 +104,7 @@ def test_serve_config(name):
         # only when their app runs a shadow / its model takes images
         optional = {"ShadowRetriever", "ShadowDetector", "ImageFeatures"}
         optional |= {"ImageEncoder", "TextEncoder"}  # encoder_placement: ingress
+        optional |= {"VideoRetriever", "TextSearch"}  # branch_placement: ingress
         assert names >= set().union(*DEPLOYMENTS.values()) - optional
 
 
@@ -113,6 +118,12 @@ def test_a_fault_for_an_encoder_that_runs_in_the_ingress_is_refused():
     with pytest.raises(ValidationError, match="encoder_placement"):
         VisualSearchArgs(fault_injection={"ImageEncoder": "error"})
     VisualSearchArgs(encoder_placement="deployment", fault_injection={"ImageEncoder": "error"})
+
+
+def test_a_fault_for_a_branch_that_runs_in_the_ingress_is_refused():
+    with pytest.raises(ValidationError, match="branch_placement"):
+        VideoSearchArgs(fault_injection={"VideoRetriever": "error"})
+    VideoSearchArgs(branch_placement="deployments", fault_injection={"TextSearch": "error"})
 
 
 def test_the_blurring_service_and_batch_job_blur_with_the_same_detector():
