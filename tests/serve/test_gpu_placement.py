@@ -71,6 +71,9 @@ def simulated_gpu_replica(monkeypatch):
     monkeypatch.setattr(ray, "get_runtime_context", lambda: FakeContext(["0"]))
     monkeypatch.setattr(rt, "cuda_available", lambda: True)
     monkeypatch.setattr(rt, "place", record)
+    # "initialised" is simulated: the builders' node count must not reach a Ray that is not
+    # running (this file alone, without the session's Serve instance, used to fail there)
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}])
     return placed
 
 
