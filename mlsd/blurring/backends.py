@@ -40,9 +40,9 @@ SERVED_MEMBERS = [
         "kind": "torch",
         "artifact": "blurring_fcos",
         "backend": "onnx-int8",
-        "threshold": {"face": 0.4, "plate": 0.45},
+        "threshold": {"face": 0.3, "plate": 0.35},
     },
-    CENTERFACE_INT8_SPEC | {"threshold": {"face": 0.2}},
+    CENTERFACE_INT8_SPEC | {"threshold": {"face": 0.3}},
 ]
 
 
