@@ -37,8 +37,7 @@ from mlsd.artifacts import ArtifactStore
 from mlsd.blurring import data as D
 from mlsd.blurring.artifact import member_artifact
 from mlsd.blurring.backends import PACKAGED_UNION, SERVED_MEMBERS, ours_spec
-from mlsd.procs import stop_group
-from tests.conftest import free_port
+from mlsd.procs import free_port, stop_group
 
 
 def _folder(n: int, dest: Path, repeat: int = 1) -> Path:

@@ -17,8 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from ray import serve
 
 from apps.auth import KeyStore
+from mlsd.procs import free_port
 from mlsd.state import init_store
-from tests.conftest import free_port
 
 
 def summary(name: str, lat_ms: list[float], wall: float, errors: int = 0) -> dict:

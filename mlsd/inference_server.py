@@ -20,7 +20,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,17 +27,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+from mlsd.procs import free_port
+
 DEFAULT_VENV = ".venv-triton"
 
 
 class ServerError(RuntimeError):
     """The server could not be found, started, or did not become ready."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _venv_python(venv: Path) -> Path:

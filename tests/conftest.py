@@ -6,7 +6,6 @@ import functools
 import io
 import json
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ from mlsd.image import images_to_tensor
 from mlsd.index import IndexConfig
 from mlsd.inference_server import TritonServer
 from mlsd.model_repository import export_artifact
+from mlsd.procs import free_port
 from mlsd.recommendation.artifact import build_recommender_artifact
 from mlsd.recommendation.mf import WALSConfig
 from mlsd.recommendation.pipeline import RankerTrainConfig, RecSettings
@@ -160,12 +160,6 @@ def jpeg_bytes(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).convert("RGB").save(buf, format="JPEG")
     return buf.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def require_server(available: bool, what: str) -> None:

@@ -33,18 +33,9 @@ from typing import Self
 
 import botocore.session
 
+from mlsd.procs import free_port
+
 __all__ = ["MotoS3Server", "PostgresServer", "RedisServer", "free_port"]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it).
-
-    There is a small window before the server binds it; a server that loses the race exits
-    at once and ``start()`` reports it with the server's log.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _Server:
