@@ -157,12 +157,19 @@ def encoder_placement(deployment: str):
     )
 
 
-def refuse_fault_in_ingress(args: AppArgs, deployment: str) -> None:
-    """A fault injected into an encoder deployment that does not exist is a config error."""
-    if getattr(args, "encoder_placement", None) == "ingress" and deployment in args.fault_injection:
+def refuse_fault_in_ingress(
+    args: AppArgs,
+    deployments: tuple[str, ...],
+    placement: str = "encoder_placement",
+    elsewhere: str = "deployment",
+) -> None:
+    """A fault injected into a deployment that ``placement: ingress`` folds into the ingress
+    (so it does not exist) is a config error, naming the setting that would build it."""
+    named = [d for d in deployments if d in args.fault_injection]
+    if getattr(args, placement, None) == "ingress" and named:
         raise ValueError(
-            f"fault_injection names {deployment}, but the encoder runs in the ingress "
-            "(encoder_placement: ingress); use encoder_placement: deployment"
+            f"fault_injection names {', '.join(named)}, which run in the ingress "
+            f"({placement}: ingress); use {placement}: {elsewhere}"
         )
 
 

@@ -147,13 +147,8 @@ class VideoSearchArgs(AppArgs):
 
     @model_validator(mode="after")
     def _encoder_faults(self):
-        refuse_fault_in_ingress(self, "TextEncoder")
-        local = [d for d in BRANCHES if d in self.fault_injection]
-        if self.branch_placement == "ingress" and local:
-            raise ValueError(
-                f"fault_injection names {local}, which run inside the ingress with "
-                "branch_placement: ingress; set branch_placement: deployments"
-            )
+        refuse_fault_in_ingress(self, ("TextEncoder",))
+        refuse_fault_in_ingress(self, BRANCHES, "branch_placement", "deployments")
         return self
 
     @field_validator("text_language")

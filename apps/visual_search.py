@@ -92,7 +92,7 @@ class VisualSearchArgs(AppArgs):
 
     @model_validator(mode="after")
     def _encoder_faults(self):
-        refuse_fault_in_ingress(self, "ImageEncoder")
+        refuse_fault_in_ingress(self, ("ImageEncoder",))
         return self
 
     def stores(self) -> tuple[dict[str, str | None], dict[str, str | None]]:
