@@ -43,7 +43,7 @@ from deployments.drift import DriftTap
 from deployments.metrics import stage
 from deployments.shadow import ShadowComparator, ShadowMirror, ShadowTraffic
 from mlsd.artifacts import model_label
-from mlsd.blurring.artifact import check_member, member_artifact
+from mlsd.blurring.artifact import check_member, member_artifact, with_thresholds
 from mlsd.blurring.backends import SERVED_MEMBERS
 from mlsd.blurring.data import LABELS
 from mlsd.blurring.features import drift_features
@@ -115,8 +115,11 @@ class BlurringArgs(AppArgs):
                 ref = ModelRef(artifact=name, version=m.get("version", "latest"))
                 m["version"] = ref.pin(store, self.artifact_pins).version
                 # the graph its backend runs is there: serve run fails here, no replica does
-                # (the manifest alone: pin has just verified the files)
-                check_member(store.load(name, m["version"], verify=False), m)
+                # (the manifest alone: pin has just verified the files); "validated": the
+                # numbers that version was validated at, in every replica and the label
+                art = store.load(name, m["version"], verify=False)
+                check_member(art, m)
+                m.update(with_thresholds(art, m))
 
     def stores(self) -> tuple[dict[str, str | None], dict[str, str | None]]:
         dbs, objects = super().stores()

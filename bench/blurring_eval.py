@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> dict:
         default=["blurring_fcos:onnx-int8"],
         help="detector artifacts, each ARTIFACT[:BACKEND] (torch, onnx, onnx-int8: as served)",
     )
-    p.add_argument("--max-fp-face", type=float, default=5.0)
-    p.add_argument("--max-fp-plate", type=float, default=1.0)
+    p.add_argument("--max-fp-face", type=float, default=E.FP_BOUNDS["face"])
+    p.add_argument("--max-fp-plate", type=float, default=E.FP_BOUNDS["plate"])
     p.add_argument(
         "--coverage-tolerance",
         type=float,

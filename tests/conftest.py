@@ -19,6 +19,7 @@ from apps.auth import KeyStore
 from mlsd.artifacts import ArtifactStore
 from mlsd.blurring.artifact import CENTERFACE_INT8, write_centerface_int8, write_detector
 from mlsd.blurring.centerface import quantize as quantize_centerface
+from mlsd.blurring.data import FACE, PLATE
 from mlsd.blurring.model import DetectorConfig, build_detector
 from mlsd.data import fashion_mnist as fm
 from mlsd.data.movielens import load_movielens
@@ -367,7 +368,19 @@ def blur_store(tmp_path_factory) -> Path:
     meta = {"train": {"epochs": 0}, "data": {"note": "untrained, for tests"}, "metrics": {}}
     rng = np.random.default_rng(0)  # SYNTHETIC calibration photos for the int8 graph
     photos = [rng.integers(0, 255, (96, 128, 3), dtype=np.uint8) for _ in range(2)]
-    write_detector(ArtifactStore(root), "blurring_fcos", model, cfg, **meta, calibration=photos)
+    # SYNTHETIC validation boxes (a face and a plate on each photo): the artifact carries
+    # validated thresholds as a trained one does, whatever an untrained model makes of them
+    box = np.array([[10, 10, 40, 50], [60, 60, 110, 75]], np.float32)
+    validation = [(p, box, np.array([FACE, PLATE], np.int64)) for p in photos]
+    write_detector(
+        ArtifactStore(root),
+        "blurring_fcos",
+        model,
+        cfg,
+        **meta,
+        calibration=photos,
+        validation=validation,
+    )
     # CenterFace's int8 graph, calibrated on the same SYNTHETIC photos (loading, not accuracy)
     graph = quantize_centerface(tmp_path_factory.mktemp("centerface") / "int8.onnx", photos)
     write_centerface_int8(ArtifactStore(root), CENTERFACE_INT8, graph, {}, meta["data"], {})

@@ -29,8 +29,14 @@ import torch
 
 from mlsd.artifacts import ArtifactStore
 from mlsd.blurring import data as bdata
-from mlsd.blurring.artifact import CALIBRATION_PHOTOS, calibration_photos, write_detector
+from mlsd.blurring.artifact import (
+    CALIBRATION_PHOTOS,
+    calibration_photos,
+    load_detector,
+    write_detector,
+)
 from mlsd.blurring.augment import AugmentConfig, Augmenter, pad_targets, unpad_targets
+from mlsd.blurring.evaluation import at_scale
 from mlsd.blurring.features import drift_reference
 from mlsd.blurring.model import DetectorConfig, build_detector, set_input_scale
 from mlsd.blurring.pipeline import to_tensor, train_step
@@ -39,6 +45,9 @@ from train.common import add_train_args, fit, init_ray, report, resume, task_res
 
 # below this many optimizer steps a small set's detector is undertrained (a warning says so)
 FEW_STEPS = 400
+# your own boxes: every 8th photo is held out to choose the served thresholds (the demo's
+# faces are split so too), when there are this many photos or more
+VAL_EVERY, MIN_PHOTOS_FOR_VAL = 8, 16
 
 
 class AugmentBatch:
@@ -178,8 +187,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "not the one its region was photographed at (mlsd.blurring.augment.draw_scale). "
         "Plate-only, leave-one-region-out eu -> us: 0.662 -> 0.941 coverage at 0.5. The "
         "served faces + plates detector is trained at 0.5 for 16 epochs (plate AP 0.964 -> "
-        "0.991 on today's test); at 8 epochs (215 steps) 0.5 lost plate AP (0.902): give it "
-        "~400 steps. 0 (the photo jitter only) stays the default of short runs (the demo)",
+        "0.991 on today's test); at 8 epochs (1,720 steps) 0.5 lost plate AP (0.902): give it "
+        "the 16. 0 (the photo jitter only) stays the default of short runs (the demo)",
     )
     p.add_argument(
         "--plate-widths",
@@ -214,6 +223,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--export-only",
         action="store_true",
         help="write the artifact from --run-name's latest checkpoint, no training",
+    )
+    p.add_argument(
+        "--from-artifact",
+        default=None,
+        metavar="ARTIFACT[@VERSION]",
+        help="write a new version of a trained detector (its weights, configuration and training "
+        "record), exported and validated as a run's would be (e.g. one from before artifacts "
+        "carried validated thresholds); no training",
     )
     a = p.parse_args(argv)
     try:  # the augmentation's own checks, before Ray starts
@@ -260,7 +277,27 @@ def latest_checkpoint(runs_dir: str, run_name: str) -> Path:
 
 def run(a: argparse.Namespace) -> dict:
 
-    faces, plates, source = training_examples(a)
+    faces, plates, validation, source = training_examples(a)
+    if a.from_artifact:  # a trained detector re-exported and validated: no Ray, no training
+        name, _, version = a.from_artifact.partition("@")
+        art = ArtifactStore(a.store).load(name, version or "latest")
+        model, cfg = load_detector(art)
+        train = art.config.get("train", {}) | {"exported_from": f"{art.name}/{art.version}"}
+        return _export(
+            a,
+            cfg,
+            model.state_dict(),
+            dict(art.manifest.get("metrics", {})),
+            train.get("run"),
+            train.get("train_seconds"),
+            faces,
+            plates,
+            validation,
+            source,
+            name=name,
+            train=train,
+            data=dict(art.manifest.get("data", {})),
+        )
     cfg = DetectorConfig(
         family=a.family,
         train_from_block=a.train_from_block,
@@ -279,6 +316,7 @@ def run(a: argparse.Namespace) -> dict:
             None,
             faces,
             plates,
+            validation,
             source,
         )
     init_ray(a.num_cpus)
@@ -332,34 +370,57 @@ def run(a: argparse.Namespace) -> dict:
     metrics = {k: v for k, v in run.metrics.items() if isinstance(v, (int, float))}
     metrics |= {f"offline_{k}": v for k, v in offline.items()}
     out = _export(
-        a, cfg, run.state["model"], metrics, run.run_name, run.seconds, faces, plates, source
+        a,
+        cfg,
+        run.state["model"],
+        metrics,
+        run.run_name,
+        run.seconds,
+        faces,
+        plates,
+        validation,
+        source,
     )
     return out | {"final": run.metrics}
 
 
-def training_examples(a: argparse.Namespace) -> tuple[list, list, dict]:
-    """(photos with faces or none, photos with plates, what they are): the demo's sets, or
-    the user's ``--boxes`` in COCO / YOLO / VOC, mapped by ``--class-map``; its bad rows are
-    reported in the artifact, and a mostly bad file fails before training starts."""
+def training_examples(a: argparse.Namespace) -> tuple[list, list, list | dict, dict]:
+    """(photos with faces or none, photos with plates, validation photos, what they are): the
+    demo's sets (validation per class: the faces' held-out eighth, the plates' val files), or
+    the user's ``--boxes`` in COCO / YOLO / VOC, mapped by ``--class-map`` (every 8th photo
+    held out for validation from 16 photos on); its bad rows are reported in the artifact,
+    and a mostly bad file fails before training starts. The served thresholds are chosen on
+    the validation photos (none: the artifact has no validated thresholds)."""
+    cut = (lambda xs: xs[: a.limit]) if a.limit else (lambda xs: xs)
     if a.boxes is None:
-        faces = [] if a.no_faces else bdata.faces("train", a.data_root)
         regions = tuple(a.plate_regions)
+        faces = [] if a.no_faces else bdata.faces("train", a.data_root)
         plates = bdata.plates("train", a.data_root, regions=regions)
+        # each class's threshold on its own set's photos, as bench.blurring_eval counts them
+        val = {"plate": cut(bdata.plates("val", a.data_root, regions=regions))}
+        if not a.no_faces:
+            val["face"] = cut(bdata.faces("val", a.data_root))
         source = {
             "faces": f"face_mask_detection_train (train split, {len(faces)} photos)",
             "plates": f"openalpr_plates {'+'.join(regions)} (train split, {len(plates)} photos)",
+            "validation": ", ".join(f"{len(v)} {k} photos" for k, v in sorted(val.items()))
+            + " (faces: the training photos' held-out eighth; plates: the val files)",
         }
         if a.synthetic_plates:
             source["synthetic_plates"] = (
                 f"synthetic: p={a.synthetic_plates} of each real plate painted over with a "
                 "rendered plate of another format (mlsd.blurring.synthetic)"
             )
-        return faces, plates, source
+        return faces, plates, val, source
     class_map = bdata.parse_class_map(a.class_map)
     examples, bad = bdata.read_boxes(a.boxes_format, a.boxes, class_map, a.boxes_images)
     bad.check(f"{a.boxes_format} boxes {a.boxes}", a.max_bad_fraction)
     if not examples:
         raise DataError(f"{a.boxes}: no usable photo")
+    val = []
+    if len(examples) >= MIN_PHOTOS_FOR_VAL:
+        val = cut(examples[::VAL_EVERY])
+        examples = [e for i, e in enumerate(examples) if i % VAL_EVERY]
     plates = [e for e in examples if (e.labels == bdata.PLATE).any()]
     faces = [e for e in examples if not (e.labels == bdata.PLATE).any()]
     n_boxes = {
@@ -368,20 +429,36 @@ def training_examples(a: argparse.Namespace) -> tuple[list, list, dict]:
     return (
         faces,
         plates,
+        val,
         {
             "boxes": f"{a.boxes_format}:{a.boxes} ({len(examples)} photos)",
             "class_map": class_map,
             "boxes_by_class": n_boxes,
+            "validation": f"{len(val)} photos (every {VAL_EVERY}th held out)",
             "input": bad.report(),
         },
     )
 
 
-def _export(a, cfg, weights, metrics, run_name, seconds, faces, plates, source) -> dict:
+def _export(
+    a,
+    cfg,
+    weights,
+    metrics,
+    run_name,
+    seconds,
+    faces,
+    plates,
+    validation,
+    source,
+    name: str | None = None,
+    train: dict | None = None,
+    data: dict | None = None,
+) -> dict:
 
     model = build_detector(cfg, pretrained=False)
     model.load_state_dict(weights)
-    name = a.name or f"blurring_{a.family}"
+    name = name or a.name or f"blurring_{a.family}"
     photos = faces[::4] + plates[::4]
     if len(photos) < 8:  # a small run (one region's plates): the drift reference needs a few
         photos = (faces + plates)[:8]
@@ -394,7 +471,8 @@ def _export(a, cfg, weights, metrics, run_name, seconds, faces, plates, source) 
         name,
         model,
         cfg,
-        train={
+        train=train
+        or {
             "run": run_name,
             "epochs": a.epochs,
             "lr": a.lr,
@@ -410,12 +488,15 @@ def _export(a, cfg, weights, metrics, run_name, seconds, faces, plates, source) 
             "num_workers": a.num_workers,
             "use_gpu": a.use_gpu,
         },
-        data=source,
+        data=(data or source) | {"validation": source["validation"]},
         metrics=metrics,
         reference=reference,
         calibration=[
             bdata.load_rgb(e.path) for e in calibration_photos(faces, plates, a.calibration_photos)
         ],
+        validation={k: at_scale(v, cfg.max_size) for k, v in validation.items()}
+        if isinstance(validation, dict)
+        else at_scale(validation, cfg.max_size),
     )
     return {"run": run_name, "train_seconds": seconds, "artifact": f"{name}/{version}"}
 

@@ -14,10 +14,11 @@ from torch import nn
 
 from mlsd.artifacts import Artifact, ArtifactError, ArtifactStore
 from mlsd.blurring import centerface
+from mlsd.blurring.evaluation import FP_BOUNDS, validated_thresholds
 from mlsd.blurring.model import DenseFCOS, DetectorConfig, build_detector, set_input_scale
-from mlsd.blurring.pipeline import to_tensor
+from mlsd.blurring.pipeline import detect_dense, detect_torch, to_tensor
 from mlsd.drift import REFERENCE_FILE
-from mlsd.runtime import devices, export_onnx, load_runner, quantize_int8
+from mlsd.runtime import devices, export_onnx, load_runner, make_runner, quantize_int8
 from mlsd.runtime.base import ModelRunner
 
 # the backends our detector is served through, and the artifact file each runs
@@ -27,6 +28,9 @@ DETECTOR_FILES = {
     "onnx-int8": "detector.int8.onnx",
 }
 CALIBRATION_PHOTOS = 8  # int8 ranges from this many training photos (each at the served scale)
+# a member's "threshold": the ones its artifact was validated at (train.blurring chooses them
+# on validation photos, per class, for the graph it serves: mlsd.blurring.evaluation.FP_BOUNDS)
+VALIDATED = "validated"
 
 
 def calibration_photos(faces: list, plates: list, n: int = CALIBRATION_PHOTOS) -> list:
@@ -50,17 +54,42 @@ def write_detector(
     metrics: dict,
     reference=None,
     calibration: Sequence[np.ndarray] = (),
+    validation: Sequence | dict[str, Sequence] = (),
 ) -> str:
     """``reference``: the training photos' ``mlsd.drift.DriftReference``, if any;
-    ``calibration``: (H, W, 3) uint8 training photos for the int8 graph (FCOS only)."""
+    ``calibration``: (H, W, 3) uint8 training photos for the int8 graph (FCOS only);
+    ``validation``: (image, boxes, labels) at the evaluation scale, photos not trained on
+    (one list, or per class: :func:`mlsd.blurring.evaluation.validated_thresholds`): the
+    served thresholds (``"threshold": "validated"``) are chosen there, on the graph that is
+    served (FCOS: int8), and kept in the config with the coverage they reached."""
     w = store.new_version(name)
     torch.save(model.state_dict(), w.path("detector.pt"))
+    config = {"detector": cfg.to_dict(), "train": train}
+    metrics = dict(metrics)
+    model = model.cpu().eval()
     if cfg.family == "fcos":
         fp32, int8 = (w.path(DETECTOR_FILES[b]) for b in ("onnx", "onnx-int8"))
         export_dense(model, cfg, fp32, int8, calibration)
+    if validation:
+        fcos = cfg.family == "fcos"
+        int8 = w.path(DETECTOR_FILES["onnx-int8"])
+        runner = make_runner("onnx", path=int8, device="cpu") if fcos else None
+
+        def detect(image: np.ndarray):  # the graph that is served: FCOS's int8, else torch
+            if runner is None:
+                return detect_torch(model, [image], cfg.max_size)[0]
+            return detect_dense(runner, model, cfg, [image], cfg.max_size)[0]
+
+        thresholds, stats = validated_thresholds(detect, validation)
+        config["thresholds"] = thresholds
+        config["thresholds_rule"] = (
+            f"per class, the lowest with FP/image within {FP_BOUNDS} on its validation "
+            f"photos, {'int8 graph' if fcos else 'torch'}"
+        )
+        metrics |= stats
     if reference is not None:
         reference.save(w.path(REFERENCE_FILE))
-    return w.commit(config={"detector": cfg.to_dict(), "train": train}, data=data, metrics=metrics)
+    return w.commit(config=config, data=data, metrics=metrics)
 
 
 def export_dense(
@@ -182,6 +211,13 @@ def check_member(art: Artifact, spec: dict) -> None:
     """``art`` holds what member ``spec`` runs (build time: ``serve run`` fails naming it)."""
     if spec.get("kind") == "torch":
         check_backend(art, spec.get("backend", "torch"))
+        if spec.get("threshold") == VALIDATED and not art.config.get("thresholds"):
+            raise ArtifactError(
+                f"{art.name}/{art.version} holds no validated thresholds (written before they "
+                "were chosen at training time, or trained without validation photos): give the "
+                'member numbers ("threshold": {"face": 0.3, "plate": 0.35}), or write a version '
+                f"that has them: python -m train.blurring --from-artifact {art.name}@{art.version}"
+            )
         return
     if centerface.INT8_FILE not in art.manifest.get("files", {}):
         raise ArtifactError(
@@ -212,8 +248,18 @@ def pin_members(store: ArtifactStore, members: list[dict]) -> list[dict]:
         m = dict(m)
         if (art := load_member(store, m)) is not None:
             m["version"] = art.version
+            m = with_thresholds(art, m)
         out.append(m)
     return out
+
+
+def with_thresholds(art: Artifact, spec: dict) -> dict:
+    """Member ``spec`` with ``"threshold": "validated"`` replaced by the numbers ``art`` was
+    validated at (``{"face": .., "plate": ..}``; a class it has none for is never blurred by
+    it); any other threshold as given. ``art`` passed :func:`check_member`."""
+    if spec.get("threshold") != VALIDATED:
+        return spec
+    return spec | {"threshold": dict(art.config["thresholds"])}
 
 
 def centerface_graph(store: ArtifactStore, spec: dict) -> Path | None:

@@ -13,34 +13,45 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 import yuface
 
 from mlsd.blurring import centerface
 from mlsd.blurring.artifact import (
     CENTERFACE_INT8_SPEC,
+    VALIDATED,
     centerface_graph,
     load_dense_detector,
     load_detector,
+    pin_members,
 )
 from mlsd.blurring.data import FACE, PLATE
-from mlsd.blurring.pipeline import Detections, detect_dense, detect_torch, nms, resize
+from mlsd.blurring.pipeline import (
+    FUSIONS,
+    Detections,
+    detect_dense,
+    detect_torch,
+    fuse,
+    nms,
+    resize,
+)
 from mlsd.runtime import make_runner
 
 # the packaged face detectors' union at the thresholds chosen on validation (coverage at <= 5
 # FP per image, enclosing fusion; bench/blurring_eval.py): needs no training, blurs no plates
 PACKAGED_UNION = [{"kind": "centerface", "threshold": 0.15}, {"kind": "yunet", "threshold": 0.5}]
 # what serve_config.yaml and the batch job serve: our fast FCOS (faces and plates; int8 in
-# onnxruntime) with CenterFace for faces (its graph in int8: artifact centerface_int8 of
-# train.blurring_centerface), each at its validation-chosen threshold; YuNet, a member before,
-# added 0.007 of validation coverage at 1.6x the cost, less than the --coverage-tolerance the
-# choice allows (bench/blurring_eval.py prints the set it chooses)
+# onnxruntime) at the thresholds its artifact was validated at (train.blurring chooses them on
+# validation photos: a 2-epoch demo and the 16-epoch detector score on different scales; the
+# 16-epoch one's are face 0.30, plate 0.35), with CenterFace for faces (its graph in int8:
+# artifact centerface_int8 of train.blurring_centerface) at its validation-chosen 0.3; YuNet,
+# a member before, added 0.007 of validation coverage at 1.6x the cost, less than the
+# --coverage-tolerance the choice allows (bench/blurring_eval.py prints the set it chooses)
 SERVED_MEMBERS = [
     {
         "kind": "torch",
         "artifact": "blurring_fcos",
         "backend": "onnx-int8",
-        "threshold": {"face": 0.3, "plate": 0.35},
+        "threshold": VALIDATED,
     },
     CENTERFACE_INT8_SPEC | {"threshold": {"face": 0.3}},
 ]
@@ -53,47 +64,6 @@ def _resize_long(image: np.ndarray, long_side: int | None) -> tuple[np.ndarray, 
     if abs(s - 1.0) < 1e-6:
         return image, 1.0
     return resize(image, s), s
-
-
-FUSIONS = ("nms", "wbf", "enclose")
-
-
-def fuse(det: Detections, iou: float = 0.5, method: str = "enclose") -> Detections:
-    """Merge overlapping boxes of one class (members of an ensemble, tiles).
-
-    Boxes are grouped greedily as NMS groups them (the best-scoring box and every box of its
-    class overlapping it by ``iou``); each group becomes one box scored by its best member:
-    ``nms`` keeps the best box, ``wbf`` the score-weighted mean box (weighted box fusion),
-    ``enclose`` the box enclosing the group - the privacy-conservative choice: NMS may keep a
-    tight box from one detector and drop a wider one from another that covered the whole face.
-    """
-    from torchvision.ops import box_iou
-
-    if method not in FUSIONS:
-        raise ValueError(f"fusion must be one of {FUSIONS}, not {method!r}")
-    if len(det) == 0 or method == "nms":
-        return nms(det, iou)
-
-    order = np.argsort(-det.scores, kind="stable")
-    b, s, lab = det.boxes[order], det.scores[order], det.labels[order]
-    overlap = box_iou(torch.from_numpy(b), torch.from_numpy(b)).numpy() >= iou  # (N, N)
-    overlap &= lab[:, None] == lab[None, :]
-    np.fill_diagonal(overlap, True)  # a zero-area box (clipped at the border) has IoU NaN
-    free = np.ones(len(b), bool)
-    boxes, keep = [], []
-    for i in range(len(b)):
-        if not free[i]:
-            continue
-        group = np.nonzero(free & overlap[i])[0]  # i itself included
-        free[group] = False
-        g = b[group]
-        if method == "wbf":
-            w = s[group, None]
-            boxes.append((g * w).sum(0) / w.sum())
-        else:
-            boxes.append(np.concatenate([g[:, :2].min(0), g[:, 2:].max(0)]))
-        keep.append(i)
-    return Detections(np.asarray(boxes, np.float32), s[keep], lab[keep])
 
 
 class CenterFace:
@@ -310,6 +280,8 @@ def build_backend(
     they run (e.g. 2048: twice the served 1024, for faces under 16 px; None: as given).
     A list of such specs is an :class:`Ensemble` of them, fused by ``fusion``."""
     if isinstance(spec, list):
+        if any(_validated(s) for s in spec):  # the version, and the numbers it was validated at
+            spec = pin_members(store, spec)
         members = [build_backend(s, store, device, num_threads, gpu_ids) for s in spec]
         return Ensemble(members, [_threshold(s) for s in spec], nms_iou, fusion=fusion)
     kind = spec.get("kind")
@@ -345,9 +317,19 @@ def build_backend(
     raise ValueError(f"unknown detector kind {kind!r}")
 
 
+def _validated(spec: dict) -> bool:
+    return spec.get("threshold") == VALIDATED
+
+
 def _threshold(spec: dict) -> float | dict[int, float]:
-    """A float, or per class: ``{"face": 0.4, "plate": 0.6}`` -> {FACE: 0.4, PLATE: 0.6}."""
+    """A float, or per class: ``{"face": 0.4, "plate": 0.6}`` -> {FACE: 0.4, PLATE: 0.6}
+    (``"validated"``: the artifact's, resolved by ``pin_members`` first)."""
     t = spec.get("threshold", 0.5)
+    if isinstance(t, str):
+        raise ValueError(
+            f"detector {spec.get('kind')!r}: threshold {t!r} is not a number; "
+            f'"{VALIDATED}" is for our detector (kind torch), read from its artifact'
+        )
     if isinstance(t, dict):
         names = {"face": FACE, "plate": PLATE}
         return {names[k]: float(v) for k, v in t.items()}

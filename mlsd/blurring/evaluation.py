@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from mlsd.blurring.backends import fuse
-from mlsd.blurring.data import load_rgb
-from mlsd.blurring.pipeline import Detections, resize
+from mlsd.blurring.data import LABELS, load_rgb
+from mlsd.blurring.pipeline import Detections, fuse, resize
 
 IOU_THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
 SIZE_BUCKETS = {"<16": (0, 16), "16-32": (16, 32), ">=32": (32, float("inf"))}
@@ -239,6 +239,42 @@ def choose_threshold(
         if coverage_stats(results, float(t), label=label)["fp_per_image"] <= max_fp_per_image:
             return float(t)
     return float(grid[-1])
+
+
+# the served thresholds' bound on validation, per class: false positives per image (a face
+# blurred where none is costs less than a plate left readable; plates are fewer per photo)
+FP_BOUNDS = {"face": 5.0, "plate": 1.0}
+
+
+def validated_thresholds(
+    detector, validation, bounds: dict[str, float] | None = None
+) -> tuple[dict[str, float], dict[str, float]]:
+    """A detector's served thresholds, chosen on ``validation``: (image, boxes, labels) at
+    the evaluation scale (:func:`at_scale`), one list for every class (your own photos), or
+    per class name (``{"face": [...], "plate": [...]}``: the demo's face and plate photos, as
+    ``bench.blurring_eval`` counts them). Per class with ground truth there: the lowest
+    threshold whose FP/image on its photos stays within its bound (:func:`choose_threshold`),
+    and the validation coverage and FP/image at it. Chosen per artifact at training time, so
+    a short demo run and a long one (their scores sit differently) are each cut where they
+    should be."""
+    bounds = FP_BOUNDS if bounds is None else bounds
+    if not isinstance(validation, Mapping):
+        validation = dict.fromkeys(LABELS.values(), validation)
+    found: dict[int, list[ImageResult]] = {}  # id of a photo list -> its results, run once
+    thresholds, stats = {}, {}
+    for label, name in LABELS.items():
+        photos = validation.get(name) or []
+        if id(photos) not in found:
+            found[id(photos)] = run_detector(detector, photos)[0]
+        results = found[id(photos)]
+        if not any((r.gt_labels == label).any() for r in results):
+            continue
+        t = choose_threshold(results, label, bounds[name])
+        c = coverage_stats(results, t, label=label)
+        thresholds[name] = t
+        stats[f"val_{name}_coverage"] = c["coverage"]
+        stats[f"val_{name}_fp_per_image"] = c["fp_per_image"]
+    return thresholds, stats
 
 
 def choose_served(

@@ -61,6 +61,47 @@ def nms(det: Detections, iou: float = 0.5) -> Detections:
     return Detections(det.boxes[keep], det.scores[keep], det.labels[keep])
 
 
+FUSIONS = ("nms", "wbf", "enclose")
+
+
+def fuse(det: Detections, iou: float = 0.5, method: str = "enclose") -> Detections:
+    """Merge overlapping boxes of one class (members of an ensemble, tiles).
+
+    Boxes are grouped greedily as NMS groups them (the best-scoring box and every box of its
+    class overlapping it by ``iou``); each group becomes one box scored by its best member:
+    ``nms`` keeps the best box, ``wbf`` the score-weighted mean box (weighted box fusion),
+    ``enclose`` the box enclosing the group - the privacy-conservative choice: NMS may keep a
+    tight box from one detector and drop a wider one from another that covered the whole face.
+    """
+    from torchvision.ops import box_iou
+
+    if method not in FUSIONS:
+        raise ValueError(f"fusion must be one of {FUSIONS}, not {method!r}")
+    if len(det) == 0 or method == "nms":
+        return nms(det, iou)
+
+    order = np.argsort(-det.scores, kind="stable")
+    b, s, lab = det.boxes[order], det.scores[order], det.labels[order]
+    overlap = box_iou(torch.from_numpy(b), torch.from_numpy(b)).numpy() >= iou  # (N, N)
+    overlap &= lab[:, None] == lab[None, :]
+    np.fill_diagonal(overlap, True)  # a zero-area box (clipped at the border) has IoU NaN
+    free = np.ones(len(b), bool)
+    boxes, keep = [], []
+    for i in range(len(b)):
+        if not free[i]:
+            continue
+        group = np.nonzero(free & overlap[i])[0]  # i itself included
+        free[group] = False
+        g = b[group]
+        if method == "wbf":
+            w = s[group, None]
+            boxes.append((g * w).sum(0) / w.sum())
+        else:
+            boxes.append(np.concatenate([g[:, :2].min(0), g[:, 2:].max(0)]))
+        keep.append(i)
+    return Detections(np.asarray(boxes, np.float32), s[keep], lab[keep])
+
+
 def train_step(
     model: nn.Module,
     opt: torch.optim.Optimizer,

@@ -8,6 +8,7 @@ import shutil
 import av
 import numpy as np
 import pytest
+import torch
 
 from mlsd.artifacts import ArtifactStore
 from mlsd.blurring import data as D
@@ -62,6 +63,17 @@ def test_training_runs_checkpoints_and_resumes(ray_session, tmp_path):
     assert cfg.family == "fcos" and art.manifest["metrics"]["epoch"] == 1
     # the graphs the CPU backends serve, int8 calibrated on its training photos
     assert {"detector.onnx", "detector.int8.onnx"} <= set(art.manifest["files"])
+    # the thresholds it is served at ("threshold: validated"), chosen on validation photos
+    assert set(art.config["thresholds"]) == {"face", "plate"}
+    assert art.manifest["data"]["validation"].startswith("4 face photos, 4 plate photos")
+    # an artifact re-exported and validated as a new version, its weights and record kept
+    blurring.run(blurring.parse_args(common + ["--from-artifact", f"blurring_fcos@{art.version}"]))
+    again_art = ArtifactStore(tmp_path / "store").load("blurring_fcos")
+    assert again_art.version != art.version
+    assert again_art.config["train"]["exported_from"] == f"blurring_fcos/{art.version}"
+    assert again_art.config["thresholds"] == art.config["thresholds"]
+    weights = load_detector(again_art)[0].state_dict()
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
     # the offline variant: crops made once, stored, trained from; one region's plates alone,
     # synthetic plates painted over them (leave one region out: bench.blurring_regions)
     off = common[:-1] + ["offline", "--epochs", "1", "--augment", "offline"]

@@ -172,10 +172,11 @@ def test_a_mostly_bad_box_file_fails_the_job_before_training(photos, tmp_path):
     with pytest.raises(DataError, match="20 of 27 rows are bad"):
         training_examples(a)
     good = coco(photos)
-    faces, plates, source = training_examples(
+    faces, plates, validation, source = training_examples(
         parse_args(["--boxes", str(good), "--boxes-images", str(photos / "images")])
     )
     assert [e.path.name for e in plates] == ["a.jpg"]  # license_plate is in the default map
     assert sorted(e.path.name for e in faces) == ["b.jpg", "c.jpg"]
     assert source["boxes_by_class"] == {"face": 2, "plate": 1}
+    assert validation == []  # 3 photos: too few to hold any out (thresholds stay as given)
     assert np.isclose(plates[0].boxes[1], [100, 200, 180, 230]).all()
