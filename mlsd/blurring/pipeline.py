@@ -150,12 +150,31 @@ def detect_dense(
     are not used) resizes, normalises and pads the batch and decodes the runner's output, so
     boxes come from the one decoding path torch's own forward uses."""
     set_input_scale(skeleton, long_side)
-    tensors = [to_tensor(im) for im in images]
-    batch, _ = skeleton.transform(tensors)
+    sizes = [tuple(im.shape[:2]) for im in images]
+    if all(max(hw) == long_side for hw in sizes):  # detect_image's photos: already at scale
+        batch = _batch_at_scale(images, skeleton.transform)
+    else:
+        batch, _ = skeleton.transform([to_tensor(im) for im in images])
     dense = torch.from_numpy(runner.run(batch.tensors.numpy()))  # (B, L, C + 5)
-    return _detections(
-        decode_dense(skeleton, cfg, dense, batch, [tuple(t.shape[-2:]) for t in tensors])
-    )
+    return _detections(decode_dense(skeleton, cfg, dense, batch, sizes))
+
+
+def _batch_at_scale(images: list[np.ndarray], transform):
+    """What the model's transform makes of (H, W, 3) uint8 images whose long side is already
+    its ``max_size`` (its resize is then the identity: a bilinear pass at scale 1, ~7 ms a
+    photo): normalised in one multiply-add, padded to its ``size_divisible``; an ImageList."""
+    from torchvision.models.detection.image_list import ImageList
+
+    std = np.asarray(transform.image_std, np.float32)
+    scale = 1.0 / (255.0 * std)  # ((x / 255) - mean) / std = x * scale + shift
+    shift = -np.asarray(transform.image_mean, np.float32) / std
+    d = transform.size_divisible
+    h = -(-max(im.shape[0] for im in images) // d) * d
+    w = -(-max(im.shape[1] for im in images) // d) * d
+    out = np.zeros((len(images), 3, h, w), np.float32)  # (B, 3, H, W), zero-padded as torch pads
+    for i, im in enumerate(images):
+        out[i, :, : im.shape[0], : im.shape[1]] = (im * scale + shift).transpose(2, 0, 1)
+    return ImageList(torch.from_numpy(out), [tuple(im.shape[:2]) for im in images])
 
 
 def _detections(outs: list[dict[str, torch.Tensor]]) -> list[Detections]:

@@ -19,7 +19,7 @@ from mlsd.blurring.model import (
     decode_dense,
     set_input_scale,
 )
-from mlsd.blurring.pipeline import to_tensor, train_step
+from mlsd.blurring.pipeline import _batch_at_scale, to_tensor, train_step
 
 FAST = {"min_stride": 8, "head_convs": 2}
 
@@ -129,6 +129,27 @@ def test_onnx_backends_find_the_boxes_torch_finds(fast_store):
     # int8: the top boxes stay where fp32 put them
     top_a, top_c = a.boxes[np.argsort(-a.scores)[:10]], c.boxes[np.argsort(-c.scores)[:10]]
     assert (box_iou(top_a, top_c).max(1) > 0.5).mean() >= 0.7
+
+
+def test_photos_already_at_scale_batch_as_the_models_transform_does(fast_store):
+    """detect_image's photos reach the detector at its scale: the transform's resize would be
+    a bilinear pass at scale 1 (the identity), so they are normalised and padded directly."""
+    model = build_detector(DetectorConfig(fpn_channels=32, max_size=320, **FAST), False).eval()
+    set_input_scale(model, 320)
+    imgs = [_photo(1, 320, 200), _photo(2, 250, 320)]  # long side 320, two shapes: padding
+    ref, _ = model.transform([to_tensor(im) for im in imgs])
+    fast = _batch_at_scale(imgs, model.transform)
+    assert fast.image_sizes == ref.image_sizes == [(320, 200), (250, 320)]
+    torch.testing.assert_close(fast.tensors, ref.tensors, atol=1e-5, rtol=1e-5)
+    # through the served path (onnxruntime) the boxes are the ones torch's own forward finds
+    spec = {"kind": "torch", "artifact": "fast"}
+    torch_det = build_backend(spec, fast_store, "cpu", 1)
+    fp32 = build_backend(spec | {"backend": "onnx"}, fast_store, "cpu", 1)
+    torch_det.long_side = fp32.long_side = 320
+    a, b = torch_det(imgs[1]), fp32(imgs[1])
+    assert len(a) > 10
+    np.testing.assert_allclose(b.scores, a.scores, atol=1e-4)
+    np.testing.assert_allclose(b.boxes, a.boxes, atol=1e-2)
 
 
 def test_a_graph_an_artifact_lacks_or_a_bad_backend_is_refused_by_name(blur_store):
