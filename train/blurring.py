@@ -466,7 +466,7 @@ def _export(
         (bdata.load_rgb(e.path) for e in photos),
         f"{len(photos)} training photos (every 4th, or the first 8)",
     )
-    version = write_detector(
+    version, thresholds = write_detector(
         ArtifactStore(a.store),
         name,
         model,
@@ -498,7 +498,12 @@ def _export(
         if isinstance(validation, dict)
         else at_scale(validation, cfg.max_size),
     )
-    return {"run": run_name, "train_seconds": seconds, "artifact": f"{name}/{version}"}
+    return {
+        "run": run_name,
+        "train_seconds": seconds,
+        "artifact": f"{name}/{version}",
+        "thresholds": thresholds,  # what "threshold: validated" serves
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

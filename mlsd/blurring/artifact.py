@@ -55,13 +55,14 @@ def write_detector(
     reference=None,
     calibration: Sequence[np.ndarray] = (),
     validation: Sequence | dict[str, Sequence] = (),
-) -> str:
+) -> tuple[str, dict | None]:
     """``reference``: the training photos' ``mlsd.drift.DriftReference``, if any;
     ``calibration``: (H, W, 3) uint8 training photos for the int8 graph (FCOS only);
     ``validation``: (image, boxes, labels) at the evaluation scale, photos not trained on
     (one list, or per class: :func:`mlsd.blurring.evaluation.validated_thresholds`): the
     served thresholds (``"threshold": "validated"``) are chosen there, on the graph that is
-    served (FCOS: int8), and kept in the config with the coverage they reached."""
+    served (FCOS: int8), and kept in the config with the coverage they reached. Returns the
+    version and those thresholds (None without validation photos)."""
     w = store.new_version(name)
     torch.save(model.state_dict(), w.path("detector.pt"))
     config = {"detector": cfg.to_dict(), "train": train}
@@ -89,7 +90,7 @@ def write_detector(
         metrics |= stats
     if reference is not None:
         reference.save(w.path(REFERENCE_FILE))
-    return w.commit(config=config, data=data, metrics=metrics)
+    return w.commit(config=config, data=data, metrics=metrics), config.get("thresholds")
 
 
 def export_dense(

@@ -67,8 +67,11 @@ def test_training_runs_checkpoints_and_resumes(ray_session, tmp_path):
     assert set(art.config["thresholds"]) == {"face", "plate"}
     assert art.manifest["data"]["validation"].startswith("4 face photos, 4 plate photos")
     # an artifact re-exported and validated as a new version, its weights and record kept
-    blurring.run(blurring.parse_args(common + ["--from-artifact", f"blurring_fcos@{art.version}"]))
+    out = blurring.run(
+        blurring.parse_args(common + ["--from-artifact", f"blurring_fcos@{art.version}"])
+    )
     again_art = ArtifactStore(tmp_path / "store").load("blurring_fcos")
+    assert out["thresholds"] == art.config["thresholds"]  # printed at the end of the job
     assert again_art.version != art.version
     assert again_art.config["train"]["exported_from"] == f"blurring_fcos/{art.version}"
     assert again_art.config["thresholds"] == art.config["thresholds"]
