@@ -16,7 +16,7 @@ from mlsd.artifacts import Artifact, ArtifactError, ArtifactStore
 from mlsd.blurring import centerface
 from mlsd.blurring.evaluation import FP_BOUNDS, validated_thresholds
 from mlsd.blurring.model import DenseFCOS, DetectorConfig, build_detector, set_input_scale
-from mlsd.blurring.pipeline import detect_dense, detect_torch, to_tensor
+from mlsd.blurring.pipeline import DenseDetector, TorchDetector, to_tensor
 from mlsd.drift import REFERENCE_FILE
 from mlsd.runtime import devices, export_onnx, load_runner, make_runner, quantize_int8
 from mlsd.runtime.base import ModelRunner
@@ -74,13 +74,11 @@ def write_detector(
     if validation:
         fcos = cfg.family == "fcos"
         int8 = w.path(DETECTOR_FILES["onnx-int8"])
-        runner = make_runner("onnx", path=int8, device="cpu") if fcos else None
-
-        def detect(image: np.ndarray):  # the graph that is served: FCOS's int8, else torch
-            if runner is None:
-                return detect_torch(model, [image], cfg.max_size)[0]
-            return detect_dense(runner, model, cfg, [image], cfg.max_size)[0]
-
+        detect = (  # the graph that is served: FCOS's int8, else torch
+            DenseDetector(make_runner("onnx", path=int8, device="cpu"), model, cfg, cfg.max_size)
+            if fcos
+            else TorchDetector(model, cfg.max_size)
+        )
         thresholds, stats = validated_thresholds(detect, validation)
         config["thresholds"] = thresholds
         config["thresholds_rule"] = (

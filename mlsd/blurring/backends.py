@@ -27,9 +27,9 @@ from mlsd.blurring.artifact import (
 from mlsd.blurring.data import FACE, PLATE
 from mlsd.blurring.pipeline import (
     FUSIONS,
+    DenseDetector,
     Detections,
-    detect_dense,
-    detect_torch,
+    TorchDetector,
     fuse,
     nms,
     resize,
@@ -192,38 +192,6 @@ class DlibHOG:
         return Detections(
             boxes, np.asarray(scores, np.float32), np.full(len(rects), FACE, np.int64)
         )
-
-
-class TorchDetector:
-    """Our trained torchvision detector (faces and plates) at long side ``long_side``."""
-
-    labels = (FACE, PLATE)
-
-    def __init__(self, model, long_side: int = 1024, name: str = "ours"):
-        self.model, self.long_side, self.name = model, long_side, name
-
-    def __call__(self, image: np.ndarray) -> Detections:
-        return self.batch([image])[0]
-
-    def batch(self, images: list[np.ndarray]) -> list[Detections]:
-        return detect_torch(self.model, images, self.long_side)
-
-
-class DenseDetector:
-    """Our trained FCOS with its backbone and heads in onnxruntime (``onnx`` or ``onnx-int8``:
-    the fast CPU path) and the decoding in torchvision's code, at long side ``long_side``."""
-
-    labels = (FACE, PLATE)
-
-    def __init__(self, runner, skeleton, cfg, long_side: int = 1024, name: str = "ours"):
-        self.runner, self.skeleton, self.cfg = runner, skeleton, cfg
-        self.long_side, self.name = long_side, name
-
-    def __call__(self, image: np.ndarray) -> Detections:
-        return self.batch([image])[0]
-
-    def batch(self, images: list[np.ndarray]) -> list[Detections]:
-        return detect_dense(self.runner, self.skeleton, self.cfg, images, self.long_side)
 
 
 class Ensemble:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mlsd.blurring.data import FACE, PLATE
 from mlsd.blurring.model import DetectorConfig, decode_dense, detection_loss, set_input_scale
 from mlsd.runtime.base import ModelRunner
 
@@ -175,6 +176,38 @@ def _batch_at_scale(images: list[np.ndarray], transform):
     for i, im in enumerate(images):
         out[i, :, : im.shape[0], : im.shape[1]] = (im * scale + shift).transpose(2, 0, 1)
     return ImageList(torch.from_numpy(out), [tuple(im.shape[:2]) for im in images])
+
+
+class TorchDetector:
+    """Our trained torchvision detector (faces and plates) at long side ``long_side``."""
+
+    labels = (FACE, PLATE)
+
+    def __init__(self, model, long_side: int = 1024, name: str = "ours"):
+        self.model, self.long_side, self.name = model, long_side, name
+
+    def __call__(self, image: np.ndarray) -> Detections:
+        return self.batch([image])[0]
+
+    def batch(self, images: list[np.ndarray]) -> list[Detections]:
+        return detect_torch(self.model, images, self.long_side)
+
+
+class DenseDetector:
+    """Our trained FCOS with its backbone and heads in onnxruntime (``onnx`` or ``onnx-int8``:
+    the fast CPU path) and the decoding in torchvision's code, at long side ``long_side``."""
+
+    labels = (FACE, PLATE)
+
+    def __init__(self, runner, skeleton, cfg, long_side: int = 1024, name: str = "ours"):
+        self.runner, self.skeleton, self.cfg = runner, skeleton, cfg
+        self.long_side, self.name = long_side, name
+
+    def __call__(self, image: np.ndarray) -> Detections:
+        return self.batch([image])[0]
+
+    def batch(self, images: list[np.ndarray]) -> list[Detections]:
+        return detect_dense(self.runner, self.skeleton, self.cfg, images, self.long_side)
 
 
 def _detections(outs: list[dict[str, torch.Tensor]]) -> list[Detections]:
